@@ -1,0 +1,216 @@
+//! One live session in the page: socket, recorder and player, wired to the [`Ui`].
+
+use super::player::Player;
+use super::recorder::{self, Recorder};
+use super::socket::{Socket, SocketEvent};
+use super::MediaError;
+use crate::protocol::{ClientMsg, ServerMsg};
+use crate::studio::{Phase, Ui};
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use web_sys::{HtmlVideoElement, MediaStream};
+
+/// A live session; dropping it closes the socket, stops the recorder, destroys the player.
+pub struct Live(Rc<Inner>);
+
+struct Inner {
+    ui: Ui,
+    stream: MediaStream,
+    output: HtmlVideoElement,
+    mime: &'static str,
+    socket: RefCell<Option<Socket>>,
+    recorder: RefCell<Option<Recorder>>,
+    player: RefCell<Option<Player>>,
+}
+
+impl Live {
+    /// Opens the socket; the recorder starts once the server says the session started.
+    pub fn start(
+        ui: Ui,
+        stream: MediaStream,
+        output: HtmlVideoElement,
+    ) -> Result<Self, MediaError> {
+        let mime = recorder::pick_mime().ok_or(MediaError::NoRecorderFormat)?;
+        let csrf = csrf_token();
+        let inner = Rc::new(Inner {
+            ui,
+            stream,
+            output,
+            mime,
+            socket: RefCell::new(None),
+            recorder: RefCell::new(None),
+            player: RefCell::new(None),
+        });
+        ui.set(Phase::Connecting, "Connecting to the server…");
+        let weak = Rc::downgrade(&inner);
+        let socket = Socket::open(&csrf, move |event| {
+            if let Some(inner) = weak.upgrade() {
+                Inner::on_socket(&inner, event);
+            }
+        })?;
+        *inner.socket.borrow_mut() = Some(socket);
+        Ok(Live(inner))
+    }
+
+    /// Stops recording; the stop message follows the last chunk.
+    pub fn stop(&self) {
+        let inner = &self.0;
+        inner
+            .ui
+            .message
+            .set("Stopping… finishing the recording.".into());
+        let stopping = inner.recorder.borrow().as_ref().is_some_and(|r| r.stop());
+        if !stopping {
+            // Nothing recorded yet (or already stopped): tell the server directly.
+            inner.send(&ClientMsg::Stop);
+            if !inner.socket.borrow().as_ref().is_some_and(|s| s.is_open()) {
+                inner.ui.set(Phase::Stopped, "Stopped.");
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn send(&self, msg: &ClientMsg) -> bool {
+        self.socket.borrow().as_ref().is_some_and(|s| s.send(msg))
+    }
+
+    fn on_socket(this: &Rc<Self>, event: SocketEvent) {
+        let ui = this.ui;
+        match event {
+            SocketEvent::Open => {
+                let (width, height) = frame_size(&this.stream);
+                this.send(&ClientMsg::Start {
+                    mime_type: this.mime.to_string(),
+                    width,
+                    height,
+                });
+            }
+            SocketEvent::Message(msg) => Self::on_message(this, msg),
+            SocketEvent::Garbled => {
+                ui.fail("The server sent something this page does not understand.");
+                this.shutdown();
+            }
+            SocketEvent::Closed => {
+                if ui.phase.get_untracked().is_active() {
+                    ui.fail("The connection to the server was lost.");
+                }
+                this.recorder.borrow_mut().take();
+            }
+        }
+    }
+
+    fn on_message(this: &Rc<Self>, msg: ServerMsg) {
+        let ui = this.ui;
+        match msg {
+            ServerMsg::Started { .. } => {
+                if let Err(err) = Self::start_recorder(this) {
+                    ui.fail(err.user_message());
+                    this.shutdown();
+                    return;
+                }
+                ui.set(
+                    Phase::Buffering,
+                    "Streaming… waiting for the first processed segment.",
+                );
+            }
+            ServerMsg::PlaylistReady { url } => {
+                ui.playlist.set(Some(url.clone()));
+                let on_playing = {
+                    let ui = this.ui;
+                    move || {
+                        if ui.phase.get_untracked() == Phase::Buffering {
+                            ui.set(Phase::Live, "Live: faces are boxed in green.");
+                        }
+                    }
+                };
+                let on_fatal = move || ui.fail("The processed stream could not be played.");
+                match Player::attach(this.output.clone(), &url, on_playing, on_fatal) {
+                    Ok(player) => *this.player.borrow_mut() = Some(player),
+                    Err(err) => ui.fail(err.user_message()),
+                }
+            }
+            ServerMsg::Stats(stats) => ui.stats.set(stats),
+            ServerMsg::Ended { .. } => {
+                ui.set(
+                    Phase::Stopped,
+                    "Stopped. The recording stays playable below.",
+                );
+                this.shutdown();
+            }
+            ServerMsg::Error { message, .. } => {
+                ui.fail(message);
+                this.shutdown();
+            }
+        }
+    }
+
+    fn start_recorder(this: &Rc<Self>) -> Result<(), MediaError> {
+        let on_chunk = {
+            let weak: Weak<Self> = Rc::downgrade(this);
+            move |blob: web_sys::Blob| {
+                if let Some(inner) = weak.upgrade() {
+                    if let Some(socket) = inner.socket.borrow().as_ref() {
+                        socket.send_chunk(&blob);
+                    }
+                }
+            }
+        };
+        let on_stop = {
+            let weak: Weak<Self> = Rc::downgrade(this);
+            move || {
+                if let Some(inner) = weak.upgrade() {
+                    if !inner.send(&ClientMsg::Stop) && inner.ui.phase.get_untracked().is_active() {
+                        inner.ui.set(Phase::Stopped, "Stopped.");
+                    }
+                }
+            }
+        };
+        let recorder = Recorder::start(&this.stream, this.mime, on_chunk, on_stop)?;
+        *this.recorder.borrow_mut() = Some(recorder);
+        Ok(())
+    }
+
+    /// Ends recording and closes the socket, keeping the player (and its last output).
+    fn shutdown(&self) {
+        if let Some(recorder) = self.recorder.borrow().as_ref() {
+            recorder.stop();
+        }
+        if let Some(socket) = self.socket.borrow().as_ref() {
+            socket.close();
+        }
+    }
+}
+
+/// The camera's frame size, rounded down to even sides (H.264 4:2:0 needs them).
+fn frame_size(stream: &MediaStream) -> (u32, u32) {
+    let settings = stream
+        .get_video_tracks()
+        .get(0)
+        .dyn_into::<web_sys::MediaStreamTrack>()
+        .ok()
+        .map(|t| t.get_settings());
+    let width = settings.as_ref().and_then(|s| s.get_width()).unwrap_or(640);
+    let height = settings
+        .as_ref()
+        .and_then(|s| s.get_height())
+        .unwrap_or(480);
+    let even = |v: i32| (v.max(2) as u32) & !1;
+    (even(width), even(height))
+}
+
+/// The token the server rendered into `<meta name="csrf-token">`.
+fn csrf_token() -> String {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| {
+            d.query_selector(&format!("meta[name={}]", crate::CSRF_META))
+                .ok()
+                .flatten()
+        })
+        .and_then(|m| m.get_attribute("content"))
+        .unwrap_or_default()
+}
+
+use leptos::prelude::{GetUntracked, Set};
+use wasm_bindgen::JsCast;

@@ -1,0 +1,332 @@
+//! The typed WebSocket protocol spoken between the page and the server.
+//!
+//! Text frames carry JSON of [`ClientMsg`] (page → server) and [`ServerMsg`]
+//! (server → page); media travels as binary frames and never appears here.
+//! Both sides compile this module, so a change to the wire is a change to one type.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest text frame either side accepts. Every legitimate message is far smaller; a
+/// bigger one is rejected before it is parsed.
+pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+
+/// Largest frame size a session may ask for (1080p). Larger frames would blow the
+/// per-session memory budget (each raw BGR frame is width × height × 3 bytes).
+pub const MAX_WIDTH: u32 = 1920;
+/// See [`MAX_WIDTH`].
+pub const MAX_HEIGHT: u32 = 1080;
+/// Smallest frame size worth detecting faces in.
+pub const MIN_SIDE: u32 = 64;
+
+/// A message from the page to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ClientMsg {
+    /// Begin a session: binary frames that follow are the recorder's chunks, from chunk 0.
+    Start {
+        /// The MediaRecorder mimeType actually in use, e.g. `video/webm;codecs=vp9`.
+        mime_type: String,
+        /// Width of the camera frames in pixels.
+        width: u32,
+        /// Height of the camera frames in pixels.
+        height: u32,
+    },
+    /// The recorder has stopped and its last chunk was sent: end the recording.
+    Stop,
+}
+
+/// A message from the server to the page.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMsg {
+    /// The session's pipeline is running; media may flow.
+    Started {
+        /// The session's id (also the HLS folder name).
+        session_id: String,
+    },
+    /// The first segment is complete: the processed stream can be played from `url`.
+    PlaylistReady {
+        /// Same-origin URL of the HLS playlist, `/hls/<session-id>/playlist.m3u8`.
+        url: String,
+    },
+    /// Live pipeline figures, sent at most a few times a second.
+    Stats(Stats),
+    /// The recording has ended (after a stop); the playlist carries `#EXT-X-ENDLIST`.
+    Ended {
+        /// The playlist URL, if a playlist was produced at all.
+        url: Option<String>,
+    },
+    /// Something went wrong; `message` is written for the person in front of the page.
+    Error {
+        /// What kind of problem it was.
+        kind: ErrorKind,
+        /// A user-facing sentence; never internal error text.
+        message: String,
+    },
+}
+
+impl ServerMsg {
+    /// The error message for `kind`, with its standard user-facing text.
+    pub fn error(kind: ErrorKind) -> Self {
+        ServerMsg::Error {
+            kind,
+            message: kind.user_message().to_string(),
+        }
+    }
+}
+
+/// Pipeline figures for one session, cumulative counts plus recent rates.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Decoded frames per second over the last interval.
+    pub fps_in: f32,
+    /// Frames per second handed to the encoder over the last interval.
+    pub fps_out: f32,
+    /// Frames decoded since start.
+    pub frames_in: u64,
+    /// Frames encoded since start.
+    pub frames_out: u64,
+    /// Frames dropped anywhere (encoder backlog) since start.
+    pub frames_dropped: u64,
+    /// Frames the detector skipped because a newer one arrived first.
+    pub detector_skipped: u64,
+    /// Faces in the most recent detection.
+    pub faces: u32,
+    /// Milliseconds the most recent detection took.
+    pub detect_ms: f32,
+    /// HLS segments written so far.
+    pub segments: u64,
+}
+
+/// The kinds of error a client can be told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorKind {
+    /// The text frame was not a known message.
+    BadMessage,
+    /// The message was valid but not allowed now (e.g. media before start).
+    Protocol,
+    /// The announced media type or size is not supported.
+    UnsupportedMedia,
+    /// A frame exceeded the size limit.
+    TooLarge,
+    /// Messages arrived faster than allowed.
+    RateLimited,
+    /// The server is at its session limit.
+    Busy,
+    /// The video could not be processed (decoder or encoder failed).
+    Pipeline,
+    /// The session was idle for too long.
+    Idle,
+    /// The server is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorKind {
+    /// The sentence shown to the user for this kind.
+    pub fn user_message(self) -> &'static str {
+        match self {
+            ErrorKind::BadMessage => "The server did not understand a message from this page.",
+            ErrorKind::Protocol => "The page and the server got out of step; please start again.",
+            ErrorKind::UnsupportedMedia => {
+                "This browser's video format or camera size is not supported."
+            }
+            ErrorKind::TooLarge => "A piece of video was larger than the server accepts.",
+            ErrorKind::RateLimited => "The page sent data faster than the server accepts.",
+            ErrorKind::Busy => "The server is busy with other sessions; please try again later.",
+            ErrorKind::Pipeline => "The server could not process the video stream.",
+            ErrorKind::Idle => "The session was closed because no video arrived for a while.",
+            ErrorKind::ShuttingDown => "The server is shutting down; the recording was ended.",
+        }
+    }
+}
+
+/// Why a text frame could not be turned into a [`ClientMsg`].
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    /// The frame is larger than [`MAX_TEXT_BYTES`].
+    #[error("text message of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// The frame is not a known message.
+    #[error("unknown or malformed message: {0}")]
+    Malformed(String),
+}
+
+impl DecodeError {
+    /// The error kind the client is told.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DecodeError::TooLarge(_) => ErrorKind::TooLarge,
+            DecodeError::Malformed(_) => ErrorKind::BadMessage,
+        }
+    }
+}
+
+impl ClientMsg {
+    /// Parses one text frame, refusing oversized or unknown input.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        if text.len() > MAX_TEXT_BYTES {
+            return Err(DecodeError::TooLarge(text.len()));
+        }
+        serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    /// The JSON text of this message.
+    pub fn encode(&self) -> String {
+        // A derived Serialize of these plain enums cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+impl ServerMsg {
+    /// Parses one text frame from the server.
+    pub fn decode(text: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    /// The JSON text of this message.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Checks a start request's size: even, within [`MIN_SIDE`]..=[`MAX_WIDTH`]×[`MAX_HEIGHT`]
+/// (H.264 4:2:0 needs even sides).
+pub fn valid_frame_size(width: u32, height: u32) -> bool {
+    (MIN_SIDE..=MAX_WIDTH).contains(&width)
+        && (MIN_SIDE..=MAX_HEIGHT).contains(&height)
+        && width % 2 == 0
+        && height % 2 == 0
+}
+
+/// Whether the server can decode a recorder mimeType (WebM or Matroska containers).
+pub fn supported_mime(mime: &str) -> bool {
+    let base = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        base.as_str(),
+        "video/webm" | "video/x-matroska" | "video/matroska"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip() {
+        let msgs = [
+            ClientMsg::Start {
+                mime_type: "video/webm;codecs=vp9".into(),
+                width: 640,
+                height: 480,
+            },
+            ClientMsg::Stop,
+        ];
+        for msg in msgs {
+            assert_eq!(ClientMsg::decode(&msg.encode()), Ok(msg));
+        }
+    }
+
+    #[test]
+    fn start_has_the_documented_json_shape() {
+        let msg = ClientMsg::decode(
+            r#"{"type":"start","mimeType":"video/webm;codecs=vp9","width":640,"height":480}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            msg,
+            ClientMsg::Start {
+                mime_type: "video/webm;codecs=vp9".into(),
+                width: 640,
+                height: 480
+            }
+        );
+        assert_eq!(ClientMsg::Stop.encode(), r#"{"type":"stop"}"#);
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let msgs = [
+            ServerMsg::Started {
+                session_id: "ab".into(),
+            },
+            ServerMsg::PlaylistReady {
+                url: "/hls/ab/playlist.m3u8".into(),
+            },
+            ServerMsg::Stats(Stats {
+                fps_in: 30.0,
+                faces: 1,
+                ..Stats::default()
+            }),
+            ServerMsg::Ended { url: None },
+            ServerMsg::error(ErrorKind::Busy),
+        ];
+        for msg in msgs {
+            assert_eq!(ServerMsg::decode(&msg.encode()), Ok(msg));
+        }
+        assert_eq!(
+            ServerMsg::PlaylistReady { url: "/x".into() }.encode(),
+            r#"{"type":"playlistReady","url":"/x"}"#
+        );
+    }
+
+    #[test]
+    fn malformed_and_unknown_messages_are_typed_errors() {
+        for bad in [
+            "",
+            "null",
+            "{}",
+            r#"{"type":"launch"}"#,
+            r#"{"type":"start"}"#,
+            "\u{0}",
+        ] {
+            let err = ClientMsg::decode(bad).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::BadMessage, "{bad:?}");
+        }
+        let huge = format!(
+            r#"{{"type":"stop","pad":"{}"}}"#,
+            "x".repeat(MAX_TEXT_BYTES)
+        );
+        assert_eq!(
+            ClientMsg::decode(&huge).unwrap_err().kind(),
+            ErrorKind::TooLarge
+        );
+    }
+
+    #[test]
+    fn error_messages_are_user_facing_text() {
+        match ServerMsg::error(ErrorKind::Pipeline) {
+            ServerMsg::Error { message, .. } => {
+                assert_eq!(message, ErrorKind::Pipeline.user_message())
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn frame_sizes_and_mimes_are_checked() {
+        assert!(valid_frame_size(640, 480));
+        assert!(valid_frame_size(1920, 1080));
+        assert!(!valid_frame_size(641, 480));
+        assert!(!valid_frame_size(0, 0));
+        assert!(!valid_frame_size(4000, 480));
+        assert!(supported_mime("video/webm;codecs=vp9"));
+        assert!(supported_mime("video/x-matroska;codecs=avc1"));
+        assert!(!supported_mime("video/mp4"));
+        assert!(!supported_mime(""));
+    }
+}

@@ -1,0 +1,200 @@
+//! The studio page: camera preview, start/stop, the processed HLS player, status and stats.
+//!
+//! The view and its state live here and render on both sides; everything that touches
+//! browser media is delegated to [`crate::media`], which exists only in the hydrated build.
+
+use crate::protocol::Stats;
+use leptos::prelude::*;
+
+/// Where a session stands, as shown in `data-state` on the status element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No session yet (the camera may or may not be ready).
+    Idle,
+    /// The WebSocket is opening and the server is starting the pipeline.
+    Connecting,
+    /// Video flows to the server; the processed stream is not playing yet.
+    Buffering,
+    /// The processed stream is playing.
+    Live,
+    /// The session ended; the recording stays playable.
+    Stopped,
+    /// Something failed; the status text says what.
+    Error,
+}
+
+impl Phase {
+    /// The `data-state` value of this phase.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Idle => "idle",
+            Phase::Connecting => "connecting",
+            Phase::Buffering => "buffering",
+            Phase::Live => "live",
+            Phase::Stopped => "stopped",
+            Phase::Error => "error",
+        }
+    }
+
+    /// Whether a session is under way (Stop applies).
+    pub fn is_active(self) -> bool {
+        matches!(self, Phase::Connecting | Phase::Buffering | Phase::Live)
+    }
+}
+
+/// The page's reactive state; `Copy`, so every callback can hold it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    /// Session phase.
+    pub phase: RwSignal<Phase>,
+    /// The sentence in the status element.
+    pub message: RwSignal<String>,
+    /// Whether the camera preview is running.
+    pub camera_ready: RwSignal<bool>,
+    /// Latest figures pushed by the server.
+    pub stats: RwSignal<Stats>,
+    /// URL of the processed stream's playlist, once ready.
+    pub playlist: RwSignal<Option<String>>,
+    /// Set once the page has hydrated (a hook for tests).
+    pub hydrated: RwSignal<bool>,
+}
+
+impl Ui {
+    fn new() -> Self {
+        Ui {
+            phase: RwSignal::new(Phase::Idle),
+            message: RwSignal::new("Loading…".to_string()),
+            camera_ready: RwSignal::new(false),
+            stats: RwSignal::new(Stats::default()),
+            playlist: RwSignal::new(None),
+            hydrated: RwSignal::new(false),
+        }
+    }
+
+    /// Moves to `phase` with a status sentence.
+    pub fn set(&self, phase: Phase, message: impl Into<String>) {
+        self.phase.set(phase);
+        self.message.set(message.into());
+    }
+
+    /// Moves to the error phase with a user-facing reason.
+    pub fn fail(&self, message: impl Into<String>) {
+        self.set(Phase::Error, message);
+    }
+}
+
+/// The one page of the app.
+#[component]
+pub fn Studio() -> impl IntoView {
+    let ui = Ui::new();
+    let preview = NodeRef::<leptos::html::Video>::new();
+    let output = NodeRef::<leptos::html::Video>::new();
+
+    #[cfg(feature = "hydrate")]
+    let controller = crate::media::Controller::new(ui, preview, output);
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        ui.hydrated.set(true);
+        controller.open_camera();
+    });
+
+    let on_start = move |_| {
+        #[cfg(feature = "hydrate")]
+        controller.start();
+    };
+    let on_stop = move |_| {
+        #[cfg(feature = "hydrate")]
+        controller.stop();
+    };
+    let can_start = move || ui.camera_ready.get() && !ui.phase.get().is_active();
+    let can_stop = move || ui.phase.get().is_active();
+    let stat = move |f: fn(&Stats) -> String| move || ui.stats.with(f);
+
+    view! {
+        <main class="studio" data-hydrated=move || ui.hydrated.get().to_string()>
+            <header>
+                <h1>"hls-face"</h1>
+                <p class="tagline">
+                    "Your camera → server-side face detection → HLS, back in this page."
+                </p>
+            </header>
+            <section class="videos">
+                <figure>
+                    <video
+                        data-testid="preview"
+                        node_ref=preview
+                        autoplay=true
+                        muted=true
+                        playsinline=true
+                    ></video>
+                    <figcaption>"Camera"</figcaption>
+                </figure>
+                <figure>
+                    <video
+                        data-testid="output"
+                        node_ref=output
+                        data-playlist=move || ui.playlist.get().unwrap_or_default()
+                        autoplay=true
+                        muted=true
+                        playsinline=true
+                        controls=true
+                    ></video>
+                    <figcaption>"Processed stream"</figcaption>
+                </figure>
+            </section>
+            <div class="controls">
+                <button data-testid="start" on:click=on_start disabled=move || !can_start()>
+                    "Start"
+                </button>
+                <button data-testid="stop" on:click=on_stop disabled=move || !can_stop()>
+                    "Stop"
+                </button>
+                <p
+                    data-testid="status"
+                    class="status"
+                    role="status"
+                    aria-live="polite"
+                    data-state=move || ui.phase.get().as_str()
+                >
+                    {move || ui.message.get()}
+                </p>
+            </div>
+            <dl data-testid="stats" class="stats">
+                <dt>"fps in / out"</dt>
+                <dd data-stat="fps">
+                    {stat(|s| format!("{:.1} / {:.1}", s.fps_in, s.fps_out))}
+                </dd>
+                <dt>"faces"</dt>
+                <dd data-stat="faces">{stat(|s| s.faces.to_string())}</dd>
+                <dt>"detector"</dt>
+                <dd data-stat="detect-ms">{stat(|s| format!("{:.1} ms", s.detect_ms))}</dd>
+                <dt>"frames dropped"</dt>
+                <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
+                <dt>"segments"</dt>
+                <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
+            </dl>
+        </main>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_map_to_the_documented_states() {
+        let all = [
+            (Phase::Idle, "idle"),
+            (Phase::Connecting, "connecting"),
+            (Phase::Buffering, "buffering"),
+            (Phase::Live, "live"),
+            (Phase::Stopped, "stopped"),
+            (Phase::Error, "error"),
+        ];
+        for (phase, name) in all {
+            assert_eq!(phase.as_str(), name);
+        }
+        assert!(Phase::Live.is_active());
+        assert!(!Phase::Stopped.is_active());
+    }
+}

@@ -1,0 +1,360 @@
+//! Typed runtime settings: `Leptos.toml` plus environment overrides, with documented defaults.
+
+use crate::error::ServerError;
+use leptos::config::LeptosOptions;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// File read when no other is named.
+pub const DEFAULT_CONFIG_FILE: &str = "Leptos.toml";
+
+/// Prefix of the environment variables that override `[pipeline]` and `[limits]` keys.
+pub const ENV_PREFIX: &str = "HLS_FACE_";
+
+/// All runtime settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where and what the HTTP server serves.
+    pub site: SiteConfig,
+    /// The ffmpeg / OpenCV pipeline.
+    pub pipeline: PipelineConfig,
+    /// Per-client and per-server limits.
+    pub limits: LimitsConfig,
+}
+
+/// `[site]`: the Leptos site.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct SiteConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Built site folder.
+    pub root: String,
+    /// Sub-folder of `root` with the wasm bundle.
+    pub pkg_dir: String,
+    /// Bundle base name.
+    pub output_name: String,
+    /// "DEV" or "PROD".
+    pub env: String,
+    /// cargo-leptos live-reload port.
+    pub reload_port: u32,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            root: "target/site".into(),
+            pkg_dir: "pkg".into(),
+            output_name: "hls-face".into(),
+            env: "PROD".into(),
+            reload_port: 3001,
+        }
+    }
+}
+
+/// `[pipeline]`: decoding, detection and encoding.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct PipelineConfig {
+    /// Parent of the per-session folders.
+    pub runtime_dir: PathBuf,
+    /// ffmpeg binary.
+    pub ffmpeg: PathBuf,
+    /// Output frame rate.
+    pub frame_rate: u32,
+    /// Segment length in seconds.
+    pub segment_seconds: u32,
+    /// Segments kept in the live playlist.
+    pub playlist_size: u32,
+    /// libx264 preset.
+    pub x264_preset: String,
+    /// Haar cascade file.
+    pub cascade: PathBuf,
+    /// Detector working width.
+    pub detect_width: u32,
+    /// Haar scale factor.
+    pub scale_factor: f64,
+    /// Haar min neighbours.
+    pub min_neighbors: i32,
+    /// Smallest face in full-frame pixels.
+    pub min_face: u32,
+    /// Stats push interval.
+    pub stats_interval_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            runtime_dir: "target/hls-face-runtime".into(),
+            ffmpeg: "ffmpeg".into(),
+            frame_rate: 30,
+            segment_seconds: 1,
+            playlist_size: 6,
+            x264_preset: "veryfast".into(),
+            cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
+            detect_width: 320,
+            scale_factor: 1.15,
+            min_neighbors: 4,
+            min_face: 48,
+            stats_interval_ms: 500,
+        }
+    }
+}
+
+/// `[limits]`: what one client and the whole server may use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct LimitsConfig {
+    /// Concurrent sessions.
+    pub max_sessions: usize,
+    /// Largest binary chunk.
+    pub max_chunk_bytes: usize,
+    /// Message rate cap per client.
+    pub max_messages_per_second: u32,
+    /// Session idle timeout.
+    pub idle_timeout_secs: u64,
+    /// Retention of stopped recordings.
+    pub retention_secs: u64,
+    /// Retention of abandoned sessions' folders.
+    pub abandoned_retention_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_sessions: 8,
+            max_chunk_bytes: 1024 * 1024,
+            max_messages_per_second: 200,
+            idle_timeout_secs: 20,
+            retention_secs: 600,
+            abandoned_retention_secs: 5,
+        }
+    }
+}
+
+/// `[site]` keys and the Leptos environment variables that override them.
+const SITE_ENV: [(&str, &str); 6] = [
+    ("addr", "LEPTOS_SITE_ADDR"),
+    ("root", "LEPTOS_SITE_ROOT"),
+    ("pkg-dir", "LEPTOS_SITE_PKG_DIR"),
+    ("output-name", "LEPTOS_OUTPUT_NAME"),
+    ("env", "LEPTOS_ENV"),
+    ("reload-port", "LEPTOS_RELOAD_PORT"),
+];
+
+impl Config {
+    /// Reads `path` (or [`DEFAULT_CONFIG_FILE`] when `None`, where a missing file means
+    /// defaults) and applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ServerError> {
+        let file = path.unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) if path.is_none() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ServerError::ConfigRead {
+                    path: file.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::from_parts(&text, std::env::vars())
+    }
+
+    /// Builds the settings from TOML text and environment pairs (pure, for tests).
+    pub fn from_parts(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ServerError> {
+        let mut root: toml::Table = toml_text
+            .parse()
+            .map_err(|e: toml::de::Error| ServerError::Config(e.to_string()))?;
+        for (name, value) in env {
+            let Some((section, key)) = env_target(&name) else {
+                continue;
+            };
+            let table = root
+                .entry(section)
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let toml::Value::Table(table) = table else {
+                return Err(ServerError::Config(format!("[{name}] is not a table")));
+            };
+            table.insert(key, env_value(&value));
+        }
+        let config: Config = toml::Value::Table(root)
+            .try_into()
+            .map_err(|e: toml::de::Error| ServerError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ServerError> {
+        let p = &self.pipeline;
+        let l = &self.limits;
+        let checks = [
+            (
+                p.frame_rate >= 1 && p.frame_rate <= 60,
+                "pipeline.frame-rate must be 1..=60",
+            ),
+            (
+                p.segment_seconds >= 1 && p.segment_seconds <= 10,
+                "pipeline.segment-seconds must be 1..=10",
+            ),
+            (
+                p.playlist_size >= 2,
+                "pipeline.playlist-size must be at least 2",
+            ),
+            (
+                p.detect_width >= 64,
+                "pipeline.detect-width must be at least 64",
+            ),
+            (
+                p.scale_factor > 1.0 && p.scale_factor < 2.0,
+                "pipeline.scale-factor must be in (1, 2)",
+            ),
+            (
+                p.min_neighbors >= 0,
+                "pipeline.min-neighbors must not be negative",
+            ),
+            (
+                p.stats_interval_ms >= 50,
+                "pipeline.stats-interval-ms must be at least 50",
+            ),
+            (
+                l.max_sessions >= 1,
+                "limits.max-sessions must be at least 1",
+            ),
+            (
+                l.max_chunk_bytes >= 1024,
+                "limits.max-chunk-bytes must be at least 1024",
+            ),
+            (
+                l.max_messages_per_second >= 1,
+                "limits.max-messages-per-second must be at least 1",
+            ),
+            (
+                l.idle_timeout_secs >= 1,
+                "limits.idle-timeout-secs must be at least 1",
+            ),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, why)) => Err(ServerError::Config((*why).to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// The Leptos options for rendering and serving the site.
+    pub fn leptos_options(&self) -> LeptosOptions {
+        let env = if self.site.env.eq_ignore_ascii_case("dev")
+            || self.site.env.eq_ignore_ascii_case("development")
+        {
+            leptos::config::Env::DEV
+        } else {
+            leptos::config::Env::PROD
+        };
+        LeptosOptions::builder()
+            .output_name(self.site.output_name.as_str())
+            .site_root(self.site.root.as_str())
+            .site_pkg_dir(self.site.pkg_dir.as_str())
+            .site_addr(self.site.addr)
+            .reload_port(self.site.reload_port)
+            .env(env)
+            .build()
+    }
+}
+
+/// Maps an environment variable name to the `(section, key)` it overrides.
+fn env_target(name: &str) -> Option<(String, String)> {
+    if let Some((key, _)) = SITE_ENV.iter().find(|(_, var)| *var == name) {
+        return Some(("site".into(), (*key).into()));
+    }
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    if rest == "CONFIG" {
+        return None;
+    }
+    let (section, key) = rest.split_once('_')?;
+    Some((
+        section.to_ascii_lowercase(),
+        key.to_ascii_lowercase().replace('_', "-"),
+    ))
+}
+
+/// An environment value as TOML: numbers, booleans and floats keep their type, anything
+/// else is a string.
+fn env_value(raw: &str) -> toml::Value {
+    if let Ok(v) = raw.parse::<i64>() {
+        return toml::Value::Integer(v);
+    }
+    if let Ok(v) = raw.parse::<f64>() {
+        return toml::Value::Float(v);
+    }
+    if let Ok(v) = raw.parse::<bool>() {
+        return toml::Value::Boolean(v);
+    }
+    toml::Value::String(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_shipped_leptos_toml_equals_the_defaults() {
+        let text = include_str!("../../Leptos.toml");
+        let from_file = Config::from_parts(text, []).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{from_file:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
+    fn leptos_env_vars_move_the_site() {
+        let c = Config::from_parts(
+            "",
+            env(&[
+                ("LEPTOS_SITE_ADDR", "127.0.0.1:4123"),
+                ("LEPTOS_ENV", "DEV"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.site.addr.port(), 4123);
+        assert_eq!(c.leptos_options().env, leptos::config::Env::DEV);
+        assert_eq!(&*c.leptos_options().site_root, "target/site");
+    }
+
+    #[test]
+    fn prefixed_env_vars_override_sections() {
+        let c = Config::from_parts(
+            "[limits]\nmax-sessions = 3\n",
+            env(&[
+                ("HLS_FACE_LIMITS_MAX_CHUNK_BYTES", "2048"),
+                ("HLS_FACE_PIPELINE_RUNTIME_DIR", "/tmp/x"),
+                ("HLS_FACE_PIPELINE_SCALE_FACTOR", "1.3"),
+                ("HLS_FACE_CONFIG", "ignored.toml"),
+                ("UNRELATED", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_sessions, 3);
+        assert_eq!(c.limits.max_chunk_bytes, 2048);
+        assert_eq!(c.pipeline.runtime_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.pipeline.scale_factor, 1.3);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        assert!(Config::from_parts("[limits]\nmax-sesions = 3\n", []).is_err());
+        assert!(Config::from_parts("", env(&[("HLS_FACE_LIMITS_NOPE", "1")])).is_err());
+        assert!(Config::from_parts("[limits]\nmax-sessions = 0\n", []).is_err());
+        assert!(Config::from_parts("[pipeline]\nscale-factor = 1.0\n", []).is_err());
+        assert!(Config::from_parts("not toml [", []).is_err());
+    }
+}

@@ -1,0 +1,67 @@
+//! The server crate's error type: every variant carries the context needed to find the cause.
+
+use std::path::PathBuf;
+
+/// Errors of the server, its sessions and its pipeline stages.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {stage} ({program}): {source}")]
+    Spawn {
+        stage: &'static str,
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{stage} exited with {status}; stderr tail: {stderr_tail}")]
+    ChildExit {
+        stage: &'static str,
+        status: String,
+        stderr_tail: String,
+    },
+    #[error("{stage} pipe failed: {source}")]
+    Pipe {
+        stage: &'static str,
+        source: std::io::Error,
+    },
+    #[error("face detector: {0}")]
+    Detector(String),
+    #[error("file watcher on {path}: {source}")]
+    Watch {
+        path: PathBuf,
+        source: notify::Error,
+    },
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+impl ServerError {
+    /// An I/O error with what was being done and to which path.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ServerError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<opencv::Error> for ServerError {
+    fn from(e: opencv::Error) -> Self {
+        ServerError::Detector(e.to_string())
+    }
+}

@@ -1,0 +1,106 @@
+//! hls-face server: the web app, the per-session video pipeline, and the server lifecycle.
+
+pub mod child;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod session;
+pub mod web;
+
+use config::Config;
+use error::ServerError;
+use pipeline::detector::{DetectorFactory, HaarDetector};
+use session::registry::Registry;
+use session::session::PipelineEnv;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use web::{AppState, Shared};
+
+/// How long shutdown waits for sockets to end their sessions (exit within 5 s in all).
+const SOCKET_DRAIN: Duration = Duration::from_secs(4);
+
+/// A server bound to its address and serving in the background.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Cancel to shut down gracefully.
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+}
+
+impl RunningServer {
+    /// Binds `config.site.addr` and starts serving, with the Haar detector.
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        let detector = HaarDetector::factory(&config.pipeline);
+        Self::start_with(config, detector).await
+    }
+
+    /// Like [`RunningServer::start`] with an injected detector.
+    pub async fn start_with(
+        config: Config,
+        detector: DetectorFactory,
+    ) -> Result<Self, ServerError> {
+        let shutdown = CancellationToken::new();
+        let registry = Arc::new(Registry::new(
+            &config.pipeline.runtime_dir,
+            config.limits.max_sessions,
+            shutdown.clone(),
+        )?);
+        let addr = config.site.addr;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let mut leptos = config.leptos_options();
+        leptos.site_addr = addr;
+        let shared = Arc::new(Shared {
+            pipeline: PipelineEnv {
+                config: config.pipeline.clone(),
+                detector,
+            },
+            config,
+            registry: registry.clone(),
+            csrf: web::csrf::CsrfKey::random(),
+            shutdown: shutdown.clone(),
+            sockets: TaskTracker::new(),
+        });
+        let router = web::app(AppState {
+            leptos,
+            shared: shared.clone(),
+        });
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(token.clone().cancelled_owned())
+                .await;
+            // Upgraded sockets are not tracked by axum: wait for them to end their sessions.
+            shared.sockets.close();
+            if tokio::time::timeout(SOCKET_DRAIN, shared.sockets.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some sessions did not end within {SOCKET_DRAIN:?}");
+            }
+            registry.drain().await;
+            served.map_err(|source| ServerError::Bind { addr, source })
+        });
+        Ok(RunningServer {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Waits until the server has stopped (after [`RunningServer::shutdown`] is cancelled).
+    pub async fn wait(self) -> Result<(), ServerError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ServerError::Config(format!("server task failed: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The decoder stage: one long-lived ffmpeg per session turning the recorder's WebM chunks
+//! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
+
+use super::frame::Frame;
+use crate::child::{ExitReporter, Spawned};
+use crate::error::ServerError;
+use bytes::Bytes;
+use std::path::Path;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::Child;
+use tokio::sync::mpsc;
+
+/// ffmpeg arguments: WebM/Matroska on stdin → `width`×`height` BGR24 at `fps` on stdout.
+///
+/// `-probesize 32 -analyzeduration 0` make ffmpeg start after the first chunk (~0.15 s)
+/// instead of buffering seconds of input; `-r` resamples the WebM's millisecond timebase
+/// (which otherwise yields ~1000 fps of duplicates) to a constant rate; the scale filter
+/// guarantees the frame size the rest of the pipeline reads, whatever the camera sends.
+pub fn decoder_args(width: u32, height: u32, fps: u32) -> Vec<String> {
+    [
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-probesize",
+        "32",
+        "-analyzeduration",
+        "0",
+        "-i",
+        "pipe:0",
+        "-an",
+        "-vf",
+        &format!("scale={width}:{height}"),
+        "-r",
+        &fps.to_string(),
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "bgr24",
+        "pipe:1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A running decoder: its child and the exit reporter; chunks go in through the channel
+/// given to [`Decoder::start`], frames come out of the other.
+pub struct Decoder {
+    pub child: Child,
+    pub exit: ExitReporter,
+}
+
+impl Decoder {
+    /// Spawns ffmpeg; a task writes `chunks` to its stdin (closing stdin when the channel
+    /// closes) and another reads frame-sized blocks from stdout into `frames`.
+    pub fn start(
+        ffmpeg: &Path,
+        width: u32,
+        height: u32,
+        fps: u32,
+        mut chunks: mpsc::Receiver<Bytes>,
+        frames: mpsc::Sender<Frame>,
+    ) -> Result<Self, ServerError> {
+        let args = decoder_args(width, height, fps);
+        let (child, mut stdin, mut stdout, exit) =
+            Spawned::spawn("decoder", ffmpeg, &args)?.into_parts();
+        tokio::spawn(async move {
+            while let Some(chunk) = chunks.recv().await {
+                if let Err(e) = stdin.write_all(&chunk).await {
+                    tracing::debug!("decoder stdin closed: {e}");
+                    return;
+                }
+            }
+            // Dropping stdin here sends EOF: ffmpeg flushes its last frames and exits.
+        });
+        let frame_len = Frame::byte_len(width, height);
+        tokio::spawn(async move {
+            loop {
+                let mut data = vec![0u8; frame_len];
+                match stdout.read_exact(&mut data).await {
+                    Ok(_) => {
+                        let frame = Frame {
+                            width,
+                            height,
+                            data,
+                        };
+                        if frames.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return, // EOF (or a partial last frame): the decoder ended.
+                }
+            }
+        });
+        Ok(Decoder { child, exit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_pin_the_frame_format() {
+        let args = decoder_args(640, 480, 30).join(" ");
+        assert!(args.contains("-probesize 32 -analyzeduration 0 -i pipe:0"));
+        assert!(args.contains("-vf scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 pipe:1"));
+        assert!(
+            !args.contains("nobuffer"),
+            "-fflags nobuffer breaks decoding here"
+        );
+    }
+}

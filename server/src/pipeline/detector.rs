@@ -1,0 +1,368 @@
+//! Face detection beside the frame path: a [`FaceDetector`] runs on its own thread over the
+//! newest frame only (older ones are skipped and counted) and publishes the latest boxes.
+
+use super::frame::{FaceBox, Frame};
+use crate::config::PipelineConfig;
+use crate::error::ServerError;
+use opencv::core::{Mat, Rect, Size, Vector};
+use opencv::objdetect::CascadeClassifier;
+use opencv::prelude::*;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+use tokio::sync::watch;
+
+/// Finds faces in a frame.
+pub trait FaceDetector: Send {
+    /// Boxes of the faces in `frame`, in full-frame pixels.
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError>;
+}
+
+/// Makes a detector on the detector thread (OpenCV objects stay on the thread that made them).
+pub type DetectorFactory =
+    Arc<dyn Fn() -> Result<Box<dyn FaceDetector>, ServerError> + Send + Sync>;
+
+/// Haar cascade settings.
+#[derive(Debug, Clone)]
+pub struct HaarSettings {
+    /// Width of the grey image the cascade scans.
+    pub detect_width: u32,
+    /// Pyramid scale step.
+    pub scale_factor: f64,
+    /// Neighbouring hits needed.
+    pub min_neighbors: i32,
+    /// Smallest face, full-frame pixels.
+    pub min_face: u32,
+}
+
+impl From<&PipelineConfig> for HaarSettings {
+    fn from(c: &PipelineConfig) -> Self {
+        HaarSettings {
+            detect_width: c.detect_width,
+            scale_factor: c.scale_factor,
+            min_neighbors: c.min_neighbors,
+            min_face: c.min_face,
+        }
+    }
+}
+
+/// OpenCV's Haar frontal-face cascade on a downscaled, equalised grey frame.
+pub struct HaarDetector {
+    cascade: CascadeClassifier,
+    settings: HaarSettings,
+    grey: Mat,
+    small: Mat,
+    equalised: Mat,
+}
+
+impl HaarDetector {
+    /// Loads the cascade XML.
+    pub fn new(cascade: &Path, settings: HaarSettings) -> Result<Self, ServerError> {
+        let path = cascade.to_string_lossy();
+        let classifier = CascadeClassifier::new(cascade)
+            .map_err(|e| ServerError::Detector(format!("loading {path}: {e}")))?;
+        if classifier.empty()? {
+            return Err(ServerError::Detector(format!(
+                "cascade {path} is empty or missing"
+            )));
+        }
+        Ok(HaarDetector {
+            cascade: classifier,
+            settings,
+            grey: Mat::default(),
+            small: Mat::default(),
+            equalised: Mat::default(),
+        })
+    }
+
+    /// A factory for the server's sessions, from the pipeline config.
+    pub fn factory(config: &PipelineConfig) -> DetectorFactory {
+        let cascade = config.cascade.clone();
+        let settings = HaarSettings::from(config);
+        Arc::new(move || {
+            Ok(Box::new(HaarDetector::new(&cascade, settings.clone())?) as Box<dyn FaceDetector>)
+        })
+    }
+}
+
+impl FaceDetector for HaarDetector {
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+        use opencv::imgproc;
+        let flat = Mat::from_slice(&frame.data)?;
+        let bgr = flat.reshape(3, frame.height as i32)?;
+        imgproc::cvt_color_def(&bgr, &mut self.grey, imgproc::COLOR_BGR2GRAY)?;
+        let scale = (self.settings.detect_width as f64 / frame.width as f64).min(1.0);
+        let size = Size::new(
+            (frame.width as f64 * scale).round() as i32,
+            (frame.height as f64 * scale).round() as i32,
+        );
+        imgproc::resize(
+            &self.grey,
+            &mut self.small,
+            size,
+            0.0,
+            0.0,
+            imgproc::INTER_AREA,
+        )?;
+        imgproc::equalize_hist(&self.small, &mut self.equalised)?;
+        let min_side = ((self.settings.min_face as f64 * scale).round() as i32).max(12);
+        let mut found = Vector::<Rect>::new();
+        self.cascade.detect_multi_scale(
+            &self.equalised,
+            &mut found,
+            self.settings.scale_factor,
+            self.settings.min_neighbors,
+            0,
+            Size::new(min_side, min_side),
+            Size::new(0, 0),
+        )?;
+        let back = |v: i32| (v as f64 / scale).round() as i32;
+        Ok(found
+            .iter()
+            .map(|r| FaceBox {
+                x: back(r.x),
+                y: back(r.y),
+                width: back(r.width),
+                height: back(r.height),
+            })
+            .collect())
+    }
+}
+
+/// The latest detection result.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detection {
+    /// Faces found.
+    pub boxes: Vec<FaceBox>,
+    /// How long the detection took, in milliseconds.
+    pub millis: f32,
+}
+
+/// Counters the detector thread keeps.
+#[derive(Debug, Default)]
+pub struct DetectorCounters {
+    /// Detections run.
+    pub runs: AtomicU64,
+    /// Frames replaced in the slot before the detector took them.
+    pub skipped: AtomicU64,
+}
+
+#[derive(Default)]
+struct SlotState {
+    frame: Option<Frame>,
+    closed: bool,
+}
+
+/// A one-frame mailbox: a new frame replaces an unread one (newest wins).
+#[derive(Default)]
+struct LatestSlot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+}
+
+/// The detector thread of one session. Dropping it closes the slot and joins the thread.
+pub struct DetectorWorker {
+    slot: Arc<LatestSlot>,
+    counters: Arc<DetectorCounters>,
+    results: watch::Receiver<Detection>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DetectorWorker {
+    /// Starts the thread; the detector is made on it by `factory`. A factory failure is
+    /// returned here, before any frame flows.
+    pub fn start(factory: DetectorFactory, name: String) -> Result<Self, ServerError> {
+        let slot = Arc::new(LatestSlot::default());
+        let counters = Arc::new(DetectorCounters::default());
+        let (tx, results) = watch::channel(Detection::default());
+        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let thread_slot = slot.clone();
+        let thread_counters = counters.clone();
+        let span = tracing::Span::current();
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let _enter = span.enter();
+                let mut detector = match factory() {
+                    Ok(d) => {
+                        let _ = ready_tx.send(Ok(()));
+                        d
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                detect_loop(detector.as_mut(), &thread_slot, &thread_counters, &tx);
+            })
+            .map_err(|e| ServerError::Detector(format!("cannot start thread: {e}")))?;
+        let worker = DetectorWorker {
+            slot,
+            counters,
+            results,
+            thread: Some(thread),
+        };
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(worker),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ServerError::Detector("detector thread died".into())),
+        }
+    }
+
+    /// Hands the newest frame to the detector; an unread older frame is dropped (counted).
+    pub fn offer(&self, frame: &Frame) {
+        let Ok(mut state) = self.slot.state.lock() else {
+            return;
+        };
+        match &mut state.frame {
+            Some(pending) => {
+                // Reuse the unread frame's buffer rather than allocating.
+                pending.data.clear();
+                pending.data.extend_from_slice(&frame.data);
+                pending.width = frame.width;
+                pending.height = frame.height;
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            None => state.frame = Some(frame.clone()),
+        }
+        drop(state);
+        self.slot.ready.notify_one();
+    }
+
+    /// The latest published detection.
+    pub fn latest(&self) -> Detection {
+        self.results.borrow().clone()
+    }
+
+    /// The thread's counters.
+    pub fn counters(&self) -> &Arc<DetectorCounters> {
+        &self.counters
+    }
+}
+
+impl Drop for DetectorWorker {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.slot.state.lock() {
+            state.closed = true;
+        }
+        self.slot.ready.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn detect_loop(
+    detector: &mut dyn FaceDetector,
+    slot: &LatestSlot,
+    counters: &DetectorCounters,
+    tx: &watch::Sender<Detection>,
+) {
+    loop {
+        let frame = {
+            let Ok(mut state) = slot.state.lock() else {
+                return;
+            };
+            loop {
+                if state.closed {
+                    return;
+                }
+                if let Some(frame) = state.frame.take() {
+                    break frame;
+                }
+                state = match slot.ready.wait(state) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            }
+        };
+        let started = Instant::now();
+        match detector.detect(&frame) {
+            Ok(boxes) => {
+                let millis = started.elapsed().as_secs_f32() * 1000.0;
+                counters.runs.fetch_add(1, Ordering::Relaxed);
+                let _ = tx.send(Detection { boxes, millis });
+            }
+            Err(e) => tracing::warn!("face detection failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Reports one box per call whose x is the frame's first byte, after a delay.
+    struct Marker(Duration);
+    impl FaceDetector for Marker {
+        fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            std::thread::sleep(self.0);
+            Ok(vec![FaceBox {
+                x: frame.data[0] as i32,
+                y: 0,
+                width: 1,
+                height: 1,
+            }])
+        }
+    }
+
+    fn wait_for(worker: &DetectorWorker, pred: impl Fn(&Detection) -> bool) -> Detection {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let d = worker.latest();
+            if pred(&d) {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "detector never produced the expected result"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn newest_frame_wins_and_skips_are_counted() {
+        let factory: DetectorFactory =
+            Arc::new(|| Ok(Box::new(Marker(Duration::from_millis(50))) as Box<dyn FaceDetector>));
+        let worker = DetectorWorker::start(factory, "test-detector".into()).unwrap();
+        for i in 1..=20u8 {
+            worker.offer(&Frame::filled(4, 4, [i, 0, 0]));
+        }
+        let d = wait_for(&worker, |d| d.boxes.first().map(|b| b.x) == Some(20));
+        assert_eq!(d.boxes.len(), 1);
+        let runs = worker.counters().runs.load(Ordering::Relaxed);
+        let skipped = worker.counters().skipped.load(Ordering::Relaxed);
+        assert!(
+            runs < 20,
+            "the slow detector should not have seen every frame ({runs})"
+        );
+        assert_eq!(
+            runs + skipped,
+            20,
+            "every frame is either detected or counted as skipped"
+        );
+    }
+
+    #[test]
+    fn a_failing_factory_is_reported_at_start() {
+        let factory: DetectorFactory = Arc::new(|| Err(ServerError::Detector("no model".into())));
+        assert!(DetectorWorker::start(factory, "bad".into()).is_err());
+    }
+
+    #[test]
+    fn haar_reports_a_missing_cascade() {
+        let settings = HaarSettings::from(&PipelineConfig::default());
+        assert!(HaarDetector::new(Path::new("/nonexistent/cascade.xml"), settings).is_err());
+    }
+
+    #[test]
+    fn haar_finds_no_face_in_a_flat_frame() {
+        let config = PipelineConfig::default();
+        let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
+        let boxes = haar.detect(&Frame::filled(640, 480, [90, 90, 90])).unwrap();
+        assert!(boxes.is_empty());
+    }
+}

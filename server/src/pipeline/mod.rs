@@ -1,0 +1,12 @@
+//! The per-session video pipeline, one file per stage in the order data flows:
+//! [`decoder`] (WebM → raw BGR frames) → [`detector`] (faces, on the newest frame) →
+//! [`overlay`] (boxes drawn on every frame) → [`encoder`] (raw → H.264 HLS) →
+//! [`playlist_watch`] (notices segments; the [`playlist`] model parses them).
+
+pub mod decoder;
+pub mod detector;
+pub mod encoder;
+pub mod frame;
+pub mod overlay;
+pub mod playlist;
+pub mod playlist_watch;

@@ -1,0 +1,110 @@
+//! Draws the latest face boxes onto every frame: pure green (B=0, G=255, R=0) outlines.
+
+use super::frame::{FaceBox, Frame};
+
+/// Box colour in BGR order: pure green.
+pub const BOX_BGR: [u8; 3] = [0, 255, 0];
+
+/// Outline thickness in pixels: thick enough to survive H.264 at 640×480 (≥ 3 px).
+pub const BOX_THICKNESS: i32 = 4;
+
+/// Draws each box's outline, clipped to the frame.
+pub fn draw_boxes(frame: &mut Frame, boxes: &[FaceBox]) {
+    for b in boxes {
+        let (x0, y0) = (b.x, b.y);
+        let (x1, y1) = (b.x + b.width - 1, b.y + b.height - 1);
+        let t = BOX_THICKNESS;
+        fill(frame, x0, y0, x1, y0 + t - 1); // top
+        fill(frame, x0, y1 - t + 1, x1, y1); // bottom
+        fill(frame, x0, y0, x0 + t - 1, y1); // left
+        fill(frame, x1 - t + 1, y0, x1, y1); // right
+    }
+}
+
+/// Fills the inclusive rectangle (x0, y0)–(x1, y1), clipped to the frame.
+fn fill(frame: &mut Frame, x0: i32, y0: i32, x1: i32, y1: i32) {
+    let (w, h) = (frame.width as i32, frame.height as i32);
+    let (x0, x1) = (x0.max(0), x1.min(w - 1));
+    let (y0, y1) = (y0.max(0), y1.min(h - 1));
+    if x0 > x1 || y0 > y1 {
+        return;
+    }
+    for y in y0..=y1 {
+        let row = (y * w) as usize * 3;
+        let (start, end) = (row + x0 as usize * 3, row + (x1 as usize + 1) * 3);
+        for px in frame.data[start..end].chunks_exact_mut(3) {
+            px.copy_from_slice(&BOX_BGR);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_a_green_outline_of_the_set_thickness() {
+        let mut f = Frame::filled(64, 48, [10, 20, 30]);
+        draw_boxes(
+            &mut f,
+            &[FaceBox {
+                x: 10,
+                y: 8,
+                width: 20,
+                height: 16,
+            }],
+        );
+        // Edges are green for the whole thickness.
+        for d in 0..BOX_THICKNESS as u32 {
+            assert_eq!(f.pixel(15, 8 + d), BOX_BGR, "top row {d}");
+            assert_eq!(f.pixel(15, 23 - d), BOX_BGR, "bottom row {d}");
+            assert_eq!(f.pixel(10 + d, 15), BOX_BGR, "left col {d}");
+            assert_eq!(f.pixel(29 - d, 15), BOX_BGR, "right col {d}");
+        }
+        // Inside, outside and just past the edges stay untouched.
+        assert_eq!(f.pixel(20, 16), [10, 20, 30]);
+        assert_eq!(f.pixel(9, 15), [10, 20, 30]);
+        assert_eq!(f.pixel(30, 15), [10, 20, 30]);
+        assert_eq!(f.pixel(15, 8 + BOX_THICKNESS as u32), [10, 20, 30]);
+    }
+
+    #[test]
+    fn boxes_past_the_edges_are_clipped() {
+        let mut f = Frame::filled(32, 32, [0, 0, 0]);
+        draw_boxes(
+            &mut f,
+            &[
+                FaceBox {
+                    x: -10,
+                    y: -10,
+                    width: 20,
+                    height: 20,
+                },
+                FaceBox {
+                    x: 100,
+                    y: 100,
+                    width: 5,
+                    height: 5,
+                },
+                FaceBox {
+                    x: 25,
+                    y: 25,
+                    width: 50,
+                    height: 50,
+                },
+            ],
+        );
+        assert_eq!(f.pixel(9, 0), BOX_BGR);
+        assert_eq!(f.pixel(0, 9), BOX_BGR);
+        assert_eq!(f.pixel(25, 31), BOX_BGR);
+        assert_eq!(f.data.len(), Frame::byte_len(32, 32));
+    }
+
+    #[test]
+    fn no_boxes_leave_the_frame_unchanged() {
+        let mut f = Frame::filled(8, 8, [1, 2, 3]);
+        let before = f.clone();
+        draw_boxes(&mut f, &[]);
+        assert_eq!(f, before);
+    }
+}

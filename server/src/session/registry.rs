@@ -1,0 +1,203 @@
+//! Every session's id and folder, the session limit, and folder retention and cleanup.
+
+use crate::error::ServerError;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A session id: 128 random bits as 32 lowercase hex digits; unguessable, path-safe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        // The OS RNG failing is not recoverable for a server handing out secrets.
+        getrandom::fill(&mut bytes).expect("operating system random source failed");
+        SessionId(hex::encode(bytes))
+    }
+
+    /// Accepts only the exact shape [`SessionId::random`] produces.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| SessionId(text.to_string()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A place in the session limit plus the session's new folder. Dropping it frees the place.
+pub struct Admission {
+    pub id: SessionId,
+    pub dir: PathBuf,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The server's sessions.
+pub struct Registry {
+    root: PathBuf,
+    folders: Mutex<HashMap<SessionId, PathBuf>>,
+    slots: Arc<Semaphore>,
+    cleanup: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Registry {
+    /// Empties (or creates) `root`, so nothing from a previous run survives.
+    pub fn new(
+        root: &Path,
+        max_sessions: usize,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ServerError> {
+        match std::fs::remove_dir_all(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ServerError::io("cannot empty runtime dir", root, e)),
+        }
+        std::fs::create_dir_all(root)
+            .map_err(|e| ServerError::io("cannot create runtime dir", root, e))?;
+        let root = root
+            .canonicalize()
+            .map_err(|e| ServerError::io("cannot resolve runtime dir", root, e))?;
+        Ok(Registry {
+            root,
+            folders: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(max_sessions)),
+            cleanup: TaskTracker::new(),
+            shutdown,
+        })
+    }
+
+    /// A place for a new session and its folder, or `None` when the server is full.
+    pub fn admit(&self) -> Result<Option<Admission>, ServerError> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Ok(None);
+        };
+        let id = SessionId::random();
+        let dir = self.root.join(id.as_str());
+        std::fs::create_dir(&dir)
+            .map_err(|e| ServerError::io("cannot create session dir", &dir, e))?;
+        self.lock().insert(id.clone(), dir.clone());
+        Ok(Some(Admission {
+            id,
+            dir,
+            _permit: permit,
+        }))
+    }
+
+    /// The folder of a known session (live or retained).
+    pub fn folder(&self, id: &SessionId) -> Option<PathBuf> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Sessions with a folder right now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session has a folder.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets `id` and removes its folder after `retention` (at once on shutdown).
+    pub fn retire(self: &Arc<Self>, id: SessionId, retention: Duration) {
+        let this = self.clone();
+        self.cleanup.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(retention) => {}
+                _ = this.shutdown.cancelled() => {}
+            }
+            this.remove(&id);
+        });
+    }
+
+    fn remove(&self, id: &SessionId) {
+        if let Some(dir) = self.lock().remove(id) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(session = %id, "cannot remove {}: {e}", dir.display());
+            }
+        }
+    }
+
+    /// Waits for pending removals (call after cancelling the shutdown token).
+    pub async fn drain(&self) {
+        self.cleanup.close();
+        self.cleanup.wait().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, PathBuf>> {
+        // A poisoned map is still a consistent map: entries are inserted/removed whole.
+        self.folders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_root(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("hls-face-reg-{name}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn ids_are_random_and_strictly_parsed() {
+        let a = SessionId::random();
+        assert_ne!(a, SessionId::random());
+        assert_eq!(SessionId::parse(a.as_str()), Some(a));
+        for bad in [
+            "",
+            "..",
+            "../etc",
+            "ABCDEF0123456789abcdef0123456789",
+            "0123456789abcdef0123456789abcde/",
+            "0123456789abcdef0123456789abcdef0",
+        ] {
+            assert_eq!(SessionId::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn admits_up_to_the_limit_and_cleans_up() {
+        let root = temp_root("limit");
+        std::fs::create_dir_all(root.join("stale-from-last-run")).unwrap();
+        let shutdown = CancellationToken::new();
+        let reg = Arc::new(Registry::new(&root, 2, shutdown.clone()).unwrap());
+        assert!(
+            !root.join("stale-from-last-run").exists(),
+            "stale folders are removed"
+        );
+        let a = reg.admit().unwrap().unwrap();
+        let b = reg.admit().unwrap().unwrap();
+        assert!(reg.admit().unwrap().is_none(), "third session is refused");
+        assert!(a.dir.is_dir() && b.dir.is_dir());
+        let (id, dir) = (a.id.clone(), a.dir.clone());
+        drop(a);
+        assert!(
+            reg.admit().unwrap().is_some(),
+            "a freed place can be reused"
+        );
+        reg.retire(id.clone(), Duration::from_secs(3600));
+        assert_eq!(reg.folder(&id), Some(dir.clone()), "kept during retention");
+        shutdown.cancel();
+        reg.drain().await;
+        assert_eq!(reg.folder(&id), None);
+        assert!(!dir.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,347 @@
+//! One client's running pipeline: decoder → detector → overlay → encoder → playlist watch,
+//! with its counters, its events for the socket, and a graceful or forced end.
+
+use super::registry::{Admission, SessionId};
+use crate::child::reap;
+use crate::config::PipelineConfig;
+use crate::error::ServerError;
+use crate::pipeline::decoder::Decoder;
+use crate::pipeline::detector::{DetectorFactory, DetectorWorker};
+use crate::pipeline::encoder::{Encoder, HlsSettings};
+use crate::pipeline::frame::Frame;
+use crate::pipeline::overlay::draw_boxes;
+use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
+use app::protocol::Stats;
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Recorder chunks buffered toward the decoder (~3 s of 100 ms chunks). When full, the
+/// socket stops reading, so a flood from the client turns into TCP backpressure.
+const CHUNK_QUEUE: usize = 32;
+/// Decoded frames buffered toward the overlay/encoder; a few frames absorb jitter.
+const FRAME_QUEUE: usize = 4;
+/// Frames buffered toward the encoder (~0.5 s at 30 fps); past that, frames are dropped
+/// and counted rather than letting latency grow.
+const ENCODER_QUEUE: usize = 15;
+/// How long the decoder may take to flush after its input closes.
+const DECODER_GRACE: Duration = Duration::from_secs(5);
+/// How long the encoder may take to write its last segment and ENDLIST.
+const ENCODER_GRACE: Duration = Duration::from_secs(10);
+
+/// What the pipeline needs from the server: settings and how to make a detector.
+#[derive(Clone)]
+pub struct PipelineEnv {
+    pub config: PipelineConfig,
+    pub detector: DetectorFactory,
+}
+
+/// Something the socket should hear about.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The first segment is listed; the stream can be played.
+    PlaylistReady,
+    /// The pipeline ended; `Err` if a stage failed.
+    Ended(Result<(), ServerError>),
+}
+
+/// Live counters of one session.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub faces: AtomicU32,
+    pub detect_micros: AtomicU64,
+    pub segments: AtomicU64,
+    pub detector_skipped: AtomicU64,
+}
+
+/// A running session pipeline.
+pub struct Session {
+    pub id: SessionId,
+    pub dir: PathBuf,
+    chunks: Option<mpsc::Sender<Bytes>>,
+    events: mpsc::Receiver<SessionEvent>,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+    _admission: Admission,
+}
+
+impl Session {
+    /// Spawns the decoder, detector thread, encoder and playlist watcher for a
+    /// `width`×`height` stream.
+    pub fn start(
+        admission: Admission,
+        width: u32,
+        height: u32,
+        env: &PipelineEnv,
+    ) -> Result<Self, ServerError> {
+        let cfg = &env.config;
+        let id = admission.id.clone();
+        let dir = admission.dir.clone();
+        let worker = DetectorWorker::start(
+            env.detector.clone(),
+            format!("detect-{}", &id.as_str()[..8]),
+        )?;
+        let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+        let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
+        let (enc_tx, enc_rx) = mpsc::channel(ENCODER_QUEUE);
+        let decoder = Decoder::start(
+            &cfg.ffmpeg,
+            width,
+            height,
+            cfg.frame_rate,
+            chunk_rx,
+            frame_tx,
+        )?;
+        let settings = HlsSettings::live(cfg, width, height);
+        let encoder = Encoder::start(&cfg.ffmpeg, &settings, &dir, enc_rx)?;
+        let (event_tx, events) = mpsc::channel(8);
+        let (playlist_tx, playlist_rx) = mpsc::channel(8);
+        let watch = PlaylistWatch::start(&dir, playlist_tx)?;
+        let counters = Arc::new(Counters::default());
+        let cancel = CancellationToken::new();
+        let stage = Stage {
+            worker,
+            frames: frame_rx,
+            encoder_input: enc_tx,
+            counters: counters.clone(),
+        };
+        tokio::spawn(
+            supervise(
+                stage,
+                decoder,
+                encoder,
+                watch,
+                playlist_rx,
+                event_tx,
+                cancel.clone(),
+                counters.clone(),
+            )
+            .in_current_span(),
+        );
+        Ok(Session {
+            id,
+            dir,
+            chunks: Some(chunk_tx),
+            events,
+            counters,
+            cancel,
+            _admission: admission,
+        })
+    }
+
+    /// Queues one recorder chunk for the decoder, waiting while the queue is full.
+    /// Returns false when the pipeline no longer takes input.
+    pub async fn push(&self, chunk: Bytes) -> bool {
+        match &self.chunks {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        }
+    }
+
+    /// Closes the input: the decoder flushes, the encoder writes ENDLIST, and an
+    /// [`SessionEvent::Ended`] follows.
+    pub fn finish_input(&mut self) {
+        self.chunks = None;
+    }
+
+    /// Whether [`Session::finish_input`] was called.
+    pub fn input_finished(&self) -> bool {
+        self.chunks.is_none()
+    }
+
+    /// Kills the children at once (the playlist is still ended where possible).
+    pub fn abort(&self) {
+        self.cancel.cancel();
+    }
+
+    /// The next pipeline event; `None` once the pipeline task is gone.
+    pub async fn event(&mut self) -> Option<SessionEvent> {
+        self.events.recv().await
+    }
+
+    /// The counters, for stats.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A session dropped without an orderly end (socket gone) still ends its pipeline:
+        // closing the input lets the decoder and encoder finish; the supervisor reaps them.
+        self.chunks = None;
+    }
+}
+
+/// The frame path between decoder and encoder.
+struct Stage {
+    worker: DetectorWorker,
+    frames: mpsc::Receiver<Frame>,
+    encoder_input: mpsc::Sender<Frame>,
+    counters: Arc<Counters>,
+}
+
+impl Stage {
+    /// Moves every decoded frame through detection and overlay into the encoder.
+    /// Returns `Err` if the encoder stopped taking frames.
+    fn process(&self, mut frame: Frame) -> Result<(), ()> {
+        let c = &self.counters;
+        c.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.worker.offer(&frame);
+        let detection = self.worker.latest();
+        c.faces
+            .store(detection.boxes.len() as u32, Ordering::Relaxed);
+        c.detect_micros
+            .store((detection.millis * 1000.0) as u64, Ordering::Relaxed);
+        c.detector_skipped.store(
+            self.worker.counters().skipped.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        draw_boxes(&mut frame, &detection.boxes);
+        match self.encoder_input.try_send(frame) {
+            Ok(()) => {
+                c.frames_out.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                c.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn supervise(
+    mut stage: Stage,
+    mut decoder: Decoder,
+    mut encoder: Encoder,
+    watch: PlaylistWatch,
+    mut playlist: mpsc::Receiver<PlaylistEvent>,
+    events: mpsc::Sender<SessionEvent>,
+    cancel: CancellationToken,
+    counters: Arc<Counters>,
+) {
+    let mut encoder_status = None;
+    let mut failed = false;
+    let mut playlist_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => break,
+            status = encoder.child.wait(), if encoder_status.is_none() => {
+                // The encoder must outlive its input; exiting now means it failed.
+                encoder_status = Some(status);
+                failed = true;
+                break;
+            }
+            event = playlist.recv(), if playlist_open => match event {
+                Some(PlaylistEvent::Ready) => {
+                    let _ = events.send(SessionEvent::PlaylistReady).await;
+                }
+                Some(PlaylistEvent::Updated { segments, .. }) => {
+                    counters.segments.store(segments, Ordering::Relaxed);
+                }
+                None => playlist_open = false,
+            },
+            frame = stage.frames.recv() => match frame {
+                Some(frame) => {
+                    if stage.process(frame).is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                None => break, // decoder output ended
+            },
+        }
+    }
+    let Stage {
+        worker,
+        encoder_input,
+        ..
+    } = stage;
+    drop(encoder_input); // encoder stdin closes → last segment + ENDLIST
+                         // Joining the detector thread may wait for one detection; keep it off the executor.
+    let join_detector = tokio::task::spawn_blocking(move || drop(worker));
+    if cancel.is_cancelled() {
+        let _ = decoder.child.start_kill();
+    }
+    let decoder_result = decoder
+        .exit
+        .check(reap(&mut decoder.child, DECODER_GRACE).await);
+    let encoder_result = match encoder_status {
+        Some(status) => encoder.exit.check(status),
+        None => encoder
+            .exit
+            .check(reap(&mut encoder.child, ENCODER_GRACE).await),
+    };
+    let _ = join_detector.await;
+    // Let the watcher see the final (ENDLIST) playlist before it goes.
+    drop(watch);
+    let result = if cancel.is_cancelled() {
+        Ok(())
+    } else {
+        match (encoder_result, decoder_result) {
+            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+            (Ok(()), Ok(())) if failed => Err(encoder.exit.error("stopped taking frames".into())),
+            (Ok(()), Ok(())) => Ok(()),
+        }
+    };
+    let _ = events.send(SessionEvent::Ended(result)).await;
+}
+
+/// Turns counters into the stats message, computing rates against the previous sample.
+pub struct StatsSampler {
+    last: Instant,
+    last_in: u64,
+    last_out: u64,
+}
+
+impl StatsSampler {
+    /// A sampler starting now.
+    pub fn new() -> Self {
+        StatsSampler {
+            last: Instant::now(),
+            last_in: 0,
+            last_out: 0,
+        }
+    }
+
+    /// The stats since the previous call.
+    pub fn sample(&mut self, c: &Counters) -> Stats {
+        let now = Instant::now();
+        let secs = now.duration_since(self.last).as_secs_f32().max(1e-3);
+        let frames_in = c.frames_in.load(Ordering::Relaxed);
+        let frames_out = c.frames_out.load(Ordering::Relaxed);
+        let stats = Stats {
+            fps_in: (frames_in - self.last_in) as f32 / secs,
+            fps_out: (frames_out - self.last_out) as f32 / secs,
+            frames_in,
+            frames_out,
+            frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
+            detector_skipped: c.detector_skipped.load(Ordering::Relaxed),
+            faces: c.faces.load(Ordering::Relaxed),
+            detect_ms: c.detect_micros.load(Ordering::Relaxed) as f32 / 1000.0,
+            segments: c.segments.load(Ordering::Relaxed),
+        };
+        self.last = now;
+        self.last_in = frames_in;
+        self.last_out = frames_out;
+        stats
+    }
+}
+
+impl Default for StatsSampler {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,64 @@
+//! The HTTP surface: the Leptos page (with its CSRF cookie), the WebSocket, and the
+//! session HLS files.
+
+pub mod csrf;
+pub mod hls_files;
+pub mod socket;
+
+use crate::config::Config;
+use crate::session::registry::Registry;
+use crate::session::session::PipelineEnv;
+use app::{shell, App};
+use axum::extract::FromRef;
+use axum::routing::get;
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub leptos: LeptosOptions,
+    pub shared: Arc<Shared>,
+}
+
+/// The server's shared parts.
+pub struct Shared {
+    pub config: Config,
+    pub registry: Arc<Registry>,
+    pub pipeline: PipelineEnv,
+    pub csrf: csrf::CsrfKey,
+    /// Cancelled on SIGINT/SIGTERM: every session ends its recording.
+    pub shutdown: CancellationToken,
+    /// Tracks every socket task so shutdown can wait for them.
+    pub sockets: TaskTracker,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos.clone()
+    }
+}
+
+/// The full router.
+pub fn app(state: AppState) -> Router {
+    let routes = generate_route_list(App);
+    let page = Router::new()
+        .leptos_routes(&state, routes, {
+            let options = state.leptos.clone();
+            move || shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::ensure_session_cookie,
+        ));
+    Router::new()
+        .route("/socket", get(socket::upgrade))
+        .route("/hls/{session}/{file}", get(hls_files::serve))
+        .merge(page)
+        .with_state(state)
+}

@@ -1,0 +1,380 @@
+//! `GET /socket`: the CSRF/Origin-checked upgrade and the per-connection loop that turns
+//! protocol messages into a [`Session`] and pipeline events back into messages.
+
+use super::csrf;
+use super::AppState;
+use crate::pipeline::encoder::PLAYLIST;
+use crate::session::session::{Session, SessionEvent, StatsSampler};
+use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::time::{sleep_until, Instant};
+use tracing::Instrument;
+
+/// A send to the browser that takes longer than this means the client stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a chunk may wait for room in the decoder queue before the pipeline is
+/// considered stuck.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an ending session may take to write its last segment and ENDLIST.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
+/// During shutdown, sessions get this long to end their playlists (exit within 5 s).
+const SHUTDOWN_FINISH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
+/// Origin is this server's.
+pub async fn upgrade(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let token = query.as_deref().and_then(query_token).unwrap_or_default();
+    let authorised = csrf::session_cookie(&headers)
+        .is_some_and(|sid| state.shared.csrf.verify(&sid, &token))
+        && csrf::same_origin(&headers);
+    if !authorised {
+        return (StatusCode::FORBIDDEN, "forbidden").into_response();
+    }
+    let Ok(ws) = ws else {
+        return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
+    };
+    let limit = state.shared.config.limits.max_chunk_bytes;
+    // Frames up to 4× the chunk limit are read so an oversized chunk gets a typed error;
+    // beyond that the connection is dropped by the WebSocket layer itself.
+    let ws = ws
+        .max_message_size(limit.saturating_mul(4))
+        .max_frame_size(limit.saturating_mul(4));
+    let sockets = state.shared.sockets.clone();
+    ws.on_upgrade(move |socket| async move {
+        sockets.spawn(
+            Connection::new(socket, state)
+                .run()
+                .instrument(tracing::info_span!("socket")),
+        );
+    })
+}
+
+/// The `csrf_token` query parameter (tokens are hex, so no decoding is needed).
+fn query_token(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "csrf_token")
+        .map(|(_, v)| v.to_string())
+}
+
+/// Why the loop ended.
+enum Exit {
+    /// The recording was stopped and ended (retain it).
+    Stopped,
+    /// The client vanished, failed, or was refused (short retention).
+    Abandoned,
+}
+
+/// Counts messages per one-second window.
+struct RateLimit {
+    window_start: Instant,
+    count: u32,
+    max: u32,
+}
+
+impl RateLimit {
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= self.max
+    }
+}
+
+struct Connection {
+    state: AppState,
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    session: Option<Session>,
+    playlist_ready: bool,
+    chunks: u64,
+    stats: StatsSampler,
+}
+
+impl Connection {
+    fn new(socket: WebSocket, state: AppState) -> Self {
+        let (sink, stream) = socket.split();
+        Connection {
+            state,
+            sink,
+            stream,
+            session: None,
+            playlist_ready: false,
+            chunks: 0,
+            stats: StatsSampler::new(),
+        }
+    }
+
+    async fn run(mut self) {
+        let shared = self.state.shared.clone();
+        let limits = shared.config.limits.clone();
+        let idle = Duration::from_secs(limits.idle_timeout_secs);
+        let mut idle_deadline = Instant::now() + idle;
+        let mut rate = RateLimit {
+            window_start: Instant::now(),
+            count: 0,
+            max: limits.max_messages_per_second,
+        };
+        let mut stats_tick = tokio::time::interval(Duration::from_millis(
+            shared.config.pipeline.stats_interval_ms,
+        ));
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+        let exit = loop {
+            let stopping = self.session.as_ref().is_some_and(|s| s.input_finished());
+            tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => {
+                    self.end_session(SHUTDOWN_FINISH_TIMEOUT).await;
+                    self.send(ServerMsg::error(ErrorKind::ShuttingDown)).await;
+                    break Exit::Abandoned;
+                }
+                event = next_event(&mut self.session) => match event {
+                    Some(SessionEvent::PlaylistReady) => {
+                        self.playlist_ready = true;
+                        let url = self.playlist_url();
+                        if let Some(url) = url {
+                            self.send(ServerMsg::PlaylistReady { url }).await;
+                        }
+                    }
+                    Some(SessionEvent::Ended(result)) => {
+                        let exit = match result {
+                            Ok(()) if stopping => {
+                                self.send_stats().await;
+                                let url = self.playlist_url();
+                                self.send(ServerMsg::Ended { url }).await;
+                                Exit::Stopped
+                            }
+                            Ok(()) => {
+                                tracing::warn!("pipeline ended without a stop");
+                                self.send(ServerMsg::error(ErrorKind::Pipeline)).await;
+                                Exit::Abandoned
+                            }
+                            Err(e) => {
+                                tracing::warn!("pipeline failed: {e}");
+                                self.send(ServerMsg::error(ErrorKind::Pipeline)).await;
+                                Exit::Abandoned
+                            }
+                        };
+                        break exit;
+                    }
+                    None => break Exit::Abandoned,
+                },
+                _ = stats_tick.tick(), if self.session.is_some() => self.send_stats().await,
+                _ = sleep_until(idle_deadline), if !stopping => {
+                    tracing::info!("idle for {idle:?}; ending");
+                    self.fail(ErrorKind::Idle).await;
+                    break Exit::Abandoned;
+                }
+                msg = self.stream.next() => {
+                    let Some(Ok(msg)) = msg else { break Exit::Abandoned };
+                    if matches!(msg, Message::Close(_)) {
+                        break Exit::Abandoned;
+                    }
+                    if !rate.allow() {
+                        self.fail(ErrorKind::RateLimited).await;
+                        break Exit::Abandoned;
+                    }
+                    let outcome = match msg {
+                        Message::Text(text) => self.on_text(text.as_str()).await,
+                        Message::Binary(data) => {
+                            idle_deadline = Instant::now() + idle;
+                            self.on_chunk(data).await
+                        }
+                        _ => Ok(()),
+                    };
+                    if let Err(kind) = outcome {
+                        self.fail(kind).await;
+                        break Exit::Abandoned;
+                    }
+                }
+            }
+        };
+        self.end_session(FINISH_TIMEOUT).await;
+        if let Some(session) = self.session.take() {
+            let retention = match exit {
+                Exit::Stopped => limits.retention_secs,
+                Exit::Abandoned => limits.abandoned_retention_secs,
+            };
+            shared
+                .registry
+                .retire(session.id.clone(), Duration::from_secs(retention));
+        }
+        let _ = self.sink.close().await;
+    }
+
+    async fn on_text(&mut self, text: &str) -> Result<(), ErrorKind> {
+        match ClientMsg::decode(text) {
+            Err(e) => {
+                tracing::info!("bad message: {e}");
+                Err(e.kind())
+            }
+            Ok(ClientMsg::Start {
+                mime_type,
+                width,
+                height,
+            }) => self.start(&mime_type, width, height).await,
+            Ok(ClientMsg::Stop) => {
+                match &mut self.session {
+                    // Nothing was recorded: end at once, there is no recording to finish.
+                    Some(s) if self.chunks == 0 => {
+                        s.finish_input();
+                        s.abort();
+                    }
+                    // Second stop while ending: the Ended message is already coming.
+                    Some(s) => s.finish_input(),
+                    None => return Err(ErrorKind::Protocol),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn start(&mut self, mime: &str, width: u32, height: u32) -> Result<(), ErrorKind> {
+        if self.session.is_some() {
+            return Err(ErrorKind::Protocol);
+        }
+        if !protocol::supported_mime(mime) || !protocol::valid_frame_size(width, height) {
+            return Err(ErrorKind::UnsupportedMedia);
+        }
+        let shared = self.state.shared.clone();
+        let admission = match shared.registry.admit() {
+            Ok(Some(a)) => a,
+            Ok(None) => return Err(ErrorKind::Busy),
+            Err(e) => {
+                tracing::error!("cannot admit a session: {e}");
+                return Err(ErrorKind::Pipeline);
+            }
+        };
+        let id = admission.id.clone();
+        tracing::Span::current().record("session", id.as_str());
+        tracing::info!(session = %id, mime, width, height, "session starting");
+        let session = match Session::start(admission, width, height, &shared.pipeline) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(session = %id, "cannot start pipeline: {e}");
+                shared.registry.retire(id, Duration::ZERO);
+                return Err(ErrorKind::Pipeline);
+            }
+        };
+        self.session = Some(session);
+        self.send(ServerMsg::Started {
+            session_id: id.to_string(),
+        })
+        .await;
+        Ok(())
+    }
+
+    async fn on_chunk(&mut self, data: Bytes) -> Result<(), ErrorKind> {
+        let limit = self.state.shared.config.limits.max_chunk_bytes;
+        let Some(session) = &self.session else {
+            return Err(ErrorKind::Protocol); // media before start
+        };
+        if data.len() > limit {
+            return Err(ErrorKind::TooLarge);
+        }
+        if session.input_finished() {
+            tracing::debug!("chunk after stop ignored");
+            return Ok(());
+        }
+        self.chunks += 1;
+        match tokio::time::timeout(PUSH_TIMEOUT, session.push(data)).await {
+            Ok(true) => Ok(()),
+            // The decoder is gone; its Ended event carries the reason.
+            Ok(false) => Ok(()),
+            Err(_) => Err(ErrorKind::Pipeline),
+        }
+    }
+
+    /// Tells the client `kind`; the caller then ends the loop.
+    async fn fail(&mut self, kind: ErrorKind) {
+        self.send(ServerMsg::error(kind)).await;
+    }
+
+    /// Ends a still-running session's recording (ENDLIST) within `limit`, else kills it.
+    async fn end_session(&mut self, limit: Duration) {
+        let Some(session) = &mut self.session else {
+            return;
+        };
+        session.finish_input();
+        let waited = tokio::time::timeout(limit, async {
+            while let Some(event) = session.event().await {
+                if matches!(event, SessionEvent::Ended(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            session.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while session.event().await.is_some() {}
+            })
+            .await;
+        }
+    }
+
+    fn playlist_url(&self) -> Option<String> {
+        let session = self.session.as_ref()?;
+        self.playlist_ready
+            .then(|| format!("/hls/{}/{PLAYLIST}", session.id))
+    }
+
+    async fn send_stats(&mut self) {
+        if let Some(session) = &self.session {
+            let stats = self.stats.sample(session.counters());
+            self.send(ServerMsg::Stats(stats)).await;
+        }
+    }
+
+    async fn send(&mut self, msg: ServerMsg) {
+        let text = msg.encode();
+        if tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into())))
+            .await
+            .is_err()
+        {
+            tracing::info!("client is not reading; message dropped");
+        }
+    }
+}
+
+/// The session's next event, or never if there is no session.
+async fn next_event(session: &mut Option<Session>) -> Option<SessionEvent> {
+    match session {
+        Some(s) => s.event().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_token_in_the_query() {
+        assert_eq!(query_token("csrf_token=abc").as_deref(), Some("abc"));
+        assert_eq!(
+            query_token("x=1&csrf_token=abc&y=2").as_deref(),
+            Some("abc")
+        );
+        assert_eq!(query_token("csrf=abc"), None);
+        assert_eq!(query_token(""), None);
+    }
+}
