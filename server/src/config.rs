@@ -96,8 +96,8 @@ impl Default for PipelineConfig {
             x264_preset: "veryfast".into(),
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
             detect_width: 320,
-            scale_factor: 1.15,
-            min_neighbors: 4,
+            scale_factor: 1.1,
+            min_neighbors: 3,
             min_face: 48,
             stats_interval_ms: 500,
         }

@@ -253,12 +253,18 @@ impl Drop for DetectorWorker {
     }
 }
 
+/// Detections in a row that may miss a face before its last box disappears: a face found
+/// in detection N and N+2 stays boxed through N+1, so a single miss never flickers.
+const HOLD_MISSES: u32 = 2;
+
 fn detect_loop(
     detector: &mut dyn FaceDetector,
     slot: &LatestSlot,
     counters: &DetectorCounters,
     tx: &watch::Sender<Detection>,
 ) {
+    let mut held: Vec<FaceBox> = Vec::new();
+    let mut misses = 0;
     loop {
         let frame = {
             let Ok(mut state) = slot.state.lock() else {
@@ -279,10 +285,19 @@ fn detect_loop(
         };
         let started = Instant::now();
         match detector.detect(&frame) {
-            Ok(boxes) => {
+            Ok(found) => {
                 let millis = started.elapsed().as_secs_f32() * 1000.0;
-                counters.runs.fetch_add(1, Ordering::Relaxed);
+                let boxes = if found.is_empty() && misses < HOLD_MISSES {
+                    misses += 1;
+                    held.clone()
+                } else {
+                    misses = 0;
+                    held.clone_from(&found);
+                    found
+                };
                 let _ = tx.send(Detection { boxes, millis });
+                // Counted after publishing, so a reader that sees the count sees the result.
+                counters.runs.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => tracing::warn!("face detection failed: {e}"),
         }
@@ -333,8 +348,11 @@ mod tests {
         }
         let d = wait_for(&worker, |d| d.boxes.first().map(|b| b.x) == Some(20));
         assert_eq!(d.boxes.len(), 1);
-        let runs = worker.counters().runs.load(Ordering::Relaxed);
-        let skipped = worker.counters().skipped.load(Ordering::Relaxed);
+        let c = worker.counters().clone();
+        let total = || c.runs.load(Ordering::Relaxed) + c.skipped.load(Ordering::Relaxed);
+        wait_for(&worker, |_| total() >= 20);
+        let runs = c.runs.load(Ordering::Relaxed);
+        let skipped = c.skipped.load(Ordering::Relaxed);
         assert!(
             runs < 20,
             "the slow detector should not have seen every frame ({runs})"
@@ -344,6 +362,44 @@ mod tests {
             20,
             "every frame is either detected or counted as skipped"
         );
+    }
+
+    /// Finds a face only in frames whose first byte is odd.
+    struct Blinking;
+    impl FaceDetector for Blinking {
+        fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            let b = FaceBox {
+                x: 1,
+                y: 1,
+                width: 2,
+                height: 2,
+            };
+            Ok(if frame.data[0] % 2 == 1 {
+                vec![b]
+            } else {
+                vec![]
+            })
+        }
+    }
+
+    #[test]
+    fn a_single_miss_keeps_the_last_box_but_a_lasting_one_clears_it() {
+        let factory: DetectorFactory = Arc::new(|| Ok(Box::new(Blinking) as Box<dyn FaceDetector>));
+        let worker = DetectorWorker::start(factory, "blink".into()).unwrap();
+        let runs = |w: &DetectorWorker| w.counters().runs.load(Ordering::Relaxed);
+        let feed = |w: &DetectorWorker, v: u8| {
+            let before = runs(w);
+            w.offer(&Frame::filled(2, 2, [v, 0, 0]));
+            wait_for(w, |_| runs(w) > before);
+        };
+        feed(&worker, 1);
+        assert_eq!(worker.latest().boxes.len(), 1);
+        feed(&worker, 2); // one miss: held
+        assert_eq!(worker.latest().boxes.len(), 1);
+        feed(&worker, 2); // two misses: still held
+        assert_eq!(worker.latest().boxes.len(), 1);
+        feed(&worker, 2); // three: the face is gone
+        assert!(worker.latest().boxes.is_empty());
     }
 
     #[test]

@@ -1,0 +1,73 @@
+import { test, expect } from "@playwright/test";
+import { Studio } from "./fixtures/studio";
+
+test.describe("page", () => {
+  test("hydrates and previews the camera", async ({ page }) => {
+    const studio = new Studio(page);
+    await studio.open();
+    for (const id of ["start", "stop", "status", "stats"]) {
+      await expect(page.getByTestId(id)).toBeAttached();
+    }
+    await expect(studio.stop).toBeDisabled();
+    await expect(studio.start).toBeEnabled();
+    await studio.expectState("idle");
+    await expect(studio.status).toContainText("Camera ready");
+
+    await studio.expectPlaying("preview");
+    const frame = await studio.readFrame("preview");
+    expect(frame.width).toBeGreaterThan(0);
+    expect(frame.mean, "the preview frame is not black").toBeGreaterThan(20);
+  });
+
+  test("serves the pinned hls.js itself", async ({ request }) => {
+    const res = await request.get("/vendor/hls.min.js");
+    expect(res.status()).toBe(200);
+    expect(await res.text()).toContain("hls.js");
+  });
+});
+
+test.describe("live pipeline", () => {
+  test("streams the camera back with green boxes on the face, then stops", async ({ page, request }) => {
+    const studio = new Studio(page);
+    await studio.open();
+    await studio.start.click();
+    await expect(studio.stop).toBeEnabled();
+    await studio.expectState("live");
+    await studio.expectPlaying("output");
+
+    // A frame of the processed stream carries a green box around the face.
+    await expect
+      .poll(async () => (await studio.readFrame("output")).green, { message: "green box pixels in the output" })
+      .toBeGreaterThan(200);
+    const frame = await studio.readFrame("output");
+    expect(frame.mean).toBeGreaterThan(20);
+    const box = frame.box!;
+    // The face of the fake camera's astronaut is in the upper middle of the frame.
+    expect((box.x0 + box.x1) / 2).toBeGreaterThan(frame.width * 0.25);
+    expect((box.x0 + box.x1) / 2).toBeLessThan(frame.width * 0.75);
+    expect((box.y0 + box.y1) / 2).toBeLessThan(frame.height * 0.6);
+
+    await expect(studio.stats.locator("[data-stat=faces]")).toHaveText(/^[1-9]/);
+
+    const url = await studio.playlistUrl();
+    await studio.stop.click();
+    await studio.expectState("stopped");
+    const playlist = await (await request.get(url)).text();
+    expect(playlist).toContain("#EXT-X-ENDLIST");
+    await expect(studio.start).toBeEnabled();
+  });
+
+  test("two browsers run separate sessions at the same time", async ({ browser }) => {
+    const contexts = await Promise.all([browser.newContext(), browser.newContext()]);
+    const studios = await Promise.all(contexts.map(async (c) => new Studio(await c.newPage())));
+    await Promise.all(studios.map((s) => s.open()));
+    await Promise.all(studios.map((s) => s.start.click()));
+    await Promise.all(studios.map((s) => s.expectState("live")));
+    await Promise.all(studios.map((s) => s.expectPlaying("output")));
+    const [a, b] = await Promise.all(studios.map((s) => s.playlistUrl()));
+    expect(a).not.toEqual(b);
+    await Promise.all(studios.map((s) => s.stop.click()));
+    await Promise.all(studios.map((s) => s.expectState("stopped")));
+    await Promise.all(contexts.map((c) => c.close()));
+  });
+});

@@ -1,0 +1,328 @@
+//! Shared helpers for the server's integration tests: a real server on 127.0.0.1:0 with
+//! real ffmpeg, a minimal HTTP client, and an authorised WebSocket client.
+#![allow(dead_code)]
+
+use anyhow::{anyhow, bail, Context, Result};
+use app::protocol::{ClientMsg, ServerMsg};
+use futures_util::{SinkExt, StreamExt};
+use server::config::Config;
+use server::RunningServer;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Generous deadline for anything that waits on ffmpeg: CI shares two cores.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The generated media folder (scripts/media).
+pub fn media(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/media")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/media first",
+        path.display()
+    );
+    path
+}
+
+/// A test server with its own runtime folder.
+pub struct TestServer {
+    pub server: RunningServer,
+    pub runtime: PathBuf,
+}
+
+impl TestServer {
+    pub async fn start(name: &str, tweak: impl FnOnce(&mut Config)) -> Result<Self> {
+        let runtime =
+            std::env::temp_dir().join(format!("hls-face-it-{name}-{}", std::process::id()));
+        let mut config = Config::from_parts("", [])?;
+        config.site.addr = "127.0.0.1:0".parse()?;
+        config.pipeline.runtime_dir = runtime.clone();
+        tweak(&mut config);
+        let server = RunningServer::start(config).await?;
+        Ok(TestServer { server, runtime })
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.server.addr)
+    }
+
+    pub fn host(&self) -> String {
+        self.server.addr.to_string()
+    }
+
+    /// Loads the page like a browser: returns (cookie header, csrf token).
+    pub async fn browser_session(&self) -> Result<(String, String)> {
+        let resp = http_get(&self.host(), "/", &[]).await?;
+        let cookie = resp
+            .header("set-cookie")
+            .ok_or_else(|| anyhow!("no session cookie"))?
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let body = String::from_utf8_lossy(&resp.body);
+        let marker = "name=\"csrf-token\" content=\"";
+        let start = body
+            .find(marker)
+            .ok_or_else(|| anyhow!("no csrf meta in page"))?
+            + marker.len();
+        let end = body[start..].find('"').ok_or_else(|| anyhow!("bad meta"))?;
+        Ok((cookie, body[start..start + end].to_string()))
+    }
+
+    /// An authorised socket, as the page opens it.
+    pub async fn socket(&self) -> Result<Client> {
+        let (cookie, token) = self.browser_session().await?;
+        let url = format!("ws://{}/socket?csrf_token={token}", self.host());
+        let origin = self.base();
+        connect(
+            &url,
+            &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())],
+        )
+        .await
+    }
+
+    pub async fn stop(self) -> Result<()> {
+        self.server.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, self.server.wait()).await??;
+        let _ = std::fs::remove_dir_all(&self.runtime);
+        Ok(())
+    }
+}
+
+/// An HTTP response.
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A GET over HTTP/1.1 with `Connection: close`; `path` is sent exactly as given.
+pub async fn http_get(host: &str, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
+    let mut stream = TcpStream::connect(host).await?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut raw)).await??;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow!("no header end"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("bad status line"))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut data: &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow!("bad chunk"))?;
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..line_end])?.trim(), 16)?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&data[..size]);
+        data = &data[size + 2..];
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket client speaking the typed protocol.
+pub struct Client {
+    pub ws: Ws,
+}
+
+/// Connects with extra headers; `Err` carries the HTTP status on refusal.
+pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Client> {
+    let mut req = url.into_client_request()?;
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes())?,
+            http::HeaderValue::from_str(v)?,
+        );
+    }
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    Ok(Client { ws })
+}
+
+/// The HTTP status of a refused WebSocket handshake.
+pub async fn refused_status(url: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    match connect(url, headers).await {
+        Err(e) => match e.downcast::<tokio_tungstenite::tungstenite::Error>() {
+            Ok(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
+            _ => None,
+        },
+        Ok(_) => None,
+    }
+}
+
+impl Client {
+    pub async fn send(&mut self, msg: &ClientMsg) -> Result<()> {
+        self.ws.send(Message::Text(msg.encode().into())).await?;
+        Ok(())
+    }
+
+    pub async fn send_binary(&mut self, data: Vec<u8>) -> Result<()> {
+        self.ws.send(Message::Binary(data.into())).await?;
+        Ok(())
+    }
+
+    /// The next typed message, skipping stats; `None` when the socket closed.
+    pub async fn next(&mut self) -> Result<Option<ServerMsg>> {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .context("no message before the deadline")?;
+            match msg {
+                None | Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Text(text))) => match ServerMsg::decode(text.as_str()) {
+                    Ok(ServerMsg::Stats(_)) => continue,
+                    Ok(msg) => return Ok(Some(msg)),
+                    Err(e) => bail!("server sent an unknown message: {e}"),
+                },
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Waits for a message matching `pred`, failing on errors other than the one expected.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&ServerMsg) -> bool,
+    ) -> Result<ServerMsg> {
+        loop {
+            match self.next().await? {
+                Some(msg) if pred(&msg) => return Ok(msg),
+                Some(ServerMsg::Error { kind, message }) => {
+                    bail!("error while waiting for {what}: {kind:?} {message}")
+                }
+                Some(_) => continue,
+                None => bail!("socket closed while waiting for {what}"),
+            }
+        }
+    }
+}
+
+/// Sends `file` as WebM chunks of `chunk` bytes, paced at about `per_second` chunks a second.
+pub async fn stream_file(
+    client: &mut Client,
+    file: &PathBuf,
+    chunk: usize,
+    per_second: u32,
+) -> Result<()> {
+    let data = std::fs::read(file)?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+    for piece in data.chunks(chunk) {
+        tick.tick().await;
+        client.send_binary(piece.to_vec()).await?;
+    }
+    Ok(())
+}
+
+/// Decodes an HLS segment (or any file ffmpeg reads) to BGR frames of `w`×`h`.
+pub fn decode_frames(bytes: &[u8], w: usize, h: usize) -> Result<Vec<Vec<u8>>> {
+    let dir = tempdir("decode")?;
+    let input = dir.join("in.ts");
+    std::fs::write(&input, bytes)?;
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(&input)
+        .args(["-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"])
+        .output()?;
+    std::fs::remove_dir_all(&dir)?;
+    if !out.status.success() {
+        bail!(
+            "ffmpeg could not decode: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let frame = w * h * 3;
+    if out.stdout.is_empty() || out.stdout.len() % frame != 0 {
+        bail!(
+            "decoded {} bytes, not whole {w}x{h} frames",
+            out.stdout.len()
+        );
+    }
+    Ok(out.stdout.chunks(frame).map(|f| f.to_vec()).collect())
+}
+
+pub fn tempdir(name: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "hls-face-{name}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Whether a decoded pixel is box green (H.264 moves pure green a little).
+pub fn is_green(px: &[u8]) -> bool {
+    px[1] > 180 && px[0] < 100 && px[2] < 100
+}
+
+/// Green pixels in a BGR frame, with their bounding box (x0, y0, x1, y1).
+pub fn green_pixels(frame: &[u8], w: usize) -> (usize, Option<(usize, usize, usize, usize)>) {
+    let mut count = 0;
+    let mut bbox: Option<(usize, usize, usize, usize)> = None;
+    for (i, px) in frame.chunks_exact(3).enumerate() {
+        if is_green(px) {
+            count += 1;
+            let (x, y) = (i % w, i / w);
+            bbox = Some(match bbox {
+                None => (x, y, x, y),
+                Some((a, b, c, d)) => (a.min(x), b.min(y), c.max(x), d.max(y)),
+            });
+        }
+    }
+    (count, bbox)
+}
