@@ -117,6 +117,8 @@ pub enum ErrorKind {
     Protocol,
     /// The announced media type or size is not supported.
     UnsupportedMedia,
+    /// The binary data is not a WebM/Matroska stream.
+    BadMedia,
     /// A frame exceeded the size limit.
     TooLarge,
     /// Messages arrived faster than allowed.
@@ -140,6 +142,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMedia => {
                 "This browser's video format or camera size is not supported."
             }
+            ErrorKind::BadMedia => "The video sent by this page could not be read.",
             ErrorKind::TooLarge => "A piece of video was larger than the server accepts.",
             ErrorKind::RateLimited => "The page sent data faster than the server accepts.",
             ErrorKind::Busy => "The server is busy with other sessions; please try again later.",
@@ -204,8 +207,16 @@ impl ServerMsg {
 pub fn valid_frame_size(width: u32, height: u32) -> bool {
     (MIN_SIDE..=MAX_WIDTH).contains(&width)
         && (MIN_SIDE..=MAX_HEIGHT).contains(&height)
-        && width % 2 == 0
-        && height % 2 == 0
+        && width.is_multiple_of(2)
+        && height.is_multiple_of(2)
+}
+
+/// The four bytes every WebM/Matroska stream starts with (the EBML header id).
+pub const EBML_MAGIC: [u8; 4] = [0x1a, 0x45, 0xdf, 0xa3];
+
+/// Whether a session's first binary chunk can be the start of a WebM/Matroska stream.
+pub fn looks_like_webm(first_chunk: &[u8]) -> bool {
+    first_chunk.starts_with(&EBML_MAGIC)
 }
 
 /// Whether the server can decode a recorder mimeType (WebM or Matroska containers).
@@ -328,5 +339,8 @@ mod tests {
         assert!(supported_mime("video/x-matroska;codecs=avc1"));
         assert!(!supported_mime("video/mp4"));
         assert!(!supported_mime(""));
+        assert!(looks_like_webm(&[0x1a, 0x45, 0xdf, 0xa3, 0x01]));
+        assert!(!looks_like_webm(b"GIF89a"));
+        assert!(!looks_like_webm(&[0x1a, 0x45]));
     }
 }

@@ -160,18 +160,28 @@ pub fn Studio() -> impl IntoView {
                 </p>
             </div>
             <dl data-testid="stats" class="stats">
-                <dt>"fps in / out"</dt>
-                <dd data-stat="fps">
-                    {stat(|s| format!("{:.1} / {:.1}", s.fps_in, s.fps_out))}
-                </dd>
-                <dt>"faces"</dt>
-                <dd data-stat="faces">{stat(|s| s.faces.to_string())}</dd>
-                <dt>"detector"</dt>
-                <dd data-stat="detect-ms">{stat(|s| format!("{:.1} ms", s.detect_ms))}</dd>
-                <dt>"frames dropped"</dt>
-                <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
-                <dt>"segments"</dt>
-                <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
+                <div>
+                    <dt>"fps in / out"</dt>
+                    <dd data-stat="fps">
+                        {stat(|s| format!("{:.1} / {:.1}", s.fps_in, s.fps_out))}
+                    </dd>
+                </div>
+                <div>
+                    <dt>"faces"</dt>
+                    <dd data-stat="faces">{stat(|s| s.faces.to_string())}</dd>
+                </div>
+                <div>
+                    <dt>"detector"</dt>
+                    <dd data-stat="detect-ms">{stat(|s| format!("{:.1} ms", s.detect_ms))}</dd>
+                </div>
+                <div>
+                    <dt>"frames dropped"</dt>
+                    <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
+                </div>
+                <div>
+                    <dt>"segments"</dt>
+                    <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
+                </div>
             </dl>
         </main>
     }

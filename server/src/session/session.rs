@@ -272,7 +272,9 @@ async fn supervise(
     drop(encoder_input); // encoder stdin closes → last segment + ENDLIST
                          // Joining the detector thread may wait for one detection; keep it off the executor.
     let join_detector = tokio::task::spawn_blocking(move || drop(worker));
-    if cancel.is_cancelled() {
+    if cancel.is_cancelled() || failed {
+        // The input may still be open (the client is connected): the decoder would never
+        // see EOF, so a failed or cancelled pipeline stops it at once.
         let _ = decoder.child.start_kill();
     }
     let decoder_result = decoder

@@ -294,6 +294,9 @@ impl Connection {
             tracing::debug!("chunk after stop ignored");
             return Ok(());
         }
+        if self.chunks == 0 && !protocol::looks_like_webm(&data) {
+            return Err(ErrorKind::BadMedia);
+        }
         self.chunks += 1;
         match tokio::time::timeout(PUSH_TIMEOUT, session.push(data)).await {
             Ok(true) => Ok(()),

@@ -326,3 +326,60 @@ pub fn green_pixels(frame: &[u8], w: usize) -> (usize, Option<(usize, usize, usi
     }
     (count, bbox)
 }
+
+/// Child processes of `parent`: (pid, state letter, command line).
+pub fn children_of(parent: u32) -> Vec<(u32, char, String)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ..." — comm may contain spaces, so split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        let mut fields = rest.split(' ');
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            out.push((pid, state, cmd));
+        }
+    }
+    out
+}
+
+/// Polls `cond` every 50 ms until it holds or `deadline` passes; returns whether it held.
+pub async fn eventually(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Start message for the generated 640×480 clips.
+pub fn start_msg() -> ClientMsg {
+    ClientMsg::Start {
+        mime_type: "video/webm;codecs=vp9".into(),
+        width: 640,
+        height: 480,
+    }
+}

@@ -1,0 +1,224 @@
+//! Faults and endings: ffmpeg children killed mid-stream, sockets dropped without stop,
+//! SIGTERM while sessions run, and restarts — nothing leaks, nothing is left behind.
+
+mod common;
+
+use anyhow::{bail, ensure, Context, Result};
+use app::protocol::{ErrorKind, ServerMsg};
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// These tests look at this process's children, so they must not overlap.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts a session and streams the face clip in the background until the playlist is
+/// ready; returns the client (streaming continues in a task) and the session id.
+async fn live_session(server: &TestServer) -> Result<(Client, String)> {
+    let mut c = server.socket().await?;
+    c.send(&start_msg()).await?;
+    let ServerMsg::Started { session_id } = c
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?
+    else {
+        unreachable!()
+    };
+    // Real-time pace (about 300 KB/s) so the session is still streaming when we act.
+    let webm = std::fs::read(media("face.webm"))?;
+    for piece in webm.chunks(10_000).take(40) {
+        c.send_binary(piece.to_vec()).await?;
+        tokio::time::sleep(Duration::from_millis(33)).await;
+    }
+    Ok((c, session_id))
+}
+
+fn ffmpeg_children() -> Vec<(u32, char, String)> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.starts_with("ffmpeg"))
+        .collect()
+}
+
+async fn kill_stage_mid_stream(marker: &str) -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start("kill", |_| {}).await?;
+    let (mut c, _) = live_session(&server).await?;
+    let victims: Vec<u32> = ffmpeg_children()
+        .into_iter()
+        .filter(|(_, _, cmd)| cmd.contains(marker))
+        .map(|(pid, _, _)| pid)
+        .collect();
+    ensure!(
+        victims.len() == 1,
+        "expected one {marker} ffmpeg, found {victims:?}"
+    );
+    let killed_at = Instant::now();
+    std::process::Command::new("kill")
+        .arg("-KILL")
+        .arg(victims[0].to_string())
+        .status()?;
+    loop {
+        match c.next().await? {
+            Some(ServerMsg::Error { kind, .. }) => {
+                ensure!(kind == ErrorKind::Pipeline, "got {kind:?}");
+                break;
+            }
+            Some(_) => continue,
+            None => bail!("socket closed without an error"),
+        }
+    }
+    let noticed = killed_at.elapsed();
+    eprintln!("{marker}: error reached the client {noticed:?} after the kill");
+    ensure!(
+        noticed < Duration::from_secs(10),
+        "noticed only after {noticed:?}"
+    );
+    ensure!(
+        eventually(Duration::from_secs(20), || ffmpeg_children().is_empty()).await,
+        "children left behind: {:?}",
+        ffmpeg_children()
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decoder_killed_mid_stream_is_reported_and_reaped() -> Result<()> {
+    kill_stage_mid_stream("-probesize").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoder_killed_mid_stream_is_reported_and_reaped() -> Result<()> {
+    kill_stage_mid_stream("libx264").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_reaps_children_and_removes_the_folder() -> Result<()> {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start("drop", |_| {}).await?;
+    let (c, session_id) = live_session(&server).await?;
+    let dir = server.runtime.join(&session_id);
+    ensure!(dir.is_dir() && ffmpeg_children().len() == 2);
+    drop(c); // the tab closes: no stop, no close frame
+    let gone = eventually(Duration::from_secs(20), || {
+        ffmpeg_children().is_empty() && !dir.exists()
+    })
+    .await;
+    ensure!(
+        gone,
+        "children {:?}, folder exists: {}",
+        ffmpeg_children(),
+        dir.exists()
+    );
+    server.stop().await
+}
+
+/// The real binary: SIGTERM while a session streams ends it, reaps children, exits 0 fast;
+/// a stale folder from a previous run is gone after start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_sessions_and_exits_cleanly_and_restart_leaves_no_stale_folders() -> Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    let runtime = tempdir("sigterm")?;
+    let stale = runtime.join("0123456789abcdef0123456789abcdef");
+    std::fs::create_dir_all(&stale)?;
+    std::fs::write(stale.join("seg_00001.ts"), b"old")?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", &runtime)
+        .env("RUST_LOG", "server=info,hls_face=info")
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("no pid")?;
+    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await??
+            .context("server exited")?;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    ensure!(
+        !stale.exists(),
+        "the stale folder from the previous run must be removed at start"
+    );
+
+    let server = ExternalServer { addr };
+    let mut c = server.socket().await?;
+    c.send(&start_msg()).await?;
+    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?;
+    stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
+    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    let children: Vec<u32> = children_of(pid).into_iter().map(|(p, _, _)| p).collect();
+    ensure!(
+        children.len() == 2,
+        "expected decoder and encoder, found {children:?}"
+    );
+
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()?;
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
+    let took = signalled.elapsed();
+    eprintln!("exited {status} {took:?} after SIGTERM");
+    ensure!(status.success(), "exit status {status}");
+    ensure!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    match c.next().await? {
+        Some(ServerMsg::Error {
+            kind: ErrorKind::ShuttingDown,
+            ..
+        })
+        | None => {}
+        other => bail!("unexpected {other:?}"),
+    }
+    for p in children {
+        ensure!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "child {p} outlived the server"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&runtime)?.collect();
+    ensure!(
+        leftovers.is_empty(),
+        "runtime dir not emptied: {leftovers:?}"
+    );
+    std::fs::remove_dir_all(&runtime)?;
+    Ok(())
+}
+
+/// A server started as a separate process.
+struct ExternalServer {
+    addr: String,
+}
+
+impl ExternalServer {
+    async fn socket(&self) -> Result<Client> {
+        let resp = http_get(&self.addr, "/", &[]).await?;
+        let cookie = resp
+            .header("set-cookie")
+            .context("cookie")?
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let body = String::from_utf8_lossy(&resp.body).to_string();
+        let marker = "name=\"csrf-token\" content=\"";
+        let start = body.find(marker).context("meta")? + marker.len();
+        let token = &body[start..start + 64];
+        let url = format!("ws://{}/socket?csrf_token={token}", self.addr);
+        let origin = format!("http://{}", self.addr);
+        connect(
+            &url,
+            &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())],
+        )
+        .await
+    }
+}
