@@ -27,13 +27,13 @@ impl Socket {
     /// Opens `/socket` on this page's origin with the CSRF token.
     pub fn open(
         csrf: &str,
-        mut on_event: impl FnMut(SocketEvent) + 'static,
+        on_event: impl FnMut(SocketEvent) + 'static,
     ) -> Result<Self, MediaError> {
         let url = socket_url(csrf)?;
         let ws = WebSocket::new(&url).map_err(|e| super::js_err("WebSocket", e))?;
         ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
         let (tx_open, tx_msg, tx_close) = {
-            let shared = std::rc::Rc::new(std::cell::RefCell::new(move |e| on_event(e)));
+            let shared = std::rc::Rc::new(std::cell::RefCell::new(on_event));
             (shared.clone(), shared.clone(), shared)
         };
         let on_open = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
