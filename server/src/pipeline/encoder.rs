@@ -11,8 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::sync::mpsc;
 
-/// Name of the playlist in every session folder.
-pub const PLAYLIST: &str = "playlist.m3u8";
+pub use app::hls_path::PLAYLIST;
 
 /// How the HLS output is cut.
 #[derive(Debug, Clone)]

@@ -25,8 +25,7 @@ impl SessionId {
 
     /// Accepts only the exact shape [`SessionId::random`] produces.
     pub fn parse(text: &str) -> Option<Self> {
-        let ok = text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        ok.then(|| SessionId(text.to_string()))
+        app::hls_path::is_hex_id(text).then(|| SessionId(text.to_string()))
     }
 
     /// The id as text.

@@ -42,11 +42,6 @@ impl CsrfKey {
     }
 }
 
-/// A well-formed session cookie value: 32 lowercase hex digits.
-fn valid_sid(sid: &str) -> bool {
-    sid.len() == 32 && sid.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
 /// The session cookie's value in `headers`, if well-formed.
 pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
@@ -57,7 +52,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == COOKIE)
         .map(|(_, value)| value.to_string())
-        .filter(|v| valid_sid(v))
+        .filter(|v| app::hls_path::is_hex_id(v))
 }
 
 /// Gives every page request a session cookie (creating one if needed) and puts the

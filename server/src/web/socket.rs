@@ -3,7 +3,6 @@
 
 use super::csrf;
 use super::AppState;
-use crate::pipeline::encoder::PLAYLIST;
 use crate::session::session::{Session, SessionEvent, StatsSampler};
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -337,7 +336,7 @@ impl Connection {
     fn playlist_url(&self) -> Option<String> {
         let session = self.session.as_ref()?;
         self.playlist_ready
-            .then(|| format!("/hls/{}/{PLAYLIST}", session.id))
+            .then(|| app::hls_path::playlist_url(session.id.as_str()))
     }
 
     async fn send_stats(&mut self) {
