@@ -214,9 +214,12 @@ pub fn valid_frame_size(width: u32, height: u32) -> bool {
 /// The four bytes every WebM/Matroska stream starts with (the EBML header id).
 pub const EBML_MAGIC: [u8; 4] = [0x1a, 0x45, 0xdf, 0xa3];
 
-/// Whether a session's first binary chunk can be the start of a WebM/Matroska stream.
-pub fn looks_like_webm(first_chunk: &[u8]) -> bool {
-    first_chunk.starts_with(&EBML_MAGIC)
+/// Whether the first bytes of a session's media (`prefix`, however few arrived so far;
+/// browsers may send the header in pieces as small as one byte) can start a WebM/Matroska
+/// stream.
+pub fn looks_like_webm(prefix: &[u8]) -> bool {
+    let n = prefix.len().min(EBML_MAGIC.len());
+    prefix[..n] == EBML_MAGIC[..n]
 }
 
 /// Whether the server can decode a recorder mimeType (WebM or Matroska containers).
@@ -341,6 +344,11 @@ mod tests {
         assert!(!supported_mime(""));
         assert!(looks_like_webm(&[0x1a, 0x45, 0xdf, 0xa3, 0x01]));
         assert!(!looks_like_webm(b"GIF89a"));
-        assert!(!looks_like_webm(&[0x1a, 0x45]));
+        assert!(
+            looks_like_webm(&[0x1a]),
+            "a one-byte first chunk is a valid start"
+        );
+        assert!(looks_like_webm(&[0x1a, 0x45]));
+        assert!(!looks_like_webm(&[0x1a, 0x00]));
     }
 }

@@ -104,6 +104,8 @@ struct Connection {
     session: Option<Session>,
     playlist_ready: bool,
     chunks: u64,
+    /// The first bytes of the media, kept until the WebM magic can be checked.
+    prefix: Vec<u8>,
     stats: StatsSampler,
 }
 
@@ -117,6 +119,7 @@ impl Connection {
             session: None,
             playlist_ready: false,
             chunks: 0,
+            prefix: Vec::new(),
             stats: StatsSampler::new(),
         }
     }
@@ -293,8 +296,13 @@ impl Connection {
             tracing::debug!("chunk after stop ignored");
             return Ok(());
         }
-        if self.chunks == 0 && !protocol::looks_like_webm(&data) {
-            return Err(ErrorKind::BadMedia);
+        if self.prefix.len() < protocol::EBML_MAGIC.len() {
+            let need = protocol::EBML_MAGIC.len() - self.prefix.len();
+            self.prefix.extend_from_slice(&data[..data.len().min(need)]);
+            if !protocol::looks_like_webm(&self.prefix) {
+                tracing::info!("media does not start like WebM: {:02x?}", self.prefix);
+                return Err(ErrorKind::BadMedia);
+            }
         }
         self.chunks += 1;
         match tokio::time::timeout(PUSH_TIMEOUT, session.push(data)).await {
