@@ -1,0 +1,166 @@
+//! Reading the frame-code strip the test camera clip carries (see `scripts/media`): pure
+//! decoding and the latency / dropped-frame bookkeeping, shared by the page's probe.
+//!
+//! The strip is the bottom 24 of 480 rows, 16 equal blocks: block 0 white and block 1
+//! black (markers), blocks 2–13 a 12-bit frame number (least significant bit first), block
+//! 14 the parity of those bits and block 15 its inverse.
+
+/// Blocks in the strip.
+pub const BLOCKS: usize = 16;
+/// Frame numbers the strip can carry.
+pub const CODES: usize = 1 << 12;
+/// Strip top and height as fractions of the frame height.
+pub const STRIP_TOP: f64 = 456.0 / 480.0;
+pub const STRIP_HEIGHT: f64 = 24.0 / 480.0;
+
+/// Decodes the strip from the luminance (0–255) of each block's centre.
+pub fn decode(luma: &[u8; BLOCKS]) -> Option<u32> {
+    let bit = |i: usize| luma[i] >= 128;
+    if !bit(0) || bit(1) {
+        return None;
+    }
+    let mut code = 0u32;
+    let mut parity = false;
+    for k in 0..12 {
+        if bit(2 + k) {
+            code |= 1 << k;
+            parity = !parity;
+        }
+    }
+    (bit(14) == parity && bit(15) != parity).then_some(code)
+}
+
+/// Latency and frame-drop bookkeeping from the codes seen in the preview and the output.
+#[derive(Debug, Clone)]
+pub struct CodeClock {
+    /// When each code was last shown in the preview (ms), if recently.
+    shown: Vec<Option<f64>>,
+    last_preview: Option<u32>,
+    last_output: Option<u32>,
+    /// Output frames seen with a valid code.
+    pub output_frames: u64,
+    /// Codes skipped between consecutive output frames.
+    pub output_gaps: u64,
+}
+
+/// Latencies above this are not matched: the test clip loops every 6 s, so codes repeat.
+const MAX_LATENCY_MS: f64 = 5_000.0;
+/// A code seen again after this long is a new pass through the looping clip.
+const RESIGHT_MS: f64 = 1_000.0;
+
+impl Default for CodeClock {
+    fn default() -> Self {
+        CodeClock {
+            shown: vec![None; CODES],
+            last_preview: None,
+            last_output: None,
+            output_frames: 0,
+            output_gaps: 0,
+        }
+    }
+}
+
+impl CodeClock {
+    /// Records that the preview showed `code` at `now_ms`. A code is trusted only as the
+    /// successor (within 3) of the previous one, so a real camera's random content never
+    /// produces readings.
+    pub fn preview(&mut self, code: u32, now_ms: f64) {
+        let follows = self
+            .last_preview
+            .is_some_and(|p| (1..=3).contains(&((code + CODES as u32 - p) % CODES as u32)));
+        self.last_preview = Some(code);
+        let slot = &mut self.shown[code as usize];
+        if !follows {
+            *slot = None;
+        } else if slot.is_none_or(|t| now_ms - t > RESIGHT_MS) {
+            // First sighting of this pass through the clip (later repeats of the same
+            // frame keep the first time).
+            *slot = Some(now_ms);
+        }
+    }
+
+    /// Records that the output showed `code` at `now_ms`; returns the latency in ms if the
+    /// code was seen in the preview recently.
+    pub fn output(&mut self, code: u32, now_ms: f64) -> Option<f64> {
+        let shown = self.shown[code as usize]?;
+        let latency = now_ms - shown;
+        if !(0.0..=MAX_LATENCY_MS).contains(&latency) {
+            return None;
+        }
+        if self.last_output != Some(code) {
+            if let Some(prev) = self.last_output {
+                if code > prev {
+                    self.output_gaps += u64::from(code - prev - 1);
+                }
+            }
+            self.output_frames += 1;
+            self.last_output = Some(code);
+        }
+        Some(latency)
+    }
+}
+
+/// The `q`-quantile (0..=1) of `samples` (sorted copy); `None` if empty.
+pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
+    if samples.is_empty() {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let idx = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    Some(sorted[idx])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strip(code: u32) -> [u8; BLOCKS] {
+        let mut luma = [0u8; BLOCKS];
+        luma[0] = 255;
+        let mut parity = false;
+        for k in 0..12 {
+            if code >> k & 1 == 1 {
+                luma[2 + k] = 255;
+                parity = !parity;
+            }
+        }
+        luma[14] = if parity { 255 } else { 0 };
+        luma[15] = if parity { 0 } else { 255 };
+        luma
+    }
+
+    #[test]
+    fn decodes_every_code_and_rejects_damage() {
+        for code in [0, 1, 13, 179, 4095] {
+            assert_eq!(decode(&strip(code)), Some(code));
+        }
+        let mut bad = strip(13);
+        bad[3] = 255; // one flipped bit breaks the parity
+        assert_eq!(decode(&bad), None);
+        assert_eq!(decode(&[0; BLOCKS]), None);
+        assert_eq!(decode(&[255; BLOCKS]), None);
+    }
+
+    #[test]
+    fn measures_latency_only_for_codes_seen_in_sequence() {
+        let mut clock = CodeClock::default();
+        for (i, code) in (10..20).enumerate() {
+            clock.preview(code, 1000.0 + i as f64 * 33.0);
+        }
+        assert_eq!(clock.output(12, 2066.0), Some(1000.0));
+        assert_eq!(clock.output(15, 2200.0), Some(2200.0 - 1165.0));
+        assert_eq!((clock.output_frames, clock.output_gaps), (2, 2));
+        assert_eq!(clock.output(500, 2300.0), None, "never shown in the preview");
+        // A random code without its predecessor is not trusted.
+        clock.preview(3000, 3000.0);
+        assert_eq!(clock.output(3000, 3100.0), None);
+    }
+
+    #[test]
+    fn quantiles() {
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
+    }
+}
