@@ -151,7 +151,11 @@ mod tests {
         assert_eq!(clock.output(12, 2066.0), Some(1000.0));
         assert_eq!(clock.output(15, 2200.0), Some(2200.0 - 1165.0));
         assert_eq!((clock.output_frames, clock.output_gaps), (2, 2));
-        assert_eq!(clock.output(500, 2300.0), None, "never shown in the preview");
+        assert_eq!(
+            clock.output(500, 2300.0),
+            None,
+            "never shown in the preview"
+        );
         // A random code without its predecessor is not trusted.
         clock.preview(3000, 3000.0);
         assert_eq!(clock.output(3000, 3100.0), None);

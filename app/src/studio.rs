@@ -42,6 +42,17 @@ impl Phase {
     }
 }
 
+/// What the output player shows, measured in the page from the test clip's frame codes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PlayerFigures {
+    /// Frames presented in the last second.
+    pub fps: f32,
+    /// Frames presented with a readable code.
+    pub frames: u64,
+    /// Frames skipped between presented ones.
+    pub skipped: u64,
+}
+
 /// The page's reactive state; `Copy`, so every callback can hold it.
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
@@ -57,6 +68,10 @@ pub struct Ui {
     pub playlist: RwSignal<Option<String>>,
     /// Set once the page has hydrated (a hook for tests).
     pub hydrated: RwSignal<bool>,
+    /// Median recent glass-to-glass latency in ms, when the camera shows frame codes.
+    pub latency_ms: RwSignal<Option<f64>>,
+    /// Output player figures, when the camera shows frame codes.
+    pub player: RwSignal<PlayerFigures>,
 }
 
 impl Ui {
@@ -68,6 +83,8 @@ impl Ui {
             stats: RwSignal::new(Stats::default()),
             playlist: RwSignal::new(None),
             hydrated: RwSignal::new(false),
+            latency_ms: RwSignal::new(None),
+            player: RwSignal::new(PlayerFigures::default()),
         }
     }
 
@@ -177,6 +194,33 @@ pub fn Studio() -> impl IntoView {
                 <div>
                     <dt>"frames dropped"</dt>
                     <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
+                </div>
+                <div>
+                    <dt>"latency (glass to glass)"</dt>
+                    <dd
+                        data-stat="latency"
+                        data-latency-ms=move || {
+                            ui.latency_ms.get().map(|ms| format!("{ms:.0}")).unwrap_or_default()
+                        }
+                    >
+                        {move || match ui.latency_ms.get() {
+                            Some(ms) => format!("{:.2} s", ms / 1000.0),
+                            None => "—".to_string(),
+                        }}
+                    </dd>
+                </div>
+                <div>
+                    <dt>"player fps / skipped"</dt>
+                    <dd data-stat="player">
+                        {move || {
+                            let p = ui.player.get();
+                            if p.frames == 0 {
+                                "—".to_string()
+                            } else {
+                                format!("{:.0} / {}", p.fps, p.skipped)
+                            }
+                        }}
+                    </dd>
                 </div>
                 <div>
                     <dt>"segments"</dt>

@@ -13,6 +13,9 @@ fn main() -> anyhow::Result<()> {
         min_neighbors: a[4].parse()?,
         min_face: a[5].parse()?,
     };
+    if let Some(t) = a.get(6) {
+        opencv::core::set_num_threads(t.parse()?)?;
+    }
     let out = std::process::Command::new("ffmpeg")
         .args([
             "-loglevel",
@@ -29,7 +32,9 @@ fn main() -> anyhow::Result<()> {
         ])
         .output()?;
     let mut det = HaarDetector::new(
-        std::path::Path::new("/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml"),
+        std::path::Path::new(&std::env::var("CASCADE").unwrap_or(
+            "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
+        )),
         settings,
     )?;
     let (mut hits, mut n, mut multi, mut total_ms) = (0, 0, 0, 0.0);

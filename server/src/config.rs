@@ -66,7 +66,7 @@ pub struct PipelineConfig {
     /// Output frame rate.
     pub frame_rate: u32,
     /// Segment length in seconds.
-    pub segment_seconds: u32,
+    pub segment_seconds: f64,
     /// Segments kept in the live playlist.
     pub playlist_size: u32,
     /// libx264 preset.
@@ -83,6 +83,10 @@ pub struct PipelineConfig {
     pub min_face: u32,
     /// Stats push interval.
     pub stats_interval_ms: u64,
+    /// Most detections a session runs per second.
+    pub detect_fps: u32,
+    /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
+    pub opencv_threads: i32,
 }
 
 impl Default for PipelineConfig {
@@ -91,7 +95,7 @@ impl Default for PipelineConfig {
             runtime_dir: "target/hls-face-runtime".into(),
             ffmpeg: "ffmpeg".into(),
             frame_rate: 30,
-            segment_seconds: 1,
+            segment_seconds: 0.5,
             playlist_size: 6,
             x264_preset: "veryfast".into(),
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
@@ -100,6 +104,8 @@ impl Default for PipelineConfig {
             min_neighbors: 3,
             min_face: 48,
             stats_interval_ms: 500,
+            detect_fps: 10,
+            opencv_threads: 1,
         }
     }
 }
@@ -199,8 +205,8 @@ impl Config {
                 "pipeline.frame-rate must be 1..=60",
             ),
             (
-                p.segment_seconds >= 1 && p.segment_seconds <= 10,
-                "pipeline.segment-seconds must be 1..=10",
+                (0.2..=10.0).contains(&p.segment_seconds),
+                "pipeline.segment-seconds must be 0.2..=10",
             ),
             (
                 p.playlist_size >= 2,
@@ -217,6 +223,14 @@ impl Config {
             (
                 p.min_neighbors >= 0,
                 "pipeline.min-neighbors must not be negative",
+            ),
+            (
+                (1..=60).contains(&p.detect_fps),
+                "pipeline.detect-fps must be 1..=60",
+            ),
+            (
+                p.opencv_threads >= 0,
+                "pipeline.opencv-threads must not be negative",
             ),
             (
                 p.stats_interval_ms >= 50,

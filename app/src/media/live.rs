@@ -130,7 +130,10 @@ impl Inner {
                     Err(err) => ui.fail(err.user_message()),
                 }
             }
-            ServerMsg::Stats(stats) => ui.stats.set(stats),
+            ServerMsg::Stats(stats) => {
+                publish_stats(&stats);
+                ui.stats.set(stats);
+            }
             ServerMsg::Ended { .. } => {
                 ui.set(
                     Phase::Stopped,
@@ -197,6 +200,13 @@ fn frame_size(stream: &MediaStream) -> (u32, u32) {
         .unwrap_or(480);
     let even = |v: i32| (v.max(2) as u32) & !1;
     (even(width), even(height))
+}
+
+/// Exposes the latest server stats as `window.hlsFaceStats` (JSON text) for the benchmark.
+fn publish_stats(stats: &crate::protocol::Stats) {
+    if let (Some(window), Ok(json)) = (web_sys::window(), serde_json::to_string(stats)) {
+        let _ = js_sys::Reflect::set(&window, &"hlsFaceStats".into(), &json.into());
+    }
 }
 
 /// The token the server rendered into `<meta name="csrf-token">`.

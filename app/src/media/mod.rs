@@ -6,6 +6,7 @@
 mod camera;
 mod live;
 mod player;
+mod probe;
 mod recorder;
 mod socket;
 
@@ -23,6 +24,7 @@ pub struct Controller {
     output: NodeRef<Video>,
     camera: StoredValue<Option<MediaStream>, LocalStorage>,
     live: StoredValue<Option<Live>, LocalStorage>,
+    probe: StoredValue<Option<probe::Probe>, LocalStorage>,
 }
 
 impl Controller {
@@ -34,6 +36,7 @@ impl Controller {
             output,
             camera: StoredValue::new_local(None),
             live: StoredValue::new_local(None),
+            probe: StoredValue::new_local(None),
         }
     }
 
@@ -50,6 +53,12 @@ impl Controller {
                         let _ = video.play();
                     }
                     self.camera.set_value(Some(stream));
+                    if let (Some(preview), Some(output)) =
+                        (self.preview.get_untracked(), self.output.get_untracked())
+                    {
+                        self.probe
+                            .set_value(probe::Probe::start(ui, preview, output));
+                    }
                     ui.camera_ready.set(true);
                     ui.set(Phase::Idle, "Camera ready. Press Start to stream it.");
                 }

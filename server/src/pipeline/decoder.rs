@@ -1,7 +1,7 @@
 //! The decoder stage: one long-lived ffmpeg per session turning the recorder's WebM chunks
 //! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
 
-use super::frame::Frame;
+use super::frame::{Frame, FramePool};
 use crate::child::{ExitReporter, Spawned};
 use crate::error::ServerError;
 use bytes::Bytes;
@@ -61,6 +61,7 @@ impl Decoder {
         fps: u32,
         mut chunks: mpsc::Receiver<Bytes>,
         frames: mpsc::Sender<Frame>,
+        pool: FramePool,
     ) -> Result<Self, ServerError> {
         let args = decoder_args(width, height, fps);
         let (child, mut stdin, mut stdout, exit) =
@@ -77,7 +78,7 @@ impl Decoder {
         let frame_len = Frame::byte_len(width, height);
         tokio::spawn(async move {
             loop {
-                let mut data = vec![0u8; frame_len];
+                let mut data = pool.take(frame_len);
                 match stdout.read_exact(&mut data).await {
                     Ok(_) => {
                         let frame = Frame {

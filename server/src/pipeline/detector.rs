@@ -1,7 +1,7 @@
 //! Face detection beside the frame path: a [`FaceDetector`] runs on its own thread over the
 //! newest frame only (older ones are skipped and counted) and publishes the latest boxes.
 
-use super::frame::{FaceBox, Frame};
+use super::frame::{FaceBox, Frame, FramePool};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use opencv::core::{Mat, Rect, Size, Vector};
@@ -10,7 +10,7 @@ use opencv::prelude::*;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Finds faces in a frame.
@@ -34,6 +34,8 @@ pub struct HaarSettings {
     pub min_neighbors: i32,
     /// Smallest face, full-frame pixels.
     pub min_face: u32,
+    /// OpenCV threads per detection (0 = OpenCV's default).
+    pub threads: i32,
 }
 
 impl From<&PipelineConfig> for HaarSettings {
@@ -43,6 +45,7 @@ impl From<&PipelineConfig> for HaarSettings {
             scale_factor: c.scale_factor,
             min_neighbors: c.min_neighbors,
             min_face: c.min_face,
+            threads: c.opencv_threads,
         }
     }
 }
@@ -62,6 +65,9 @@ impl HaarDetector {
         let path = cascade.to_string_lossy();
         let classifier = CascadeClassifier::new(cascade)
             .map_err(|e| ServerError::Detector(format!("loading {path}: {e}")))?;
+        if settings.threads > 0 {
+            opencv::core::set_num_threads(settings.threads)?;
+        }
         if classifier.empty()? {
             return Err(ServerError::Detector(format!(
                 "cascade {path} is empty or missing"
@@ -164,6 +170,7 @@ struct LatestSlot {
 /// The detector thread of one session. Dropping it closes the slot and joins the thread.
 pub struct DetectorWorker {
     slot: Arc<LatestSlot>,
+    pool: FramePool,
     counters: Arc<DetectorCounters>,
     results: watch::Receiver<Detection>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -172,13 +179,19 @@ pub struct DetectorWorker {
 impl DetectorWorker {
     /// Starts the thread; the detector is made on it by `factory`. A factory failure is
     /// returned here, before any frame flows.
-    pub fn start(factory: DetectorFactory, name: String) -> Result<Self, ServerError> {
+    pub fn start(
+        factory: DetectorFactory,
+        name: String,
+        min_interval: Duration,
+        pool: FramePool,
+    ) -> Result<Self, ServerError> {
         let slot = Arc::new(LatestSlot::default());
         let counters = Arc::new(DetectorCounters::default());
         let (tx, results) = watch::channel(Detection::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
         let thread_slot = slot.clone();
         let thread_counters = counters.clone();
+        let thread_pool = pool.clone();
         let span = tracing::Span::current();
         let thread = std::thread::Builder::new()
             .name(name)
@@ -194,11 +207,19 @@ impl DetectorWorker {
                         return;
                     }
                 };
-                detect_loop(detector.as_mut(), &thread_slot, &thread_counters, &tx);
+                detect_loop(
+                    detector.as_mut(),
+                    &thread_slot,
+                    &thread_counters,
+                    &tx,
+                    min_interval,
+                    &thread_pool,
+                );
             })
             .map_err(|e| ServerError::Detector(format!("cannot start thread: {e}")))?;
         let worker = DetectorWorker {
             slot,
+            pool,
             counters,
             results,
             thread: Some(thread),
@@ -224,7 +245,7 @@ impl DetectorWorker {
                 pending.height = frame.height;
                 self.counters.skipped.fetch_add(1, Ordering::Relaxed);
             }
-            None => state.frame = Some(frame.clone()),
+            None => state.frame = Some(frame.copy_in(&self.pool)),
         }
         drop(state);
         self.slot.ready.notify_one();
@@ -262,9 +283,12 @@ fn detect_loop(
     slot: &LatestSlot,
     counters: &DetectorCounters,
     tx: &watch::Sender<Detection>,
+    min_interval: Duration,
+    pool: &FramePool,
 ) {
     let mut held: Vec<FaceBox> = Vec::new();
     let mut misses = 0;
+    let mut not_before = Instant::now();
     loop {
         let frame = {
             let Ok(mut state) = slot.state.lock() else {
@@ -273,6 +297,16 @@ fn detect_loop(
             loop {
                 if state.closed {
                     return;
+                }
+                let now = Instant::now();
+                if now < not_before {
+                    // Rate cap: wait out the interval (frames arriving meanwhile replace
+                    // each other), waking early only to close.
+                    state = match slot.ready.wait_timeout(state, not_before - now) {
+                        Ok((s, _)) => s,
+                        Err(_) => return,
+                    };
+                    continue;
                 }
                 if let Some(frame) = state.frame.take() {
                     break frame;
@@ -284,6 +318,7 @@ fn detect_loop(
             }
         };
         let started = Instant::now();
+        not_before = started + min_interval;
         match detector.detect(&frame) {
             Ok(found) => {
                 let millis = started.elapsed().as_secs_f32() * 1000.0;
@@ -301,13 +336,13 @@ fn detect_loop(
             }
             Err(e) => tracing::warn!("face detection failed: {e}"),
         }
+        pool.give(frame.data);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Reports one box per call whose x is the frame's first byte, after a delay.
     struct Marker(Duration);
@@ -342,7 +377,13 @@ mod tests {
     fn newest_frame_wins_and_skips_are_counted() {
         let factory: DetectorFactory =
             Arc::new(|| Ok(Box::new(Marker(Duration::from_millis(50))) as Box<dyn FaceDetector>));
-        let worker = DetectorWorker::start(factory, "test-detector".into()).unwrap();
+        let worker = DetectorWorker::start(
+            factory,
+            "test-detector".into(),
+            Duration::ZERO,
+            FramePool::default(),
+        )
+        .unwrap();
         for i in 1..=20u8 {
             worker.offer(&Frame::filled(4, 4, [i, 0, 0]));
         }
@@ -385,7 +426,13 @@ mod tests {
     #[test]
     fn a_single_miss_keeps_the_last_box_but_a_lasting_one_clears_it() {
         let factory: DetectorFactory = Arc::new(|| Ok(Box::new(Blinking) as Box<dyn FaceDetector>));
-        let worker = DetectorWorker::start(factory, "blink".into()).unwrap();
+        let worker = DetectorWorker::start(
+            factory,
+            "blink".into(),
+            Duration::ZERO,
+            FramePool::default(),
+        )
+        .unwrap();
         let runs = |w: &DetectorWorker| w.counters().runs.load(Ordering::Relaxed);
         let feed = |w: &DetectorWorker, v: u8| {
             let before = runs(w);
@@ -403,9 +450,32 @@ mod tests {
     }
 
     #[test]
+    fn detections_are_capped_at_the_configured_rate() {
+        let factory: DetectorFactory =
+            Arc::new(|| Ok(Box::new(Marker(Duration::ZERO)) as Box<dyn FaceDetector>));
+        let interval = Duration::from_millis(200);
+        let worker =
+            DetectorWorker::start(factory, "capped".into(), interval, FramePool::default())
+                .unwrap();
+        let started = Instant::now();
+        for i in 1..=3u8 {
+            worker.offer(&Frame::filled(2, 2, [i, 0, 0]));
+            let runs = worker.counters().runs.load(Ordering::Relaxed);
+            wait_for(&worker, |_| {
+                worker.counters().runs.load(Ordering::Relaxed) > runs
+            });
+        }
+        // Three detections need at least two full intervals between them.
+        assert!(started.elapsed() >= interval * 2, "{:?}", started.elapsed());
+    }
+
+    #[test]
     fn a_failing_factory_is_reported_at_start() {
         let factory: DetectorFactory = Arc::new(|| Err(ServerError::Detector("no model".into())));
-        assert!(DetectorWorker::start(factory, "bad".into()).is_err());
+        assert!(
+            DetectorWorker::start(factory, "bad".into(), Duration::ZERO, FramePool::default())
+                .is_err()
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! H.264 HLS (a playlist and short segments in the session folder). Closing stdin makes
 //! ffmpeg finish the last segment and write `#EXT-X-ENDLIST`.
 
-use super::frame::Frame;
+use super::frame::{Frame, FramePool};
 use crate::child::{ExitReporter, Spawned};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -19,7 +19,7 @@ pub struct HlsSettings {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
-    pub segment_seconds: u32,
+    pub segment_seconds: f64,
     /// Segments kept in the playlist; 0 keeps all (a VOD playlist).
     pub playlist_size: u32,
     pub preset: String,
@@ -46,7 +46,9 @@ impl HlsSettings {
 /// `zerolatency` disables frame look-ahead so a frame leaves the encoder as soon as it
 /// arrives; `temp_file` makes the playlist and segments appear atomically (by rename).
 pub fn encoder_args(s: &HlsSettings, dir: &Path) -> Vec<String> {
-    let gop = (s.fps * s.segment_seconds).to_string();
+    let gop = ((s.fps as f64 * s.segment_seconds).round() as u32)
+        .max(1)
+        .to_string();
     let mut flags = "independent_segments+temp_file".to_string();
     if s.playlist_size > 0 {
         flags.push_str("+delete_segments");
@@ -86,7 +88,7 @@ pub fn encoder_args(s: &HlsSettings, dir: &Path) -> Vec<String> {
         "-f",
         "hls",
         "-hls_time",
-        &s.segment_seconds.to_string(),
+        &format!("{}", s.segment_seconds),
         "-hls_list_size",
         &s.playlist_size.to_string(),
         "-hls_flags",
@@ -120,6 +122,7 @@ impl Encoder {
         settings: &HlsSettings,
         dir: &Path,
         mut frames: mpsc::Receiver<Frame>,
+        pool: FramePool,
     ) -> Result<Self, ServerError> {
         let args = encoder_args(settings, dir);
         let (child, mut stdin, _stdout, exit) =
@@ -130,6 +133,7 @@ impl Encoder {
                     tracing::debug!("encoder stdin closed: {e}");
                     return;
                 }
+                pool.give(frame.data);
             }
         });
         Ok(Encoder { child, exit })
@@ -145,7 +149,7 @@ mod tests {
             width: 640,
             height: 480,
             fps: 30,
-            segment_seconds: 1,
+            segment_seconds: 1.0,
             playlist_size,
             preset: "veryfast".into(),
         }
@@ -159,6 +163,15 @@ mod tests {
         assert!(args.contains("-hls_time 1 -hls_list_size 6"));
         assert!(args.contains("delete_segments"));
         assert!(args.ends_with("-hls_segment_filename /run/s/seg_%05d.ts /run/s/playlist.m3u8"));
+    }
+
+    #[test]
+    fn short_segments_get_a_keyframe_each() {
+        let mut s = settings(6);
+        s.segment_seconds = 0.5;
+        let args = encoder_args(&s, Path::new("/run/s")).join(" ");
+        assert!(args.contains("-g 15 -keyint_min 15"));
+        assert!(args.contains("-hls_time 0.5 "));
     }
 
     #[test]

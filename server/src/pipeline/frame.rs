@@ -32,10 +32,57 @@ impl Frame {
         }
     }
 
+    /// A copy of this frame in a buffer from `pool`.
+    pub fn copy_in(&self, pool: &FramePool) -> Frame {
+        let mut data = pool.take(0);
+        data.extend_from_slice(&self.data);
+        Frame {
+            width: self.width,
+            height: self.height,
+            data,
+        }
+    }
+
     /// The (B, G, R) pixel at (x, y).
     pub fn pixel(&self, x: u32, y: u32) -> [u8; 3] {
         let i = (y as usize * self.width as usize + x as usize) * 3;
         [self.data[i], self.data[i + 1], self.data[i + 2]]
+    }
+}
+
+/// Frame buffers kept for reuse (a session holds a few dozen frames in flight at most).
+const POOL_CAPACITY: usize = 48;
+
+/// Recycles frame buffers between the stages of one session, so a 30 fps stream does not
+/// allocate (and page-fault in) a fresh ~1 MB buffer per frame per stage.
+#[derive(Clone, Default)]
+pub struct FramePool(std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl FramePool {
+    /// A buffer of exactly `len` bytes (contents unspecified), reused when possible.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        let reused = self.0.lock().ok().and_then(|mut pool| pool.pop());
+        match reused {
+            Some(mut buf) => {
+                buf.resize(len, 0);
+                buf
+            }
+            None => vec![0; len],
+        }
+    }
+
+    /// Returns a buffer for reuse (dropped if the pool is full).
+    pub fn give(&self, buf: Vec<u8>) {
+        if let Ok(mut pool) = self.0.lock() {
+            if pool.len() < POOL_CAPACITY {
+                pool.push(buf);
+            }
+        }
+    }
+
+    /// Buffers waiting for reuse.
+    pub fn idle(&self) -> usize {
+        self.0.lock().map(|p| p.len()).unwrap_or(0)
     }
 }
 
@@ -46,4 +93,26 @@ pub struct FaceBox {
     pub y: i32,
     pub width: i32,
     pub height: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_reuses_buffers_up_to_its_capacity() {
+        let pool = FramePool::default();
+        let a = pool.take(16);
+        assert_eq!(a.len(), 16);
+        let ptr = a.as_ptr();
+        pool.give(a);
+        let b = pool.take(16);
+        assert_eq!(b.as_ptr(), ptr, "the same buffer comes back");
+        for _ in 0..POOL_CAPACITY + 5 {
+            pool.give(vec![0; 4]);
+        }
+        assert_eq!(pool.idle(), POOL_CAPACITY);
+        let f = Frame::filled(2, 2, [1, 2, 3]);
+        assert_eq!(f.copy_in(&pool), f);
+    }
 }

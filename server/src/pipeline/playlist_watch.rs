@@ -31,11 +31,17 @@ impl PlaylistWatch {
         let (changed_tx, mut changed_rx) = mpsc::channel::<()>(1);
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res {
-                if event
+                // Only writes count: reading the playlist (ours, or a player's request)
+                // raises access events, which must not trigger another read.
+                let written = matches!(
+                    event.kind,
+                    notify::EventKind::Create(_) | notify::EventKind::Modify(_)
+                );
+                let playlist = event
                     .paths
                     .iter()
-                    .any(|p| p.file_name().is_some_and(|n| n == PLAYLIST))
-                {
+                    .any(|p| p.file_name().is_some_and(|n| n == PLAYLIST));
+                if written && playlist {
                     let _ = changed_tx.try_send(());
                 }
             }

@@ -8,7 +8,7 @@ use crate::error::ServerError;
 use crate::pipeline::decoder::Decoder;
 use crate::pipeline::detector::{DetectorFactory, DetectorWorker};
 use crate::pipeline::encoder::{Encoder, HlsSettings};
-use crate::pipeline::frame::Frame;
+use crate::pipeline::frame::{Frame, FramePool};
 use crate::pipeline::overlay::draw_boxes;
 use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
 use app::protocol::Stats;
@@ -85,9 +85,12 @@ impl Session {
         let cfg = &env.config;
         let id = admission.id.clone();
         let dir = admission.dir.clone();
+        let pool = FramePool::default();
         let worker = DetectorWorker::start(
             env.detector.clone(),
             format!("detect-{}", &id.as_str()[..8]),
+            Duration::from_secs(1) / cfg.detect_fps.max(1),
+            pool.clone(),
         )?;
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
@@ -99,9 +102,10 @@ impl Session {
             cfg.frame_rate,
             chunk_rx,
             frame_tx,
+            pool.clone(),
         )?;
         let settings = HlsSettings::live(cfg, width, height);
-        let encoder = Encoder::start(&cfg.ffmpeg, &settings, &dir, enc_rx)?;
+        let encoder = Encoder::start(&cfg.ffmpeg, &settings, &dir, enc_rx, pool.clone())?;
         let (event_tx, events) = mpsc::channel(8);
         let (playlist_tx, playlist_rx) = mpsc::channel(8);
         let watch = PlaylistWatch::start(&dir, playlist_tx)?;

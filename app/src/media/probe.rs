@@ -1,0 +1,237 @@
+//! The latency probe: on every presented frame of the preview and the output video
+//! (requestVideoFrameCallback) it reads the frame-code strip the test clip carries and
+//! publishes glass-to-glass latency, player fps and skipped frames. With a real camera
+//! there is no valid code sequence, and the panel shows "—".
+
+use crate::latency::{quantile, CodeClock, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
+use crate::studio::{PlayerFigures, Ui};
+use leptos::prelude::Set;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, HtmlVideoElement};
+
+#[wasm_bindgen]
+extern "C" {
+    /// A video element seen through the requestVideoFrameCallback API (not in web-sys).
+    #[wasm_bindgen(extends = HtmlVideoElement)]
+    type FrameVideo;
+    #[wasm_bindgen(method, js_name = requestVideoFrameCallback)]
+    fn request_video_frame_callback(this: &FrameVideo, callback: &js_sys::Function) -> u32;
+    #[wasm_bindgen(method, js_name = cancelVideoFrameCallback)]
+    fn cancel_video_frame_callback(this: &FrameVideo, handle: u32);
+}
+
+/// Width of the scratch canvas the strip is drawn into (one 40 px block per code bit).
+const STRIP_W: u32 = 640;
+/// Height of the scratch canvas.
+const STRIP_H: u32 = 24;
+/// Latency samples kept for the panel's median.
+const RECENT: usize = 60;
+/// Samples kept for the benchmark in `window.hlsFaceProbe`.
+const EXPORTED: u32 = 100_000;
+
+/// The probe; dropping it stops the frame callbacks.
+pub struct Probe {
+    _inner: Rc<Inner>,
+    _watchers: Vec<FrameWatcher>,
+}
+
+struct Inner {
+    ui: Ui,
+    ctx: CanvasRenderingContext2d,
+    clock: RefCell<CodeClock>,
+    recent: RefCell<VecDeque<f64>>,
+    frame_times: RefCell<VecDeque<f64>>,
+    export: js_sys::Object,
+    samples: js_sys::Array,
+}
+
+impl Probe {
+    /// Watches both videos; `None` if the browser lacks requestVideoFrameCallback.
+    pub fn start(ui: Ui, preview: HtmlVideoElement, output: HtmlVideoElement) -> Option<Self> {
+        if !js_sys::Reflect::has(&preview, &"requestVideoFrameCallback".into()).unwrap_or(false) {
+            return None;
+        }
+        let document = web_sys::window()?.document()?;
+        let canvas: HtmlCanvasElement = document.create_element("canvas").ok()?.dyn_into().ok()?;
+        canvas.set_width(STRIP_W);
+        canvas.set_height(STRIP_H);
+        let options = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&options, &"willReadFrequently".into(), &JsValue::TRUE);
+        let ctx: CanvasRenderingContext2d = canvas
+            .get_context_with_context_options("2d", &options)
+            .ok()??
+            .dyn_into()
+            .ok()?;
+        let export = js_sys::Object::new();
+        let samples = js_sys::Array::new();
+        let _ = js_sys::Reflect::set(&export, &"latencies".into(), &samples);
+        let window: JsValue = web_sys::window()?.into();
+        let _ = js_sys::Reflect::set(&window, &"hlsFaceProbe".into(), &export);
+        let inner = Rc::new(Inner {
+            ui,
+            ctx,
+            clock: RefCell::new(CodeClock::default()),
+            recent: RefCell::new(VecDeque::new()),
+            frame_times: RefCell::new(VecDeque::new()),
+            export,
+            samples,
+        });
+        let on_preview = {
+            let inner = Rc::downgrade(&inner);
+            move |video: &HtmlVideoElement, now: f64| {
+                if let Some(inner) = inner.upgrade() {
+                    if let Some(code) = inner.read_code(video) {
+                        inner.clock.borrow_mut().preview(code, now);
+                    }
+                }
+            }
+        };
+        let on_output = {
+            let inner = Rc::downgrade(&inner);
+            move |video: &HtmlVideoElement, now: f64| {
+                if let Some(inner) = inner.upgrade() {
+                    inner.on_output_frame(video, now);
+                }
+            }
+        };
+        Some(Probe {
+            _watchers: vec![
+                FrameWatcher::new(preview, on_preview),
+                FrameWatcher::new(output, on_output),
+            ],
+            _inner: inner,
+        })
+    }
+}
+
+impl Inner {
+    /// Reads the strip of the video's current frame.
+    fn read_code(&self, video: &HtmlVideoElement) -> Option<u32> {
+        let (w, h) = (video.video_width() as f64, video.video_height() as f64);
+        if w == 0.0 || h == 0.0 {
+            return None;
+        }
+        self.ctx
+            .draw_image_with_html_video_element_and_sw_and_sh_and_dx_and_dy_and_dw_and_dh(
+                video,
+                0.0,
+                h * STRIP_TOP,
+                w,
+                h * STRIP_HEIGHT,
+                0.0,
+                0.0,
+                STRIP_W as f64,
+                STRIP_H as f64,
+            )
+            .ok()?;
+        let data = self
+            .ctx
+            .get_image_data(0.0, 0.0, STRIP_W as f64, STRIP_H as f64)
+            .ok()?
+            .data();
+        let block = STRIP_W as usize / BLOCKS;
+        let mut luma = [0u8; BLOCKS];
+        for (k, l) in luma.iter_mut().enumerate() {
+            let (x, y) = (k * block + block / 2, STRIP_H as usize / 2);
+            let i = (y * STRIP_W as usize + x) * 4;
+            let (r, g, b) = (data[i] as u32, data[i + 1] as u32, data[i + 2] as u32);
+            *l = ((r * 299 + g * 587 + b * 114) / 1000) as u8;
+        }
+        crate::latency::decode(&luma)
+    }
+
+    fn on_output_frame(&self, video: &HtmlVideoElement, now: f64) {
+        let Some(code) = self.read_code(video) else {
+            return;
+        };
+        let mut clock = self.clock.borrow_mut();
+        let Some(latency) = clock.output(code, now) else {
+            return;
+        };
+        if self.samples.length() < EXPORTED {
+            self.samples.push(&JsValue::from_f64(latency));
+        }
+        let _ = js_sys::Reflect::set(
+            &self.export,
+            &"frames".into(),
+            &JsValue::from_f64(clock.output_frames as f64),
+        );
+        let _ = js_sys::Reflect::set(
+            &self.export,
+            &"gaps".into(),
+            &JsValue::from_f64(clock.output_gaps as f64),
+        );
+        let mut recent = self.recent.borrow_mut();
+        recent.push_back(latency);
+        if recent.len() > RECENT {
+            recent.pop_front();
+        }
+        let mut times = self.frame_times.borrow_mut();
+        times.push_back(now);
+        while times.front().is_some_and(|t| now - t > 1000.0) {
+            times.pop_front();
+        }
+        // Publishing every 10th frame keeps the panel readable and the page cheap.
+        if clock.output_frames.is_multiple_of(10) {
+            let samples: Vec<f64> = recent.iter().copied().collect();
+            self.ui.latency_ms.set(quantile(&samples, 0.5));
+            self.ui.player.set(PlayerFigures {
+                fps: times.len() as f32,
+                frames: clock.output_frames,
+                skipped: clock.output_gaps,
+            });
+        }
+    }
+}
+
+/// The frame callback, shared with itself so it can re-arm.
+type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut(f64, JsValue)>>>>;
+
+/// Calls a function on every presented frame of a video until dropped.
+struct FrameWatcher {
+    video: HtmlVideoElement,
+    handle: Rc<Cell<u32>>,
+    callback: FrameCallback,
+}
+
+impl FrameWatcher {
+    fn new(
+        video: HtmlVideoElement,
+        mut on_frame: impl FnMut(&HtmlVideoElement, f64) + 'static,
+    ) -> Self {
+        let handle = Rc::new(Cell::new(0));
+        let callback: FrameCallback = Rc::new(RefCell::new(None));
+        let weak = Rc::downgrade(&callback);
+        let (video_in, handle_in) = (video.clone(), handle.clone());
+        let closure = Closure::<dyn FnMut(f64, JsValue)>::new(move |now: f64, _meta: JsValue| {
+            on_frame(&video_in, now);
+            // Re-arm for the next frame (the callback fires once per registration).
+            if let Some(cb) = weak.upgrade() {
+                if let Some(cb) = cb.borrow().as_ref() {
+                    let frames: &FrameVideo = video_in.unchecked_ref();
+                    handle_in.set(frames.request_video_frame_callback(cb.as_ref().unchecked_ref()));
+                }
+            }
+        });
+        let frames: &FrameVideo = video.unchecked_ref();
+        handle.set(frames.request_video_frame_callback(closure.as_ref().unchecked_ref()));
+        *callback.borrow_mut() = Some(closure);
+        FrameWatcher {
+            video,
+            handle,
+            callback,
+        }
+    }
+}
+
+impl Drop for FrameWatcher {
+    fn drop(&mut self) {
+        let frames: &FrameVideo = self.video.unchecked_ref();
+        frames.cancel_video_frame_callback(self.handle.get());
+        self.callback.borrow_mut().take();
+    }
+}

@@ -1,0 +1,199 @@
+/**
+ * hls-face benchmark: N browser sessions (Chromium fake camera with the frame-code clip)
+ * against a running server; measures glass-to-glass latency in the page, player fps and
+ * skipped frames, server-side stage costs from /proc, RSS, CPU and files written.
+ * Driven by scripts/bench, which passes SERVER_PID, RUNTIME_DIR, SESSIONS, DURATION, OUT.
+ */
+import { test, type Page } from "@playwright/test";
+import fs from "node:fs";
+import path from "node:path";
+import { Studio } from "../tests/fixtures/studio";
+
+const SESSIONS = Number(process.env.SESSIONS ?? 1);
+const DURATION = Number(process.env.DURATION ?? 60);
+const WARMUP = Number(process.env.WARMUP ?? 10);
+const SERVER_PID = Number(process.env.SERVER_PID);
+const RUNTIME_DIR = process.env.RUNTIME_DIR ?? "";
+const OUT = process.env.OUT ?? "../results/bench.json";
+const TICK = Number(process.env.CLK_TCK ?? 100);
+
+interface ProcSample { cpuTicks: number; rssKb: number }
+
+function proc(pid: number): ProcSample | null {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const cpuTicks = Number(fields[11]) + Number(fields[12]);
+    const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+    const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+    return { cpuTicks, rssKb };
+  } catch {
+    return null;
+  }
+}
+
+/** The server's ffmpeg children by stage. */
+function children(pid: number): { pid: number; stage: "decoder" | "encoder" }[] {
+  const out: { pid: number; stage: "decoder" | "encoder" }[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== pid) continue;
+      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      if (cmd.includes("libx264")) out.push({ pid: Number(entry), stage: "encoder" });
+      else if (cmd.includes("-probesize")) out.push({ pid: Number(entry), stage: "decoder" });
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
+function filesIn(dir: string, seen: Set<string>) {
+  if (!dir || !fs.existsSync(dir)) return;
+  for (const session of fs.readdirSync(dir)) {
+    const sdir = path.join(dir, session);
+    if (!fs.statSync(sdir).isDirectory()) continue;
+    for (const f of fs.readdirSync(sdir)) seen.add(`${session}/${f}`);
+  }
+}
+
+function quantile(xs: number[], q: number): number {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.round((s.length - 1) * q)];
+}
+
+const median = (xs: number[]) => quantile(xs, 0.5);
+
+test(`pipeline with ${SESSIONS} session(s) for ${DURATION}s`, async ({ browser }) => {
+  const contexts = await Promise.all(Array.from({ length: SESSIONS }, () => browser.newContext()));
+  const pages: Page[] = await Promise.all(contexts.map((c) => c.newPage()));
+  const studios = pages.map((p) => new Studio(p));
+  await Promise.all(studios.map((s) => s.open()));
+  await Promise.all(studios.map((s) => s.start.click()));
+  await Promise.all(studios.map((s) => s.expectState("live")));
+
+  const t0 = Date.now();
+  const seenFiles = new Set<string>();
+  const timeline: { t: number; session: number; latency: number }[] = [];
+  const rss: number[] = [];
+  const detectMs: number[] = [];
+  let last = { server: proc(SERVER_PID), kids: new Map<number, number>() };
+  const stageTicks = { decoder: 0, encoder: 0 };
+  let serverTicks = 0;
+  let sampledSecs = 0;
+  const offsets = pages.map(() => 0);
+  let startStats: any[] = [];
+  let endStats: any[] = [];
+  let warm = false;
+
+  while ((Date.now() - t0) / 1000 < WARMUP + DURATION) {
+    await new Promise((r) => setTimeout(r, 1000)); // a sampling period, not a wait for a condition
+    const now = (Date.now() - t0) / 1000;
+    const probes = await Promise.all(
+      pages.map((p) =>
+        p.evaluate(() => {
+          const w = window as any;
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+        }),
+      ),
+    );
+    probes.forEach((p, i) => {
+      for (const l of p.lat.slice(offsets[i])) timeline.push({ t: now, session: i, latency: l });
+      offsets[i] = p.lat.length;
+      if (p.stats && warm) detectMs.push(p.stats.detectMs);
+    });
+    if (!warm && now >= WARMUP) {
+      warm = true;
+      startStats = probes;
+      timeline.length = 0;
+      last = { server: proc(SERVER_PID), kids: new Map() };
+      for (const c of children(SERVER_PID)) last.kids.set(c.pid, proc(c.pid)?.cpuTicks ?? 0);
+      continue;
+    }
+    if (!warm) continue;
+    endStats = probes;
+    const server = proc(SERVER_PID);
+    if (server && last.server) {
+      serverTicks += server.cpuTicks - last.server.cpuTicks;
+      rss.push(server.rssKb / 1024);
+    }
+    for (const c of children(SERVER_PID)) {
+      const ticks = proc(c.pid)?.cpuTicks ?? 0;
+      stageTicks[c.stage] += ticks - (last.kids.get(c.pid) ?? ticks);
+      last.kids.set(c.pid, ticks);
+    }
+    last.server = server;
+    sampledSecs += 1;
+    filesIn(RUNTIME_DIR, seenFiles);
+  }
+
+  const lat = timeline.map((x) => x.latency / 1000);
+  const framesIn = endStats.reduce((a, p, i) => a + (p.stats?.framesIn ?? 0) - (startStats[i].stats?.framesIn ?? 0), 0);
+  const framesOut = endStats.reduce((a, p, i) => a + (p.stats?.framesOut ?? 0) - (startStats[i].stats?.framesOut ?? 0), 0);
+  const serverDropped = endStats.reduce((a, p, i) => a + (p.stats?.framesDropped ?? 0) - (startStats[i].stats?.framesDropped ?? 0), 0);
+  const played = endStats.reduce((a, p, i) => a + p.frames - startStats[i].frames, 0);
+  const skipped = endStats.reduce((a, p, i) => a + p.gaps - startStats[i].gaps, 0);
+  const files = [...seenFiles];
+  const perFrameFiles = files.filter((f) => !/\/(playlist\.m3u8|seg_\d+\.ts)(\.tmp)?$/.test(f));
+  const rssStart = median(rss.slice(0, Math.max(1, Math.floor(rss.length / 10))));
+  const rssEnd = median(rss.slice(-Math.max(1, Math.floor(rss.length / 10))));
+  const result = {
+    sessions: SESSIONS,
+    seconds: sampledSecs,
+    latencyP50: quantile(lat, 0.5),
+    latencyP95: quantile(lat, 0.95),
+    latencySamples: lat.length,
+    fpsIn: framesIn / sampledSecs / SESSIONS,
+    fpsOut: framesOut / sampledSecs / SESSIONS,
+    playerFps: played / sampledSecs / SESSIONS,
+    droppedPct: (100 * (skipped + serverDropped)) / Math.max(1, played + skipped),
+    serverDropped,
+    playerSkipped: skipped,
+    detectMsMedian: median(detectMs),
+    decodeMsPerFrame: (stageTicks.decoder * 1000) / TICK / Math.max(1, framesIn),
+    encodeMsPerFrame: (stageTicks.encoder * 1000) / TICK / Math.max(1, framesOut),
+    serverCpuPct: (100 * serverTicks) / TICK / sampledSecs,
+    totalCpuPct: (100 * (serverTicks + stageTicks.decoder + stageTicks.encoder)) / TICK / sampledSecs,
+    rssMbStart: rssStart,
+    rssMbEnd: rssEnd,
+    rssMbMax: Math.max(...rss),
+    rssDriftPct: (100 * (rssEnd - rssStart)) / rssStart,
+    filesWritten: files.length,
+    perFrameFiles: perFrameFiles.length,
+    timeline: timeline.map((x) => [x.t, x.session, x.latency]),
+  };
+  fs.mkdirSync(path.dirname(OUT), { recursive: true });
+  fs.writeFileSync(OUT, JSON.stringify(result));
+
+  // Plot latency over time (one line per session) with the browser itself.
+  const plot = await browser.newPage({ viewport: { width: 900, height: 420 } });
+  await plot.setContent(`<canvas id="c" width="900" height="420"></canvas>`);
+  await plot.evaluate((r: any) => {
+    const c = document.getElementById("c") as HTMLCanvasElement;
+    const g = c.getContext("2d")!;
+    g.fillStyle = "#fff"; g.fillRect(0, 0, 900, 420);
+    const [L, R, T, B] = [60, 20, 30, 40];
+    const tMax = Math.max(1, ...r.timeline.map((x: number[]) => x[0]));
+    const yMax = Math.max(2, ...r.timeline.map((x: number[]) => x[2] / 1000)) * 1.1;
+    const X = (t: number) => L + ((900 - L - R) * t) / tMax;
+    const Y = (v: number) => 420 - B - ((420 - T - B) * v) / yMax;
+    g.strokeStyle = "#999"; g.beginPath(); g.moveTo(L, T); g.lineTo(L, 420 - B); g.lineTo(900 - R, 420 - B); g.stroke();
+    g.fillStyle = "#333"; g.font = "13px sans-serif";
+    for (let v = 0; v <= yMax; v += 0.5) { g.fillText(v.toFixed(1) + " s", 8, Y(v) + 4); }
+    g.fillText(`glass-to-glass latency, ${r.sessions} session(s); p50 ${r.latencyP50.toFixed(2)} s, p95 ${r.latencyP95.toFixed(2)} s`, L, 18);
+    g.fillText("time (s)", 900 - R - 60, 420 - 10);
+    const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
+    for (let s = 0; s < r.sessions; s++) {
+      g.fillStyle = colors[s % colors.length];
+      for (const [t, sess, l] of r.timeline) if (sess === s) g.fillRect(X(t) - 1, Y(l / 1000) - 1, 2, 2);
+    }
+  }, result);
+  await plot.screenshot({ path: OUT.replace(/\.json$/, ".png") });
+
+  await Promise.all(studios.map((s) => s.stop.click()));
+  await Promise.all(contexts.map((c) => c.close()));
+});
