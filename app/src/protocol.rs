@@ -56,6 +56,9 @@ pub enum ServerMsg {
     PlaylistReady {
         /// Same-origin URL of the HLS playlist, `/hls/<session-id>/playlist.m3u8`.
         url: String,
+        /// How far behind the live edge the player should stay, in seconds (about two
+        /// segments: less stalls, more adds latency).
+        live_sync_seconds: f32,
     },
     /// Live pipeline figures, sent at most a few times a second.
     Stats(Stats),
@@ -280,6 +283,7 @@ mod tests {
             },
             ServerMsg::PlaylistReady {
                 url: "/hls/ab/playlist.m3u8".into(),
+                live_sync_seconds: 0.5,
             },
             ServerMsg::Stats(Stats {
                 fps_in: 30.0,
@@ -293,8 +297,12 @@ mod tests {
             assert_eq!(ServerMsg::decode(&msg.encode()), Ok(msg));
         }
         assert_eq!(
-            ServerMsg::PlaylistReady { url: "/x".into() }.encode(),
-            r#"{"type":"playlistReady","url":"/x"}"#
+            ServerMsg::PlaylistReady {
+                url: "/x".into(),
+                live_sync_seconds: 0.5
+            }
+            .encode(),
+            r#"{"type":"playlistReady","url":"/x","liveSyncSeconds":0.5}"#
         );
     }
 

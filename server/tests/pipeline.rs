@@ -44,7 +44,7 @@ async fn record(server: &TestServer, clip: &str) -> Result<Recording> {
             matches!(m, ServerMsg::PlaylistReady { .. })
         })
         .await?;
-    let ServerMsg::PlaylistReady { url } = ready else {
+    let ServerMsg::PlaylistReady { url, .. } = ready else {
         unreachable!()
     };
     ensure!(
@@ -86,7 +86,8 @@ async fn record(server: &TestServer, clip: &str) -> Result<Recording> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn face_clip_comes_back_as_hls_with_boxes_on_the_face() -> Result<()> {
-    let server = TestServer::start("face", |_| {}).await?;
+    // A window long enough to keep the whole 6 s clip in the final playlist.
+    let server = TestServer::start("face", |c| c.pipeline.playlist_size = 100).await?;
     let rec = record(&server, "face.webm").await?;
     ensure!(
         rec.playlist.contains("#EXT-X-ENDLIST"),
@@ -124,7 +125,7 @@ async fn face_clip_comes_back_as_hls_with_boxes_on_the_face() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_face_clip_has_no_boxes() -> Result<()> {
-    let server = TestServer::start("noface", |_| {}).await?;
+    let server = TestServer::start("noface", |c| c.pipeline.playlist_size = 100).await?;
     let rec = record(&server, "noface.webm").await?;
     ensure!(
         rec.frames.len() >= 60,

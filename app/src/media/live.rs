@@ -114,7 +114,10 @@ impl Inner {
                     "Streaming… waiting for the first processed segment.",
                 );
             }
-            ServerMsg::PlaylistReady { url } => {
+            ServerMsg::PlaylistReady {
+                url,
+                live_sync_seconds,
+            } => {
                 ui.playlist.set(Some(url.clone()));
                 let on_playing = {
                     let ui = this.ui;
@@ -125,7 +128,13 @@ impl Inner {
                     }
                 };
                 let on_fatal = move || ui.fail("The processed stream could not be played.");
-                match Player::attach(this.output.clone(), &url, on_playing, on_fatal) {
+                match Player::attach(
+                    this.output.clone(),
+                    &url,
+                    live_sync_seconds,
+                    on_playing,
+                    on_fatal,
+                ) {
                     Ok(player) => *this.player.borrow_mut() = Some(player),
                     Err(err) => ui.fail(err.user_message()),
                 }

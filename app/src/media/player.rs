@@ -34,15 +34,16 @@ extern "C" {
 /// hls.js's `Hls.Events.ERROR`.
 const HLS_ERROR_EVENT: &str = "hlsError";
 
-/// hls.js settings for a live stream of 1 s segments: play one segment behind the live
-/// edge (`liveSyncDurationCount: 1` measured ~1.5 s glass-to-glass here, the default 3
-/// ~3.5 s), catch up by playing faster rather than by jumping, keep little back buffer.
+/// hls.js settings for a live stream of short segments: use the server's blocking playlist
+/// reload (`lowLatencyMode` with `CAN-BLOCK-RELOAD`) so a new segment is fetched as soon as
+/// it exists; catch up by playing faster rather than by jumping; keep little back buffer.
+/// The distance to the live edge (`liveSyncDuration`) comes from the server, which knows the
+/// segment length; `liveSyncDurationCount` would multiply the playlist's whole-second
+/// target duration and add up to a second of needless latency.
 const HLS_CONFIG: &str = r#"{
-    "liveSyncDurationCount": 1,
-    "liveMaxLatencyDurationCount": 4,
+    "lowLatencyMode": true,
     "maxLiveSyncPlaybackRate": 1.5,
     "backBufferLength": 10,
-    "lowLatencyMode": false,
     "manifestLoadingMaxRetry": 6,
     "levelLoadingMaxRetry": 6,
     "fragLoadingMaxRetry": 6
@@ -62,6 +63,7 @@ impl Player {
     pub fn attach(
         video: HtmlVideoElement,
         url: &str,
+        live_sync_seconds: f32,
         on_playing: impl FnMut() + 'static,
         on_fatal: impl FnMut() + 'static,
     ) -> Result<Self, MediaError> {
@@ -72,6 +74,13 @@ impl Player {
         let hls_ok = hls_available() && Hls::is_supported().unwrap_or(false);
         let (hls, on_error) = if hls_ok {
             let config = js_sys::JSON::parse(HLS_CONFIG).map_err(|e| super::js_err("config", e))?;
+            let sync = f64::from(live_sync_seconds.clamp(0.2, 10.0));
+            let _ = js_sys::Reflect::set(&config, &"liveSyncDuration".into(), &sync.into());
+            let _ = js_sys::Reflect::set(
+                &config,
+                &"liveMaxLatencyDuration".into(),
+                &(sync * 5.0).into(),
+            );
             let hls = Hls::new(&config).map_err(|e| super::js_err("hls.js", e))?;
             let mut on_fatal = on_fatal;
             let on_error =

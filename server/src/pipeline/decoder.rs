@@ -16,6 +16,9 @@ use tokio::sync::mpsc;
 /// instead of buffering seconds of input; `-r` resamples the WebM's millisecond timebase
 /// (which otherwise yields ~1000 fps of duplicates) to a constant rate; the scale filter
 /// guarantees the frame size the rest of the pipeline reads, whatever the camera sends.
+/// `-threads 1` avoids frame-threaded decoding, which holds back a frame per extra thread;
+/// `-flush_packets 1` hands each frame on at once instead of when the next one fills the
+/// output buffer.
 pub fn decoder_args(width: u32, height: u32, fps: u32) -> Vec<String> {
     [
         "-hide_banner",
@@ -26,6 +29,8 @@ pub fn decoder_args(width: u32, height: u32, fps: u32) -> Vec<String> {
         "32",
         "-analyzeduration",
         "0",
+        "-threads",
+        "1",
         "-i",
         "pipe:0",
         "-an",
@@ -37,6 +42,8 @@ pub fn decoder_args(width: u32, height: u32, fps: u32) -> Vec<String> {
         "rawvideo",
         "-pix_fmt",
         "bgr24",
+        "-flush_packets",
+        "1",
         "pipe:1",
     ]
     .iter()
@@ -105,8 +112,10 @@ mod tests {
     #[test]
     fn arguments_pin_the_frame_format() {
         let args = decoder_args(640, 480, 30).join(" ");
-        assert!(args.contains("-probesize 32 -analyzeduration 0 -i pipe:0"));
-        assert!(args.contains("-vf scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 pipe:1"));
+        assert!(args.contains("-probesize 32 -analyzeduration 0 -threads 1 -i pipe:0"));
+        assert!(args.contains(
+            "-vf scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 -flush_packets 1 pipe:1"
+        ));
         assert!(
             !args.contains("nobuffer"),
             "-fflags nobuffer breaks decoding here"

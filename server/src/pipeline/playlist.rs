@@ -49,6 +49,30 @@ impl Playlist {
     }
 }
 
+/// The tag that tells players they may ask for the next segment and have the request held
+/// until it exists (LL-HLS blocking playlist reload, `_HLS_msn`).
+pub const SERVER_CONTROL: &str = "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES";
+
+/// `text` with [`SERVER_CONTROL`] added after `#EXTM3U` (once).
+pub fn with_server_control(text: &str) -> String {
+    if text.contains("#EXT-X-SERVER-CONTROL") {
+        return text.to_string();
+    }
+    match text.strip_prefix("#EXTM3U") {
+        Some(rest) => format!("#EXTM3U\n{SERVER_CONTROL}{rest}"),
+        None => text.to_string(),
+    }
+}
+
+/// The `_HLS_msn` delivery directive of a playlist request's query, if any.
+pub fn requested_msn(query: &str) -> Option<u64> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "_HLS_msn")
+        .and_then(|(_, v)| v.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +108,27 @@ mod tests {
     fn notices_the_end_of_a_recording() {
         let text = format!("{LIVE}#EXT-X-ENDLIST\n");
         assert!(Playlist::parse(&text).unwrap().ended);
+    }
+
+    #[test]
+    fn adds_the_server_control_tag_once() {
+        let out = with_server_control(LIVE);
+        assert!(out.starts_with(&format!("#EXTM3U\n{SERVER_CONTROL}\n#EXT-X-VERSION:6")));
+        assert_eq!(with_server_control(&out), out);
+        assert_eq!(
+            Playlist::parse(&out),
+            Playlist::parse(LIVE),
+            "still the same playlist"
+        );
+        assert_eq!(with_server_control("junk"), "junk");
+    }
+
+    #[test]
+    fn reads_the_blocking_reload_directive() {
+        assert_eq!(requested_msn("_HLS_msn=12"), Some(12));
+        assert_eq!(requested_msn("_HLS_part=0&_HLS_msn=7"), Some(7));
+        assert_eq!(requested_msn("_HLS_msn=x"), None);
+        assert_eq!(requested_msn(""), None);
     }
 
     #[test]

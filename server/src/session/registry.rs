@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,17 +40,42 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// A place in the session limit plus the session's new folder. Dropping it frees the place.
+/// How far a session's playlist has got: what blocking playlist requests wait on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlaylistProgress {
+    /// Segments produced so far (the next media sequence number).
+    pub segments: u64,
+    /// The recording has ended (ENDLIST, or the session is gone).
+    pub ended: bool,
+}
+
+/// A session's folder and its playlist progress, as the HLS route sees them.
+#[derive(Debug, Clone)]
+pub struct Folder {
+    pub dir: PathBuf,
+    pub progress: watch::Receiver<PlaylistProgress>,
+}
+
+/// A place in the session limit plus the session's new folder. Dropping it frees the place
+/// and marks the playlist ended for anyone waiting on it.
 pub struct Admission {
     pub id: SessionId,
     pub dir: PathBuf,
+    /// Where the session publishes its playlist progress.
+    pub progress: watch::Sender<PlaylistProgress>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.progress.send_modify(|p| p.ended = true);
+    }
 }
 
 /// The server's sessions.
 pub struct Registry {
     root: PathBuf,
-    folders: Mutex<HashMap<SessionId, PathBuf>>,
+    folders: Mutex<HashMap<SessionId, Folder>>,
     slots: Arc<Semaphore>,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
@@ -91,16 +116,24 @@ impl Registry {
         let dir = self.root.join(id.as_str());
         std::fs::create_dir(&dir)
             .map_err(|e| ServerError::io("cannot create session dir", &dir, e))?;
-        self.lock().insert(id.clone(), dir.clone());
+        let (progress, receiver) = watch::channel(PlaylistProgress::default());
+        self.lock().insert(
+            id.clone(),
+            Folder {
+                dir: dir.clone(),
+                progress: receiver,
+            },
+        );
         Ok(Some(Admission {
             id,
             dir,
+            progress,
             _permit: permit,
         }))
     }
 
     /// The folder of a known session (live or retained).
-    pub fn folder(&self, id: &SessionId) -> Option<PathBuf> {
+    pub fn folder(&self, id: &SessionId) -> Option<Folder> {
         self.lock().get(id).cloned()
     }
 
@@ -127,7 +160,7 @@ impl Registry {
     }
 
     fn remove(&self, id: &SessionId) {
-        if let Some(dir) = self.lock().remove(id) {
+        if let Some(Folder { dir, .. }) = self.lock().remove(id) {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(session = %id, "cannot remove {}: {e}", dir.display());
             }
@@ -140,7 +173,7 @@ impl Registry {
         self.cleanup.wait().await;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, PathBuf>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Folder>> {
         // A poisoned map is still a consistent map: entries are inserted/removed whole.
         self.folders.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -192,10 +225,15 @@ mod tests {
             "a freed place can be reused"
         );
         reg.retire(id.clone(), Duration::from_secs(3600));
-        assert_eq!(reg.folder(&id), Some(dir.clone()), "kept during retention");
+        let folder = reg.folder(&id).expect("kept during retention");
+        assert_eq!(folder.dir, dir);
+        assert!(
+            folder.progress.borrow().ended,
+            "a dropped admission ends the playlist"
+        );
         shutdown.cancel();
         reg.drain().await;
-        assert_eq!(reg.folder(&id), None);
+        assert!(reg.folder(&id).is_none());
         assert!(!dir.exists());
         std::fs::remove_dir_all(&root).unwrap();
     }

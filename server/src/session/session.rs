@@ -1,7 +1,7 @@
 //! One client's running pipeline: decoder → detector → overlay → encoder → playlist watch,
 //! with its counters, its events for the socket, and a graceful or forced end.
 
-use super::registry::{Admission, SessionId};
+use super::registry::{Admission, PlaylistProgress, SessionId};
 use crate::child::reap;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -127,6 +127,7 @@ impl Session {
                 event_tx,
                 cancel.clone(),
                 counters.clone(),
+                admission.progress.clone(),
             )
             .in_current_span(),
         );
@@ -229,11 +230,12 @@ async fn supervise(
     mut stage: Stage,
     mut decoder: Decoder,
     mut encoder: Encoder,
-    watch: PlaylistWatch,
+    watcher: PlaylistWatch,
     mut playlist: mpsc::Receiver<PlaylistEvent>,
     events: mpsc::Sender<SessionEvent>,
     cancel: CancellationToken,
     counters: Arc<Counters>,
+    progress: watch::Sender<PlaylistProgress>,
 ) {
     let mut encoder_status = None;
     let mut failed = false;
@@ -252,8 +254,9 @@ async fn supervise(
                 Some(PlaylistEvent::Ready) => {
                     let _ = events.send(SessionEvent::PlaylistReady).await;
                 }
-                Some(PlaylistEvent::Updated { segments, .. }) => {
+                Some(PlaylistEvent::Updated { segments, ended }) => {
                     counters.segments.store(segments, Ordering::Relaxed);
+                    progress.send_replace(PlaylistProgress { segments, ended });
                 }
                 None => playlist_open = false,
             },
@@ -292,7 +295,7 @@ async fn supervise(
     };
     let _ = join_detector.await;
     // Let the watcher see the final (ENDLIST) playlist before it goes.
-    drop(watch);
+    drop(watcher);
     let result = if cancel.is_cancelled() {
         Ok(())
     } else {

@@ -153,7 +153,9 @@ impl Connection {
                         self.playlist_ready = true;
                         let url = self.playlist_url();
                         if let Some(url) = url {
-                            self.send(ServerMsg::PlaylistReady { url }).await;
+                            let segment = shared.config.pipeline.segment_seconds;
+                            let live_sync_seconds = (2.0 * segment).max(0.5) as f32;
+                            self.send(ServerMsg::PlaylistReady { url, live_sync_seconds }).await;
                         }
                     }
                     Some(SessionEvent::Ended(result)) => {
