@@ -459,8 +459,8 @@ mod tests {
                 .unwrap();
         let started = Instant::now();
         for i in 1..=3u8 {
-            worker.offer(&Frame::filled(2, 2, [i, 0, 0]));
             let runs = worker.counters().runs.load(Ordering::Relaxed);
+            worker.offer(&Frame::filled(2, 2, [i, 0, 0]));
             wait_for(&worker, |_| {
                 worker.counters().runs.load(Ordering::Relaxed) > runs
             });
