@@ -71,8 +71,20 @@ pub struct PipelineConfig {
     pub playlist_size: u32,
     /// libx264 preset.
     pub x264_preset: String,
+    /// Face detector: "haar" or "centerface".
+    pub detector: String,
     /// Haar cascade file.
     pub cascade: PathBuf,
+    /// CenterFace ONNX model file.
+    pub model: PathBuf,
+    /// Width the frame is scaled to for CenterFace.
+    pub dnn_width: u32,
+    /// Minimum CenterFace score.
+    pub dnn_threshold: f32,
+    /// Detections in a row before a box is drawn.
+    pub confirm_detections: u32,
+    /// Missed detections a drawn box survives.
+    pub hold_detections: u32,
     /// Detector working width.
     pub detect_width: u32,
     /// Haar scale factor.
@@ -98,7 +110,13 @@ impl Default for PipelineConfig {
             segment_seconds: 0.25,
             playlist_size: 12,
             x264_preset: "veryfast".into(),
+            detector: "haar".into(),
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
+            model: "models/centerface.onnx".into(),
+            dnn_width: 320,
+            dnn_threshold: 0.5,
+            confirm_detections: 2,
+            hold_detections: 2,
             detect_width: 320,
             scale_factor: 1.1,
             min_neighbors: 3,
@@ -223,6 +241,22 @@ impl Config {
             (
                 p.min_neighbors >= 0,
                 "pipeline.min-neighbors must not be negative",
+            ),
+            (
+                p.detector == "haar" || p.detector == "centerface",
+                "pipeline.detector must be \"haar\" or \"centerface\"",
+            ),
+            (
+                (64..=1920).contains(&p.dnn_width),
+                "pipeline.dnn-width must be 64..=1920",
+            ),
+            (
+                p.dnn_threshold > 0.0 && p.dnn_threshold < 1.0,
+                "pipeline.dnn-threshold must be in (0, 1)",
+            ),
+            (
+                (1..=10).contains(&p.confirm_detections),
+                "pipeline.confirm-detections must be 1..=10",
             ),
             (
                 (1..=60).contains(&p.detect_fps),

@@ -9,7 +9,7 @@ pub mod web;
 
 use config::Config;
 use error::ServerError;
-use pipeline::detector::{DetectorFactory, HaarDetector};
+use pipeline::detector::{factory_for, DetectorFactory};
 use session::registry::Registry;
 use session::session::PipelineEnv;
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `config.site.addr` and starts serving, with the Haar detector.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
-        let detector = HaarDetector::factory(&config.pipeline);
+        let detector = factory_for(&config.pipeline);
         Self::start_with(config, detector).await
     }
 

@@ -2,6 +2,7 @@
 //! newest frame only (older ones are skipped and counted) and publishes the latest boxes.
 
 use super::frame::{FaceBox, Frame, FramePool};
+use super::tracker::Tracker;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use opencv::core::{Mat, Rect, Size, Vector};
@@ -136,6 +137,30 @@ impl FaceDetector for HaarDetector {
     }
 }
 
+/// The detector the config asks for: `haar`, or `centerface` when its model file is
+/// present (otherwise Haar, with a warning saying why).
+pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
+    if config.detector == "centerface" {
+        if config.model.is_file() {
+            let (model, width, threshold, threads) = (
+                config.model.clone(),
+                config.dnn_width,
+                config.dnn_threshold,
+                config.opencv_threads,
+            );
+            return Arc::new(move || {
+                let d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
+                Ok(Box::new(d) as Box<dyn FaceDetector>)
+            });
+        }
+        tracing::warn!(
+            "detector \"centerface\" asked for, but its model {} is missing (run scripts/setup); using the Haar cascade",
+            config.model.display()
+        );
+    }
+    HaarDetector::factory(config)
+}
+
 /// The latest detection result.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Detection {
@@ -184,6 +209,7 @@ impl DetectorWorker {
         name: String,
         min_interval: Duration,
         pool: FramePool,
+        tracker: Tracker,
     ) -> Result<Self, ServerError> {
         let slot = Arc::new(LatestSlot::default());
         let counters = Arc::new(DetectorCounters::default());
@@ -214,6 +240,7 @@ impl DetectorWorker {
                     &tx,
                     min_interval,
                     &thread_pool,
+                    tracker,
                 );
             })
             .map_err(|e| ServerError::Detector(format!("cannot start thread: {e}")))?;
@@ -274,10 +301,6 @@ impl Drop for DetectorWorker {
     }
 }
 
-/// Detections in a row that may miss a face before its last box disappears: a face found
-/// in detection N and N+2 stays boxed through N+1, so a single miss never flickers.
-const HOLD_MISSES: u32 = 2;
-
 fn detect_loop(
     detector: &mut dyn FaceDetector,
     slot: &LatestSlot,
@@ -285,9 +308,8 @@ fn detect_loop(
     tx: &watch::Sender<Detection>,
     min_interval: Duration,
     pool: &FramePool,
+    mut tracker: Tracker,
 ) {
-    let mut held: Vec<FaceBox> = Vec::new();
-    let mut misses = 0;
     let mut not_before = Instant::now();
     loop {
         let frame = {
@@ -322,14 +344,7 @@ fn detect_loop(
         match detector.detect(&frame) {
             Ok(found) => {
                 let millis = started.elapsed().as_secs_f32() * 1000.0;
-                let boxes = if found.is_empty() && misses < HOLD_MISSES {
-                    misses += 1;
-                    held.clone()
-                } else {
-                    misses = 0;
-                    held.clone_from(&found);
-                    found
-                };
+                let boxes = tracker.update(&found);
                 let _ = tx.send(Detection { boxes, millis });
                 // Counted after publishing, so a reader that sees the count sees the result.
                 counters.runs.fetch_add(1, Ordering::Relaxed);
@@ -382,6 +397,7 @@ mod tests {
             "test-detector".into(),
             Duration::ZERO,
             FramePool::default(),
+            Tracker::new(1, 0),
         )
         .unwrap();
         for i in 1..=20u8 {
@@ -431,6 +447,7 @@ mod tests {
             "blink".into(),
             Duration::ZERO,
             FramePool::default(),
+            Tracker::new(1, 2),
         )
         .unwrap();
         let runs = |w: &DetectorWorker| w.counters().runs.load(Ordering::Relaxed);
@@ -454,9 +471,14 @@ mod tests {
         let factory: DetectorFactory =
             Arc::new(|| Ok(Box::new(Marker(Duration::ZERO)) as Box<dyn FaceDetector>));
         let interval = Duration::from_millis(200);
-        let worker =
-            DetectorWorker::start(factory, "capped".into(), interval, FramePool::default())
-                .unwrap();
+        let worker = DetectorWorker::start(
+            factory,
+            "capped".into(),
+            interval,
+            FramePool::default(),
+            Tracker::new(1, 0),
+        )
+        .unwrap();
         let started = Instant::now();
         for i in 1..=3u8 {
             let runs = worker.counters().runs.load(Ordering::Relaxed);
@@ -472,10 +494,14 @@ mod tests {
     #[test]
     fn a_failing_factory_is_reported_at_start() {
         let factory: DetectorFactory = Arc::new(|| Err(ServerError::Detector("no model".into())));
-        assert!(
-            DetectorWorker::start(factory, "bad".into(), Duration::ZERO, FramePool::default())
-                .is_err()
-        );
+        assert!(DetectorWorker::start(
+            factory,
+            "bad".into(),
+            Duration::ZERO,
+            FramePool::default(),
+            Tracker::new(1, 0)
+        )
+        .is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! [`overlay`] (boxes drawn on every frame) → [`encoder`] (raw → H.264 HLS) →
 //! [`playlist_watch`] (notices segments; the [`playlist`] model parses them).
 
+pub mod centerface;
 pub mod decoder;
 pub mod detector;
 pub mod encoder;
@@ -10,3 +11,4 @@ pub mod frame;
 pub mod overlay;
 pub mod playlist;
 pub mod playlist_watch;
+pub mod tracker;

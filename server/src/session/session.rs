@@ -11,6 +11,7 @@ use crate::pipeline::encoder::{Encoder, HlsSettings};
 use crate::pipeline::frame::{Frame, FramePool};
 use crate::pipeline::overlay::draw_boxes;
 use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
+use crate::pipeline::tracker::Tracker;
 use app::protocol::Stats;
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -91,6 +92,7 @@ impl Session {
             format!("detect-{}", &id.as_str()[..8]),
             Duration::from_secs(1) / cfg.detect_fps.max(1),
             pool.clone(),
+            Tracker::new(cfg.confirm_detections, cfg.hold_detections),
         )?;
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);

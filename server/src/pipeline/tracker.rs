@@ -1,0 +1,158 @@
+//! Temporal smoothing of detections: a face must be seen in `confirm` detections in a row
+//! before its box is drawn (a box seen once in isolation is a false positive far more often
+//! than a face), and a confirmed face survives `hold` missed detections (a face found in
+//! detection N and N+2 stays boxed through N+1). Pure, so it is tested without OpenCV.
+
+use super::frame::FaceBox;
+
+/// Boxes overlapping at least this much (intersection over union) are the same face.
+const MATCH_IOU: f32 = 0.3;
+
+#[derive(Debug, Clone)]
+struct Track {
+    bbox: FaceBox,
+    hits: u32,
+    misses: u32,
+}
+
+/// Tracks faces across detections.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    confirm: u32,
+    hold: u32,
+    tracks: Vec<Track>,
+}
+
+impl Tracker {
+    /// `confirm` ≥ 1 detections in a row before drawing; `hold` misses before forgetting.
+    pub fn new(confirm: u32, hold: u32) -> Self {
+        Tracker {
+            confirm: confirm.max(1),
+            hold,
+            tracks: Vec::new(),
+        }
+    }
+
+    /// Takes one detection's boxes; returns the boxes to draw.
+    pub fn update(&mut self, found: &[FaceBox]) -> Vec<FaceBox> {
+        let mut matched = vec![false; self.tracks.len()];
+        let mut fresh = Vec::new();
+        for b in found {
+            let best = self
+                .tracks
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !matched[*i])
+                .map(|(i, t)| (i, iou(&t.bbox, b)))
+                .filter(|(_, o)| *o >= MATCH_IOU)
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            match best {
+                Some((i, _)) => {
+                    matched[i] = true;
+                    let t = &mut self.tracks[i];
+                    t.bbox = *b;
+                    t.hits += 1;
+                    t.misses = 0;
+                }
+                None => fresh.push(Track {
+                    bbox: *b,
+                    hits: 1,
+                    misses: 0,
+                }),
+            }
+        }
+        for (t, m) in self.tracks.iter_mut().zip(&matched) {
+            if !m {
+                t.misses += 1;
+            }
+        }
+        let (confirm, hold) = (self.confirm, self.hold);
+        // An unconfirmed track is forgotten at its first miss; a confirmed one after `hold`.
+        self.tracks
+            .retain(|t| t.misses == 0 || (t.hits >= confirm && t.misses <= hold));
+        self.tracks.extend(fresh);
+        self.tracks
+            .iter()
+            .filter(|t| t.hits >= confirm)
+            .map(|t| t.bbox)
+            .collect()
+    }
+}
+
+/// Intersection over union of two boxes.
+pub fn iou(a: &FaceBox, b: &FaceBox) -> f32 {
+    let x0 = a.x.max(b.x);
+    let y0 = a.y.max(b.y);
+    let x1 = (a.x + a.width).min(b.x + b.width);
+    let y1 = (a.y + a.height).min(b.y + b.height);
+    let inter = ((x1 - x0).max(0) * (y1 - y0).max(0)) as f32;
+    let union = (a.width * a.height + b.width * b.height) as f32 - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(x: i32) -> FaceBox {
+        FaceBox {
+            x,
+            y: 10,
+            width: 40,
+            height: 40,
+        }
+    }
+
+    #[test]
+    fn a_box_seen_once_is_not_drawn() {
+        let mut t = Tracker::new(2, 2);
+        assert!(t.update(&[b(100)]).is_empty());
+        assert!(t.update(&[]).is_empty());
+        assert!(
+            t.update(&[b(300)]).is_empty(),
+            "elsewhere: a new, unconfirmed track"
+        );
+    }
+
+    #[test]
+    fn a_face_seen_twice_is_drawn_and_survives_short_misses() {
+        let mut t = Tracker::new(2, 2);
+        assert!(t.update(&[b(100)]).is_empty());
+        assert_eq!(
+            t.update(&[b(104)]),
+            vec![b(104)],
+            "moved a little: same face"
+        );
+        assert_eq!(t.update(&[]), vec![b(104)], "one miss: held");
+        assert_eq!(t.update(&[b(108)]), vec![b(108)], "seen again in N+2");
+        assert_eq!(t.update(&[]), vec![b(108)]);
+        assert_eq!(t.update(&[]), vec![b(108)]);
+        assert!(t.update(&[]).is_empty(), "three misses: gone");
+    }
+
+    #[test]
+    fn confirm_one_draws_at_once() {
+        let mut t = Tracker::new(1, 0);
+        assert_eq!(t.update(&[b(5)]), vec![b(5)]);
+        assert!(t.update(&[]).is_empty());
+    }
+
+    #[test]
+    fn two_faces_are_tracked_apart() {
+        let mut t = Tracker::new(2, 1);
+        t.update(&[b(0), b(200)]);
+        let drawn = t.update(&[b(202), b(2)]);
+        assert_eq!(drawn.len(), 2);
+    }
+
+    #[test]
+    fn iou_of_boxes() {
+        assert_eq!(iou(&b(0), &b(0)), 1.0);
+        assert_eq!(iou(&b(0), &b(100)), 0.0);
+        assert!((iou(&b(0), &b(20)) - 1.0 / 3.0).abs() < 1e-6);
+    }
+}
