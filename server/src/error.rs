@@ -35,6 +35,8 @@ pub enum ServerError {
         stage: &'static str,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Input(String),
     #[error("face detector: {0}")]
     Detector(String),
     #[error("file watcher on {path}: {source}")]

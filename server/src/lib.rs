@@ -1,5 +1,6 @@
 //! hls-face server: the web app, the per-session video pipeline, and the server lifecycle.
 
+pub mod batch;
 pub mod child;
 pub mod config;
 pub mod error;

@@ -1,4 +1,5 @@
-//! The `hls-face` binary: `serve` (default) runs the web app; logging and signals live here.
+//! The `hls-face` binary: `serve` (default) runs the web app, `process` runs a video file
+//! through the same pipeline; logging, signals and the progress bar live here.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -22,6 +23,20 @@ struct Cli {
 enum Command {
     /// Serve the web app (the default).
     Serve,
+    /// Detect faces in a video file and write it as HLS (VOD playlist + segments).
+    Process {
+        /// Any video file ffmpeg can read.
+        input: PathBuf,
+        /// Output folder for playlist.m3u8 and its segments (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Pixelate faces instead of drawing boxes around them.
+        #[arg(long)]
+        blur: bool,
+        /// Print the summary as JSON instead of one line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -36,7 +51,68 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref()).context("loading settings")?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
+        Command::Process {
+            input,
+            out,
+            blur,
+            json,
+        } => {
+            let job = server::batch::Job {
+                input,
+                out,
+                blur,
+                config: config.pipeline,
+            };
+            let mut bar = progress_bar;
+            match server::batch::run(&job, &mut bar).await {
+                Ok(summary) => {
+                    eprintln!();
+                    if json {
+                        println!("{}", serde_json::to_string(&summary)?);
+                    } else {
+                        println!(
+                            "{} frames, {} with faces, {} faces found, {:.1} s -> {}",
+                            summary.frames,
+                            summary.frames_with_faces,
+                            summary.faces,
+                            summary.wall_seconds,
+                            summary.playlist
+                        );
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    eprintln!("hls-face: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
     }
+}
+
+/// Draws `[=====>     ] done/total frames  fps  ETA` on stderr.
+fn progress_bar(done: u64, total: Option<u64>, fps: f64) {
+    use std::io::Write;
+    const WIDTH: u64 = 30;
+    let line = match total.filter(|t| *t > 0) {
+        Some(total) => {
+            let filled = (done.min(total) * WIDTH / total) as usize;
+            let eta = if fps > 0.0 {
+                total.saturating_sub(done) as f64 / fps
+            } else {
+                0.0
+            };
+            format!(
+                "[{}>{}] {done}/{total} frames  {fps:.1} fps  ETA {eta:.0} s",
+                "=".repeat(filled),
+                " ".repeat(WIDTH as usize - filled)
+            )
+        }
+        None => format!("{done} frames  {fps:.1} fps"),
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r{line}   ");
+    let _ = err.flush();
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -1,4 +1,5 @@
-//! Draws the latest face boxes onto every frame: pure green (B=0, G=255, R=0) outlines.
+//! Draws the latest face boxes onto every frame: pure green (B=0, G=255, R=0) outlines, or,
+//! in privacy mode, pixelates the face regions beyond recognition.
 
 use super::frame::{FaceBox, Frame};
 
@@ -18,6 +19,46 @@ pub fn draw_boxes(frame: &mut Frame, boxes: &[FaceBox]) {
         fill(frame, x0, y1 - t + 1, x1, y1); // bottom
         fill(frame, x0, y0, x0 + t - 1, y1); // left
         fill(frame, x1 - t + 1, y0, x1, y1); // right
+    }
+}
+
+/// Size of the blocks a hidden face is averaged into: coarse enough that no feature of a
+/// face survives at 640×480.
+pub const PRIVACY_BLOCK: i32 = 16;
+
+/// Replaces each box's area (clipped to the frame) by blocks of its average colour.
+pub fn pixelate_boxes(frame: &mut Frame, boxes: &[FaceBox]) {
+    let (w, h) = (frame.width as i32, frame.height as i32);
+    for b in boxes {
+        let (x0, y0) = (b.x.max(0), b.y.max(0));
+        let (x1, y1) = ((b.x + b.width).min(w), (b.y + b.height).min(h));
+        let mut by = y0;
+        while by < y1 {
+            let mut bx = x0;
+            let bh = PRIVACY_BLOCK.min(y1 - by);
+            while bx < x1 {
+                let bw = PRIVACY_BLOCK.min(x1 - bx);
+                let mut sum = [0u64; 3];
+                for y in by..by + bh {
+                    for x in bx..bx + bw {
+                        let i = ((y * w + x) * 3) as usize;
+                        for (total, v) in sum.iter_mut().zip(&frame.data[i..i + 3]) {
+                            *total += u64::from(*v);
+                        }
+                    }
+                }
+                let n = (bw * bh) as u64;
+                let avg = [(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8];
+                for y in by..by + bh {
+                    for x in bx..bx + bw {
+                        let i = ((y * w + x) * 3) as usize;
+                        frame.data[i..i + 3].copy_from_slice(&avg);
+                    }
+                }
+                bx += bw;
+            }
+            by += bh;
+        }
     }
 }
 
@@ -98,6 +139,42 @@ mod tests {
         assert_eq!(f.pixel(0, 9), BOX_BGR);
         assert_eq!(f.pixel(25, 31), BOX_BGR);
         assert_eq!(f.data.len(), Frame::byte_len(32, 32));
+    }
+
+    #[test]
+    fn pixelation_averages_blocks_inside_the_box_only() {
+        let mut f = Frame::filled(64, 64, [0, 0, 0]);
+        // A checkerboard inside the box.
+        for y in 0..64u32 {
+            for x in 0..64u32 {
+                if (x + y) % 2 == 0 {
+                    let i = ((y * 64 + x) * 3) as usize;
+                    f.data[i..i + 3].copy_from_slice(&[200, 100, 50]);
+                }
+            }
+        }
+        let outside = f.pixel(40, 40);
+        pixelate_boxes(
+            &mut f,
+            &[FaceBox {
+                x: 0,
+                y: 0,
+                width: 32,
+                height: 32,
+            }],
+        );
+        assert_eq!(f.pixel(0, 0), [100, 50, 25], "a block becomes its average");
+        assert_eq!(f.pixel(0, 0), f.pixel(15, 15));
+        assert_eq!(f.pixel(40, 40), outside, "outside the box nothing changes");
+        pixelate_boxes(
+            &mut f,
+            &[FaceBox {
+                x: 60,
+                y: 60,
+                width: 50,
+                height: 50,
+            }],
+        ); // clipped
     }
 
     #[test]

@@ -5,7 +5,7 @@ use super::registry::{Admission, PlaylistProgress, SessionId};
 use crate::child::reap;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
-use crate::pipeline::decoder::Decoder;
+use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::{DetectorFactory, DetectorWorker};
 use crate::pipeline::encoder::{Encoder, HlsSettings};
 use crate::pipeline::frame::{Frame, FramePool};
@@ -102,7 +102,7 @@ impl Session {
             width,
             height,
             cfg.frame_rate,
-            chunk_rx,
+            Source::Pipe(chunk_rx),
             frame_tx,
             pool.clone(),
         )?;

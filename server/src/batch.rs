@@ -1,0 +1,253 @@
+//! The `process` command: a video file through the same decoder → detector → overlay →
+//! encoder stages as a live session, written as a VOD HLS playlist with every segment.
+
+use crate::config::PipelineConfig;
+use crate::error::ServerError;
+use crate::pipeline::decoder::{Decoder, Source};
+use crate::pipeline::detector::factory_for;
+use crate::pipeline::encoder::{Encoder, HlsSettings, PLAYLIST};
+use crate::pipeline::frame::FramePool;
+use crate::pipeline::overlay::{draw_boxes, pixelate_boxes};
+use crate::pipeline::tracker::Tracker;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Largest output size; bigger videos are scaled down (aspect kept).
+const MAX_SIDE: (u32, u32) = (1920, 1080);
+
+/// What to process and how.
+pub struct Job {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    /// Pixelate faces instead of boxing them.
+    pub blur: bool,
+    pub config: PipelineConfig,
+}
+
+/// The result, printed as one line or JSON.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub frames: u64,
+    pub frames_with_faces: u64,
+    pub faces: u64,
+    pub wall_seconds: f64,
+    pub playlist: String,
+}
+
+/// Progress: frames done, frames expected (if known), frames per second.
+pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>, f64);
+
+/// The video stream's size, rate and frame count, from ffprobe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoInfo {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub frames: Option<u64>,
+}
+
+/// Reads `input`'s first video stream with ffprobe (next to the configured ffmpeg).
+pub async fn probe(ffmpeg: &Path, input: &Path) -> Result<VideoInfo, ServerError> {
+    let ffprobe = ffmpeg.with_file_name(
+        ffmpeg
+            .file_name()
+            .map(|n| n.to_string_lossy().replace("ffmpeg", "ffprobe"))
+            .unwrap_or_else(|| "ffprobe".into()),
+    );
+    let out = tokio::process::Command::new(&ffprobe)
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .arg("stream=width,height,avg_frame_rate,nb_frames:format=duration")
+        .args(["-of", "json"])
+        .arg(input)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| ServerError::Spawn {
+            stage: "probe",
+            program: ffprobe.clone(),
+            source,
+        })?;
+    let not_video = || {
+        ServerError::Input(format!(
+            "{} is not a video ffmpeg can read",
+            input.display()
+        ))
+    };
+    if !out.status.success() {
+        return Err(not_video());
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|_| not_video())?;
+    parse_probe(&json).ok_or_else(not_video)
+}
+
+/// The pure part of [`probe`]: ffprobe's JSON → size (even, capped), rate and frame count.
+pub fn parse_probe(json: &serde_json::Value) -> Option<VideoInfo> {
+    let stream = json.get("streams")?.get(0)?;
+    let (w, h) = (
+        stream.get("width")?.as_u64()? as f64,
+        stream.get("height")?.as_u64()? as f64,
+    );
+    if w < 16.0 || h < 16.0 {
+        return None;
+    }
+    let shrink = (MAX_SIDE.0 as f64 / w).min(MAX_SIDE.1 as f64 / h).min(1.0);
+    let even = |v: f64| ((v * shrink) as u32 / 2 * 2).max(2);
+    let rate = stream.get("avg_frame_rate")?.as_str()?;
+    let fps = match rate.split_once('/') {
+        Some((n, d)) => n.parse::<f64>().ok()? / d.parse::<f64>().ok().filter(|d| *d > 0.0)?,
+        None => rate.parse().ok()?,
+    };
+    let fps = (fps.round() as u32).clamp(1, 60);
+    let frames = stream
+        .get("nb_frames")
+        .and_then(|n| n.as_str()?.parse().ok())
+        .or_else(|| {
+            let secs: f64 = json
+                .get("format")?
+                .get("duration")?
+                .as_str()?
+                .parse()
+                .ok()?;
+            Some((secs * fps as f64).round() as u64)
+        });
+    Some(VideoInfo {
+        width: even(w),
+        height: even(h),
+        fps,
+        frames,
+    })
+}
+
+/// Runs the job; `progress` is called about twice a second.
+pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerError> {
+    if !job.input.is_file() {
+        return Err(ServerError::Input(format!(
+            "{} does not exist or is not a file",
+            job.input.display()
+        )));
+    }
+    let cfg = &job.config;
+    let info = probe(&cfg.ffmpeg, &job.input).await?;
+    std::fs::create_dir_all(&job.out)
+        .map_err(|e| ServerError::io("cannot create output folder", &job.out, e))?;
+    let probe_file = job.out.join(".hls-face-write-test");
+    std::fs::write(&probe_file, b"")
+        .map_err(|e| ServerError::io("cannot write to output folder", &job.out, e))?;
+    let _ = std::fs::remove_file(&probe_file);
+
+    let started = Instant::now();
+    let pool = FramePool::default();
+    let (frame_tx, mut frames) = mpsc::channel(4);
+    let (enc_tx, enc_rx) = mpsc::channel(8);
+    let mut decoder = Decoder::start(
+        &cfg.ffmpeg,
+        info.width,
+        info.height,
+        info.fps,
+        Source::File(job.input.clone()),
+        frame_tx,
+        pool.clone(),
+    )?;
+    let settings = HlsSettings {
+        width: info.width,
+        height: info.height,
+        fps: info.fps,
+        segment_seconds: 2.0,
+        playlist_size: 0,
+        preset: cfg.x264_preset.clone(),
+    };
+    let mut encoder = Encoder::start(&cfg.ffmpeg, &settings, &job.out, enc_rx, pool.clone())?;
+    let mut detector = factory_for(cfg)()?;
+    let mut tracker = Tracker::new(cfg.confirm_detections, cfg.hold_detections);
+    let mut summary = Summary {
+        frames: 0,
+        frames_with_faces: 0,
+        faces: 0,
+        wall_seconds: 0.0,
+        playlist: job.out.join(PLAYLIST).to_string_lossy().into_owned(),
+    };
+    let mut last_report = Instant::now();
+    while let Some(mut frame) = frames.recv().await {
+        // Offline, every frame is detected (no rate cap): the output is the best we can do.
+        let found = tokio::task::block_in_place(|| detector.detect(&frame))?;
+        let boxes = tracker.update(&found);
+        if job.blur {
+            pixelate_boxes(&mut frame, &boxes);
+        } else {
+            draw_boxes(&mut frame, &boxes);
+        }
+        summary.frames += 1;
+        summary.faces += boxes.len() as u64;
+        summary.frames_with_faces += u64::from(!boxes.is_empty());
+        if enc_tx.send(frame).await.is_err() {
+            break; // the encoder died; its exit status says why
+        }
+        if last_report.elapsed() >= Duration::from_millis(500) {
+            last_report = Instant::now();
+            let fps = summary.frames as f64 / started.elapsed().as_secs_f64();
+            progress(summary.frames, info.frames, fps);
+        }
+    }
+    drop(enc_tx);
+    let decoded = decoder
+        .exit
+        .check(crate::child::reap(&mut decoder.child, Duration::from_secs(10)).await);
+    let encoded = encoder
+        .exit
+        .check(crate::child::reap(&mut encoder.child, Duration::from_secs(60)).await);
+    encoded?;
+    decoded?;
+    if summary.frames == 0 {
+        return Err(ServerError::Input(format!(
+            "{} has no video frames",
+            job.input.display()
+        )));
+    }
+    summary.wall_seconds = started.elapsed().as_secs_f64();
+    progress(
+        summary.frames,
+        Some(summary.frames),
+        summary.frames as f64 / summary.wall_seconds,
+    );
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_ffprobe_output() {
+        let json = serde_json::json!({
+            "streams": [{"width": 641, "height": 481, "avg_frame_rate": "30000/1001", "nb_frames": "300"}],
+            "format": {"duration": "10.01"}
+        });
+        assert_eq!(
+            parse_probe(&json),
+            Some(VideoInfo {
+                width: 640,
+                height: 480,
+                fps: 30,
+                frames: Some(300)
+            })
+        );
+        let webm = serde_json::json!({
+            "streams": [{"width": 3840, "height": 2160, "avg_frame_rate": "25/1"}],
+            "format": {"duration": "4.0"}
+        });
+        assert_eq!(
+            parse_probe(&webm),
+            Some(VideoInfo {
+                width: 1920,
+                height: 1080,
+                fps: 25,
+                frames: Some(100)
+            })
+        );
+        assert_eq!(parse_probe(&serde_json::json!({"streams": []})), None);
+        assert_eq!(parse_probe(&serde_json::json!({})), None);
+    }
+}

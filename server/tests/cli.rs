@@ -1,0 +1,136 @@
+//! The `hls-face process` command, run as a user would.
+
+mod common;
+
+use anyhow::{ensure, Result};
+use common::*;
+use std::process::Command;
+
+fn hls_face(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("running hls-face")
+}
+
+fn decode_all(dir: &std::path::Path, playlist: &str) -> Result<Vec<Vec<u8>>> {
+    let mut frames = Vec::new();
+    for seg in playlist.lines().filter(|l| l.ends_with(".ts")) {
+        frames.extend(decode_frames(&std::fs::read(dir.join(seg))?, 640, 480)?);
+    }
+    Ok(frames)
+}
+
+#[test]
+fn process_writes_a_vod_playlist_with_boxed_faces() -> Result<()> {
+    let out = tempdir("cli")?;
+    let input = media("face.webm");
+    let run = hls_face(&[
+        "process",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]);
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    ensure!(summary["frames"] == 180, "{summary}");
+    ensure!(
+        summary["framesWithFaces"].as_u64().unwrap() > 170,
+        "{summary}"
+    );
+    let playlist = std::fs::read_to_string(out.join("playlist.m3u8"))?;
+    ensure!(
+        playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD") && playlist.ends_with("#EXT-X-ENDLIST\n"),
+        "{playlist}"
+    );
+    let frames = decode_all(&out, &playlist)?;
+    ensure!(
+        frames.len() == 180,
+        "{} frames in the segments",
+        frames.len()
+    );
+    let boxed = frames
+        .iter()
+        .filter(|f| green_pixels(f, 640).0 > 200)
+        .count();
+    ensure!(boxed > 170, "only {boxed} frames boxed");
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
+
+#[test]
+fn process_blur_hides_faces_without_boxes() -> Result<()> {
+    let out = tempdir("cli-blur")?;
+    let input = media("face.webm");
+    let run = hls_face(&[
+        "process",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--blur",
+    ]);
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let line = String::from_utf8(run.stdout)?;
+    ensure!(
+        line.starts_with("180 frames,") && line.lines().count() == 1,
+        "{line}"
+    );
+    let playlist = std::fs::read_to_string(out.join("playlist.m3u8"))?;
+    for f in decode_all(&out, &playlist)? {
+        ensure!(green_pixels(&f, 640).0 < 50, "a box was drawn in blur mode");
+    }
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_one_line() -> Result<()> {
+    let out = tempdir("cli-bad")?;
+    let not_video = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let face = media("face.webm");
+    let cases: [(&str, Vec<&str>); 3] = [
+        (
+            "missing",
+            vec![
+                "process",
+                "/nonexistent/video.webm",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+        ),
+        (
+            "not a video",
+            vec!["process", not_video, "--out", out.to_str().unwrap()],
+        ),
+        (
+            "unwritable",
+            vec![
+                "process",
+                face.to_str().unwrap(),
+                "--out",
+                "/proc/hls-face-out",
+            ],
+        ),
+    ];
+    for (what, args) in cases {
+        let run = hls_face(&args);
+        let err = String::from_utf8_lossy(&run.stderr);
+        ensure!(!run.status.success(), "{what}: should fail");
+        ensure!(
+            err.trim().lines().count() == 1 && err.starts_with("hls-face: "),
+            "{what}: {err:?}"
+        );
+    }
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
