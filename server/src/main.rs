@@ -36,6 +36,9 @@ enum Command {
         /// Print the summary as JSON instead of one line.
         #[arg(long)]
         json: bool,
+        /// Face detector, overriding the config: "haar" or "centerface".
+        #[arg(long, value_parser = ["haar", "centerface"])]
+        detector: Option<String>,
     },
 }
 
@@ -56,12 +59,17 @@ async fn main() -> anyhow::Result<()> {
             out,
             blur,
             json,
+            detector,
         } => {
+            let mut pipeline = config.pipeline;
+            if let Some(detector) = detector {
+                pipeline.detector = detector;
+            }
             let job = server::batch::Job {
                 input,
                 out,
                 blur,
-                config: config.pipeline,
+                config: pipeline,
             };
             let mut bar = progress_bar;
             match server::batch::run(&job, &mut bar).await {

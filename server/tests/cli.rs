@@ -134,3 +134,31 @@ fn bad_input_exits_non_zero_with_one_line() -> Result<()> {
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }
+
+#[test]
+fn process_can_use_the_centerface_detector() -> Result<()> {
+    let out = tempdir("cli-dnn")?;
+    let input = media("face.webm");
+    let args = [
+        "process",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        "--detector",
+        "centerface",
+    ];
+    let run = hls_face(&args);
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    ensure!(
+        summary["framesWithFaces"].as_u64().unwrap() > 170,
+        "{summary}"
+    );
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}

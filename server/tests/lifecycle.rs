@@ -112,11 +112,20 @@ async fn a_dropped_socket_reaps_children_and_removes_the_folder() -> Result<()> 
     server.stop().await
 }
 
-/// The real binary: SIGTERM while a session streams ends it, reaps children, exits 0 fast;
-/// a stale folder from a previous run is gone after start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_ends_sessions_and_exits_cleanly_and_restart_leaves_no_stale_folders() -> Result<()>
 {
+    signal_while_streaming("-TERM").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_ends_sessions_and_exits_cleanly() -> Result<()> {
+    signal_while_streaming("-INT").await
+}
+
+/// The real binary: a signal while a session streams ends it, reaps children, exits 0 fast;
+/// a stale folder from a previous run is gone after start.
+async fn signal_while_streaming(signal: &str) -> Result<()> {
     let _serial = SERIAL.lock().await;
     let runtime = tempdir("sigterm")?;
     let stale = runtime.join("0123456789abcdef0123456789abcdef");
@@ -163,12 +172,12 @@ async fn sigterm_ends_sessions_and_exits_cleanly_and_restart_leaves_no_stale_fol
 
     let signalled = Instant::now();
     std::process::Command::new("kill")
-        .arg("-TERM")
+        .arg(signal)
         .arg(pid.to_string())
         .status()?;
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
     let took = signalled.elapsed();
-    eprintln!("exited {status} {took:?} after SIGTERM");
+    eprintln!("exited {status} {took:?} after {signal}");
     ensure!(status.success(), "exit status {status}");
     ensure!(took < Duration::from_secs(5), "shutdown took {took:?}");
     match c.next().await? {

@@ -298,3 +298,40 @@ async fn a_flood_of_messages_is_cut_off() -> Result<()> {
     expect_error(&mut c, ErrorKind::RateLimited).await?;
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_client_is_ended_without_hurting_others() -> Result<()> {
+    let server = TestServer::start("stall", |c| c.limits.idle_timeout_secs = 2).await?;
+    // The stalled client: a burst of media far faster than real time, then silence; it
+    // never reads a single server message.
+    let mut stalled = server.socket().await?;
+    stalled.send(&start_msg()).await?;
+    let webm = std::fs::read(media("face.webm"))?;
+    for piece in webm.chunks(64 * 1024) {
+        stalled.send_binary(piece.to_vec()).await?;
+    }
+    // Meanwhile another session works normally.
+    let mut other = server.socket().await?;
+    other.send(&start_msg()).await?;
+    other
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?;
+    stream_file(&mut other, &media("face.webm"), 30_000, 20).await?;
+    other
+        .wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    other.send(&ClientMsg::Stop).await?;
+    other
+        .wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+        .await?;
+    // The stalled session is ended by the idle timeout; its queued messages end with Idle.
+    let mut saw_idle = false;
+    while let Some(msg) = stalled.next().await? {
+        if let ServerMsg::Error { kind, .. } = msg {
+            ensure!(kind == ErrorKind::Idle, "{kind:?}");
+            saw_idle = true;
+        }
+    }
+    ensure!(saw_idle, "the stalled session must end with an idle error");
+    server.stop().await
+}

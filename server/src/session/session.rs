@@ -356,3 +356,77 @@ impl Default for StatsSampler {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::detector::FaceDetector;
+    use crate::pipeline::frame::FaceBox;
+
+    struct NoFaces;
+    impl FaceDetector for NoFaces {
+        fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            Ok(vec![])
+        }
+    }
+
+    #[test]
+    fn a_stalled_encoder_drops_and_counts_frames_instead_of_queueing_them() {
+        let factory: crate::pipeline::detector::DetectorFactory =
+            Arc::new(|| Ok(Box::new(NoFaces) as Box<dyn FaceDetector>));
+        let pool = FramePool::default();
+        let worker = DetectorWorker::start(
+            factory,
+            "t".into(),
+            Duration::ZERO,
+            pool,
+            Tracker::new(1, 0),
+        )
+        .unwrap();
+        let (_frame_tx, frames) = mpsc::channel(1);
+        // An encoder that never reads: its queue holds 2 frames.
+        let (encoder_input, _encoder_output) = mpsc::channel(2);
+        let counters = Arc::new(Counters::default());
+        let stage = Stage {
+            worker,
+            frames,
+            encoder_input,
+            counters: counters.clone(),
+        };
+        for _ in 0..10 {
+            assert!(stage.process(Frame::filled(8, 8, [1, 2, 3])).is_ok());
+        }
+        assert_eq!(counters.frames_in.load(Ordering::Relaxed), 10);
+        assert_eq!(counters.frames_out.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.frames_dropped.load(Ordering::Relaxed), 8);
+        let stats = StatsSampler::new().sample(&counters);
+        assert_eq!(
+            (stats.frames_in, stats.frames_out, stats.frames_dropped),
+            (10, 2, 8)
+        );
+    }
+
+    #[test]
+    fn a_gone_encoder_stops_the_stage() {
+        let factory: crate::pipeline::detector::DetectorFactory =
+            Arc::new(|| Ok(Box::new(NoFaces) as Box<dyn FaceDetector>));
+        let worker = DetectorWorker::start(
+            factory,
+            "t".into(),
+            Duration::ZERO,
+            FramePool::default(),
+            Tracker::new(1, 0),
+        )
+        .unwrap();
+        let (_frame_tx, frames) = mpsc::channel(1);
+        let (encoder_input, encoder_output) = mpsc::channel(2);
+        drop(encoder_output);
+        let stage = Stage {
+            worker,
+            frames,
+            encoder_input,
+            counters: Arc::default(),
+        };
+        assert!(stage.process(Frame::filled(8, 8, [0, 0, 0])).is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! Load client for the soak and benchmark commands: N sessions against a running server,
+//! each replaying a real WebM clip at real time (ffmpeg `-re -stream_loop -1 -c copy`, no
+//! re-encoding) over the real WebSocket, like a browser's MediaRecorder would.
+//!
+//! `cargo run --release -p server --example load -- BASE_URL SESSIONS SECONDS CLIP`
+
+use anyhow::{bail, Context, Result};
+use app::protocol::{ClientMsg, ServerMsg};
+use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Default)]
+struct Outcome {
+    bytes: u64,
+    chunks: u64,
+    stats: u64,
+    frames_out: u64,
+    dropped: u64,
+    ended: bool,
+    error: Option<String>,
+}
+
+async fn get(host: &str, path: &str) -> Result<(String, String)> {
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let cookie = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .context("no cookie")?
+        .to_string();
+    let marker = "name=\"csrf-token\" content=\"";
+    let start = text.find(marker).context("no token")? + marker.len();
+    Ok((cookie, text[start..start + 64].to_string()))
+}
+
+async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
+    let (cookie, token) = get(&host, "/").await?;
+    let mut req = format!("ws://{host}/socket?csrf_token={token}").into_client_request()?;
+    req.headers_mut().insert("Cookie", cookie.parse()?);
+    req.headers_mut()
+        .insert("Origin", format!("http://{host}").parse()?);
+    let (ws, _) = tokio_tungstenite::connect_async(req).await?;
+    let (mut tx, mut rx) = ws.split();
+    let start = ClientMsg::Start {
+        mime_type: "video/webm;codecs=vp9".into(),
+        width: 640,
+        height: 480,
+    };
+    tx.send(Message::Text(start.encode().into())).await?;
+    let mut ffmpeg = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+            &clip,
+        ])
+        .args(["-c", "copy", "-f", "webm", "pipe:1"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut media = ffmpeg.stdout.take().context("no stdout")?;
+    let mut out = Outcome::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut started = false;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => break,
+            n = media.read(&mut buf), if started => {
+                let n = n?;
+                if n == 0 { bail!("replay ended"); }
+                out.bytes += n as u64;
+                out.chunks += 1;
+                tx.send(Message::Binary(buf[..n].to_vec().into())).await?;
+            }
+            msg = rx.next() => match msg {
+                Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str())? {
+                    ServerMsg::Started { .. } => started = true,
+                    ServerMsg::Stats(s) => { out.stats += 1; out.frames_out = s.frames_out; out.dropped = s.frames_dropped; }
+                    ServerMsg::Error { message, .. } => { out.error = Some(message); return Ok(out); }
+                    _ => {}
+                },
+                Some(Ok(_)) => {}
+                _ => { out.error = Some("socket closed".into()); return Ok(out); }
+            },
+        }
+    }
+    drop(ffmpeg);
+    tx.send(Message::Text(ClientMsg::Stop.encode().into()))
+        .await?;
+    while let Some(Ok(msg)) = rx.next().await {
+        if let Message::Text(t) = msg {
+            if let Ok(ServerMsg::Ended { .. }) = ServerMsg::decode(t.as_str()) {
+                out.ended = true;
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, base, n, secs, clip] = args.as_slice() else {
+        bail!("usage: load BASE_URL SESSIONS SECONDS CLIP");
+    };
+    let host = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let (n, secs): (usize, u64) = (n.parse()?, secs.parse()?);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(session(host.clone(), secs, clip.clone())))
+        .collect();
+    let mut failed = 0;
+    for (i, t) in tasks.into_iter().enumerate() {
+        match t.await? {
+            Ok(o) => {
+                println!(
+                    "load session {i}: {} chunks, {:.1} MB sent, {} frames out, {} dropped, ended: {}{}",
+                    o.chunks,
+                    o.bytes as f64 / 1e6,
+                    o.frames_out,
+                    o.dropped,
+                    o.ended,
+                    o.error.map(|e| format!(", error: {e}")).unwrap_or_default()
+                );
+                failed += usize::from(!o.ended);
+            }
+            Err(e) => {
+                println!("load session {i}: failed: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "load: {n} sessions, {:.0} s, {failed} did not end cleanly",
+        started.elapsed().as_secs_f64()
+    );
+    if failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
