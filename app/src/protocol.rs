@@ -37,6 +37,12 @@ pub enum ClientMsg {
     },
     /// The recorder has stopped and its last chunk was sent: end the recording.
     Stop,
+    /// Privacy mode: pixelate faces (`blur: true`) instead of boxing them; applies from
+    /// the next frame, and to the next session if sent before Start.
+    SetPrivacy {
+        /// Whether faces are hidden.
+        blur: bool,
+    },
 }
 
 /// A message from the server to the page.
@@ -252,6 +258,7 @@ mod tests {
                 height: 480,
             },
             ClientMsg::Stop,
+            ClientMsg::SetPrivacy { blur: true },
         ];
         for msg in msgs {
             assert_eq!(ClientMsg::decode(&msg.encode()), Ok(msg));

@@ -72,6 +72,8 @@ pub struct Ui {
     pub latency_ms: RwSignal<Option<f64>>,
     /// Output player figures, when the camera shows frame codes.
     pub player: RwSignal<PlayerFigures>,
+    /// Privacy mode: faces pixelated instead of boxed.
+    pub blur: RwSignal<bool>,
 }
 
 impl Ui {
@@ -85,6 +87,7 @@ impl Ui {
             hydrated: RwSignal::new(false),
             latency_ms: RwSignal::new(None),
             player: RwSignal::new(PlayerFigures::default()),
+            blur: RwSignal::new(false),
         }
     }
 
@@ -122,6 +125,11 @@ pub fn Studio() -> impl IntoView {
     let on_stop = move |_| {
         #[cfg(feature = "hydrate")]
         controller.stop();
+    };
+    let on_privacy = move |ev: leptos::ev::Event| {
+        ui.blur.set(event_target_checked(&ev));
+        #[cfg(feature = "hydrate")]
+        controller.set_privacy(ui.blur.get_untracked());
     };
     let can_start = move || ui.camera_ready.get() && !ui.phase.get().is_active();
     let can_stop = move || ui.phase.get().is_active();
@@ -166,6 +174,15 @@ pub fn Studio() -> impl IntoView {
                 <button data-testid="stop" on:click=on_stop disabled=move || !can_stop()>
                     "Stop"
                 </button>
+                <label class="privacy">
+                    <input
+                        type="checkbox"
+                        data-testid="privacy"
+                        prop:checked=move || ui.blur.get()
+                        on:change=on_privacy
+                    />
+                    "Blur faces"
+                </label>
                 <p
                     data-testid="status"
                     class="status"

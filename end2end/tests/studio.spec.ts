@@ -57,6 +57,28 @@ test.describe("live pipeline", () => {
     await expect(studio.start).toBeEnabled();
   });
 
+  test("privacy mode hides faces instead of boxing them", async ({ page }) => {
+    const studio = new Studio(page);
+    await studio.open();
+    await page.getByTestId("privacy").check();
+    await studio.start.click();
+    await studio.expectState("live");
+    await studio.expectPlaying("output");
+    await expect(studio.stats.locator("[data-stat=faces]")).toHaveText(/^[1-9]/);
+    // Faces are found, yet the played frames carry no green box.
+    for (let i = 0; i < 5; i++) {
+      await studio.expectPlaying("output", 0.2);
+      expect((await studio.readFrame("output")).green).toBeLessThan(50);
+    }
+    // Switching privacy off live brings the boxes back.
+    await page.getByTestId("privacy").uncheck();
+    await expect
+      .poll(async () => (await studio.readFrame("output")).green, { message: "boxes return" })
+      .toBeGreaterThan(200);
+    await studio.stop.click();
+    await studio.expectState("stopped");
+  });
+
   test("two browsers run separate sessions at the same time", async ({ browser }) => {
     const contexts = await Promise.all([browser.newContext(), browser.newContext()]);
     const studios = await Promise.all(contexts.map(async (c) => new Studio(await c.newPage())));

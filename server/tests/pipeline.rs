@@ -23,7 +23,14 @@ struct Recording {
 
 /// Streams `clip` through a fresh session, stops it, and decodes every listed segment.
 async fn record(server: &TestServer, clip: &str) -> Result<Recording> {
+    record_with(server, clip, false).await
+}
+
+async fn record_with(server: &TestServer, clip: &str, blur: bool) -> Result<Recording> {
     let mut client = server.socket().await?;
+    if blur {
+        client.send(&ClientMsg::SetPrivacy { blur: true }).await?;
+    }
     client
         .send(&ClientMsg::Start {
             mime_type: "video/webm;codecs=vp9".into(),
@@ -37,8 +44,8 @@ async fn record(server: &TestServer, clip: &str) -> Result<Recording> {
     let ServerMsg::Started { session_id } = started else {
         unreachable!()
     };
-    // ~30 KB chunks 20 times a second: faster than real time, like a burst after a stall.
-    stream_file(&mut client, &media(clip), 30_000, 20).await?;
+    // ~30 KB chunks 10 times a second: about real time, like a camera.
+    stream_file(&mut client, &media(clip), 30_000, 10).await?;
     let ready = client
         .wait_for("playlist ready", |m| {
             matches!(m, ServerMsg::PlaylistReady { .. })
@@ -114,11 +121,25 @@ async fn face_clip_comes_back_as_hls_with_boxes_on_the_face() -> Result<()> {
             "frame {i}: green box centred at ({cx},{cy}), bbox {bbox:?}, not on the face"
         );
     }
-    let share = boxed as f64 / rec.frames.len() as f64;
+    // Once the first detection is confirmed, faces stay boxed (held through misses); the
+    // frames before it depend on the machine's speed, so they only count towards a floor.
+    let first = rec
+        .frames
+        .iter()
+        .position(|f| green_pixels(f, W).0 >= 200)
+        .unwrap_or(rec.frames.len());
+    let after = rec.frames.len() - first;
+    let boxed_after = rec.frames[first..]
+        .iter()
+        .filter(|f| green_pixels(f, W).0 >= 200)
+        .count();
     ensure!(
-        share > 0.8,
-        "only {boxed} of {} frames carry a face box",
-        rec.frames.len()
+        first < rec.frames.len() / 2,
+        "the first box came only at frame {first}"
+    );
+    ensure!(
+        boxed_after as f64 > 0.9 * after as f64,
+        "only {boxed_after} of {after} frames after the first box carry one ({boxed} in all)"
     );
     server.stop().await
 }
@@ -137,4 +158,71 @@ async fn no_face_clip_has_no_boxes() -> Result<()> {
         ensure!(count < 50, "frame {i} has {count} green pixels at {bbox:?}");
     }
     server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn privacy_mode_pixelates_faces_instead_of_boxing_them() -> Result<()> {
+    let server = TestServer::start("blur", |c| c.pipeline.playlist_size = 100).await?;
+    let rec = record_with(&server, "face.webm", true).await?;
+    ensure!(
+        rec.frames.len() >= 60,
+        "only {} frames came back",
+        rec.frames.len()
+    );
+    for (i, frame) in rec.frames.iter().enumerate() {
+        let (count, _) = green_pixels(frame, W);
+        ensure!(count < 50, "frame {i} has a green box in privacy mode");
+    }
+    // The recording's frames are the clip's frames, one for one: compare the face area of
+    // each with the source. Pixelated into flat 16×16 blocks, its detail collapses.
+    let source = decode_frames(&std::fs::read(media("face.webm"))?, W, H)?;
+    let pixelated = rec
+        .frames
+        .iter()
+        .zip(&source)
+        .enumerate()
+        .filter(|(n, (out, src))| {
+            let region = face_centre(*n);
+            detail(out, region) * 1.6 < detail(src, region)
+        })
+        .count();
+    // Frames before the first confirmed detection keep their face (how many depends on the
+    // machine's load); a third is a floor no unblurred recording comes near.
+    ensure!(
+        pixelated * 3 > rec.frames.len(),
+        "only {pixelated} of {} frames have a pixelated face",
+        rec.frames.len()
+    );
+    server.stop().await
+}
+
+/// The central part of the astronaut's face in frame `n` of scripts/media's face clip
+/// (the photo scaled to 400 px at x = 120 + 60 sin(2πt/4), y = 40 + 20 sin(2πt/3)).
+fn face_centre(n: usize) -> (usize, usize, usize, usize) {
+    let t = n as f64 / 30.0;
+    let tau = std::f64::consts::TAU;
+    let x = 120.0 + 60.0 * (tau * t / 4.0).sin();
+    let y = 40.0 + 20.0 * (tau * t / 3.0).sin();
+    let k = 400.0 / 512.0;
+    let (fx, fy, fw, fh) = (x + 172.0 * k, y + 40.0 * k, 112.0 * k, 130.0 * k);
+    let (cx0, cy0) = (fx + fw * 0.25, fy + fh * 0.25);
+    (
+        cx0 as usize,
+        cy0 as usize,
+        (cx0 + fw * 0.5) as usize,
+        (cy0 + fh * 0.5) as usize,
+    )
+}
+
+/// Mean horizontal green-channel difference inside a region: how much detail it holds.
+fn detail(frame: &[u8], (x0, y0, x1, y1): (usize, usize, usize, usize)) -> f64 {
+    let (mut sum, mut count) = (0u64, 0u64);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let (i, j) = ((y * W + x) * 3 + 1, (y * W + x + 1) * 3 + 1);
+            sum += u64::from(frame[i].abs_diff(frame[j]));
+            count += 1;
+        }
+    }
+    sum as f64 / count.max(1) as f64
 }

@@ -52,6 +52,11 @@ impl Live {
         Ok(Live(inner))
     }
 
+    /// Asks the server to pixelate (or box) faces from the next frame.
+    pub fn set_privacy(&self, blur: bool) {
+        self.0.send(&ClientMsg::SetPrivacy { blur });
+    }
+
     /// Stops recording; the stop message follows the last chunk.
     pub fn stop(&self) {
         let inner = &self.0;
@@ -85,6 +90,9 @@ impl Inner {
                     width,
                     height,
                 });
+                if ui.blur.get_untracked() {
+                    this.send(&ClientMsg::SetPrivacy { blur: true });
+                }
             }
             SocketEvent::Message(msg) => Self::on_message(this, msg),
             SocketEvent::Garbled => {

@@ -86,6 +86,15 @@ impl Controller {
         }
     }
 
+    /// Switches privacy mode for the current session (and the next ones).
+    pub fn set_privacy(self, blur: bool) {
+        self.live.with_value(|live| {
+            if let Some(live) = live {
+                live.set_privacy(blur);
+            }
+        });
+    }
+
     /// Stops the current session; the recording stays playable.
     pub fn stop(self) {
         self.live.with_value(|live| {

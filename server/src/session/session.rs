@@ -9,13 +9,13 @@ use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::{DetectorFactory, DetectorWorker};
 use crate::pipeline::encoder::{Encoder, HlsSettings};
 use crate::pipeline::frame::{Frame, FramePool};
-use crate::pipeline::overlay::draw_boxes;
+use crate::pipeline::overlay::{draw_boxes, pixelate_boxes};
 use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
 use crate::pipeline::tracker::Tracker;
 use app::protocol::Stats;
 use bytes::Bytes;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -71,6 +71,7 @@ pub struct Session {
     events: mpsc::Receiver<SessionEvent>,
     counters: Arc<Counters>,
     cancel: CancellationToken,
+    blur: Arc<AtomicBool>,
     _admission: Admission,
 }
 
@@ -82,6 +83,7 @@ impl Session {
         width: u32,
         height: u32,
         env: &PipelineEnv,
+        blur: bool,
     ) -> Result<Self, ServerError> {
         let cfg = &env.config;
         let id = admission.id.clone();
@@ -113,11 +115,13 @@ impl Session {
         let watch = PlaylistWatch::start(&dir, playlist_tx)?;
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
+        let blur = Arc::new(AtomicBool::new(blur));
         let stage = Stage {
             worker,
             frames: frame_rx,
             encoder_input: enc_tx,
             counters: counters.clone(),
+            blur: blur.clone(),
         };
         tokio::spawn(
             supervise(
@@ -140,6 +144,7 @@ impl Session {
             events,
             counters,
             cancel,
+            blur,
             _admission: admission,
         })
     }
@@ -174,6 +179,11 @@ impl Session {
         self.events.recv().await
     }
 
+    /// Switches privacy mode (pixelated faces instead of boxes) from the next frame.
+    pub fn set_blur(&self, blur: bool) {
+        self.blur.store(blur, Ordering::Relaxed);
+    }
+
     /// The counters, for stats.
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
@@ -194,6 +204,7 @@ struct Stage {
     frames: mpsc::Receiver<Frame>,
     encoder_input: mpsc::Sender<Frame>,
     counters: Arc<Counters>,
+    blur: Arc<AtomicBool>,
 }
 
 impl Stage {
@@ -212,7 +223,11 @@ impl Stage {
             self.worker.counters().skipped.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
-        draw_boxes(&mut frame, &detection.boxes);
+        if self.blur.load(Ordering::Relaxed) {
+            pixelate_boxes(&mut frame, &detection.boxes);
+        } else {
+            draw_boxes(&mut frame, &detection.boxes);
+        }
         match self.encoder_input.try_send(frame) {
             Ok(()) => {
                 c.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -392,6 +407,7 @@ mod tests {
             frames,
             encoder_input,
             counters: counters.clone(),
+            blur: Arc::default(),
         };
         for _ in 0..10 {
             assert!(stage.process(Frame::filled(8, 8, [1, 2, 3])).is_ok());
@@ -426,6 +442,7 @@ mod tests {
             frames,
             encoder_input,
             counters: Arc::default(),
+            blur: Arc::default(),
         };
         assert!(stage.process(Frame::filled(8, 8, [0, 0, 0])).is_err());
     }

@@ -106,6 +106,8 @@ struct Connection {
     chunks: u64,
     /// The first bytes of the media, kept until the WebM magic can be checked.
     prefix: Vec<u8>,
+    /// Privacy mode asked for by the page.
+    blur: bool,
     stats: StatsSampler,
 }
 
@@ -120,6 +122,7 @@ impl Connection {
             playlist_ready: false,
             chunks: 0,
             prefix: Vec::new(),
+            blur: false,
             stats: StatsSampler::new(),
         }
     }
@@ -235,6 +238,13 @@ impl Connection {
                 width,
                 height,
             }) => self.start(&mime_type, width, height).await,
+            Ok(ClientMsg::SetPrivacy { blur }) => {
+                self.blur = blur;
+                if let Some(session) = &self.session {
+                    session.set_blur(blur);
+                }
+                Ok(())
+            }
             Ok(ClientMsg::Stop) => {
                 match &mut self.session {
                     // Nothing was recorded: end at once, there is no recording to finish.
@@ -270,7 +280,7 @@ impl Connection {
         let id = admission.id.clone();
         tracing::Span::current().record("session", id.as_str());
         tracing::info!(session = %id, mime, width, height, "session starting");
-        let session = match Session::start(admission, width, height, &shared.pipeline) {
+        let session = match Session::start(admission, width, height, &shared.pipeline, self.blur) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(session = %id, "cannot start pipeline: {e}");
