@@ -10,6 +10,8 @@ import path from "node:path";
 import { Studio } from "../tests/fixtures/studio";
 
 const SESSIONS = Number(process.env.SESSIONS ?? 1);
+/** Load-client sessions running beside the measured browser sessions. */
+const EXTRA = Number(process.env.EXTRA_SESSIONS ?? 0);
 const DURATION = Number(process.env.DURATION ?? 60);
 const WARMUP = Number(process.env.WARMUP ?? 10);
 const SERVER_PID = Number(process.env.SERVER_PID);
@@ -68,7 +70,7 @@ function quantile(xs: number[], q: number): number {
 
 const median = (xs: number[]) => quantile(xs, 0.5);
 
-test(`pipeline with ${SESSIONS} session(s) for ${DURATION}s`, async ({ browser }) => {
+test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURATION}s`, async ({ browser }) => {
   const contexts = await Promise.all(Array.from({ length: SESSIONS }, () => browser.newContext()));
   const pages: Page[] = await Promise.all(contexts.map((c) => c.newPage()));
   const studios = pages.map((p) => new Studio(p));
@@ -142,7 +144,8 @@ test(`pipeline with ${SESSIONS} session(s) for ${DURATION}s`, async ({ browser }
   const rssStart = median(rss.slice(0, Math.max(1, Math.floor(rss.length / 10))));
   const rssEnd = median(rss.slice(-Math.max(1, Math.floor(rss.length / 10))));
   const result = {
-    sessions: SESSIONS,
+    sessions: SESSIONS + EXTRA,
+    browsers: SESSIONS,
     seconds: sampledSecs,
     latencyP50: quantile(lat, 0.5),
     latencyP95: quantile(lat, 0.95),
@@ -184,10 +187,10 @@ test(`pipeline with ${SESSIONS} session(s) for ${DURATION}s`, async ({ browser }
     g.strokeStyle = "#999"; g.beginPath(); g.moveTo(L, T); g.lineTo(L, 420 - B); g.lineTo(900 - R, 420 - B); g.stroke();
     g.fillStyle = "#333"; g.font = "13px sans-serif";
     for (let v = 0; v <= yMax; v += 0.5) { g.fillText(v.toFixed(1) + " s", 8, Y(v) + 4); }
-    g.fillText(`glass-to-glass latency, ${r.sessions} session(s); p50 ${r.latencyP50.toFixed(2)} s, p95 ${r.latencyP95.toFixed(2)} s`, L, 18);
+    g.fillText(`glass-to-glass latency of the browser session(s), ${r.sessions} session(s) live; p50 ${r.latencyP50.toFixed(2)} s, p95 ${r.latencyP95.toFixed(2)} s`, L, 18);
     g.fillText("time (s)", 900 - R - 60, 420 - 10);
     const colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"];
-    for (let s = 0; s < r.sessions; s++) {
+    for (let s = 0; s < r.browsers; s++) {
       g.fillStyle = colors[s % colors.length];
       for (const [t, sess, l] of r.timeline) if (sess === s) g.fillRect(X(t) - 1, Y(l / 1000) - 1, 2, 2);
     }

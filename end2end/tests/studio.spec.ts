@@ -48,6 +48,8 @@ test.describe("live pipeline", () => {
     expect((box.y0 + box.y1) / 2).toBeLessThan(frame.height * 0.6);
 
     await expect(studio.stats.locator("[data-stat=faces]")).toHaveText(/^[1-9]/);
+    // The README's screenshot (docs/studio.png is a copy of this).
+    await page.screenshot({ path: "../target/studio-live.png" });
 
     const url = await studio.playlistUrl();
     await studio.stop.click();

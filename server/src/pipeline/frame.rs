@@ -50,8 +50,10 @@ impl Frame {
     }
 }
 
-/// Frame buffers kept for reuse (a session holds a few dozen frames in flight at most).
-const POOL_CAPACITY: usize = 48;
+/// Idle frame buffers kept for reuse per session. In steady state only a handful of frames
+/// are in flight (decoder → overlay → encoder, one in the detector); bursts allocate and
+/// the excess is freed, so a session's pool never holds more than ~7 MB at 640×480.
+const POOL_CAPACITY: usize = 8;
 
 /// Recycles frame buffers between the stages of one session, so a 30 fps stream does not
 /// allocate (and page-fault in) a fresh ~1 MB buffer per frame per stage.
