@@ -156,11 +156,8 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
         "the stale folder from the previous run must be removed at start"
     );
 
-    let server = ExternalServer { addr };
-    let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    let mut c = socket(&addr).await?;
+    c.start_session().await?;
     stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
     c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
         .await?;
@@ -201,33 +198,4 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
     );
     std::fs::remove_dir_all(&runtime)?;
     Ok(())
-}
-
-/// A server started as a separate process.
-struct ExternalServer {
-    addr: String,
-}
-
-impl ExternalServer {
-    async fn socket(&self) -> Result<Client> {
-        let resp = http_get(&self.addr, "/", &[]).await?;
-        let cookie = resp
-            .header("set-cookie")
-            .context("cookie")?
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let body = String::from_utf8_lossy(&resp.body).to_string();
-        let marker = "name=\"csrf-token\" content=\"";
-        let start = body.find(marker).context("meta")? + marker.len();
-        let token = &body[start..start + 64];
-        let url = format!("ws://{}/socket?csrf_token={token}", self.addr);
-        let origin = format!("http://{}", self.addr);
-        connect(
-            &url,
-            &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())],
-        )
-        .await
-    }
 }

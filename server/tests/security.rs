@@ -192,27 +192,21 @@ async fn bad_input_gets_a_typed_error_and_ends_only_that_session() -> Result<()>
 
     // A chunk over the size limit.
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    c.start_session().await?;
     c.send_binary(vec![0x1a; 64 * 1024 + 1]).await?;
     expect_error(&mut c, ErrorKind::TooLarge).await?;
 
     // Binary garbage instead of WebM.
     let garbage: Vec<u8> = (0..40_000u32).map(|i| (i * 7919 % 251) as u8).collect();
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    c.start_session().await?;
     c.send_binary(garbage.clone()).await?;
     expect_error(&mut c, ErrorKind::BadMedia).await?;
 
     // A valid header followed by garbage: the decoder fails and the client hears so.
     let webm = std::fs::read(media("face.webm"))?;
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    c.start_session().await?;
     c.send_binary(webm[..200].to_vec()).await?;
     c.send_binary(garbage).await?;
     c.send(&ClientMsg::Stop).await?;
@@ -220,18 +214,14 @@ async fn bad_input_gets_a_typed_error_and_ends_only_that_session() -> Result<()>
 
     // A truncated first chunk followed by stop.
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    c.start_session().await?;
     c.send_binary(webm[..40].to_vec()).await?;
     c.send(&ClientMsg::Stop).await?;
     expect_error(&mut c, ErrorKind::Pipeline).await?;
 
     // Stop twice, and stop before any media: handled, no crash, the session ends.
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    c.start_session().await?;
     c.send(&ClientMsg::Stop).await?;
     c.send(&ClientMsg::Stop).await?;
     let ended = c
@@ -246,15 +236,8 @@ async fn bad_input_gets_a_typed_error_and_ends_only_that_session() -> Result<()>
 
     // After all that, a normal session still works.
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
-    stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
-    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
-        .await?;
-    c.send(&ClientMsg::Stop).await?;
-    c.wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
-        .await?;
+    c.start_session().await?;
+    c.record_face_clip().await?;
     server.stop().await
 }
 
@@ -264,9 +247,7 @@ async fn sessions_past_the_limit_are_told_the_server_is_busy() -> Result<()> {
     let mut live = Vec::new();
     for _ in 0..2 {
         let mut c = server.socket().await?;
-        c.send(&start_msg()).await?;
-        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-            .await?;
+        c.start_session().await?;
         live.push(c);
     }
     let mut third = server.socket().await?;
@@ -274,9 +255,7 @@ async fn sessions_past_the_limit_are_told_the_server_is_busy() -> Result<()> {
     expect_error(&mut third, ErrorKind::Busy).await?;
     // The existing sessions are unaffected: both still stop cleanly.
     for c in &mut live {
-        c.send(&ClientMsg::Stop).await?;
-        c.wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
-            .await?;
+        c.stop_and_wait().await?;
     }
     server.stop().await
 }
@@ -285,9 +264,7 @@ async fn sessions_past_the_limit_are_told_the_server_is_busy() -> Result<()> {
 async fn a_flood_of_messages_is_cut_off() -> Result<()> {
     let server = TestServer::start("rate", |c| c.limits.max_messages_per_second = 20).await?;
     let mut c = server.socket().await?;
-    c.send(&start_msg()).await?;
-    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    c.start_session().await?;
     // Valid WebM, in pieces far too small and far too many.
     let webm = std::fs::read(media("face.webm"))?;
     for piece in webm[..2000].chunks(10) {

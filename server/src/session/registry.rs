@@ -192,16 +192,8 @@ mod tests {
         let a = SessionId::random();
         assert_ne!(a, SessionId::random());
         assert_eq!(SessionId::parse(a.as_str()), Some(a));
-        for bad in [
-            "",
-            "..",
-            "../etc",
-            "ABCDEF0123456789abcdef0123456789",
-            "0123456789abcdef0123456789abcde/",
-            "0123456789abcdef0123456789abcdef0",
-        ] {
-            assert_eq!(SessionId::parse(bad), None, "{bad}");
-        }
+        // The accepted shape is app::hls_path::is_hex_id, tested there.
+        assert_eq!(SessionId::parse("../etc"), None);
     }
 
     #[tokio::test]

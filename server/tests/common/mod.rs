@@ -97,6 +97,38 @@ impl TestServer {
     }
 }
 
+/// Loads the page of the server at `host` like a browser: (cookie header, csrf token).
+pub async fn browser_session(host: &str) -> Result<(String, String)> {
+    let resp = http_get(host, "/", &[]).await?;
+    let cookie = resp
+        .header("set-cookie")
+        .ok_or_else(|| anyhow!("no session cookie"))?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let body = String::from_utf8_lossy(&resp.body);
+    let marker = "name=\"csrf-token\" content=\"";
+    let start = body
+        .find(marker)
+        .ok_or_else(|| anyhow!("no csrf meta in page"))?
+        + marker.len();
+    let end = body[start..].find('"').ok_or_else(|| anyhow!("bad meta"))?;
+    Ok((cookie, body[start..start + end].to_string()))
+}
+
+/// An authorised socket to the server at `host`, as the page opens it.
+pub async fn socket(host: &str) -> Result<Client> {
+    let (cookie, token) = browser_session(host).await?;
+    let url = format!("ws://{host}/socket?csrf_token={token}");
+    let origin = format!("http://{host}");
+    connect(
+        &url,
+        &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())],
+    )
+    .await
+}
+
 /// An HTTP response.
 pub struct Response {
     pub status: u16,
@@ -229,6 +261,34 @@ impl Client {
                 Some(Err(e)) => return Err(e.into()),
             }
         }
+    }
+
+    /// Sends Start for the generated clips and waits for Started; returns the session id.
+    pub async fn start_session(&mut self) -> Result<String> {
+        self.send(&start_msg()).await?;
+        match self
+            .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+            .await?
+        {
+            ServerMsg::Started { session_id } => Ok(session_id),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+
+    /// Streams the face clip, waits for the playlist, stops and waits for the end.
+    pub async fn record_face_clip(&mut self) -> Result<()> {
+        stream_file(self, &media("face.webm"), 30_000, 20).await?;
+        self.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+            .await?;
+        self.stop_and_wait().await
+    }
+
+    /// Sends Stop and waits for Ended.
+    pub async fn stop_and_wait(&mut self) -> Result<()> {
+        self.send(&ClientMsg::Stop).await?;
+        self.wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+            .await?;
+        Ok(())
     }
 
     /// Waits for a message matching `pred`, failing on errors other than the one expected.
