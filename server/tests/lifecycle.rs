@@ -69,8 +69,9 @@ async fn kill_stage_mid_stream(marker: &str) -> Result<()> {
     }
     let noticed = killed_at.elapsed();
     eprintln!("{marker}: error reached the client {noticed:?} after the kill");
+    // The bound: a killed stage is reported within 2 s (measured: ~10 ms).
     ensure!(
-        noticed < Duration::from_secs(10),
+        noticed < Duration::from_secs(2),
         "noticed only after {noticed:?}"
     );
     ensure!(
@@ -99,7 +100,8 @@ async fn a_dropped_socket_reaps_children_and_removes_the_folder() -> Result<()> 
     let dir = server.runtime.join(&session_id);
     ensure!(dir.is_dir() && ffmpeg_children().len() == 2);
     drop(c); // the tab closes: no stop, no close frame
-    let gone = eventually(Duration::from_secs(20), || {
+             // The bound: reaped and removed within 10 s (abandoned retention is 5 s).
+    let gone = eventually(Duration::from_secs(10), || {
         ffmpeg_children().is_empty() && !dir.exists()
     })
     .await;
