@@ -14,6 +14,25 @@ fn hls_face(args: &[&str]) -> std::process::Output {
         .expect("running hls-face")
 }
 
+/// Runs `process` on the face clip into `out` with `extra` flags; fails unless it succeeds.
+fn process_face_clip(out: &std::path::Path, extra: &[&str]) -> Result<std::process::Output> {
+    let input = media("face.webm");
+    let mut args = vec![
+        "process",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = hls_face(&args);
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Ok(run)
+}
+
 fn decode_all(dir: &std::path::Path, playlist: &str) -> Result<Vec<Vec<u8>>> {
     let mut frames = Vec::new();
     for seg in playlist.lines().filter(|l| l.ends_with(".ts")) {
@@ -25,19 +44,7 @@ fn decode_all(dir: &std::path::Path, playlist: &str) -> Result<Vec<Vec<u8>>> {
 #[test]
 fn process_writes_a_vod_playlist_with_boxed_faces() -> Result<()> {
     let out = tempdir("cli")?;
-    let input = media("face.webm");
-    let run = hls_face(&[
-        "process",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
-    ensure!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = process_face_clip(&out, &["--json"])?;
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
     ensure!(summary["frames"] == 180, "{summary}");
     ensure!(
@@ -67,19 +74,7 @@ fn process_writes_a_vod_playlist_with_boxed_faces() -> Result<()> {
 #[test]
 fn process_blur_hides_faces_without_boxes() -> Result<()> {
     let out = tempdir("cli-blur")?;
-    let input = media("face.webm");
-    let run = hls_face(&[
-        "process",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--blur",
-    ]);
-    ensure!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = process_face_clip(&out, &["--blur"])?;
     let line = String::from_utf8(run.stdout)?;
     ensure!(
         line.starts_with("180 frames,") && line.lines().count() == 1,
@@ -138,22 +133,7 @@ fn bad_input_exits_non_zero_with_one_line() -> Result<()> {
 #[test]
 fn process_can_use_the_centerface_detector() -> Result<()> {
     let out = tempdir("cli-dnn")?;
-    let input = media("face.webm");
-    let args = [
-        "process",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-        "--detector",
-        "centerface",
-    ];
-    let run = hls_face(&args);
-    ensure!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let run = process_face_clip(&out, &["--json", "--detector", "centerface"])?;
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
     ensure!(
         summary["framesWithFaces"].as_u64().unwrap() > 170,

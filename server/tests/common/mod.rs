@@ -59,34 +59,12 @@ impl TestServer {
 
     /// Loads the page like a browser: returns (cookie header, csrf token).
     pub async fn browser_session(&self) -> Result<(String, String)> {
-        let resp = http_get(&self.host(), "/", &[]).await?;
-        let cookie = resp
-            .header("set-cookie")
-            .ok_or_else(|| anyhow!("no session cookie"))?
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let body = String::from_utf8_lossy(&resp.body);
-        let marker = "name=\"csrf-token\" content=\"";
-        let start = body
-            .find(marker)
-            .ok_or_else(|| anyhow!("no csrf meta in page"))?
-            + marker.len();
-        let end = body[start..].find('"').ok_or_else(|| anyhow!("bad meta"))?;
-        Ok((cookie, body[start..start + end].to_string()))
+        browser_session(&self.host()).await
     }
 
     /// An authorised socket, as the page opens it.
     pub async fn socket(&self) -> Result<Client> {
-        let (cookie, token) = self.browser_session().await?;
-        let url = format!("ws://{}/socket?csrf_token={token}", self.host());
-        let origin = self.base();
-        connect(
-            &url,
-            &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())],
-        )
-        .await
+        socket(&self.host()).await
     }
 
     pub async fn stop(self) -> Result<()> {
