@@ -64,15 +64,6 @@ pub fn with_server_control(text: &str) -> String {
     }
 }
 
-/// The `_HLS_msn` delivery directive of a playlist request's query, if any.
-pub fn requested_msn(query: &str) -> Option<u64> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "_HLS_msn")
-        .and_then(|(_, v)| v.parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,14 +112,6 @@ mod tests {
             "still the same playlist"
         );
         assert_eq!(with_server_control("junk"), "junk");
-    }
-
-    #[test]
-    fn reads_the_blocking_reload_directive() {
-        assert_eq!(requested_msn("_HLS_msn=12"), Some(12));
-        assert_eq!(requested_msn("_HLS_part=0&_HLS_msn=7"), Some(7));
-        assert_eq!(requested_msn("_HLS_msn=x"), None);
-        assert_eq!(requested_msn(""), None);
     }
 
     #[test]

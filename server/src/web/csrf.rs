@@ -63,11 +63,10 @@ pub async fn ensure_session_cookie(
     next: Next,
 ) -> Response {
     let existing = session_cookie(req.headers());
-    let sid = existing.clone().unwrap_or_else(|| {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).expect("operating system random source failed");
-        hex::encode(bytes)
-    });
+    // A browser session id has the same shape and randomness as a streaming session id.
+    let sid = existing
+        .clone()
+        .unwrap_or_else(|| crate::session::registry::SessionId::random().to_string());
     let token = state.shared.csrf.token_for(&sid);
     req.extensions_mut().insert(CsrfToken(token));
     let mut response = next.run(req).await;

@@ -5,7 +5,7 @@
 //! the moment it is written instead of polling.
 
 use super::AppState;
-use crate::pipeline::playlist::{requested_msn, with_server_control};
+use crate::pipeline::playlist::with_server_control;
 use crate::session::registry::{PlaylistProgress, SessionId};
 use app::hls_path::{content_type, PLAYLIST};
 use axum::body::Body;
@@ -31,7 +31,11 @@ pub async fn serve(
         return not_found();
     };
     let is_playlist = file == PLAYLIST;
-    if let (true, Some(msn)) = (is_playlist, query.as_deref().and_then(requested_msn)) {
+    let msn = query
+        .as_deref()
+        .and_then(|q| super::query_param(q, "_HLS_msn"))
+        .and_then(|v| v.parse::<u64>().ok());
+    if let (true, Some(msn)) = (is_playlist, msn) {
         let mut progress = folder.progress.clone();
         let ready = |p: &PlaylistProgress| p.segments > msn || p.ended;
         // A timeout or a vanished session just answers with the playlist as it is.

@@ -43,6 +43,16 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
+/// The value of query parameter `name` (no percent-decoding: every parameter the server
+/// reads — CSRF tokens, `_HLS_msn` — is plain ASCII).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// The full router.
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -61,4 +71,22 @@ pub fn app(state: AppState) -> Router {
         .route("/hls/{session}/{file}", get(hls_files::serve))
         .merge(page)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_param;
+
+    #[test]
+    fn finds_query_parameters() {
+        assert_eq!(query_param("csrf_token=abc", "csrf_token"), Some("abc"));
+        assert_eq!(
+            query_param("x=1&csrf_token=abc&y=2", "csrf_token"),
+            Some("abc")
+        );
+        assert_eq!(query_param("csrf=abc", "csrf_token"), None);
+        assert_eq!(query_param("", "csrf_token"), None);
+        assert_eq!(query_param("_HLS_msn=12", "_HLS_msn"), Some("12"));
+        assert_eq!(query_param("_HLS_part=0&_HLS_msn=7", "_HLS_msn"), Some("7"));
+    }
 }

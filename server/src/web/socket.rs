@@ -35,7 +35,11 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let token = query.as_deref().and_then(query_token).unwrap_or_default();
+    let token = query
+        .as_deref()
+        .and_then(|q| super::query_param(q, "csrf_token"))
+        .unwrap_or_default()
+        .to_string();
     let authorised = csrf::session_cookie(&headers)
         .is_some_and(|sid| state.shared.csrf.verify(&sid, &token))
         && csrf::same_origin(&headers);
@@ -59,15 +63,6 @@ pub async fn upgrade(
                 .instrument(tracing::info_span!("socket")),
         );
     })
-}
-
-/// The `csrf_token` query parameter (tokens are hex, so no decoding is needed).
-fn query_token(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "csrf_token")
-        .map(|(_, v)| v.to_string())
 }
 
 /// Why the loop ended.
@@ -382,21 +377,5 @@ async fn next_event(session: &mut Option<Session>) -> Option<SessionEvent> {
     match session {
         Some(s) => s.event().await,
         None => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_token_in_the_query() {
-        assert_eq!(query_token("csrf_token=abc").as_deref(), Some("abc"));
-        assert_eq!(
-            query_token("x=1&csrf_token=abc&y=2").as_deref(),
-            Some("abc")
-        );
-        assert_eq!(query_token("csrf=abc"), None);
-        assert_eq!(query_token(""), None);
     }
 }
