@@ -5,6 +5,9 @@
 /// Name of the playlist in every session folder.
 pub const PLAYLIST: &str = "playlist.m3u8";
 
+/// Name of the downloadable MP4 a stopped session's segments are remuxed into.
+pub const RECORDING: &str = "recording.mp4";
+
 /// Length of a session id (and of a session cookie): 128 bits as lowercase hex.
 pub const ID_LEN: usize = 32;
 
@@ -40,6 +43,28 @@ pub fn content_type(file: &str) -> Option<&'static str> {
 /// The URL of a session's playlist.
 pub fn playlist_url(session_id: &str) -> String {
     format!("/hls/{session_id}/{PLAYLIST}")
+}
+
+/// The URL of a session's recording download.
+pub fn recording_url(session_id: &str) -> String {
+    format!("/hls/{session_id}/{RECORDING}")
+}
+
+/// How far behind the live edge players stay, in seconds, for `segment_seconds` segments:
+/// about two segments (less stalls, more adds latency), never under half a second.
+pub fn live_sync_seconds(segment_seconds: f64) -> f32 {
+    (2.0 * segment_seconds).max(0.5) as f32
+}
+
+/// The page where a viewer link's holder watches a session.
+pub fn viewer_page(token: &str) -> String {
+    format!("/watch/{token}")
+}
+
+/// The playlist a viewer link plays: the session's stream under the viewer's token, so the
+/// session id (and its recording) never reaches the viewer.
+pub fn viewer_playlist(token: &str) -> String {
+    format!("/view/{token}/{PLAYLIST}")
 }
 
 #[cfg(test)]
@@ -90,5 +115,11 @@ mod tests {
             assert!(!is_hex_id(bad), "{bad}");
         }
         assert_eq!(playlist_url("ab"), "/hls/ab/playlist.m3u8");
+        assert_eq!(recording_url("ab"), "/hls/ab/recording.mp4");
+        assert_eq!(viewer_page("cd"), "/watch/cd");
+        assert_eq!(live_sync_seconds(0.25), 0.5);
+        assert_eq!(live_sync_seconds(1.0), 2.0);
+        assert_eq!(viewer_playlist("cd"), "/view/cd/playlist.m3u8");
+        assert_eq!(content_type(RECORDING), Some("video/mp4"));
     }
 }

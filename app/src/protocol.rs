@@ -43,6 +43,60 @@ pub enum ClientMsg {
         /// Whether faces are hidden.
         blur: bool,
     },
+    /// Face detector settings, applied from the next detection; checked against
+    /// [`DetectorSettings::check`] (out-of-range values get an `invalidSettings` error and
+    /// change nothing).
+    SetDetector(DetectorSettings),
+}
+
+/// The face detector's tunable settings, as the page shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectorSettings {
+    /// Pyramid step of the Haar cascade: smaller finds more faces and costs more.
+    pub scale_factor: f32,
+    /// Neighbouring hits the Haar cascade needs: higher means fewer false boxes.
+    pub min_neighbors: u32,
+    /// Smallest face reported, in frame pixels (both detectors).
+    pub min_face: u32,
+}
+
+impl Default for DetectorSettings {
+    fn default() -> Self {
+        DetectorSettings {
+            scale_factor: 1.1,
+            min_neighbors: 3,
+            min_face: 48,
+        }
+    }
+}
+
+impl DetectorSettings {
+    /// Allowed scale factors: below 1.05 a detection takes several times longer, above
+    /// 1.5 faces between pyramid levels are missed.
+    pub const SCALE_FACTOR: (f32, f32) = (1.05, 1.5);
+    /// Allowed neighbour counts.
+    pub const MIN_NEIGHBORS: (u32, u32) = (1, 10);
+    /// Allowed smallest face sizes in pixels (up to the largest frame height).
+    pub const MIN_FACE: (u32, u32) = (16, MAX_HEIGHT);
+
+    /// `Ok` when every value is within its limits, else a sentence naming the first that is
+    /// not (shown to the user).
+    pub fn check(&self) -> Result<(), String> {
+        let (lo, hi) = Self::SCALE_FACTOR;
+        if !(lo..=hi).contains(&self.scale_factor) {
+            return Err(format!("Scale factor must be between {lo} and {hi}."));
+        }
+        let (lo, hi) = Self::MIN_NEIGHBORS;
+        if !(lo..=hi).contains(&self.min_neighbors) {
+            return Err(format!("Min neighbours must be between {lo} and {hi}."));
+        }
+        let (lo, hi) = Self::MIN_FACE;
+        if !(lo..=hi).contains(&self.min_face) {
+            return Err(format!("Min face size must be between {lo} and {hi} px."));
+        }
+        Ok(())
+    }
 }
 
 /// A message from the server to the page.
@@ -57,6 +111,11 @@ pub enum ServerMsg {
     Started {
         /// The session's id (also the HLS folder name).
         session_id: String,
+        /// Read-only link another browser can watch this session's processed stream at,
+        /// `/watch/<token>`; it stops working when the session ends.
+        viewer_url: String,
+        /// The detector settings in force (the server's configured defaults).
+        detector: DetectorSettings,
     },
     /// The first segment is complete: the processed stream can be played from `url`.
     PlaylistReady {
@@ -73,7 +132,14 @@ pub enum ServerMsg {
         /// The playlist URL, if a playlist was produced at all.
         url: Option<String>,
     },
+    /// The recording is ready to download as one MP4 (after [`ServerMsg::Ended`]); the
+    /// file stays until the server's retention time ends.
+    RecordingReady {
+        /// Same-origin URL of the MP4, `/hls/<session-id>/recording.mp4`.
+        url: String,
+    },
     /// Something went wrong; `message` is written for the person in front of the page.
+    /// Errors whose kind is not [`ErrorKind::is_fatal`] leave the session running.
     Error {
         /// What kind of problem it was.
         kind: ErrorKind,
@@ -140,6 +206,10 @@ pub enum ErrorKind {
     Idle,
     /// The server is shutting down.
     ShuttingDown,
+    /// Detector settings out of range; nothing changed and the session goes on.
+    InvalidSettings,
+    /// The recording could not be made into a download; the stream itself was fine.
+    Recording,
 }
 
 impl ErrorKind {
@@ -158,6 +228,31 @@ impl ErrorKind {
             ErrorKind::Pipeline => "The server could not process the video stream.",
             ErrorKind::Idle => "The session was closed because no video arrived for a while.",
             ErrorKind::ShuttingDown => "The server is shutting down; the recording was ended.",
+            ErrorKind::InvalidSettings => "Those detector settings are outside their limits.",
+            ErrorKind::Recording => "The recording could not be prepared for download.",
+        }
+    }
+
+    /// Whether the session ends with this error (all but settings and download problems).
+    pub fn is_fatal(self) -> bool {
+        !matches!(self, ErrorKind::InvalidSettings | ErrorKind::Recording)
+    }
+
+    /// The kind's wire name (as serialised), e.g. for metric labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::BadMessage => "badMessage",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::UnsupportedMedia => "unsupportedMedia",
+            ErrorKind::BadMedia => "badMedia",
+            ErrorKind::TooLarge => "tooLarge",
+            ErrorKind::RateLimited => "rateLimited",
+            ErrorKind::Busy => "busy",
+            ErrorKind::Pipeline => "pipeline",
+            ErrorKind::Idle => "idle",
+            ErrorKind::ShuttingDown => "shuttingDown",
+            ErrorKind::InvalidSettings => "invalidSettings",
+            ErrorKind::Recording => "recording",
         }
     }
 }
@@ -259,6 +354,7 @@ mod tests {
             },
             ClientMsg::Stop,
             ClientMsg::SetPrivacy { blur: true },
+            ClientMsg::SetDetector(DetectorSettings::default()),
         ];
         for msg in msgs {
             assert_eq!(ClientMsg::decode(&msg.encode()), Ok(msg));
@@ -287,6 +383,11 @@ mod tests {
         let msgs = [
             ServerMsg::Started {
                 session_id: "ab".into(),
+                viewer_url: "/watch/cd".into(),
+                detector: DetectorSettings::default(),
+            },
+            ServerMsg::RecordingReady {
+                url: "/hls/ab/recording.mp4".into(),
             },
             ServerMsg::PlaylistReady {
                 url: "/hls/ab/playlist.m3u8".into(),
@@ -334,6 +435,86 @@ mod tests {
             ClientMsg::decode(&huge).unwrap_err().kind(),
             ErrorKind::TooLarge
         );
+    }
+
+    #[test]
+    fn detector_settings_have_the_documented_shape_and_limits() {
+        let msg = ClientMsg::decode(
+            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":5,"minFace":80}"#,
+        )
+        .unwrap();
+        let ClientMsg::SetDetector(settings) = msg else {
+            panic!("unexpected {msg:?}");
+        };
+        assert_eq!(settings.check(), Ok(()));
+        assert_eq!(DetectorSettings::default().check(), Ok(()));
+        let bad = [
+            DetectorSettings {
+                scale_factor: 1.0,
+                ..Default::default()
+            },
+            DetectorSettings {
+                scale_factor: f32::NAN,
+                ..Default::default()
+            },
+            DetectorSettings {
+                min_neighbors: 0,
+                ..Default::default()
+            },
+            DetectorSettings {
+                min_neighbors: 11,
+                ..Default::default()
+            },
+            DetectorSettings {
+                min_face: 8,
+                ..Default::default()
+            },
+            DetectorSettings {
+                min_face: 5000,
+                ..Default::default()
+            },
+        ];
+        for settings in bad {
+            assert!(settings.check().is_err(), "{settings:?}");
+        }
+        // Negative or fractional counts are not settings at all.
+        for text in [
+            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":-1,"minFace":80}"#,
+            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":3}"#,
+        ] {
+            assert_eq!(
+                ClientMsg::decode(text).unwrap_err().kind(),
+                ErrorKind::BadMessage
+            );
+        }
+    }
+
+    #[test]
+    fn error_kind_codes_are_their_wire_names() {
+        use ErrorKind::*;
+        for kind in [
+            BadMessage,
+            Protocol,
+            UnsupportedMedia,
+            BadMedia,
+            TooLarge,
+            RateLimited,
+            Busy,
+            Pipeline,
+            Idle,
+            ShuttingDown,
+            InvalidSettings,
+            Recording,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&kind).unwrap(),
+                format!("\"{}\"", kind.code())
+            );
+            assert_eq!(
+                kind.is_fatal(),
+                !matches!(kind, InvalidSettings | Recording)
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! The view and its state live here and render on both sides; everything that touches
 //! browser media is delegated to [`crate::media`], which exists only in the hydrated build.
 
-use crate::protocol::Stats;
+use crate::protocol::{DetectorSettings, Stats};
 use leptos::prelude::*;
 
 /// Where a session stands, as shown in `data-state` on the status element.
@@ -74,6 +74,16 @@ pub struct Ui {
     pub player: RwSignal<PlayerFigures>,
     /// Privacy mode: faces pixelated instead of boxed.
     pub blur: RwSignal<bool>,
+    /// Absolute viewer link of the running session.
+    pub viewer_url: RwSignal<Option<String>>,
+    /// Download URL of the stopped session's recording, once remuxed.
+    pub recording: RwSignal<Option<String>>,
+    /// Detector settings shown (and sent) by the page.
+    pub detector: RwSignal<DetectorSettings>,
+    /// Whether the user changed the detector settings (they then win over the server's).
+    pub detector_touched: RwSignal<bool>,
+    /// A passing note that does not change the session (settings refused, link copied).
+    pub notice: RwSignal<String>,
 }
 
 impl Ui {
@@ -88,6 +98,11 @@ impl Ui {
             latency_ms: RwSignal::new(None),
             player: RwSignal::new(PlayerFigures::default()),
             blur: RwSignal::new(false),
+            viewer_url: RwSignal::new(None),
+            recording: RwSignal::new(None),
+            detector: RwSignal::new(DetectorSettings::default()),
+            detector_touched: RwSignal::new(false),
+            notice: RwSignal::new(String::new()),
         }
     }
 
@@ -130,6 +145,24 @@ pub fn Studio() -> impl IntoView {
         ui.blur.set(event_target_checked(&ev));
         #[cfg(feature = "hydrate")]
         controller.set_privacy(ui.blur.get_untracked());
+    };
+    let on_detector = move |change: fn(&mut DetectorSettings, f64)| {
+        move |ev: leptos::ev::Event| {
+            let Ok(value) = event_target_value(&ev).parse::<f64>() else {
+                return;
+            };
+            ui.detector.update(|s| change(s, value));
+            ui.detector_touched.set(true);
+            ui.notice.set(String::new());
+            #[cfg(feature = "hydrate")]
+            controller.set_detector(ui.detector.get_untracked());
+        }
+    };
+    let on_copy = move |_| {
+        #[cfg(feature = "hydrate")]
+        if let Some(url) = ui.viewer_url.get_untracked() {
+            controller.copy(url);
+        }
     };
     let can_start = move || ui.camera_ready.get() && !ui.phase.get().is_active();
     let can_stop = move || ui.phase.get().is_active();
@@ -193,6 +226,92 @@ pub fn Studio() -> impl IntoView {
                     {move || ui.message.get()}
                 </p>
             </div>
+            <section class="share">
+                {move || {
+                    ui.viewer_url
+                        .get()
+                        .map(|url| {
+                            view! {
+                                <p class="viewer-link">
+                                    "Viewer link (watch-only, ends with the session): "
+                                    <a
+                                        data-testid="viewer-link"
+                                        href=url.clone()
+                                        target="_blank"
+                                        rel="noopener noreferrer"
+                                    >
+                                        {url.clone()}
+                                    </a>
+                                    " "
+                                    <button data-testid="copy-viewer-link" on:click=on_copy>
+                                        "Copy"
+                                    </button>
+                                </p>
+                            }
+                        })
+                }}
+                {move || {
+                    ui.recording
+                        .get()
+                        .map(|url| {
+                            view! {
+                                <a
+                                    data-testid="download"
+                                    class="download"
+                                    href=url
+                                    download="hls-face-recording.mp4"
+                                >
+                                    "Download recording (MP4)"
+                                </a>
+                            }
+                        })
+                }}
+            </section>
+            <fieldset class="detector" data-testid="detector">
+                <legend>"Detector settings (applied from the next detection)"</legend>
+                <label>
+                    "Scale factor "
+                    <input
+                        type="range"
+                        data-testid="scale-factor"
+                        min=DetectorSettings::SCALE_FACTOR.0
+                        max=DetectorSettings::SCALE_FACTOR.1
+                        step="0.05"
+                        prop:value=move || ui.detector.get().scale_factor.to_string()
+                        on:change=on_detector(|s, v| s.scale_factor = v as f32)
+                    />
+                    <output>{move || format!("{:.2}", ui.detector.get().scale_factor)}</output>
+                </label>
+                <label>
+                    "Min neighbours "
+                    <input
+                        type="range"
+                        data-testid="min-neighbors"
+                        min=DetectorSettings::MIN_NEIGHBORS.0
+                        max=DetectorSettings::MIN_NEIGHBORS.1
+                        step="1"
+                        prop:value=move || ui.detector.get().min_neighbors.to_string()
+                        on:change=on_detector(|s, v| s.min_neighbors = v as u32)
+                    />
+                    <output>{move || ui.detector.get().min_neighbors.to_string()}</output>
+                </label>
+                <label>
+                    "Min face size "
+                    <input
+                        type="range"
+                        data-testid="min-face"
+                        min=DetectorSettings::MIN_FACE.0
+                        max=DetectorSettings::MIN_FACE.1
+                        step="8"
+                        prop:value=move || ui.detector.get().min_face.to_string()
+                        on:change=on_detector(|s, v| s.min_face = v as u32)
+                    />
+                    <output>{move || format!("{} px", ui.detector.get().min_face)}</output>
+                </label>
+                <p data-testid="notice" class="notice" aria-live="polite">
+                    {move || ui.notice.get()}
+                </p>
+            </fieldset>
             <dl data-testid="stats" class="stats">
                 <div>
                     <dt>"fps in / out"</dt>

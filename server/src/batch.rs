@@ -158,6 +158,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         segment_seconds: 2.0,
         playlist_size: 0,
         preset: cfg.x264_preset.clone(),
+        delete_segments: false,
     };
     let mut encoder = Encoder::start(&cfg.ffmpeg, &settings, &job.out, enc_rx, pool.clone())?;
     let mut detector = factory_for(cfg)()?;

@@ -99,6 +99,9 @@ pub struct PipelineConfig {
     pub detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
     pub opencv_threads: i32,
+    /// Longest recording kept for download, in seconds (older segments are deleted);
+    /// 0 keeps only the live window and offers no download.
+    pub recording_max_secs: u64,
 }
 
 impl Default for PipelineConfig {
@@ -124,6 +127,7 @@ impl Default for PipelineConfig {
             stats_interval_ms: 500,
             detect_fps: 10,
             opencv_threads: 1,
+            recording_max_secs: 1800,
         }
     }
 }
@@ -265,6 +269,17 @@ impl Config {
             (
                 p.opencv_threads >= 0,
                 "pipeline.opencv-threads must not be negative",
+            ),
+            (
+                crate::pipeline::detector::HaarSettings::from(p)
+                    .tunable()
+                    .check()
+                    .is_ok(),
+                "pipeline.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
+            ),
+            (
+                p.recording_max_secs <= 6 * 3600,
+                "pipeline.recording-max-secs must be at most 21600 (6 hours)",
             ),
             (
                 p.stats_interval_ms >= 50,

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod child;
 pub mod config;
 pub mod error;
+pub mod metrics;
 pub mod pipeline;
 pub mod session;
 pub mod web;
@@ -69,6 +70,7 @@ impl RunningServer {
             csrf: web::csrf::CsrfKey::random(),
             shutdown: shutdown.clone(),
             sockets: TaskTracker::new(),
+            metrics: metrics::install(),
         });
         let router = web::app(AppState {
             leptos,

@@ -17,7 +17,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn live_session(server: &TestServer) -> Result<(Client, String)> {
     let mut c = server.socket().await?;
     c.send(&start_msg()).await?;
-    let ServerMsg::Started { session_id } = c
+    let ServerMsg::Started { session_id, .. } = c
         .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
         .await?
     else {

@@ -41,7 +41,7 @@ async fn record_with(server: &TestServer, clip: &str, blur: bool) -> Result<Reco
     let started = client
         .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
         .await?;
-    let ServerMsg::Started { session_id } = started else {
+    let ServerMsg::Started { session_id, .. } = started else {
         unreachable!()
     };
     // ~30 KB chunks 10 times a second: about real time, like a camera.

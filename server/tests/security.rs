@@ -90,7 +90,7 @@ async fn hls_route_serves_nothing_outside_a_session_folder() -> Result<()> {
     let server = TestServer::start("paths", |_| {}).await?;
     let mut client = server.socket().await?;
     client.send(&start_msg()).await?;
-    let ServerMsg::Started { session_id } = client
+    let ServerMsg::Started { session_id, .. } = client
         .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
         .await?
     else {

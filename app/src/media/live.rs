@@ -4,7 +4,7 @@ use super::player::Player;
 use super::recorder::{self, Recorder};
 use super::socket::{Socket, SocketEvent};
 use super::MediaError;
-use crate::protocol::{ClientMsg, ServerMsg};
+use crate::protocol::{ClientMsg, DetectorSettings, ServerMsg};
 use crate::studio::{Phase, Ui};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
@@ -57,6 +57,11 @@ impl Live {
         self.0.send(&ClientMsg::SetPrivacy { blur });
     }
 
+    /// Asks the server to use `settings` from its next detection.
+    pub fn set_detector(&self, settings: DetectorSettings) {
+        self.0.send(&ClientMsg::SetDetector(settings));
+    }
+
     /// Stops recording; the stop message follows the last chunk.
     pub fn stop(&self) {
         let inner = &self.0;
@@ -102,6 +107,12 @@ impl Inner {
             SocketEvent::Closed => {
                 if ui.phase.get_untracked().is_active() {
                     ui.fail("The connection to the server was lost.");
+                    ui.viewer_url.set(None);
+                } else if ui.phase.get_untracked() == Phase::Stopped
+                    && ui.recording.get_untracked().is_none()
+                {
+                    ui.message
+                        .set("Stopped. The recording stays playable below.".into());
                 }
                 this.recorder.borrow_mut().take();
             }
@@ -111,7 +122,18 @@ impl Inner {
     fn on_message(this: &Rc<Self>, msg: ServerMsg) {
         let ui = this.ui;
         match msg {
-            ServerMsg::Started { .. } => {
+            ServerMsg::Started {
+                viewer_url,
+                detector,
+                ..
+            } => {
+                ui.viewer_url.set(Some(absolute_url(&viewer_url)));
+                if ui.detector_touched.get_untracked() {
+                    // Settings chosen before Start apply to this session too.
+                    this.send(&ClientMsg::SetDetector(ui.detector.get_untracked()));
+                } else {
+                    ui.detector.set(detector);
+                }
                 if let Err(err) = Self::start_recorder(this) {
                     ui.fail(err.user_message());
                     this.shutdown();
@@ -154,12 +176,26 @@ impl Inner {
             ServerMsg::Ended { .. } => {
                 ui.set(
                     Phase::Stopped,
-                    "Stopped. The recording stays playable below.",
+                    "Stopped. The recording stays playable below; preparing the download…",
                 );
-                this.shutdown();
+                ui.viewer_url.set(None);
+                // The socket stays open for the download offer; the server closes it.
+                if let Some(recorder) = this.recorder.borrow().as_ref() {
+                    recorder.stop();
+                }
+            }
+            ServerMsg::RecordingReady { url } => {
+                ui.recording.set(Some(url));
+                ui.message.set(
+                    "Stopped. The recording stays playable below and can be downloaded.".into(),
+                );
+            }
+            ServerMsg::Error { kind, message } if !kind.is_fatal() => {
+                ui.notice.set(message);
             }
             ServerMsg::Error { message, .. } => {
                 ui.fail(message);
+                ui.viewer_url.set(None);
                 this.shutdown();
             }
         }
@@ -228,15 +264,15 @@ fn publish_stats(stats: &crate::protocol::Stats) {
 
 /// The token the server rendered into `<meta name="csrf-token">`.
 fn csrf_token() -> String {
-    web_sys::window()
-        .and_then(|w| w.document())
-        .and_then(|d| {
-            d.query_selector(&format!("meta[name={}]", crate::CSRF_META))
-                .ok()
-                .flatten()
-        })
-        .and_then(|m| m.get_attribute("content"))
-        .unwrap_or_default()
+    super::meta_content(crate::CSRF_META).unwrap_or_default()
+}
+
+/// `path` as an absolute URL of this page's origin (a link someone else can open).
+fn absolute_url(path: &str) -> String {
+    let origin = web_sys::window()
+        .and_then(|w| w.location().origin().ok())
+        .unwrap_or_default();
+    format!("{origin}{path}")
 }
 
 use leptos::prelude::{GetUntracked, Set};

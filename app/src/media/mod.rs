@@ -10,7 +10,9 @@ mod probe;
 mod recorder;
 mod socket;
 
+use crate::protocol::DetectorSettings;
 use crate::studio::{Phase, Ui};
+use crate::viewer::ViewerState;
 use leptos::html::Video;
 use leptos::prelude::*;
 use live::Live;
@@ -80,6 +82,9 @@ impl Controller {
         self.live.set_value(None);
         self.ui.playlist.set(None);
         self.ui.stats.set(Default::default());
+        self.ui.recording.set(None);
+        self.ui.viewer_url.set(None);
+        self.ui.notice.set(String::new());
         match Live::start(self.ui, stream, output) {
             Ok(live) => self.live.set_value(Some(live)),
             Err(err) => self.ui.fail(err.user_message()),
@@ -95,6 +100,31 @@ impl Controller {
         });
     }
 
+    /// Sends detector settings to the current session (the next session gets them at start).
+    pub fn set_detector(self, settings: DetectorSettings) {
+        self.live.with_value(|live| {
+            if let Some(live) = live {
+                live.set_detector(settings);
+            }
+        });
+    }
+
+    /// Copies `text` to the clipboard; the notice line says whether it worked.
+    pub fn copy(self, text: String) {
+        let ui = self.ui;
+        let Some(window) = web_sys::window() else {
+            return;
+        };
+        let promise = window.navigator().clipboard().write_text(&text);
+        wasm_bindgen_futures::spawn_local(async move {
+            let done = wasm_bindgen_futures::JsFuture::from(promise).await;
+            ui.notice.set(match done {
+                Ok(_) => "Viewer link copied.".into(),
+                Err(_) => "The browser did not allow copying; select the link instead.".into(),
+            });
+        });
+    }
+
     /// Stops the current session; the recording stays playable.
     pub fn stop(self) {
         self.live.with_value(|live| {
@@ -103,6 +133,34 @@ impl Controller {
             }
         });
     }
+}
+
+/// Plays a viewer link's stream in `video`, following it in `state`.
+pub fn watch(
+    video: web_sys::HtmlVideoElement,
+    token: &str,
+    state: RwSignal<ViewerState>,
+) -> Result<player::Player, MediaError> {
+    let live_sync = meta_content(crate::LIVE_SYNC_META)
+        .and_then(|v| v.parse::<f32>().ok())
+        .unwrap_or(0.5);
+    player::Player::attach(
+        video,
+        &crate::hls_path::viewer_playlist(token),
+        live_sync,
+        move || state.set(ViewerState::Live),
+        move || state.set(ViewerState::Ended),
+    )
+}
+
+/// The content of `<meta name="{name}">` in the page head.
+pub(crate) fn meta_content(name: &str) -> Option<String> {
+    web_sys::window()?
+        .document()?
+        .query_selector(&format!("meta[name={name}]"))
+        .ok()
+        .flatten()?
+        .get_attribute("content")
 }
 
 /// What can go wrong in the browser, each with a sentence for the user.

@@ -4,6 +4,7 @@
 use super::detector::FaceDetector;
 use super::frame::{FaceBox, Frame};
 use crate::error::ServerError;
+use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Scalar, Size, Vector, CV_32F};
 use opencv::dnn;
 use opencv::prelude::*;
@@ -22,6 +23,8 @@ pub struct CenterFace {
     input_width: i32,
     threshold: f32,
     outputs: Vector<String>,
+    /// Smallest face reported, frame pixels.
+    min_face: u32,
 }
 
 impl CenterFace {
@@ -53,7 +56,13 @@ impl CenterFace {
             input_width: ((input_width.max(64) as i32 + 31) / 32) * 32,
             threshold,
             outputs,
+            min_face: 0,
         })
+    }
+
+    /// Faces smaller than `pixels` (either side, in frame pixels) are not reported.
+    pub fn set_min_face(&mut self, pixels: u32) {
+        self.min_face = pixels;
     }
 }
 
@@ -123,13 +132,21 @@ impl FaceDetector for CenterFace {
         let mut faces = Vec::with_capacity(keep.len());
         for k in keep.iter() {
             let r = boxes.get(k as usize)?;
-            faces.push(FaceBox {
+            let face = FaceBox {
                 x: (r.x as f32 * sx).round() as i32,
                 y: (r.y as f32 * sy).round() as i32,
                 width: (r.width as f32 * sx).round() as i32,
                 height: (r.height as f32 * sy).round() as i32,
-            });
+            };
+            if face.width.min(face.height) >= self.min_face as i32 {
+                faces.push(face);
+            }
         }
         Ok(faces)
+    }
+
+    /// The network has no pyramid or neighbour count; it honours the smallest face.
+    fn configure(&mut self, settings: &DetectorSettings) {
+        self.min_face = settings.min_face;
     }
 }

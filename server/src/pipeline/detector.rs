@@ -5,6 +5,8 @@ use super::frame::{FaceBox, Frame, FramePool};
 use super::tracker::Tracker;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
+use crate::metrics;
+use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Size, Vector};
 use opencv::objdetect::CascadeClassifier;
 use opencv::prelude::*;
@@ -18,6 +20,10 @@ use tokio::sync::watch;
 pub trait FaceDetector: Send {
     /// Boxes of the faces in `frame`, in full-frame pixels.
     fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError>;
+
+    /// Applies settings changed live from the page (already range-checked). Detectors
+    /// apply what they have: the Haar cascade all three, CenterFace the smallest face.
+    fn configure(&mut self, settings: &DetectorSettings);
 }
 
 /// Makes a detector on the detector thread (OpenCV objects stay on the thread that made them).
@@ -37,6 +43,17 @@ pub struct HaarSettings {
     pub min_face: u32,
     /// OpenCV threads per detection (0 = OpenCV's default).
     pub threads: i32,
+}
+
+impl HaarSettings {
+    /// The live-tunable part of these settings.
+    pub fn tunable(&self) -> DetectorSettings {
+        DetectorSettings {
+            scale_factor: self.scale_factor as f32,
+            min_neighbors: self.min_neighbors.max(0) as u32,
+            min_face: self.min_face,
+        }
+    }
 }
 
 impl From<&PipelineConfig> for HaarSettings {
@@ -125,6 +142,7 @@ impl FaceDetector for HaarDetector {
             Size::new(0, 0),
         )?;
         let back = |v: i32| (v as f64 / scale).round() as i32;
+        let min_face = self.settings.min_face as i32;
         Ok(found
             .iter()
             .map(|r| FaceBox {
@@ -133,7 +151,16 @@ impl FaceDetector for HaarDetector {
                 width: back(r.width),
                 height: back(r.height),
             })
+            // The cascade's minimum is in scaled pixels; rounding can let a face a pixel
+            // or two under the limit through.
+            .filter(|b| b.width.min(b.height) >= min_face)
             .collect())
+    }
+
+    fn configure(&mut self, settings: &DetectorSettings) {
+        self.settings.scale_factor = settings.scale_factor as f64;
+        self.settings.min_neighbors = settings.min_neighbors as i32;
+        self.settings.min_face = settings.min_face;
     }
 }
 
@@ -142,14 +169,16 @@ impl FaceDetector for HaarDetector {
 pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
     if config.detector == "centerface" {
         if config.model.is_file() {
-            let (model, width, threshold, threads) = (
+            let (model, width, threshold, threads, min_face) = (
                 config.model.clone(),
                 config.dnn_width,
                 config.dnn_threshold,
                 config.opencv_threads,
+                config.min_face,
             );
             return Arc::new(move || {
-                let d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
+                let mut d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
+                d.set_min_face(min_face);
                 Ok(Box::new(d) as Box<dyn FaceDetector>)
             });
         }
@@ -210,6 +239,7 @@ impl DetectorWorker {
         min_interval: Duration,
         pool: FramePool,
         tracker: Tracker,
+        settings: watch::Receiver<DetectorSettings>,
     ) -> Result<Self, ServerError> {
         let slot = Arc::new(LatestSlot::default());
         let counters = Arc::new(DetectorCounters::default());
@@ -241,6 +271,7 @@ impl DetectorWorker {
                     min_interval,
                     &thread_pool,
                     tracker,
+                    settings,
                 );
             })
             .map_err(|e| ServerError::Detector(format!("cannot start thread: {e}")))?;
@@ -271,6 +302,7 @@ impl DetectorWorker {
                 pending.width = frame.width;
                 pending.height = frame.height;
                 self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "detect").increment(1);
             }
             None => state.frame = Some(frame.copy_in(&self.pool)),
         }
@@ -301,6 +333,7 @@ impl Drop for DetectorWorker {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn detect_loop(
     detector: &mut dyn FaceDetector,
     slot: &LatestSlot,
@@ -309,7 +342,9 @@ fn detect_loop(
     min_interval: Duration,
     pool: &FramePool,
     mut tracker: Tracker,
+    mut settings: watch::Receiver<DetectorSettings>,
 ) {
+    detector.configure(&settings.borrow_and_update());
     let mut not_before = Instant::now();
     loop {
         let frame = {
@@ -339,11 +374,18 @@ fn detect_loop(
                 };
             }
         };
+        // A closed settings channel (its session is ending) just keeps the last settings.
+        if settings.has_changed().unwrap_or(false) {
+            detector.configure(&settings.borrow_and_update());
+        }
         let started = Instant::now();
         not_before = started + min_interval;
         match detector.detect(&frame) {
             Ok(found) => {
-                let millis = started.elapsed().as_secs_f32() * 1000.0;
+                let took = started.elapsed();
+                ::metrics::counter!(metrics::FRAMES, "stage" => "detect").increment(1);
+                ::metrics::histogram!(metrics::DETECT_SECONDS).record(took.as_secs_f64());
+                let millis = took.as_secs_f32() * 1000.0;
                 let boxes = tracker.update(&found);
                 let _ = tx.send(Detection { boxes, millis });
                 // Counted after publishing, so a reader that sees the count sees the result.
@@ -359,17 +401,27 @@ fn detect_loop(
 mod tests {
     use super::*;
 
-    /// Reports one box per call whose x is the frame's first byte, after a delay.
-    struct Marker(Duration);
+    /// Settings that never change.
+    fn no_settings() -> watch::Receiver<DetectorSettings> {
+        watch::channel(DetectorSettings::default()).1
+    }
+
+    /// Reports one box per call whose x is the frame's first byte and whose width is the
+    /// configured smallest face, after a delay.
+    struct Marker(Duration, u32);
     impl FaceDetector for Marker {
         fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
             std::thread::sleep(self.0);
             Ok(vec![FaceBox {
                 x: frame.data[0] as i32,
                 y: 0,
-                width: 1,
+                width: self.1 as i32,
                 height: 1,
             }])
+        }
+
+        fn configure(&mut self, settings: &DetectorSettings) {
+            self.1 = settings.min_face;
         }
     }
 
@@ -391,13 +443,16 @@ mod tests {
     #[test]
     fn newest_frame_wins_and_skips_are_counted() {
         let factory: DetectorFactory =
-            Arc::new(|| Ok(Box::new(Marker(Duration::from_millis(50))) as Box<dyn FaceDetector>));
+            Arc::new(
+                || Ok(Box::new(Marker(Duration::from_millis(50), 0)) as Box<dyn FaceDetector>),
+            );
         let worker = DetectorWorker::start(
             factory,
             "test-detector".into(),
             Duration::ZERO,
             FramePool::default(),
             Tracker::new(1, 0),
+            no_settings(),
         )
         .unwrap();
         for i in 1..=20u8 {
@@ -437,6 +492,8 @@ mod tests {
                 vec![]
             })
         }
+
+        fn configure(&mut self, _: &DetectorSettings) {}
     }
 
     #[test]
@@ -448,6 +505,7 @@ mod tests {
             Duration::ZERO,
             FramePool::default(),
             Tracker::new(1, 2),
+            no_settings(),
         )
         .unwrap();
         let runs = |w: &DetectorWorker| w.counters().runs.load(Ordering::Relaxed);
@@ -469,7 +527,7 @@ mod tests {
     #[test]
     fn detections_are_capped_at_the_configured_rate() {
         let factory: DetectorFactory =
-            Arc::new(|| Ok(Box::new(Marker(Duration::ZERO)) as Box<dyn FaceDetector>));
+            Arc::new(|| Ok(Box::new(Marker(Duration::ZERO, 0)) as Box<dyn FaceDetector>));
         let interval = Duration::from_millis(200);
         let worker = DetectorWorker::start(
             factory,
@@ -477,6 +535,7 @@ mod tests {
             interval,
             FramePool::default(),
             Tracker::new(1, 0),
+            no_settings(),
         )
         .unwrap();
         let started = Instant::now();
@@ -492,6 +551,51 @@ mod tests {
     }
 
     #[test]
+    fn settings_changed_live_apply_from_the_next_detection() {
+        let factory: DetectorFactory =
+            Arc::new(|| Ok(Box::new(Marker(Duration::ZERO, 0)) as Box<dyn FaceDetector>));
+        let (tx, rx) = watch::channel(DetectorSettings::default());
+        let worker = DetectorWorker::start(
+            factory,
+            "tuned".into(),
+            Duration::ZERO,
+            FramePool::default(),
+            Tracker::new(1, 0),
+            rx,
+        )
+        .unwrap();
+        let detect = |v: u8| {
+            let runs = worker.counters().runs.load(Ordering::Relaxed);
+            worker.offer(&Frame::filled(2, 2, [v, 0, 0]));
+            wait_for(&worker, |_| {
+                worker.counters().runs.load(Ordering::Relaxed) > runs
+            })
+        };
+        let first = detect(1);
+        assert_eq!(first.boxes[0].width, 48, "the initial settings are applied");
+        tx.send_replace(DetectorSettings {
+            min_face: 200,
+            ..Default::default()
+        });
+        let next = detect(2);
+        assert_eq!(next.boxes[0].width, 200);
+    }
+
+    #[test]
+    fn haar_honours_live_settings() {
+        let config = PipelineConfig::default();
+        let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
+        assert_eq!(haar.settings.tunable(), DetectorSettings::default());
+        let tuned = DetectorSettings {
+            scale_factor: 1.3,
+            min_neighbors: 6,
+            min_face: 120,
+        };
+        haar.configure(&tuned);
+        assert_eq!(haar.settings.tunable(), tuned);
+    }
+
+    #[test]
     fn a_failing_factory_is_reported_at_start() {
         let factory: DetectorFactory = Arc::new(|| Err(ServerError::Detector("no model".into())));
         assert!(DetectorWorker::start(
@@ -499,7 +603,8 @@ mod tests {
             "bad".into(),
             Duration::ZERO,
             FramePool::default(),
-            Tracker::new(1, 0)
+            Tracker::new(1, 0),
+            no_settings(),
         )
         .is_err());
     }

@@ -23,6 +23,9 @@ pub struct HlsSettings {
     /// Segments kept in the playlist; 0 keeps all (a VOD playlist).
     pub playlist_size: u32,
     pub preset: String,
+    /// Whether ffmpeg deletes segments that leave the playlist (live sessions without a
+    /// recording); otherwise a [`super::recording::SegmentKeeper`] decides.
+    pub delete_segments: bool,
 }
 
 impl HlsSettings {
@@ -35,6 +38,7 @@ impl HlsSettings {
             segment_seconds: config.segment_seconds,
             playlist_size: config.playlist_size,
             preset: config.x264_preset.clone(),
+            delete_segments: config.recording_max_secs == 0,
         }
     }
 }
@@ -50,7 +54,7 @@ pub fn encoder_args(s: &HlsSettings, dir: &Path) -> Vec<String> {
         .max(1)
         .to_string();
     let mut flags = "independent_segments+temp_file".to_string();
-    if s.playlist_size > 0 {
+    if s.playlist_size > 0 && s.delete_segments {
         flags.push_str("+delete_segments");
     }
     let segment_pattern = dir.join("seg_%05d.ts");
@@ -129,10 +133,13 @@ impl Encoder {
             Spawned::spawn("encoder", ffmpeg, &args)?.into_parts();
         tokio::spawn(async move {
             while let Some(frame) = frames.recv().await {
+                let started = std::time::Instant::now();
                 if let Err(e) = stdin.write_all(&frame.data).await {
                     tracing::debug!("encoder stdin closed: {e}");
                     return;
                 }
+                ::metrics::histogram!(crate::metrics::ENCODE_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
                 pool.give(frame.data);
             }
         });
@@ -152,6 +159,7 @@ mod tests {
             segment_seconds: 1.0,
             playlist_size,
             preset: "veryfast".into(),
+            delete_segments: true,
         }
     }
 
@@ -172,6 +180,15 @@ mod tests {
         let args = encoder_args(&s, Path::new("/run/s")).join(" ");
         assert!(args.contains("-g 15 -keyint_min 15"));
         assert!(args.contains("-hls_time 0.5 "));
+    }
+
+    #[test]
+    fn a_recording_session_keeps_its_segments() {
+        let mut s = settings(6);
+        s.delete_segments = false;
+        let args = encoder_args(&s, Path::new("/run/s")).join(" ");
+        assert!(!args.contains("delete_segments"));
+        assert!(args.contains("-hls_list_size 6"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The per-session video pipeline, one file per stage in the order data flows:
 //! [`decoder`] (WebM → raw BGR frames) → [`detector`] (faces, on the newest frame) →
 //! [`overlay`] (boxes drawn on every frame) → [`encoder`] (raw → H.264 HLS) →
-//! [`playlist_watch`] (notices segments; the [`playlist`] model parses them).
+//! [`playlist_watch`] (notices segments; the [`playlist`] model parses them) →
+//! [`recording`] (segments kept for, and remuxed into, the MP4 download).
 
 pub mod centerface;
 pub mod decoder;
@@ -11,4 +12,5 @@ pub mod frame;
 pub mod overlay;
 pub mod playlist;
 pub mod playlist_watch;
+pub mod recording;
 pub mod tracker;

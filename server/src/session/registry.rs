@@ -63,19 +63,37 @@ pub struct Admission {
     pub dir: PathBuf,
     /// Where the session publishes its playlist progress.
     pub progress: watch::Sender<PlaylistProgress>,
+    viewer: SessionId,
+    viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Admission {
+    /// The session's viewer token: a second unguessable id, valid while the session runs.
+    pub fn viewer_token(&self) -> &str {
+        self.viewer.as_str()
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.progress.send_modify(|p| p.ended = true);
+        // The session has ended: its viewer link stops working.
+        lock(&self.viewers).remove(&self.viewer);
     }
+}
+
+/// A poisoned map is still a consistent map: entries are inserted and removed whole.
+fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The server's sessions.
 pub struct Registry {
     root: PathBuf,
     folders: Mutex<HashMap<SessionId, Folder>>,
+    /// Live viewer tokens → their sessions.
+    viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
     slots: Arc<Semaphore>,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
@@ -101,6 +119,7 @@ impl Registry {
         Ok(Registry {
             root,
             folders: Mutex::new(HashMap::new()),
+            viewers: Arc::default(),
             slots: Arc::new(Semaphore::new(max_sessions)),
             cleanup: TaskTracker::new(),
             shutdown,
@@ -124,12 +143,21 @@ impl Registry {
                 progress: receiver,
             },
         );
+        let viewer = SessionId::random();
+        lock(&self.viewers).insert(viewer.clone(), id.clone());
         Ok(Some(Admission {
             id,
             dir,
             progress,
+            viewer,
+            viewers: self.viewers.clone(),
             _permit: permit,
         }))
+    }
+
+    /// The session a live viewer token belongs to (`None` once the session has ended).
+    pub fn viewer_session(&self, token: &SessionId) -> Option<SessionId> {
+        lock(&self.viewers).get(token).cloned()
     }
 
     /// The folder of a known session (live or retained).
@@ -174,8 +202,7 @@ impl Registry {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Folder>> {
-        // A poisoned map is still a consistent map: entries are inserted/removed whole.
-        self.folders.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.folders)
     }
 }
 
@@ -211,7 +238,15 @@ mod tests {
         assert!(reg.admit().unwrap().is_none(), "third session is refused");
         assert!(a.dir.is_dir() && b.dir.is_dir());
         let (id, dir) = (a.id.clone(), a.dir.clone());
+        let viewer = SessionId::parse(a.viewer_token()).expect("tokens are ids");
+        assert_ne!(viewer, id, "the viewer token is not the session id");
+        assert_eq!(reg.viewer_session(&viewer), Some(id.clone()));
         drop(a);
+        assert_eq!(
+            reg.viewer_session(&viewer),
+            None,
+            "revoked when the session ends"
+        );
         assert!(
             reg.admit().unwrap().is_some(),
             "a freed place can be reused"

@@ -5,14 +5,16 @@ use super::registry::{Admission, PlaylistProgress, SessionId};
 use crate::child::reap;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
+use crate::metrics;
 use crate::pipeline::decoder::{Decoder, Source};
-use crate::pipeline::detector::{DetectorFactory, DetectorWorker};
+use crate::pipeline::detector::{DetectorFactory, DetectorWorker, HaarSettings};
 use crate::pipeline::encoder::{Encoder, HlsSettings};
 use crate::pipeline::frame::{Frame, FramePool};
 use crate::pipeline::overlay::{draw_boxes, pixelate_boxes};
 use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
+use crate::pipeline::recording::SegmentKeeper;
 use crate::pipeline::tracker::Tracker;
-use app::protocol::Stats;
+use app::protocol::{DetectorSettings, Stats};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -72,6 +74,7 @@ pub struct Session {
     counters: Arc<Counters>,
     cancel: CancellationToken,
     blur: Arc<AtomicBool>,
+    detector: watch::Sender<DetectorSettings>,
     _admission: Admission,
 }
 
@@ -89,12 +92,14 @@ impl Session {
         let id = admission.id.clone();
         let dir = admission.dir.clone();
         let pool = FramePool::default();
+        let (detector, detector_rx) = watch::channel(HaarSettings::from(cfg).tunable());
         let worker = DetectorWorker::start(
             env.detector.clone(),
             format!("detect-{}", &id.as_str()[..8]),
             Duration::from_secs(1) / cfg.detect_fps.max(1),
             pool.clone(),
             Tracker::new(cfg.confirm_detections, cfg.hold_detections),
+            detector_rx,
         )?;
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
@@ -113,6 +118,12 @@ impl Session {
         let (event_tx, events) = mpsc::channel(8);
         let (playlist_tx, playlist_rx) = mpsc::channel(8);
         let watch = PlaylistWatch::start(&dir, playlist_tx)?;
+        let recording = SegmentKeeper::for_live(
+            &dir,
+            cfg.recording_max_secs,
+            cfg.segment_seconds,
+            cfg.playlist_size,
+        );
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let blur = Arc::new(AtomicBool::new(blur));
@@ -130,6 +141,7 @@ impl Session {
                 encoder,
                 watch,
                 playlist_rx,
+                recording,
                 event_tx,
                 cancel.clone(),
                 counters.clone(),
@@ -137,6 +149,8 @@ impl Session {
             )
             .in_current_span(),
         );
+        ::metrics::counter!(metrics::SESSIONS_TOTAL).increment(1);
+        ::metrics::gauge!(metrics::SESSIONS_LIVE).increment(1.0);
         Ok(Session {
             id,
             dir,
@@ -145,6 +159,7 @@ impl Session {
             counters,
             cancel,
             blur,
+            detector,
             _admission: admission,
         })
     }
@@ -184,6 +199,21 @@ impl Session {
         self.blur.store(blur, Ordering::Relaxed);
     }
 
+    /// Applies detector settings (already range-checked) from the next detection.
+    pub fn set_detector(&self, settings: DetectorSettings) {
+        self.detector.send_replace(settings);
+    }
+
+    /// The detector settings in force.
+    pub fn detector_settings(&self) -> DetectorSettings {
+        *self.detector.borrow()
+    }
+
+    /// The read-only viewer token of this session.
+    pub fn viewer_token(&self) -> &str {
+        self._admission.viewer_token()
+    }
+
     /// The counters, for stats.
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
@@ -195,6 +225,7 @@ impl Drop for Session {
         // A session dropped without an orderly end (socket gone) still ends its pipeline:
         // closing the input lets the decoder and encoder finish; the supervisor reaps them.
         self.chunks = None;
+        ::metrics::gauge!(metrics::SESSIONS_LIVE).decrement(1.0);
     }
 }
 
@@ -213,6 +244,7 @@ impl Stage {
     fn process(&self, mut frame: Frame) -> Result<(), ()> {
         let c = &self.counters;
         c.frames_in.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(metrics::FRAMES, "stage" => "decode").increment(1);
         self.worker.offer(&frame);
         let detection = self.worker.latest();
         c.faces
@@ -231,10 +263,12 @@ impl Stage {
         match self.encoder_input.try_send(frame) {
             Ok(()) => {
                 c.frames_out.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::FRAMES, "stage" => "encode").increment(1);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 c.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "encode").increment(1);
                 Ok(())
             }
             Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
@@ -249,6 +283,7 @@ async fn supervise(
     mut encoder: Encoder,
     watcher: PlaylistWatch,
     mut playlist: mpsc::Receiver<PlaylistEvent>,
+    mut recording: SegmentKeeper,
     events: mpsc::Sender<SessionEvent>,
     cancel: CancellationToken,
     counters: Arc<Counters>,
@@ -272,7 +307,10 @@ async fn supervise(
                     let _ = events.send(SessionEvent::PlaylistReady).await;
                 }
                 Some(PlaylistEvent::Updated { segments, ended }) => {
-                    counters.segments.store(segments, Ordering::Relaxed);
+                    let before = counters.segments.swap(segments, Ordering::Relaxed);
+                    ::metrics::counter!(metrics::SEGMENTS)
+                        .increment(segments.saturating_sub(before));
+                    recording.prune(segments);
                     progress.send_replace(PlaylistProgress { segments, ended });
                 }
                 None => playlist_open = false,
@@ -322,6 +360,9 @@ async fn supervise(
             (Ok(()), Ok(())) => Ok(()),
         }
     };
+    if let Err(ServerError::ChildExit { stage, .. }) = &result {
+        ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => *stage).increment(1);
+    }
     let _ = events.send(SessionEvent::Ended(result)).await;
 }
 
@@ -383,6 +424,8 @@ mod tests {
         fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
             Ok(vec![])
         }
+
+        fn configure(&mut self, _: &DetectorSettings) {}
     }
 
     #[test]
@@ -396,6 +439,7 @@ mod tests {
             Duration::ZERO,
             pool,
             Tracker::new(1, 0),
+            watch::channel(DetectorSettings::default()).1,
         )
         .unwrap();
         let (_frame_tx, frames) = mpsc::channel(1);
@@ -432,6 +476,7 @@ mod tests {
             Duration::ZERO,
             FramePool::default(),
             Tracker::new(1, 0),
+            watch::channel(DetectorSettings::default()).1,
         )
         .unwrap();
         let (_frame_tx, frames) = mpsc::channel(1);

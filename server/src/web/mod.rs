@@ -1,5 +1,5 @@
-//! The HTTP surface: the Leptos page (with its CSRF cookie), the WebSocket, and the
-//! session HLS files.
+//! The HTTP surface: the Leptos pages (with their CSRF cookie), the WebSocket, the session
+//! HLS files (and their viewer-link view), and `/metrics`.
 
 pub mod csrf;
 pub mod hls_files;
@@ -10,6 +10,7 @@ use crate::session::registry::Registry;
 use crate::session::session::PipelineEnv;
 use app::{shell, App};
 use axum::extract::FromRef;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
@@ -35,6 +36,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks every socket task so shutdown can wait for them.
     pub sockets: TaskTracker,
+    /// Renders `/metrics` (`None` if another metrics recorder was installed first).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -69,8 +72,21 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/socket", get(socket::upgrade))
         .route("/hls/{session}/{file}", get(hls_files::serve))
+        .route("/view/{token}/{file}", get(hls_files::serve_viewer))
+        .route("/metrics", get(metrics))
         .merge(page)
         .with_state(state)
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(state.shared.metrics.as_ref()),
+    )
 }
 
 #[cfg(test)]

@@ -3,6 +3,9 @@
 
 use super::csrf;
 use super::AppState;
+use crate::metrics;
+use crate::pipeline::recording;
+use crate::session::registry::SessionId;
 use crate::session::session::{Session, SessionEvent, StatsSampler};
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -60,7 +63,7 @@ pub async fn upgrade(
         sockets.spawn(
             Connection::new(socket, state)
                 .run()
-                .instrument(tracing::info_span!("socket")),
+                .instrument(tracing::info_span!("session", id = tracing::field::Empty)),
         );
     })
 }
@@ -151,8 +154,9 @@ impl Connection {
                         self.playlist_ready = true;
                         let url = self.playlist_url();
                         if let Some(url) = url {
-                            let segment = shared.config.pipeline.segment_seconds;
-                            let live_sync_seconds = (2.0 * segment).max(0.5) as f32;
+                            let live_sync_seconds = app::hls_path::live_sync_seconds(
+                                shared.config.pipeline.segment_seconds,
+                            );
                             self.send(ServerMsg::PlaylistReady { url, live_sync_seconds }).await;
                         }
                     }
@@ -215,11 +219,39 @@ impl Connection {
                 Exit::Stopped => limits.retention_secs,
                 Exit::Abandoned => limits.abandoned_retention_secs,
             };
+            let (id, dir) = (session.id.clone(), session.dir.clone());
+            // Dropping the session frees its place and revokes its viewer link; the folder
+            // stays for the retention time.
+            drop(session);
             shared
                 .registry
-                .retire(session.id.clone(), Duration::from_secs(retention));
+                .retire(id.clone(), Duration::from_secs(retention));
+            let records = shared.config.pipeline.recording_max_secs > 0;
+            if matches!(exit, Exit::Stopped) && records && self.playlist_ready {
+                self.offer_recording(&id, &dir).await;
+            }
         }
         let _ = self.sink.close().await;
+    }
+
+    /// Remuxes a stopped session's segments into the MP4 download and tells the page.
+    async fn offer_recording(&mut self, id: &SessionId, dir: &std::path::Path) {
+        let ffmpeg = self.state.shared.config.pipeline.ffmpeg.clone();
+        let remux = recording::remux(&ffmpeg, dir);
+        let result = tokio::select! {
+            r = remux => r,
+            _ = self.state.shared.shutdown.cancelled() => return,
+        };
+        match result {
+            Ok(_) => {
+                let url = app::hls_path::recording_url(id.as_str());
+                self.send(ServerMsg::RecordingReady { url }).await;
+            }
+            Err(e) => {
+                tracing::warn!("recording not offered: {e}");
+                self.send(ServerMsg::error(ErrorKind::Recording)).await;
+            }
+        }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), ErrorKind> {
@@ -237,6 +269,27 @@ impl Connection {
                 self.blur = blur;
                 if let Some(session) = &self.session {
                     session.set_blur(blur);
+                }
+                Ok(())
+            }
+            Ok(ClientMsg::SetDetector(settings)) => {
+                let Some(session) = &self.session else {
+                    return Err(ErrorKind::Protocol);
+                };
+                match settings.check() {
+                    Ok(()) => {
+                        tracing::info!(?settings, "detector settings changed");
+                        session.set_detector(settings);
+                    }
+                    Err(why) => {
+                        // Not fatal: the session goes on with its current settings.
+                        tracing::info!("detector settings refused: {why}");
+                        self.send(ServerMsg::Error {
+                            kind: ErrorKind::InvalidSettings,
+                            message: why,
+                        })
+                        .await;
+                    }
                 }
                 Ok(())
             }
@@ -273,7 +326,7 @@ impl Connection {
             }
         };
         let id = admission.id.clone();
-        tracing::Span::current().record("session", id.as_str());
+        tracing::Span::current().record("id", id.as_str());
         tracing::info!(session = %id, mime, width, height, "session starting");
         let session = match Session::start(admission, width, height, &shared.pipeline, self.blur) {
             Ok(s) => s,
@@ -283,11 +336,13 @@ impl Connection {
                 return Err(ErrorKind::Pipeline);
             }
         };
-        self.session = Some(session);
-        self.send(ServerMsg::Started {
+        let started = ServerMsg::Started {
             session_id: id.to_string(),
-        })
-        .await;
+            viewer_url: app::hls_path::viewer_page(session.viewer_token()),
+            detector: session.detector_settings(),
+        };
+        self.session = Some(session);
+        self.send(started).await;
         Ok(())
     }
 
@@ -312,6 +367,7 @@ impl Connection {
             }
         }
         self.chunks += 1;
+        ::metrics::counter!(metrics::BYTES_IN).increment(data.len() as u64);
         match tokio::time::timeout(PUSH_TIMEOUT, session.push(data)).await {
             Ok(true) => Ok(()),
             // The decoder is gone; its Ended event carries the reason.
@@ -362,6 +418,9 @@ impl Connection {
     }
 
     async fn send(&mut self, msg: ServerMsg) {
+        if let ServerMsg::Error { kind, .. } = &msg {
+            ::metrics::counter!(metrics::ERRORS, "kind" => kind.code()).increment(1);
+        }
         let text = msg.encode();
         if tokio::time::timeout(SEND_TIMEOUT, self.sink.send(Message::Text(text.into())))
             .await

@@ -241,6 +241,32 @@ impl Client {
         }
     }
 
+    /// Waits for a stats message matching `pred`, failing on a fatal error or a close.
+    pub async fn wait_stats(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&app::protocol::Stats) -> bool,
+    ) -> Result<app::protocol::Stats> {
+        loop {
+            let msg = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .with_context(|| format!("no stats with {what} before the deadline"))?;
+            let text = match msg {
+                None | Some(Ok(Message::Close(_))) => bail!("socket closed waiting for {what}"),
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+            };
+            match ServerMsg::decode(text.as_str())? {
+                ServerMsg::Stats(stats) if pred(&stats) => return Ok(stats),
+                ServerMsg::Error { kind, message } if kind.is_fatal() => {
+                    bail!("error while waiting for {what}: {kind:?} {message}")
+                }
+                _ => continue,
+            }
+        }
+    }
+
     /// Sends Start for the generated clips and waits for Started; returns the session id.
     pub async fn start_session(&mut self) -> Result<String> {
         self.send(&start_msg()).await?;
@@ -248,7 +274,7 @@ impl Client {
             .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
             .await?
         {
-            ServerMsg::Started { session_id } => Ok(session_id),
+            ServerMsg::Started { session_id, .. } => Ok(session_id),
             other => bail!("unexpected {other:?}"),
         }
     }
@@ -296,6 +322,16 @@ pub async fn stream_file(
     per_second: u32,
 ) -> Result<()> {
     let data = std::fs::read(file)?;
+    stream_bytes(client, &data, chunk, per_second).await
+}
+
+/// Sends `data` as chunks of `chunk` bytes, paced at about `per_second` chunks a second.
+pub async fn stream_bytes(
+    client: &mut Client,
+    data: &[u8],
+    chunk: usize,
+    per_second: u32,
+) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
     for piece in data.chunks(chunk) {
         tick.tick().await;
