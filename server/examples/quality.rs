@@ -13,6 +13,7 @@ use server::config::PipelineConfig;
 use server::pipeline::centerface::CenterFace;
 use server::pipeline::detector::{FaceDetector, HaarDetector, HaarSettings};
 use server::pipeline::frame::{FaceBox, Frame};
+use server::pipeline::roi::RoiDetector;
 use server::pipeline::tracker::{iou, Tracker};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -157,21 +158,52 @@ fn main() -> Result<()> {
             .unwrap_or_else(|| "target/media".into()),
     );
     let config = PipelineConfig::default();
-    let mut detectors: Vec<(String, Box<dyn FaceDetector>)> = vec![(
-        "haar".into(),
-        Box::new(HaarDetector::new(
-            &config.cascade,
-            HaarSettings::from(&config),
-        )?),
-    )];
-    let model = Path::new(&config.model);
-    match CenterFace::new(
-        model,
-        config.dnn_width,
-        config.dnn_threshold,
-        config.opencv_threads,
-    ) {
-        Ok(d) => detectors.push(("centerface".into(), Box::new(d))),
+    // The shipped configuration and the variants worth comparing against it.
+    let haar = |c: &PipelineConfig| -> Result<Box<dyn FaceDetector>> {
+        Ok(Box::new(HaarDetector::new(
+            &c.cascade,
+            HaarSettings::from(c),
+        )?))
+    };
+    let centerface = |c: &PipelineConfig| -> Result<Box<dyn FaceDetector>> {
+        Ok(Box::new(CenterFace::new(
+            Path::new(&c.model),
+            c.dnn_width,
+            c.dnn_threshold,
+            c.opencv_threads,
+        )?))
+    };
+    let roi = |d: Box<dyn FaceDetector>| -> Box<dyn FaceDetector> {
+        Box::new(RoiDetector::new(
+            d,
+            config.roi_full_scan_every,
+            config.min_face,
+        ))
+    };
+    let fast_haar = PipelineConfig {
+        scale_factor: 1.2,
+        min_face: 64,
+        ..config.clone()
+    };
+    let lbp = PipelineConfig {
+        cascade: "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improved.xml".into(),
+        ..config.clone()
+    };
+    let small_dnn = PipelineConfig {
+        dnn_width: 224,
+        ..config.clone()
+    };
+    let mut detectors: Vec<(String, Box<dyn FaceDetector>)> = vec![
+        ("haar".into(), haar(&config)?),
+        ("haar+roi (shipped)".into(), roi(haar(&config)?)),
+        ("haar 1.2/64px".into(), haar(&fast_haar)?),
+        ("lbp".into(), haar(&lbp)?),
+    ];
+    match centerface(&config) {
+        Ok(d) => {
+            detectors.push(("centerface".into(), d));
+            detectors.push(("centerface 224".into(), centerface(&small_dnn)?));
+        }
         Err(e) => eprintln!("centerface skipped: {e}"),
     }
     let mut rows = Vec::new();
@@ -221,6 +253,26 @@ fn main() -> Result<()> {
             rows.push((name.clone(), smoothing, per_clip, total));
         }
     }
+    println!("| detector | recall % (raw) | recall % (confirm+hold) | false boxes / 100 frames (confirm+hold) | ms/detection (median) | ms/detection (mean) |");
+    println!("|---|---|---|---|---|---|");
+    for pair in rows.chunks(2) {
+        let [(name, _, _, raw), (_, _, _, smooth)] = pair else {
+            continue;
+        };
+        let recall = |s: &Score| 100.0 * s.hits as f64 / s.face_frames.max(1) as f64;
+        let mut ms = raw.millis.clone();
+        ms.sort_by(f64::total_cmp);
+        let mean = ms.iter().sum::<f64>() / ms.len().max(1) as f64;
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            recall(raw),
+            recall(smooth),
+            100.0 * smooth.false_boxes as f64 / smooth.frames.max(1) as f64,
+            ms[ms.len() / 2],
+            mean
+        );
+    }
+    println!();
     println!(
         "| detector | smoothing | clip | recall % | false boxes / 100 frames | ms/frame (median) |"
     );

@@ -99,6 +99,9 @@ pub struct PipelineConfig {
     pub detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
     pub opencv_threads: i32,
+    /// Detections between full-frame scans; in between, only the regions around known
+    /// faces are scanned. 0 or 1 scans the whole frame every time.
+    pub roi_full_scan_every: u32,
     /// Longest recording kept for download, in seconds (older segments are deleted);
     /// 0 keeps only the live window and offers no download.
     pub recording_max_secs: u64,
@@ -127,6 +130,7 @@ impl Default for PipelineConfig {
             stats_interval_ms: 500,
             detect_fps: 10,
             opencv_threads: 1,
+            roi_full_scan_every: 10,
             recording_max_secs: 1800,
         }
     }
@@ -276,6 +280,10 @@ impl Config {
                     .check()
                     .is_ok(),
                 "pipeline.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
+            ),
+            (
+                p.roi_full_scan_every <= 300,
+                "pipeline.roi-full-scan-every must be at most 300",
             ),
             (
                 p.recording_max_secs <= 6 * 3600,

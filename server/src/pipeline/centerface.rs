@@ -70,7 +70,11 @@ impl FaceDetector for CenterFace {
     fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
         let flat = Mat::from_slice(&frame.data)?;
         let bgr = flat.reshape(3, frame.height as i32)?;
-        let w_in = self.input_width;
+        // A frame narrower than the input width (a region of interest) is not upscaled.
+        let w_in = self
+            .input_width
+            .min(((frame.width as i32 + 31) / 32) * 32)
+            .max(64);
         let h_in =
             (((w_in as f32 * frame.height as f32 / frame.width as f32) / 32.0).round() as i32 * 32)
                 .max(32);

@@ -164,11 +164,27 @@ impl FaceDetector for HaarDetector {
     }
 }
 
-/// The detector the config asks for: `haar`, or `centerface` when its model file is
-/// present (otherwise Haar, with a warning saying why).
+/// The detector the config asks for. The Haar cascade scans regions of interest between
+/// full-frame scans when `roi-full-scan-every` > 1 (see [`super::roi`]); CenterFace always
+/// sees the whole frame (it needs the context around a face: in a tight region its boxes
+/// go astray — `scripts/quality` measured it).
 pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
+    let base = base_factory_for(config);
+    let (every, min_face) = (config.roi_full_scan_every, config.min_face);
+    if every <= 1 || uses_centerface(config) {
+        return base;
+    }
+    Arc::new(move || {
+        let roi = super::roi::RoiDetector::new(base()?, every, min_face);
+        Ok(Box::new(roi) as Box<dyn FaceDetector>)
+    })
+}
+
+/// The whole-frame detector the config asks for: `haar`, or `centerface` when its model
+/// file is present (otherwise Haar, with a warning saying why).
+pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
     if config.detector == "centerface" {
-        if config.model.is_file() {
+        if uses_centerface(config) {
             let (model, width, threshold, threads, min_face) = (
                 config.model.clone(),
                 config.dnn_width,
@@ -188,6 +204,11 @@ pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
         );
     }
     HaarDetector::factory(config)
+}
+
+/// Whether the config gets CenterFace (asked for, and its model is present).
+fn uses_centerface(config: &PipelineConfig) -> bool {
+    config.detector == "centerface" && config.model.is_file()
 }
 
 /// The latest detection result.

@@ -1,5 +1,6 @@
 //! The per-session video pipeline, one file per stage in the order data flows:
-//! [`decoder`] (WebM → raw BGR frames) → [`detector`] (faces, on the newest frame) →
+//! [`decoder`] (WebM → raw BGR frames) → [`detector`] (faces, on the newest frame; [`roi`]
+//! scans only around known faces between full scans) →
 //! [`overlay`] (boxes drawn on every frame) → [`encoder`] (raw → H.264 HLS) →
 //! [`playlist_watch`] (notices segments; the [`playlist`] model parses them) →
 //! [`recording`] (segments kept for, and remuxed into, the MP4 download).
@@ -13,4 +14,5 @@ pub mod overlay;
 pub mod playlist;
 pub mod playlist_watch;
 pub mod recording;
+pub mod roi;
 pub mod tracker;
