@@ -99,12 +99,21 @@ pub struct PipelineConfig {
     pub detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
     pub opencv_threads: i32,
+    /// How many segments behind the live edge players stay.
+    pub live_sync_segments: f64,
     /// Detections between full-frame scans; in between, only the regions around known
     /// faces are scanned. 0 or 1 scans the whole frame every time.
     pub roi_full_scan_every: u32,
     /// Longest recording kept for download, in seconds (older segments are deleted);
     /// 0 keeps only the live window and offers no download.
     pub recording_max_secs: u64,
+}
+
+impl PipelineConfig {
+    /// How far behind the live edge players stay, in seconds.
+    pub fn live_sync_seconds(&self) -> f32 {
+        app::hls_path::live_sync_seconds(self.segment_seconds, self.live_sync_segments)
+    }
 }
 
 impl Default for PipelineConfig {
@@ -130,6 +139,7 @@ impl Default for PipelineConfig {
             stats_interval_ms: 500,
             detect_fps: 10,
             opencv_threads: 1,
+            live_sync_segments: 2.0,
             roi_full_scan_every: 10,
             recording_max_secs: 1800,
         }
@@ -280,6 +290,10 @@ impl Config {
                     .check()
                     .is_ok(),
                 "pipeline.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
+            ),
+            (
+                (1.0..=6.0).contains(&p.live_sync_segments),
+                "pipeline.live-sync-segments must be 1..=6",
             ),
             (
                 p.roi_full_scan_every <= 300,

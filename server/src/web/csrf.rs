@@ -69,9 +69,8 @@ pub async fn ensure_session_cookie(
         .unwrap_or_else(|| crate::session::registry::SessionId::random().to_string());
     let token = state.shared.csrf.token_for(&sid);
     req.extensions_mut().insert(CsrfToken(token));
-    let segment = state.shared.config.pipeline.segment_seconds;
-    req.extensions_mut()
-        .insert(app::LiveSync(app::hls_path::live_sync_seconds(segment)));
+    let live_sync = state.shared.config.pipeline.live_sync_seconds();
+    req.extensions_mut().insert(app::LiveSync(live_sync));
     let mut response = next.run(req).await;
     if existing.is_none() {
         let cookie = format!("{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict");

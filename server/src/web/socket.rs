@@ -154,9 +154,7 @@ impl Connection {
                         self.playlist_ready = true;
                         let url = self.playlist_url();
                         if let Some(url) = url {
-                            let live_sync_seconds = app::hls_path::live_sync_seconds(
-                                shared.config.pipeline.segment_seconds,
-                            );
+                            let live_sync_seconds = shared.config.pipeline.live_sync_seconds();
                             self.send(ServerMsg::PlaylistReady { url, live_sync_seconds }).await;
                         }
                     }
