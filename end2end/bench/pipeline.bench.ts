@@ -140,7 +140,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const played = endStats.reduce((a, p, i) => a + p.frames - startStats[i].frames, 0);
   const skipped = endStats.reduce((a, p, i) => a + p.gaps - startStats[i].gaps, 0);
   const files = [...seenFiles];
-  const perFrameFiles = files.filter((f) => !/\/(playlist\.m3u8|seg_\d+\.ts)(\.tmp)?$/.test(f));
+  const perFrameFiles = files.filter((f) => !/\/(playlist\.m3u8|seg_\d+\.ts|recording\.mp4)(\.tmp|\.part)?$/.test(f));
   const rssStart = median(rss.slice(0, Math.max(1, Math.floor(rss.length / 10))));
   const rssEnd = median(rss.slice(-Math.max(1, Math.floor(rss.length / 10))));
   const result = {

@@ -138,6 +138,13 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         .map_err(|e| ServerError::io("cannot write to output folder", &job.out, e))?;
     let _ = std::fs::remove_file(&probe_file);
 
+    tracing::debug!(
+        input = %job.input.display(),
+        width = info.width,
+        height = info.height,
+        fps = info.fps,
+        "processing"
+    );
     let started = Instant::now();
     let pool = FramePool::default();
     let (frame_tx, mut frames) = mpsc::channel(4);

@@ -15,6 +15,11 @@ struct Cli {
     /// Settings file (default: ./Leptos.toml; env HLS_FACE_CONFIG).
     #[arg(long, global = true, env = "HLS_FACE_CONFIG")]
     config: Option<PathBuf>,
+    /// Log format on stderr: "text" for people, "json" (one object per line, with the
+    /// session span's id) for log collectors.
+    #[arg(long, global = true, env = "HLS_FACE_LOG_FORMAT", default_value = "text",
+          value_parser = ["text", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -45,13 +50,18 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     pin_large_allocations_to_mmap();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("server=info,hls_face=info,tower_http=info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("server=info,hls_face=info,tower_http=info"));
+    // Logs go to stderr: stdout carries only the `process --json` summary.
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        logs.json().with_current_span(true).init();
+    } else {
+        logs.init();
+    }
     let config = Config::load(cli.config.as_deref()).context("loading settings")?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,

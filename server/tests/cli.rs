@@ -142,3 +142,39 @@ fn process_can_use_the_centerface_detector() -> Result<()> {
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }
+
+#[test]
+fn logs_can_be_json_lines() -> Result<()> {
+    let out = tempdir("cli-json")?;
+    let input = media("face.webm");
+    let run = Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .args(["--log-format", "json", "process"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_LOG", "server=debug")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()?;
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let logs = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(serde_json::from_str::<serde_json::Value>)
+        .collect::<Result<Vec<_>, _>>()?;
+    let start = logs
+        .iter()
+        .find(|v| v["fields"]["message"] == "processing")
+        .ok_or_else(|| anyhow::anyhow!("no JSON processing line in: {stderr:?}"))?;
+    ensure!(start["level"] == "DEBUG" && start["fields"]["width"] == 640);
+    ensure!(
+        !String::from_utf8_lossy(&run.stdout).contains("\"level\""),
+        "logs stay off stdout"
+    );
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}
