@@ -137,6 +137,8 @@ pub enum ServerMsg {
     RecordingReady {
         /// Same-origin URL of the MP4, `/hls/<session-id>/recording.mp4`.
         url: String,
+        /// Seconds the file stays available (the rest of the retention time).
+        available_secs: u64,
     },
     /// Something went wrong; `message` is written for the person in front of the page.
     /// Errors whose kind is not [`ErrorKind::is_fatal`] leave the session running.
@@ -388,6 +390,7 @@ mod tests {
             },
             ServerMsg::RecordingReady {
                 url: "/hls/ab/recording.mp4".into(),
+                available_secs: 600,
             },
             ServerMsg::PlaylistReady {
                 url: "/hls/ab/playlist.m3u8".into(),

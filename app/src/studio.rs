@@ -76,8 +76,9 @@ pub struct Ui {
     pub blur: RwSignal<bool>,
     /// Absolute viewer link of the running session.
     pub viewer_url: RwSignal<Option<String>>,
-    /// Download URL of the stopped session's recording, once remuxed.
-    pub recording: RwSignal<Option<String>>,
+    /// Download URL of the stopped session's recording, once remuxed, and until when
+    /// (the minutes it stays, as told by the server).
+    pub recording: RwSignal<Option<(String, u64)>>,
     /// Detector settings shown (and sent) by the page.
     pub detector: RwSignal<DetectorSettings>,
     /// Whether the user changed the detector settings (they then win over the server's).
@@ -253,16 +254,21 @@ pub fn Studio() -> impl IntoView {
                 {move || {
                     ui.recording
                         .get()
-                        .map(|url| {
+                        .map(|(url, secs)| {
                             view! {
-                                <a
-                                    data-testid="download"
-                                    class="download"
-                                    href=url
-                                    download="hls-face-recording.mp4"
-                                >
-                                    "Download recording (MP4)"
-                                </a>
+                                <p class="recording">
+                                    <a
+                                        data-testid="download"
+                                        class="download"
+                                        href=url
+                                        download="hls-face-recording.mp4"
+                                    >
+                                        "Download recording (MP4)"
+                                    </a>
+                                    <span class="notice">
+                                        {format!(" kept for {} min", secs.div_ceil(60))}
+                                    </span>
+                                </p>
                             }
                         })
                 }}

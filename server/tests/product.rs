@@ -129,7 +129,17 @@ async fn record_and_get_download(client: &mut Client) -> Result<String> {
         })
         .await?
     {
-        ServerMsg::RecordingReady { url } => Ok(url),
+        ServerMsg::RecordingReady {
+            url,
+            available_secs,
+        } => {
+            // The default retention is 600 s; the remux took a little of it.
+            ensure!(
+                (540..=600).contains(&available_secs),
+                "available for {available_secs} s"
+            );
+            Ok(url)
+        }
         other => bail!("unexpected {other:?}"),
     }
 }

@@ -184,8 +184,23 @@ impl Inner {
                     recorder.stop();
                 }
             }
-            ServerMsg::RecordingReady { url } => {
-                ui.recording.set(Some(url));
+            ServerMsg::RecordingReady {
+                url,
+                available_secs,
+            } => {
+                ui.recording.set(Some((url.clone(), available_secs)));
+                // The server removes the file then: stop offering it.
+                leptos::prelude::set_timeout(
+                    move || {
+                        if ui
+                            .recording
+                            .with_untracked(|r| r.as_ref().map(|r| &r.0) == Some(&url))
+                        {
+                            ui.recording.set(None);
+                        }
+                    },
+                    std::time::Duration::from_secs(available_secs),
+                );
                 ui.message.set(
                     "Stopped. The recording stays playable below and can be downloaded.".into(),
                 );
@@ -275,5 +290,5 @@ fn absolute_url(path: &str) -> String {
     format!("{origin}{path}")
 }
 
-use leptos::prelude::{GetUntracked, Set};
+use leptos::prelude::{GetUntracked, Set, WithUntracked};
 use wasm_bindgen::JsCast;

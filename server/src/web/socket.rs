@@ -221,19 +221,20 @@ impl Connection {
             // Dropping the session frees its place and revokes its viewer link; the folder
             // stays for the retention time.
             drop(session);
-            shared
-                .registry
-                .retire(id.clone(), Duration::from_secs(retention));
+            let retention = Duration::from_secs(retention);
+            shared.registry.retire(id.clone(), retention);
+            let until = Instant::now() + retention;
             let records = shared.config.pipeline.recording_max_secs > 0;
             if matches!(exit, Exit::Stopped) && records && self.playlist_ready {
-                self.offer_recording(&id, &dir).await;
+                self.offer_recording(&id, &dir, until).await;
             }
         }
         let _ = self.sink.close().await;
     }
 
-    /// Remuxes a stopped session's segments into the MP4 download and tells the page.
-    async fn offer_recording(&mut self, id: &SessionId, dir: &std::path::Path) {
+    /// Remuxes a stopped session's segments into the MP4 download and tells the page how
+    /// long it stays (its folder is removed at `until`).
+    async fn offer_recording(&mut self, id: &SessionId, dir: &std::path::Path, until: Instant) {
         let ffmpeg = self.state.shared.config.pipeline.ffmpeg.clone();
         let remux = recording::remux(&ffmpeg, dir);
         let result = tokio::select! {
@@ -243,7 +244,12 @@ impl Connection {
         match result {
             Ok(_) => {
                 let url = app::hls_path::recording_url(id.as_str());
-                self.send(ServerMsg::RecordingReady { url }).await;
+                let available_secs = until.saturating_duration_since(Instant::now()).as_secs();
+                self.send(ServerMsg::RecordingReady {
+                    url,
+                    available_secs,
+                })
+                .await;
             }
             Err(e) => {
                 tracing::warn!("recording not offered: {e}");
