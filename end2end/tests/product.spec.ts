@@ -73,6 +73,11 @@ test.describe("product", () => {
     await minFace.fill("1080");
     await expect(page.getByTestId("detector")).toContainText("1080 px");
     await expect(faces).toHaveText("0");
+    // The player is about a second behind the detector: wait for the last boxed frames to
+    // play out, then the boxes must stay away.
+    await expect
+      .poll(async () => (await studio.readFrame("output")).green, { message: "boxes leave the output" })
+      .toBeLessThan(50);
     for (let i = 0; i < 3; i++) {
       await studio.expectPlaying("output", 0.3);
       expect((await studio.readFrame("output")).green).toBeLessThan(50);

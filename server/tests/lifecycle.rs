@@ -139,11 +139,12 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
         .env("RUST_LOG", "server=info,hls_face=info")
         .env("NO_COLOR", "1")
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let pid = child.id().context("no pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("no stdout")?).lines();
+    // Logs go to stderr.
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
     let addr = loop {
         let line = tokio::time::timeout(DEADLINE, lines.next_line())
             .await??
