@@ -275,45 +275,36 @@ pub fn Studio() -> impl IntoView {
             </section>
             <fieldset class="detector" data-testid="detector">
                 <legend>"Detector settings (applied from the next detection)"</legend>
-                <label>
-                    "Scale factor "
-                    <input
-                        type="range"
-                        data-testid="scale-factor"
-                        min=DetectorSettings::SCALE_FACTOR.0
-                        max=DetectorSettings::SCALE_FACTOR.1
-                        step="0.05"
-                        prop:value=move || ui.detector.get().scale_factor.to_string()
-                        on:change=on_detector(|s, v| s.scale_factor = v as f32)
-                    />
-                    <output>{move || format!("{:.2}", ui.detector.get().scale_factor)}</output>
-                </label>
-                <label>
-                    "Min neighbours "
-                    <input
-                        type="range"
-                        data-testid="min-neighbors"
-                        min=DetectorSettings::MIN_NEIGHBORS.0
-                        max=DetectorSettings::MIN_NEIGHBORS.1
-                        step="1"
-                        prop:value=move || ui.detector.get().min_neighbors.to_string()
-                        on:change=on_detector(|s, v| s.min_neighbors = v as u32)
-                    />
-                    <output>{move || ui.detector.get().min_neighbors.to_string()}</output>
-                </label>
-                <label>
-                    "Min face size "
-                    <input
-                        type="range"
-                        data-testid="min-face"
-                        min=DetectorSettings::MIN_FACE.0
-                        max=DetectorSettings::MIN_FACE.1
-                        step="8"
-                        prop:value=move || ui.detector.get().min_face.to_string()
-                        on:change=on_detector(|s, v| s.min_face = v as u32)
-                    />
-                    <output>{move || format!("{} px", ui.detector.get().min_face)}</output>
-                </label>
+                {setting_slider(
+                    ui,
+                    "Scale factor",
+                    "scale-factor",
+                    DetectorSettings::SCALE_FACTOR,
+                    0.05,
+                    |s| s.scale_factor.into(),
+                    |v| format!("{v:.2}"),
+                    on_detector(|s, v| s.scale_factor = v as f32),
+                )}
+                {setting_slider(
+                    ui,
+                    "Min neighbours",
+                    "min-neighbors",
+                    DetectorSettings::MIN_NEIGHBORS,
+                    1.0,
+                    |s| s.min_neighbors.into(),
+                    |v| format!("{v:.0}"),
+                    on_detector(|s, v| s.min_neighbors = v as u32),
+                )}
+                {setting_slider(
+                    ui,
+                    "Min face size",
+                    "min-face",
+                    DetectorSettings::MIN_FACE,
+                    8.0,
+                    |s| s.min_face.into(),
+                    |v| format!("{v:.0} px"),
+                    on_detector(|s, v| s.min_face = v as u32),
+                )}
                 <p data-testid="notice" class="notice" aria-live="polite">
                     {move || ui.notice.get()}
                 </p>
@@ -370,6 +361,36 @@ pub fn Studio() -> impl IntoView {
                 </div>
             </dl>
         </main>
+    }
+}
+
+/// One detector setting as a range input between its `limits`, its value shown beside it.
+#[allow(clippy::too_many_arguments)]
+fn setting_slider<T: ToString>(
+    ui: Ui,
+    label: &'static str,
+    testid: &'static str,
+    limits: (T, T),
+    step: f64,
+    get: fn(&DetectorSettings) -> f64,
+    show: fn(f64) -> String,
+    on_change: impl Fn(leptos::ev::Event) + 'static,
+) -> impl IntoView {
+    view! {
+        <label>
+            {label}
+            " "
+            <input
+                type="range"
+                data-testid=testid
+                min=limits.0.to_string()
+                max=limits.1.to_string()
+                step=step
+                prop:value=move || ui.detector.with(get).to_string()
+                on:change=on_change
+            />
+            <output>{move || show(ui.detector.with(get))}</output>
+        </label>
     }
 }
 
