@@ -189,8 +189,8 @@ fn main() -> Result<()> {
         cascade: "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improved.xml".into(),
         ..config.clone()
     };
-    let small_dnn = PipelineConfig {
-        dnn_width: 224,
+    let dnn_at = |dnn_width: u32| PipelineConfig {
+        dnn_width,
         ..config.clone()
     };
     let mut detectors: Vec<(String, Box<dyn FaceDetector>)> = vec![
@@ -202,7 +202,9 @@ fn main() -> Result<()> {
     match centerface(&config) {
         Ok(d) => {
             detectors.push(("centerface".into(), d));
-            detectors.push(("centerface 224".into(), centerface(&small_dnn)?));
+            for width in [224, 160, 128] {
+                detectors.push((format!("centerface {width}"), centerface(&dnn_at(width))?));
+            }
         }
         Err(e) => eprintln!("centerface skipped: {e}"),
     }
