@@ -110,6 +110,11 @@ pub struct PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// Whether live sessions keep their segments for a recording download.
+    pub fn records(&self) -> bool {
+        self.recording_max_secs > 0
+    }
+
     /// How far behind the live edge players stay, in seconds.
     pub fn live_sync_seconds(&self) -> f32 {
         app::hls_path::live_sync_seconds(self.segment_seconds, self.live_sync_segments)

@@ -38,7 +38,7 @@ impl HlsSettings {
             segment_seconds: config.segment_seconds,
             playlist_size: config.playlist_size,
             preset: config.x264_preset.clone(),
-            delete_segments: config.recording_max_secs == 0,
+            delete_segments: !config.records(),
         }
     }
 }

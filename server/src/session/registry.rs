@@ -136,7 +136,7 @@ impl Registry {
         std::fs::create_dir(&dir)
             .map_err(|e| ServerError::io("cannot create session dir", &dir, e))?;
         let (progress, receiver) = watch::channel(PlaylistProgress::default());
-        self.lock().insert(
+        lock(&self.folders).insert(
             id.clone(),
             Folder {
                 dir: dir.clone(),
@@ -162,12 +162,12 @@ impl Registry {
 
     /// The folder of a known session (live or retained).
     pub fn folder(&self, id: &SessionId) -> Option<Folder> {
-        self.lock().get(id).cloned()
+        lock(&self.folders).get(id).cloned()
     }
 
     /// Sessions with a folder right now.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        lock(&self.folders).len()
     }
 
     /// Whether no session has a folder.
@@ -188,7 +188,7 @@ impl Registry {
     }
 
     fn remove(&self, id: &SessionId) {
-        if let Some(Folder { dir, .. }) = self.lock().remove(id) {
+        if let Some(Folder { dir, .. }) = lock(&self.folders).remove(id) {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(session = %id, "cannot remove {}: {e}", dir.display());
             }
@@ -199,10 +199,6 @@ impl Registry {
     pub async fn drain(&self) {
         self.cleanup.close();
         self.cleanup.wait().await;
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Folder>> {
-        lock(&self.folders)
     }
 }
 

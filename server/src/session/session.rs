@@ -75,7 +75,7 @@ pub struct Session {
     cancel: CancellationToken,
     blur: Arc<AtomicBool>,
     detector: watch::Sender<DetectorSettings>,
-    _admission: Admission,
+    admission: Admission,
 }
 
 impl Session {
@@ -160,7 +160,7 @@ impl Session {
             cancel,
             blur,
             detector,
-            _admission: admission,
+            admission,
         })
     }
 
@@ -211,7 +211,7 @@ impl Session {
 
     /// The read-only viewer token of this session.
     pub fn viewer_token(&self) -> &str {
-        self._admission.viewer_token()
+        self.admission.viewer_token()
     }
 
     /// The counters, for stats.

@@ -224,7 +224,7 @@ impl Connection {
             let retention = Duration::from_secs(retention);
             shared.registry.retire(id.clone(), retention);
             let until = Instant::now() + retention;
-            let records = shared.config.pipeline.recording_max_secs > 0;
+            let records = shared.config.pipeline.records();
             if matches!(exit, Exit::Stopped) && records && self.playlist_ready {
                 self.offer_recording(&id, &dir, until).await;
             }
