@@ -215,6 +215,22 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for listing them (metrics register one series per kind).
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::BadMessage,
+        ErrorKind::Protocol,
+        ErrorKind::UnsupportedMedia,
+        ErrorKind::BadMedia,
+        ErrorKind::TooLarge,
+        ErrorKind::RateLimited,
+        ErrorKind::Busy,
+        ErrorKind::Pipeline,
+        ErrorKind::Idle,
+        ErrorKind::ShuttingDown,
+        ErrorKind::InvalidSettings,
+        ErrorKind::Recording,
+    ];
+
     /// The sentence shown to the user for this kind.
     pub fn user_message(self) -> &'static str {
         match self {

@@ -7,8 +7,7 @@ use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::factory_for;
 use crate::pipeline::encoder::{Encoder, HlsSettings, PLAYLIST};
 use crate::pipeline::frame::FramePool;
-use crate::pipeline::overlay::{draw_boxes, pixelate_boxes};
-use crate::pipeline::tracker::Tracker;
+use crate::pipeline::frame_path::FramePath;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -33,6 +32,8 @@ pub struct Summary {
     pub frames: u64,
     pub frames_with_faces: u64,
     pub faces: u64,
+    /// Frames pixelated whole in privacy mode (no detection covered them).
+    pub frames_hidden: u64,
     pub wall_seconds: f64,
     pub playlist: String,
 }
@@ -168,30 +169,31 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         delete_segments: false,
     };
     let mut encoder = Encoder::start(&cfg.ffmpeg, &settings, &job.out, enc_rx, pool.clone())?;
-    let mut detector = factory_for(cfg)()?;
-    let mut tracker = Tracker::new(cfg.confirm_detections, cfg.hold_detections);
+    let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
+    let tuning = crate::pipeline::detector::HaarSettings::from(cfg).tunable();
+    let mut path = FramePath::inline(factory_for(cfg)()?, cfg.path_settings(), privacy, tuning);
     let mut summary = Summary {
         frames: 0,
         frames_with_faces: 0,
         faces: 0,
+        frames_hidden: 0,
         wall_seconds: 0.0,
         playlist: job.out.join(PLAYLIST).to_string_lossy().into_owned(),
     };
     let mut last_report = Instant::now();
-    while let Some(mut frame) = frames.recv().await {
-        // Offline, every frame is detected (no rate cap): the output is the best we can do.
-        let found = tokio::task::block_in_place(|| detector.detect(&frame))?;
-        let boxes = tracker.update(&found);
-        if job.blur {
-            pixelate_boxes(&mut frame, &boxes);
-        } else {
-            draw_boxes(&mut frame, &boxes);
-        }
-        summary.frames += 1;
-        summary.faces += boxes.len() as u64;
-        summary.frames_with_faces += u64::from(!boxes.is_empty());
-        if enc_tx.send(frame).await.is_err() {
-            break; // the encoder died; its exit status says why
+    'frames: while let Some(frame) = frames.recv().await {
+        // Offline, every frame is detected (no rate cap): the output is the best we can do,
+        // and every frame leaves the path as soon as it is pushed.
+        let now = Instant::now();
+        tokio::task::block_in_place(|| path.push(frame, now))?;
+        while let Some(out) = path.next_ready(now) {
+            summary.frames += 1;
+            summary.faces += out.faces as u64;
+            summary.frames_with_faces += u64::from(out.faces > 0);
+            summary.frames_hidden += u64::from(out.hidden_whole);
+            if enc_tx.send(out.frame).await.is_err() {
+                break 'frames; // the encoder died; its exit status says why
+            }
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             last_report = Instant::now();

@@ -16,6 +16,9 @@ pub const ENV_PREFIX: &str = "HLS_FACE_";
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct Config {
+    /// The settings file these came from, if any.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
     /// Where and what the HTTP server serves.
     pub site: SiteConfig,
     /// The ffmpeg / OpenCV pipeline.
@@ -71,8 +74,8 @@ pub struct PipelineConfig {
     pub playlist_size: u32,
     /// libx264 preset.
     pub x264_preset: String,
-    /// Face detector: "haar" or "centerface".
-    pub detector: String,
+    /// Face detector.
+    pub detector: DetectorKind,
     /// Haar cascade file.
     pub cascade: PathBuf,
     /// CenterFace ONNX model file.
@@ -107,12 +110,39 @@ pub struct PipelineConfig {
     /// Longest recording kept for download, in seconds (older segments are deleted);
     /// 0 keeps only the live window and offers no download.
     pub recording_max_secs: u64,
+    /// Longest a live frame waits for a detection at or after it (boxes then sit where the
+    /// face is on that frame); privacy mode pixelates whole a frame no detection covered.
+    pub max_hold_ms: u64,
+}
+
+/// Which face detector sessions and `process` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectorKind {
+    /// OpenCV's Haar frontal-face cascade: fast, but boxes textures (fruit, foliage) as
+    /// faces and misses turned, small or badly lit ones.
+    Haar,
+    /// CenterFace, a small CNN through OpenCV's dnn module: accurate on real footage.
+    Centerface,
 }
 
 impl PipelineConfig {
     /// Whether live sessions keep their segments for a recording download.
     pub fn records(&self) -> bool {
         self.recording_max_secs > 0
+    }
+
+    /// How the frame path is tuned.
+    pub fn path_settings(&self) -> crate::pipeline::frame_path::PathSettings {
+        let max_hold = std::time::Duration::from_millis(self.max_hold_ms);
+        crate::pipeline::frame_path::PathSettings {
+            confirm: self.confirm_detections,
+            hold: self.hold_detections,
+            max_hold,
+            // A frame farther from its shot's nearest detection than a held frame can be
+            // is one the detector fell behind on.
+            privacy_reach: (self.max_hold_ms * u64::from(self.frame_rate)).div_ceil(1000),
+        }
     }
 
     /// How far behind the live edge players stay, in seconds.
@@ -130,7 +160,7 @@ impl Default for PipelineConfig {
             segment_seconds: 0.25,
             playlist_size: 12,
             x264_preset: "veryfast".into(),
-            detector: "haar".into(),
+            detector: DetectorKind::Centerface,
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
             model: "models/centerface.onnx".into(),
             dnn_width: 320,
@@ -147,6 +177,7 @@ impl Default for PipelineConfig {
             live_sync_segments: 2.0,
             roi_full_scan_every: 10,
             recording_max_secs: 1800,
+            max_hold_ms: 250,
         }
     }
 }
@@ -193,21 +224,79 @@ const SITE_ENV: [(&str, &str); 6] = [
 ];
 
 impl Config {
-    /// Reads `path` (or [`DEFAULT_CONFIG_FILE`] when `None`, where a missing file means
-    /// defaults) and applies the process environment.
+    /// Reads `path`, or else the first [`DEFAULT_CONFIG_FILE`] found in the working folder
+    /// or beside the executable (`target/release/hls-face` finds the repository's), and
+    /// applies the process environment. Relative paths in the settings (site root, model,
+    /// runtime folder) are taken relative to the folder of the file read, so the binary
+    /// works from any working folder; with no file at all, the defaults are relative to the
+    /// working folder.
     pub fn load(path: Option<&Path>) -> Result<Self, ServerError> {
-        let file = path.unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
-            Err(e) if path.is_none() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(source) => {
-                return Err(ServerError::ConfigRead {
-                    path: file.to_owned(),
-                    source,
-                })
+        let file = match path {
+            Some(p) => Some(p.to_owned()),
+            None => find_default_file(),
+        };
+        let text = match &file {
+            Some(f) => std::fs::read_to_string(f).map_err(|source| ServerError::ConfigRead {
+                path: f.clone(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let mut config = Self::from_parts(&text, std::env::vars())?;
+        let base = file
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(Path::to_path_buf);
+        if let Some(base) = base {
+            config.resolve_relative_to(&base);
+        }
+        config.file = file;
+        Ok(config)
+    }
+
+    /// Makes the relative paths of the settings relative to `base`.
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        let fix = |p: &Path| -> PathBuf {
+            if p.is_relative() {
+                base.join(p)
+            } else {
+                p.to_path_buf()
             }
         };
-        Self::from_parts(&text, std::env::vars())
+        self.site.root = fix(Path::new(&self.site.root))
+            .to_string_lossy()
+            .into_owned();
+        self.pipeline.model = fix(&self.pipeline.model);
+        self.pipeline.runtime_dir = fix(&self.pipeline.runtime_dir);
+        self.pipeline.cascade = fix(&self.pipeline.cascade);
+    }
+
+    /// Checks that the built site is where the settings say (the page's wasm bundle, its
+    /// script and hls.js); the reason, with what to do, if not.
+    pub fn check_site(&self) -> Result<(), ServerError> {
+        let root = Path::new(&self.site.root);
+        let pkg = root.join(&self.site.pkg_dir);
+        let name = &self.site.output_name;
+        let needed = [
+            pkg.join(format!("{name}.js")),
+            pkg.join(format!("{name}_bg.wasm")),
+            root.join("vendor/hls.min.js"),
+        ];
+        match needed.iter().find(|f| !f.is_file()) {
+            None => Ok(()),
+            Some(missing) => Err(ServerError::Config(format!(
+                "the built site is incomplete: {} is missing (site root {}{}). Build it with \
+                 `cargo leptos build --release` in the repository, or point [site] root / \
+                 LEPTOS_SITE_ROOT at a built site",
+                missing.display(),
+                root.display(),
+                match &self.file {
+                    Some(f) => format!(", from {}", f.display()),
+                    None => ", no settings file found".into(),
+                }
+            ))),
+        }
     }
 
     /// Builds the settings from TOML text and environment pairs (pure, for tests).
@@ -266,10 +355,6 @@ impl Config {
                 "pipeline.min-neighbors must not be negative",
             ),
             (
-                p.detector == "haar" || p.detector == "centerface",
-                "pipeline.detector must be \"haar\" or \"centerface\"",
-            ),
-            (
                 (64..=1920).contains(&p.dnn_width),
                 "pipeline.dnn-width must be 64..=1920",
             ),
@@ -307,6 +392,10 @@ impl Config {
             (
                 p.recording_max_secs <= 6 * 3600,
                 "pipeline.recording-max-secs must be at most 21600 (6 hours)",
+            ),
+            (
+                p.max_hold_ms <= 2000,
+                "pipeline.max-hold-ms must be at most 2000",
             ),
             (
                 p.stats_interval_ms >= 50,
@@ -353,6 +442,20 @@ impl Config {
             .env(env)
             .build()
     }
+}
+
+/// The settings file used when none is named: `Leptos.toml` in the working folder, else in
+/// the executable's folder or one of its parents.
+fn find_default_file() -> Option<PathBuf> {
+    let here = PathBuf::from(DEFAULT_CONFIG_FILE);
+    if here.is_file() {
+        return Some(here);
+    }
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors()
+        .skip(1)
+        .map(|dir| dir.join(DEFAULT_CONFIG_FILE))
+        .find(|f| f.is_file())
 }
 
 /// Maps an environment variable name to the `(section, key)` it overrides.
@@ -437,6 +540,27 @@ mod tests {
         assert_eq!(c.limits.max_chunk_bytes, 2048);
         assert_eq!(c.pipeline.runtime_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.pipeline.scale_factor, 1.3);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_settings_file() {
+        let dir = std::env::temp_dir().join(format!("hls-face-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("Leptos.toml");
+        std::fs::write(&file, "[pipeline]\nmodel = \"m/x.onnx\"\n").unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.pipeline.model, dir.join("m/x.onnx"));
+        assert_eq!(c.site.root, dir.join("target/site").to_string_lossy());
+        assert_eq!(c.pipeline.runtime_dir, dir.join("target/hls-face-runtime"));
+        assert_eq!(
+            c.pipeline.cascade,
+            PipelineConfig::default().cascade,
+            "absolute paths stay"
+        );
+        let err = c.check_site().unwrap_err().to_string();
+        assert!(err.contains("hls-face.js is missing"), "{err}");
+        assert!(err.contains("cargo leptos build"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -10,9 +10,20 @@ use tracing_subscriber::EnvFilter;
 
 /// Live webcam face detection streamed back as HLS.
 #[derive(Parser)]
-#[command(name = "hls-face", version, about)]
+#[command(
+    name = "hls-face",
+    version,
+    about,
+    after_help = "Environment: every setting of Leptos.toml can be overridden: [site] keys by \
+LEPTOS_SITE_ADDR, LEPTOS_SITE_ROOT, LEPTOS_SITE_PKG_DIR, LEPTOS_OUTPUT_NAME, LEPTOS_ENV, \
+LEPTOS_RELOAD_PORT; any other key by HLS_FACE_<SECTION>_<KEY> (e.g. \
+HLS_FACE_LIMITS_MAX_SESSIONS=4, HLS_FACE_PIPELINE_DETECTOR=haar). HLS_FACE_CONFIG names the \
+settings file, HLS_FACE_LOG_FORMAT the log format, RUST_LOG the log filter."
+)]
 struct Cli {
-    /// Settings file (default: ./Leptos.toml; env HLS_FACE_CONFIG).
+    /// Settings file (default: Leptos.toml in the working folder, else beside the
+    /// executable or in one of its parent folders; env HLS_FACE_CONFIG). Relative paths
+    /// in it are relative to its folder.
     #[arg(long, global = true, env = "HLS_FACE_CONFIG")]
     config: Option<PathBuf>,
     /// Log format on stderr: "text" for people, "json" (one object per line, with the
@@ -27,7 +38,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the web app (the default).
-    Serve,
+    Serve {
+        /// Listen address, overriding [site] addr (e.g. 0.0.0.0:3000).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// Detect faces in a video file and write it as HLS (VOD playlist + segments).
     Process {
         /// Any video file ffmpeg can read.
@@ -41,9 +56,9 @@ enum Command {
         /// Print the summary as JSON instead of one line.
         #[arg(long)]
         json: bool,
-        /// Face detector, overriding the config: "haar" or "centerface".
-        #[arg(long, value_parser = ["haar", "centerface"])]
-        detector: Option<String>,
+        /// Face detector, overriding the config.
+        #[arg(long, value_enum)]
+        detector: Option<server::config::DetectorKind>,
     },
 }
 
@@ -62,9 +77,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         logs.init();
     }
-    let config = Config::load(cli.config.as_deref()).context("loading settings")?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+    let mut config = Config::load(cli.config.as_deref()).context("loading settings")?;
+    match cli.command.unwrap_or(Command::Serve { addr: None }) {
+        Command::Serve { addr } => {
+            if let Some(addr) = addr {
+                config.site.addr = addr;
+            }
+            config.check_site().context("refusing to start")?;
+            serve(config).await
+        }
         Command::Process {
             input,
             out,

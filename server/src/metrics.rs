@@ -34,6 +34,27 @@ pub const ERRORS: &str = "hls_face_errors_total";
 pub const RECORDINGS: &str = "hls_face_recordings_total";
 /// Viewer-link requests served (playlist and segments).
 pub const VIEWER_REQUESTS: &str = "hls_face_viewer_requests_total";
+/// Frames privacy mode pixelated whole (no detection of their shot covered them).
+pub const FRAMES_HIDDEN: &str = "hls_face_frames_hidden_total";
+/// Sessions refused because the server was at capacity (`why` = limit | lagging | client).
+pub const REFUSED: &str = "hls_face_sessions_refused_total";
+/// Resident memory of the server process (its ffmpeg children not included).
+pub const PROCESS_RSS: &str = "hls_face_process_resident_bytes";
+/// Open file descriptors of the server process.
+pub const PROCESS_FDS: &str = "hls_face_process_open_fds";
+/// ffmpeg children running now.
+pub const CHILDREN: &str = "hls_face_ffmpeg_children";
+/// Open HTTP connections (WebSockets included).
+pub const CONNECTIONS: &str = "hls_face_connections_open";
+
+/// Every label value a labelled series takes, so `/metrics` lists each series with 0 from
+/// start-up instead of only after the first event.
+const LABELS: &[(&str, &str, &[&str])] = &[
+    (FRAMES, "stage", &["decode", "detect", "encode"]),
+    (FRAMES_DROPPED, "stage", &["detect", "encode"]),
+    (FFMPEG_FAILURES, "role", &["decoder", "encoder", "remuxer"]),
+    (REFUSED, "why", &["limit", "lagging", "client"]),
+];
 
 /// Histogram buckets in seconds: 1 ms to 1 s, dense where detection and encoding live.
 const BUCKETS: &[f64] = &[
@@ -60,6 +81,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 return None;
             }
             describe();
+            register_zeroes();
             Some(handle)
         })
         .clone()
@@ -89,12 +111,75 @@ fn describe() {
     describe_counter!(ERRORS, "Errors sent to browsers, by kind.");
     describe_counter!(RECORDINGS, "Recordings remuxed to MP4 for download.");
     describe_counter!(VIEWER_REQUESTS, "Requests served through viewer links.");
+    describe_counter!(
+        FRAMES_HIDDEN,
+        "Frames privacy mode pixelated whole: no detection of their shot covered them."
+    );
+    describe_counter!(
+        REFUSED,
+        "Sessions refused: limit = session limit, lagging = admitted sessions falling behind, client = per-client limit."
+    );
+    describe_gauge!(
+        PROCESS_RSS,
+        Unit::Bytes,
+        "Resident memory of the server process."
+    );
+    describe_gauge!(PROCESS_FDS, "Open file descriptors of the server process.");
+    describe_gauge!(CHILDREN, "ffmpeg children running now.");
+    describe_gauge!(CONNECTIONS, "Open HTTP connections, WebSockets included.");
+}
+
+/// Registers every series at 0 (counters and gauges) so scrapers see them from start-up.
+fn register_zeroes() {
+    for name in [
+        SESSIONS_TOTAL,
+        SEGMENTS,
+        BYTES_IN,
+        RECORDINGS,
+        VIEWER_REQUESTS,
+        FRAMES_HIDDEN,
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+    for (name, label, values) in LABELS {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).absolute(0);
+        }
+    }
+    for kind in app::protocol::ErrorKind::ALL {
+        metrics::counter!(ERRORS, "kind" => kind.code()).absolute(0);
+    }
+    for name in [SESSIONS_LIVE, CHILDREN, CONNECTIONS] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    let _ = metrics::histogram!(DETECT_SECONDS);
+    let _ = metrics::histogram!(ENCODE_SECONDS);
+}
+
+/// Reads the process's resident memory (bytes) and open descriptors from `/proc`.
+pub fn process_figures() -> (Option<u64>, Option<u64>) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        // SAFETY: sysconf has no preconditions.
+        .map(|pages| pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64);
+    let fds = std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as u64);
+    (rss, fds)
 }
 
 /// The metrics in Prometheus text format.
 pub fn render(handle: Option<&PrometheusHandle>) -> String {
     match handle {
         Some(h) => {
+            let (rss, fds) = process_figures();
+            if let Some(rss) = rss {
+                metrics::gauge!(PROCESS_RSS).set(rss as f64);
+            }
+            if let Some(fds) = fds {
+                metrics::gauge!(PROCESS_FDS).set(fds as f64);
+            }
             h.run_upkeep();
             h.render()
         }
@@ -121,5 +206,16 @@ mod tests {
             text.contains("hls_face_detect_seconds_bucket{le=\"0.006\"}"),
             "{text}"
         );
+        for series in [
+            "hls_face_errors_total{kind=\"busy\"}",
+            "hls_face_ffmpeg_failures_total{role=\"remuxer\"}",
+            "hls_face_sessions_refused_total{why=\"lagging\"}",
+            "hls_face_frames_hidden_total",
+            "hls_face_process_resident_bytes",
+            "hls_face_process_open_fds",
+            "hls_face_ffmpeg_children",
+        ] {
+            assert!(text.contains(series), "{series} missing from {text}");
+        }
     }
 }

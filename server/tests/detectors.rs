@@ -90,7 +90,7 @@ fn a_missing_model_is_a_clear_error_and_the_server_falls_back_to_haar() {
         .expect("a missing model must fail");
     assert!(err.to_string().contains("missing"), "{err}");
     let config = PipelineConfig {
-        detector: "centerface".into(),
+        detector: server::config::DetectorKind::Centerface,
         model: "/nonexistent.onnx".into(),
         ..PipelineConfig::default()
     };

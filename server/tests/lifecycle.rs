@@ -135,6 +135,7 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
     std::fs::write(stale.join("seg_00001.ts"), b"old")?;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("LEPTOS_SITE_ROOT", stub_site()?)
         .env("HLS_FACE_PIPELINE_RUNTIME_DIR", &runtime)
         .env("RUST_LOG", "server=info,hls_face=info")
         .env("NO_COLOR", "1")

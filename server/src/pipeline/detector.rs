@@ -1,9 +1,9 @@
 //! Face detection beside the frame path: a [`FaceDetector`] runs on its own thread over the
-//! newest frame only (older ones are skipped and counted) and publishes the latest boxes.
+//! newest frame only (older ones are skipped and counted) and publishes the latest boxes,
+//! tagged with the number of the frame they were found in.
 
 use super::frame::{FaceBox, Frame, FramePool};
-use super::tracker::Tracker;
-use crate::config::PipelineConfig;
+use crate::config::{DetectorKind, PipelineConfig};
 use crate::error::ServerError;
 use crate::metrics;
 use app::protocol::DetectorSettings;
@@ -16,13 +16,33 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// What one detection found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    /// Faces at the detector's threshold: these are boxed.
+    pub sure: Vec<FaceBox>,
+    /// Candidates just under it: not boxed, but privacy mode hides them too.
+    pub faint: Vec<FaceBox>,
+}
+
 /// Finds faces in a frame.
 pub trait FaceDetector: Send {
     /// Boxes of the faces in `frame`, in full-frame pixels.
     fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError>;
 
+    /// The faces and, where the detector has scores, the faint candidates under its
+    /// threshold (by default none).
+    fn detect_all(&mut self, frame: &Frame) -> Result<Found, ServerError> {
+        Ok(Found {
+            sure: self.detect(frame)?,
+            faint: Vec::new(),
+        })
+    }
+
     /// Applies settings changed live from the page (already range-checked). Detectors
-    /// apply what they have: the Haar cascade all three, CenterFace the smallest face.
+    /// apply what they have: the Haar cascade all three (the smallest face bounds its
+    /// search); CenterFace none. The frame path draws only faces of at least the smallest
+    /// face size, whatever the detector.
     fn configure(&mut self, settings: &DetectorSettings);
 }
 
@@ -183,18 +203,16 @@ pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
 /// The whole-frame detector the config asks for: `haar`, or `centerface` when its model
 /// file is present (otherwise Haar, with a warning saying why).
 pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
-    if config.detector == "centerface" {
+    if config.detector == DetectorKind::Centerface {
         if uses_centerface(config) {
-            let (model, width, threshold, threads, min_face) = (
+            let (model, width, threshold, threads) = (
                 config.model.clone(),
                 config.dnn_width,
                 config.dnn_threshold,
                 config.opencv_threads,
-                config.min_face,
             );
             return Arc::new(move || {
-                let mut d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
-                d.set_min_face(min_face);
+                let d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
                 Ok(Box::new(d) as Box<dyn FaceDetector>)
             });
         }
@@ -208,14 +226,18 @@ pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
 
 /// Whether the config gets CenterFace (asked for, and its model is present).
 fn uses_centerface(config: &PipelineConfig) -> bool {
-    config.detector == "centerface" && config.model.is_file()
+    config.detector == DetectorKind::Centerface && config.model.is_file()
 }
 
 /// The latest detection result.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Detection {
+    /// Number of the frame the faces were found in (as given to [`DetectorWorker::offer`]).
+    pub seq: u64,
     /// Faces found.
     pub boxes: Vec<FaceBox>,
+    /// Faint candidates (hidden in privacy mode, not boxed).
+    pub faint: Vec<FaceBox>,
     /// How long the detection took, in milliseconds.
     pub millis: f32,
 }
@@ -231,7 +253,11 @@ pub struct DetectorCounters {
 
 #[derive(Default)]
 struct SlotState {
-    frame: Option<Frame>,
+    /// The newest frame not yet taken, with its number.
+    frame: Option<(u64, Frame)>,
+    /// Detect the pending frame without waiting out the rate cap (a scene cut: nothing is
+    /// known about the new shot's faces).
+    urgent: bool,
     closed: bool,
 }
 
@@ -259,7 +285,6 @@ impl DetectorWorker {
         name: String,
         min_interval: Duration,
         pool: FramePool,
-        tracker: Tracker,
         settings: watch::Receiver<DetectorSettings>,
     ) -> Result<Self, ServerError> {
         let slot = Arc::new(LatestSlot::default());
@@ -291,7 +316,6 @@ impl DetectorWorker {
                     &tx,
                     min_interval,
                     &thread_pool,
-                    tracker,
                     settings,
                 );
             })
@@ -310,13 +334,22 @@ impl DetectorWorker {
         }
     }
 
-    /// Hands the newest frame to the detector; an unread older frame is dropped (counted).
-    pub fn offer(&self, frame: &Frame) {
+    /// Hands frame number `seq` to the detector; an unread older frame is dropped
+    /// (counted). An `urgent` frame (the first of a new shot) skips the rate cap and is
+    /// not replaced: the frames after it wait for it instead.
+    pub fn offer(&self, frame: &Frame, seq: u64, urgent: bool) {
         let Ok(mut state) = self.slot.state.lock() else {
             return;
         };
+        if state.urgent && state.frame.is_some() {
+            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "detect").increment(1);
+            return;
+        }
+        state.urgent |= urgent;
         match &mut state.frame {
-            Some(pending) => {
+            Some((pending_seq, pending)) => {
+                *pending_seq = seq;
                 // Reuse the unread frame's buffer rather than allocating.
                 pending.data.clear();
                 pending.data.extend_from_slice(&frame.data);
@@ -325,7 +358,7 @@ impl DetectorWorker {
                 self.counters.skipped.fetch_add(1, Ordering::Relaxed);
                 ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "detect").increment(1);
             }
-            None => state.frame = Some(frame.copy_in(&self.pool)),
+            None => state.frame = Some((seq, frame.copy_in(&self.pool))),
         }
         drop(state);
         self.slot.ready.notify_one();
@@ -334,6 +367,11 @@ impl DetectorWorker {
     /// The latest published detection.
     pub fn latest(&self) -> Detection {
         self.results.borrow().clone()
+    }
+
+    /// A receiver that wakes when a detection is published.
+    pub fn subscribe(&self) -> watch::Receiver<Detection> {
+        self.results.clone()
     }
 
     /// The thread's counters.
@@ -362,13 +400,12 @@ fn detect_loop(
     tx: &watch::Sender<Detection>,
     min_interval: Duration,
     pool: &FramePool,
-    mut tracker: Tracker,
     mut settings: watch::Receiver<DetectorSettings>,
 ) {
     detector.configure(&settings.borrow_and_update());
     let mut not_before = Instant::now();
     loop {
-        let frame = {
+        let (seq, frame) = {
             let Ok(mut state) = slot.state.lock() else {
                 return;
             };
@@ -377,7 +414,7 @@ fn detect_loop(
                     return;
                 }
                 let now = Instant::now();
-                if now < not_before {
+                if now < not_before && !state.urgent {
                     // Rate cap: wait out the interval (frames arriving meanwhile replace
                     // each other), waking early only to close.
                     state = match slot.ready.wait_timeout(state, not_before - now) {
@@ -386,8 +423,9 @@ fn detect_loop(
                     };
                     continue;
                 }
-                if let Some(frame) = state.frame.take() {
-                    break frame;
+                if let Some(pending) = state.frame.take() {
+                    state.urgent = false;
+                    break pending;
                 }
                 state = match slot.ready.wait(state) {
                     Ok(s) => s,
@@ -401,17 +439,23 @@ fn detect_loop(
         }
         let started = Instant::now();
         not_before = started + min_interval;
-        match detector.detect(&frame) {
+        match detector.detect_all(&frame) {
             Ok(found) => {
                 let took = started.elapsed();
                 ::metrics::counter!(metrics::FRAMES, "stage" => "detect").increment(1);
                 ::metrics::histogram!(metrics::DETECT_SECONDS).record(took.as_secs_f64());
                 let millis = took.as_secs_f32() * 1000.0;
-                let boxes = tracker.update(&found);
-                let _ = tx.send(Detection { boxes, millis });
+                let _ = tx.send(Detection {
+                    seq,
+                    boxes: found.sure,
+                    faint: found.faint,
+                    millis,
+                });
                 // Counted after publishing, so a reader that sees the count sees the result.
                 counters.runs.fetch_add(1, Ordering::Relaxed);
             }
+            // Nothing is published: frames waiting on this detection leave at their
+            // deadline, and privacy mode hides what no detection covered.
             Err(e) => tracing::warn!("face detection failed: {e}"),
         }
         pool.give(frame.data);
@@ -472,12 +516,11 @@ mod tests {
             "test-detector".into(),
             Duration::ZERO,
             FramePool::default(),
-            Tracker::new(1, 0),
             no_settings(),
         )
         .unwrap();
         for i in 1..=20u8 {
-            worker.offer(&Frame::filled(4, 4, [i, 0, 0]));
+            worker.offer(&Frame::filled(4, 4, [i, 0, 0]), u64::from(i), false);
         }
         let d = wait_for(&worker, |d| d.boxes.first().map(|b| b.x) == Some(20));
         assert_eq!(d.boxes.len(), 1);
@@ -497,54 +540,6 @@ mod tests {
         );
     }
 
-    /// Finds a face only in frames whose first byte is odd.
-    struct Blinking;
-    impl FaceDetector for Blinking {
-        fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
-            let b = FaceBox {
-                x: 1,
-                y: 1,
-                width: 2,
-                height: 2,
-            };
-            Ok(if frame.data[0] % 2 == 1 {
-                vec![b]
-            } else {
-                vec![]
-            })
-        }
-
-        fn configure(&mut self, _: &DetectorSettings) {}
-    }
-
-    #[test]
-    fn a_single_miss_keeps_the_last_box_but_a_lasting_one_clears_it() {
-        let factory: DetectorFactory = Arc::new(|| Ok(Box::new(Blinking) as Box<dyn FaceDetector>));
-        let worker = DetectorWorker::start(
-            factory,
-            "blink".into(),
-            Duration::ZERO,
-            FramePool::default(),
-            Tracker::new(1, 2),
-            no_settings(),
-        )
-        .unwrap();
-        let runs = |w: &DetectorWorker| w.counters().runs.load(Ordering::Relaxed);
-        let feed = |w: &DetectorWorker, v: u8| {
-            let before = runs(w);
-            w.offer(&Frame::filled(2, 2, [v, 0, 0]));
-            wait_for(w, |_| runs(w) > before);
-        };
-        feed(&worker, 1);
-        assert_eq!(worker.latest().boxes.len(), 1);
-        feed(&worker, 2); // one miss: held
-        assert_eq!(worker.latest().boxes.len(), 1);
-        feed(&worker, 2); // two misses: still held
-        assert_eq!(worker.latest().boxes.len(), 1);
-        feed(&worker, 2); // three: the face is gone
-        assert!(worker.latest().boxes.is_empty());
-    }
-
     #[test]
     fn detections_are_capped_at_the_configured_rate() {
         let factory: DetectorFactory =
@@ -555,20 +550,62 @@ mod tests {
             "capped".into(),
             interval,
             FramePool::default(),
-            Tracker::new(1, 0),
             no_settings(),
         )
         .unwrap();
         let started = Instant::now();
         for i in 1..=3u8 {
             let runs = worker.counters().runs.load(Ordering::Relaxed);
-            worker.offer(&Frame::filled(2, 2, [i, 0, 0]));
+            worker.offer(&Frame::filled(2, 2, [i, 0, 0]), u64::from(i), false);
             wait_for(&worker, |_| {
                 worker.counters().runs.load(Ordering::Relaxed) > runs
             });
         }
         // Three detections need at least two full intervals between them.
         assert!(started.elapsed() >= interval * 2, "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn results_carry_their_frame_number_and_urgent_frames_skip_the_rate_cap() {
+        let factory: DetectorFactory =
+            Arc::new(|| Ok(Box::new(Marker(Duration::ZERO, 0)) as Box<dyn FaceDetector>));
+        // An interval far beyond the test's deadline: only urgency can get a second run.
+        let worker = DetectorWorker::start(
+            factory,
+            "urgent".into(),
+            Duration::from_secs(3600),
+            FramePool::default(),
+            no_settings(),
+        )
+        .unwrap();
+        worker.offer(&Frame::filled(2, 2, [7, 0, 0]), 70, false);
+        let first = wait_for(&worker, |d| d.seq == 70);
+        assert_eq!(first.boxes[0].x, 7);
+        worker.offer(&Frame::filled(2, 2, [8, 0, 0]), 80, true);
+        let second = wait_for(&worker, |d| d.seq == 80);
+        assert_eq!(second.boxes[0].x, 8);
+    }
+
+    #[test]
+    fn an_urgent_frame_is_not_replaced_by_newer_ones() {
+        let factory: DetectorFactory = Arc::new(|| {
+            Ok(Box::new(Marker(Duration::from_millis(100), 0)) as Box<dyn FaceDetector>)
+        });
+        let worker = DetectorWorker::start(
+            factory,
+            "sticky".into(),
+            Duration::ZERO,
+            FramePool::default(),
+            no_settings(),
+        )
+        .unwrap();
+        worker.offer(&Frame::filled(2, 2, [1, 0, 0]), 1, false);
+        // While frame 1 waits or is detected (100 ms), the first frame of a new shot
+        // arrives, then a newer frame: the new shot's first frame is detected next.
+        worker.offer(&Frame::filled(2, 2, [2, 0, 0]), 2, true);
+        worker.offer(&Frame::filled(2, 2, [3, 0, 0]), 3, false);
+        let d = wait_for(&worker, |d| d.seq >= 2);
+        assert_eq!((d.seq, d.boxes[0].x), (2, 2));
     }
 
     #[test]
@@ -581,13 +618,12 @@ mod tests {
             "tuned".into(),
             Duration::ZERO,
             FramePool::default(),
-            Tracker::new(1, 0),
             rx,
         )
         .unwrap();
         let detect = |v: u8| {
             let runs = worker.counters().runs.load(Ordering::Relaxed);
-            worker.offer(&Frame::filled(2, 2, [v, 0, 0]));
+            worker.offer(&Frame::filled(2, 2, [v, 0, 0]), u64::from(v), false);
             wait_for(&worker, |_| {
                 worker.counters().runs.load(Ordering::Relaxed) > runs
             })
@@ -624,7 +660,6 @@ mod tests {
             "bad".into(),
             Duration::ZERO,
             FramePool::default(),
-            Tracker::new(1, 0),
             no_settings(),
         )
         .is_err());

@@ -1,7 +1,9 @@
 //! The per-session video pipeline, one file per stage in the order data flows:
-//! [`decoder`] (WebM → raw BGR frames) → [`detector`] (faces, on the newest frame; [`roi`]
-//! scans only around known faces between full scans) →
-//! [`overlay`] (boxes drawn on every frame) → [`encoder`] (raw → H.264 HLS) →
+//! [`decoder`] (WebM → raw BGR frames) → [`frame_path`] (the one path both the live
+//! session and `process` drive: [`scene`] cuts, [`detector`] faces on the newest frame
+//! ([`roi`] scans only around known faces between full scans), [`tracker`] smoothing,
+//! [`timeline`] boxes per frame, [`overlay`] boxes drawn or faces hidden) →
+//! [`encoder`] (raw → H.264 HLS) →
 //! [`playlist_watch`] (notices segments; the [`playlist`] model parses them) →
 //! [`recording`] (segments kept for, and remuxed into, the MP4 download).
 
@@ -10,9 +12,12 @@ pub mod decoder;
 pub mod detector;
 pub mod encoder;
 pub mod frame;
+pub mod frame_path;
 pub mod overlay;
 pub mod playlist;
 pub mod playlist_watch;
 pub mod recording;
 pub mod roi;
+pub mod scene;
+pub mod timeline;
 pub mod tracker;

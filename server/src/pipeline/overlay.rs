@@ -22,43 +22,73 @@ pub fn draw_boxes(frame: &mut Frame, boxes: &[FaceBox]) {
     }
 }
 
-/// Size of the blocks a hidden face is averaged into: coarse enough that no feature of a
+/// Smallest block a hidden face is averaged into: coarse enough that no feature of a
 /// face survives at 640×480.
 pub const PRIVACY_BLOCK: i32 = 16;
 
-/// Replaces each box's area (clipped to the frame) by blocks of its average colour.
+/// A hidden face is at most this many blocks across, however large it is: a big face in
+/// 16-pixel blocks would still be a recognisable (and detectable) face.
+pub const PRIVACY_BLOCKS_ACROSS: i32 = 6;
+
+/// A whole frame hidden in privacy mode is this many blocks across: shapes and colours
+/// stay (the page shows something is happening), no face can be made out.
+pub const WHOLE_FRAME_BLOCKS_ACROSS: i32 = 12;
+
+/// Replaces each box's area (clipped to the frame) by blocks of its average colour, at
+/// most [`PRIVACY_BLOCKS_ACROSS`] blocks across the box.
 pub fn pixelate_boxes(frame: &mut Frame, boxes: &[FaceBox]) {
-    let (w, h) = (frame.width as i32, frame.height as i32);
     for b in boxes {
-        let (x0, y0) = (b.x.max(0), b.y.max(0));
-        let (x1, y1) = ((b.x + b.width).min(w), (b.y + b.height).min(h));
-        let mut by = y0;
-        while by < y1 {
-            let mut bx = x0;
-            let bh = PRIVACY_BLOCK.min(y1 - by);
-            while bx < x1 {
-                let bw = PRIVACY_BLOCK.min(x1 - bx);
-                let mut sum = [0u64; 3];
-                for y in by..by + bh {
-                    for x in bx..bx + bw {
-                        let i = ((y * w + x) * 3) as usize;
-                        for (total, v) in sum.iter_mut().zip(&frame.data[i..i + 3]) {
-                            *total += u64::from(*v);
-                        }
+        let block = (b.width.max(b.height) / PRIVACY_BLOCKS_ACROSS).max(PRIVACY_BLOCK);
+        pixelate(frame, b, block);
+    }
+}
+
+/// Pixelates the whole frame into [`WHOLE_FRAME_BLOCKS_ACROSS`] blocks across.
+pub fn pixelate_whole(frame: &mut Frame) {
+    let all = FaceBox {
+        x: 0,
+        y: 0,
+        width: frame.width as i32,
+        height: frame.height as i32,
+    };
+    let block = (all.width / WHOLE_FRAME_BLOCKS_ACROSS).max(PRIVACY_BLOCK);
+    pixelate(frame, &all, block);
+}
+
+/// Replaces `b`'s area (clipped to the frame) by `block`-sized squares of their average.
+fn pixelate(frame: &mut Frame, b: &FaceBox, block: i32) {
+    let (w, h) = (frame.width as i32, frame.height as i32);
+    if frame.data.len() < Frame::byte_len(frame.width, frame.height) {
+        return;
+    }
+    let (x0, y0) = (b.x.max(0), b.y.max(0));
+    let (x1, y1) = ((b.x + b.width).min(w), (b.y + b.height).min(h));
+    let mut by = y0;
+    while by < y1 {
+        let mut bx = x0;
+        let bh = block.min(y1 - by);
+        while bx < x1 {
+            let bw = block.min(x1 - bx);
+            let mut sum = [0u64; 3];
+            for y in by..by + bh {
+                for x in bx..bx + bw {
+                    let i = ((y * w + x) * 3) as usize;
+                    for (total, v) in sum.iter_mut().zip(&frame.data[i..i + 3]) {
+                        *total += u64::from(*v);
                     }
                 }
-                let n = (bw * bh) as u64;
-                let avg = [(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8];
-                for y in by..by + bh {
-                    for x in bx..bx + bw {
-                        let i = ((y * w + x) * 3) as usize;
-                        frame.data[i..i + 3].copy_from_slice(&avg);
-                    }
-                }
-                bx += bw;
             }
-            by += bh;
+            let n = (bw * bh) as u64;
+            let avg = [(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8];
+            for y in by..by + bh {
+                for x in bx..bx + bw {
+                    let i = ((y * w + x) * 3) as usize;
+                    frame.data[i..i + 3].copy_from_slice(&avg);
+                }
+            }
+            bx += bw;
         }
+        by += bh;
     }
 }
 
@@ -175,6 +205,34 @@ mod tests {
                 height: 50,
             }],
         ); // clipped
+    }
+
+    #[test]
+    fn big_faces_get_bigger_blocks_and_a_whole_frame_can_be_hidden() {
+        let mut f = Frame::filled(240, 240, [0, 0, 0]);
+        for x in 0..240u32 {
+            let i = (x * 3) as usize; // a bright top row
+            f.data[i..i + 3].copy_from_slice(&[240, 240, 240]);
+        }
+        let mut big = f.clone();
+        pixelate_boxes(
+            &mut big,
+            &[FaceBox {
+                x: 0,
+                y: 0,
+                width: 240,
+                height: 240,
+            }],
+        );
+        // 240 / 6 = 40-pixel blocks: row 39 shares the top row's block, row 40 does not.
+        assert_eq!(big.pixel(0, 0), big.pixel(39, 39));
+        assert_eq!(big.pixel(0, 0), [6, 6, 6]);
+        assert_eq!(big.pixel(0, 40), [0, 0, 0]);
+        pixelate_whole(&mut f);
+        // 240 / 12 = 20-pixel blocks.
+        assert_eq!(f.pixel(0, 0), f.pixel(19, 19));
+        assert_eq!(f.pixel(0, 0), [12, 12, 12]);
+        assert_eq!(f.pixel(0, 20), [0, 0, 0]);
     }
 
     #[test]

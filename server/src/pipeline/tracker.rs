@@ -33,6 +33,15 @@ impl Tracker {
         }
     }
 
+    /// A scene cut: faces of the old shot are not held through misses any more; a face
+    /// found again at once (a false cut) keeps its box.
+    pub fn forget_held(&mut self) {
+        let hold = self.hold;
+        for t in &mut self.tracks {
+            t.misses = t.misses.max(hold);
+        }
+    }
+
     /// Takes one detection's boxes; returns the boxes to draw.
     pub fn update(&mut self, found: &[FaceBox]) -> Vec<FaceBox> {
         let mut matched = vec![false; self.tracks.len()];
@@ -132,6 +141,20 @@ mod tests {
         assert_eq!(t.update(&[]), vec![b(108)]);
         assert_eq!(t.update(&[]), vec![b(108)]);
         assert!(t.update(&[]).is_empty(), "three misses: gone");
+    }
+
+    #[test]
+    fn after_a_cut_a_face_not_found_again_goes_at_once() {
+        let mut t = Tracker::new(2, 2);
+        t.update(&[b(100), b(300)]);
+        t.update(&[b(100), b(300)]);
+        t.forget_held();
+        assert_eq!(
+            t.update(&[b(302)]),
+            vec![b(302)],
+            "found again: still drawn"
+        );
+        assert_eq!(t.update(&[b(302)]), vec![b(302)]);
     }
 
     #[test]

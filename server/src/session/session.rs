@@ -7,13 +7,12 @@ use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::metrics;
 use crate::pipeline::decoder::{Decoder, Source};
-use crate::pipeline::detector::{DetectorFactory, DetectorWorker, HaarSettings};
+use crate::pipeline::detector::{Detection, DetectorFactory, DetectorWorker, HaarSettings};
 use crate::pipeline::encoder::{Encoder, HlsSettings};
 use crate::pipeline::frame::{Frame, FramePool};
-use crate::pipeline::overlay::{draw_boxes, pixelate_boxes};
+use crate::pipeline::frame_path::{FramePath, Output};
 use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
 use crate::pipeline::recording::SegmentKeeper;
-use crate::pipeline::tracker::Tracker;
 use app::protocol::{DetectorSettings, Stats};
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -98,8 +97,7 @@ impl Session {
             format!("detect-{}", &id.as_str()[..8]),
             Duration::from_secs(1) / cfg.detect_fps.max(1),
             pool.clone(),
-            Tracker::new(cfg.confirm_detections, cfg.hold_detections),
-            detector_rx,
+            detector_rx.clone(),
         )?;
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
@@ -128,11 +126,10 @@ impl Session {
         let cancel = CancellationToken::new();
         let blur = Arc::new(AtomicBool::new(blur));
         let stage = Stage {
-            worker,
+            path: FramePath::live(worker, cfg.path_settings(), blur.clone(), detector_rx),
             frames: frame_rx,
             encoder_input: enc_tx,
             counters: counters.clone(),
-            blur: blur.clone(),
         };
         tokio::spawn(
             supervise(
@@ -229,38 +226,54 @@ impl Drop for Session {
     }
 }
 
-/// The frame path between decoder and encoder.
+/// The frame path between decoder and encoder, with the session's counters.
 struct Stage {
-    worker: DetectorWorker,
+    path: FramePath,
     frames: mpsc::Receiver<Frame>,
     encoder_input: mpsc::Sender<Frame>,
     counters: Arc<Counters>,
-    blur: Arc<AtomicBool>,
 }
 
+/// The encoder stopped taking frames.
+struct EncoderGone;
+
 impl Stage {
-    /// Moves every decoded frame through detection and overlay into the encoder.
-    /// Returns `Err` if the encoder stopped taking frames.
-    fn process(&self, mut frame: Frame) -> Result<(), ()> {
-        let c = &self.counters;
-        c.frames_in.fetch_add(1, Ordering::Relaxed);
+    /// Takes one decoded frame into the path (it leaves through [`Stage::release`]).
+    fn accept(&mut self, frame: Frame) {
+        self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         ::metrics::counter!(metrics::FRAMES, "stage" => "decode").increment(1);
-        self.worker.offer(&frame);
-        let detection = self.worker.latest();
-        c.faces
-            .store(detection.boxes.len() as u32, Ordering::Relaxed);
-        c.detect_micros
-            .store((detection.millis * 1000.0) as u64, Ordering::Relaxed);
-        c.detector_skipped.store(
-            self.worker.counters().skipped.load(Ordering::Relaxed),
+        // A live path only hands the frame to the detector thread: it cannot fail.
+        if let Err(e) = self.path.push(frame, Instant::now()) {
+            tracing::warn!("frame path: {e}");
+        }
+    }
+
+    /// Sends every frame that may leave the path to the encoder; frames the encoder has
+    /// no room for are dropped and counted rather than queued.
+    fn release(&mut self) -> Result<(), EncoderGone> {
+        while let Some(out) = self.path.next_ready(Instant::now()) {
+            self.send(out)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, out: Output) -> Result<(), EncoderGone> {
+        let c = &self.counters;
+        c.faces.store(out.faces as u32, Ordering::Relaxed);
+        c.detect_micros.store(
+            (self.path.detect_millis() * 1000.0) as u64,
             Ordering::Relaxed,
         );
-        if self.blur.load(Ordering::Relaxed) {
-            pixelate_boxes(&mut frame, &detection.boxes);
-        } else {
-            draw_boxes(&mut frame, &detection.boxes);
+        if let Some(worker) = self.path.worker() {
+            c.detector_skipped.store(
+                worker.counters().skipped.load(Ordering::Relaxed),
+                Ordering::Relaxed,
+            );
         }
-        match self.encoder_input.try_send(frame) {
+        if out.hidden_whole {
+            ::metrics::counter!(metrics::FRAMES_HIDDEN).increment(1);
+        }
+        match self.encoder_input.try_send(out.frame) {
             Ok(()) => {
                 c.frames_out.fetch_add(1, Ordering::Relaxed);
                 ::metrics::counter!(metrics::FRAMES, "stage" => "encode").increment(1);
@@ -271,8 +284,29 @@ impl Stage {
                 ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "encode").increment(1);
                 Ok(())
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(EncoderGone),
         }
+    }
+}
+
+/// Resolves when `detections` changes (never, without a live detector).
+async fn detection(detections: &mut Option<watch::Receiver<Detection>>) {
+    match detections {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                // The detector thread is gone: frames now leave at their deadlines.
+                *detections = None;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves at `deadline` (never for `None`).
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -292,7 +326,13 @@ async fn supervise(
     let mut encoder_status = None;
     let mut failed = false;
     let mut playlist_open = true;
+    let mut decoding = true;
+    let mut detections = stage.path.detections();
     loop {
+        if !decoding && stage.path.waiting() == 0 {
+            break; // the decoder ended and every frame has left
+        }
+        let deadline = stage.path.deadline();
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
@@ -315,25 +355,26 @@ async fn supervise(
                 }
                 None => playlist_open = false,
             },
-            frame = stage.frames.recv() => match frame {
-                Some(frame) => {
-                    if stage.process(frame).is_err() {
-                        failed = true;
-                        break;
-                    }
-                }
-                None => break, // decoder output ended
+            frame = stage.frames.recv(), if decoding => match frame {
+                Some(frame) => stage.accept(frame),
+                None => decoding = false, // decoder output ended: let the held frames out
             },
+            _ = detection(&mut detections) => {}
+            _ = until(deadline) => {}
+        }
+        if stage.release().is_err() {
+            failed = true;
+            break;
         }
     }
     let Stage {
-        worker,
+        path,
         encoder_input,
         ..
     } = stage;
     drop(encoder_input); // encoder stdin closes → last segment + ENDLIST
                          // Joining the detector thread may wait for one detection; keep it off the executor.
-    let join_detector = tokio::task::spawn_blocking(move || drop(worker));
+    let join_detector = tokio::task::spawn_blocking(move || drop(path));
     if cancel.is_cancelled() || failed {
         // The input may still be open (the client is connected): the decoder would never
         // see EOF, so a failed or cancelled pipeline stops it at once.
@@ -428,33 +469,31 @@ mod tests {
         fn configure(&mut self, _: &DetectorSettings) {}
     }
 
+    fn inline_stage(encoder_input: mpsc::Sender<Frame>, counters: Arc<Counters>) -> Stage {
+        let settings = PipelineConfig::default().path_settings();
+        let (_frame_tx, frames) = mpsc::channel(1);
+        Stage {
+            path: FramePath::inline(
+                Box::new(NoFaces),
+                settings,
+                Arc::default(),
+                DetectorSettings::default(),
+            ),
+            frames,
+            encoder_input,
+            counters,
+        }
+    }
+
     #[test]
     fn a_stalled_encoder_drops_and_counts_frames_instead_of_queueing_them() {
-        let factory: crate::pipeline::detector::DetectorFactory =
-            Arc::new(|| Ok(Box::new(NoFaces) as Box<dyn FaceDetector>));
-        let pool = FramePool::default();
-        let worker = DetectorWorker::start(
-            factory,
-            "t".into(),
-            Duration::ZERO,
-            pool,
-            Tracker::new(1, 0),
-            watch::channel(DetectorSettings::default()).1,
-        )
-        .unwrap();
-        let (_frame_tx, frames) = mpsc::channel(1);
         // An encoder that never reads: its queue holds 2 frames.
         let (encoder_input, _encoder_output) = mpsc::channel(2);
         let counters = Arc::new(Counters::default());
-        let stage = Stage {
-            worker,
-            frames,
-            encoder_input,
-            counters: counters.clone(),
-            blur: Arc::default(),
-        };
+        let mut stage = inline_stage(encoder_input, counters.clone());
         for _ in 0..10 {
-            assert!(stage.process(Frame::filled(8, 8, [1, 2, 3])).is_ok());
+            stage.accept(Frame::filled(8, 8, [1, 2, 3]));
+            assert!(stage.release().is_ok());
         }
         assert_eq!(counters.frames_in.load(Ordering::Relaxed), 10);
         assert_eq!(counters.frames_out.load(Ordering::Relaxed), 2);
@@ -468,27 +507,10 @@ mod tests {
 
     #[test]
     fn a_gone_encoder_stops_the_stage() {
-        let factory: crate::pipeline::detector::DetectorFactory =
-            Arc::new(|| Ok(Box::new(NoFaces) as Box<dyn FaceDetector>));
-        let worker = DetectorWorker::start(
-            factory,
-            "t".into(),
-            Duration::ZERO,
-            FramePool::default(),
-            Tracker::new(1, 0),
-            watch::channel(DetectorSettings::default()).1,
-        )
-        .unwrap();
-        let (_frame_tx, frames) = mpsc::channel(1);
         let (encoder_input, encoder_output) = mpsc::channel(2);
         drop(encoder_output);
-        let stage = Stage {
-            worker,
-            frames,
-            encoder_input,
-            counters: Arc::default(),
-            blur: Arc::default(),
-        };
-        assert!(stage.process(Frame::filled(8, 8, [0, 0, 0])).is_err());
+        let mut stage = inline_stage(encoder_input, Arc::default());
+        stage.accept(Frame::filled(8, 8, [0, 0, 0]));
+        assert!(stage.release().is_err());
     }
 }

@@ -31,6 +31,28 @@ pub fn media(name: &str) -> PathBuf {
     path
 }
 
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// A stand-in for the built site (the files the binary checks for at start), so tests of
+/// the real binary do not need `cargo leptos build` first.
+pub fn stub_site() -> Result<PathBuf> {
+    let root = tempdir("site")?;
+    std::fs::create_dir_all(root.join("pkg"))?;
+    std::fs::create_dir_all(root.join("vendor"))?;
+    for file in [
+        "pkg/hls-face.js",
+        "pkg/hls-face_bg.wasm",
+        "pkg/hls-face.css",
+        "vendor/hls.min.js",
+    ] {
+        std::fs::write(root.join(file), b"")?;
+    }
+    Ok(root)
+}
+
 /// A test server with its own runtime folder.
 pub struct TestServer {
     pub server: RunningServer,
@@ -42,6 +64,9 @@ impl TestServer {
         let runtime =
             std::env::temp_dir().join(format!("hls-face-it-{name}-{}", std::process::id()));
         let mut config = Config::from_parts("", [])?;
+        // As the binary does with the repository's Leptos.toml: relative paths (the
+        // CenterFace model) are found from the repository root, whatever the working folder.
+        config.resolve_relative_to(&repo_root());
         config.site.addr = "127.0.0.1:0".parse()?;
         config.pipeline.runtime_dir = runtime.clone();
         tweak(&mut config);

@@ -1,0 +1,541 @@
+//! The one frame path that both front doors drive (a live session and `process`): decoded
+//! frames in, in order; faces detected (live: on the newest frame, on the detector's own
+//! thread; offline: every frame, inline); scene cuts noticed; boxes drawn, or faces hidden
+//! in privacy mode; frames out, in order.
+//!
+//! A frame waits (at most `max_hold`) until a detection at or after it exists, so its boxes
+//! can be interpolated between the detections around it: a box drawn on frame N is where
+//! the face is on frame N. Privacy mode fails closed: a frame that no detection of its own
+//! shot has covered (the start, after a cut, while the detector is behind) is pixelated
+//! whole rather than shown.
+
+use super::detector::{Detection, DetectorWorker, FaceDetector, Found};
+use super::frame::{FaceBox, Frame};
+use super::overlay::{draw_boxes, pixelate_boxes, pixelate_whole};
+use super::scene::SceneCuts;
+use super::timeline::{Detected, Timeline};
+use super::tracker::Tracker;
+use crate::error::ServerError;
+use app::protocol::DetectorSettings;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// A hidden face's box is grown by this fraction of its size on every side: detectors box
+/// the face tightly, and hair, ears and chin identify a person too.
+const HIDE_MARGIN: f32 = 0.25;
+/// ... and by this fraction more per frame between the frame and the detection its box
+/// comes from, for the face's motion in between.
+const HIDE_MARGIN_PER_FRAME: f32 = 0.05;
+
+/// How the frame path is tuned.
+#[derive(Debug, Clone)]
+pub struct PathSettings {
+    /// Detections in a row before a box is drawn.
+    pub confirm: u32,
+    /// Missed detections a drawn box survives.
+    pub hold: u32,
+    /// Longest a frame waits for a detection before it leaves anyway.
+    pub max_hold: Duration,
+    /// In privacy mode, a frame farther than this many frames from the nearest detection
+    /// of its shot is pixelated whole.
+    pub privacy_reach: u64,
+}
+
+/// Where faces come from.
+enum Faces {
+    /// The detector thread of a live session, and its results.
+    Live {
+        worker: DetectorWorker,
+        results: watch::Receiver<Detection>,
+    },
+    /// A detector run on every frame (offline processing).
+    Inline(Box<dyn FaceDetector>),
+}
+
+/// A frame leaving the path, with its overlay applied.
+#[derive(Debug)]
+pub struct Output {
+    pub frame: Frame,
+    /// Boxes drawn (or faces hidden, in privacy mode).
+    pub faces: usize,
+    /// Privacy mode pixelated the whole frame: no detection of its shot covered it.
+    pub hidden_whole: bool,
+}
+
+struct Held {
+    seq: u64,
+    frame: Frame,
+    deadline: Instant,
+}
+
+/// Decoded frames → detection, scene cuts and overlay → frames for the encoder.
+pub struct FramePath {
+    faces: Faces,
+    settings: PathSettings,
+    tracker: Tracker,
+    cuts: SceneCuts,
+    timeline: Timeline,
+    held: VecDeque<Held>,
+    next_seq: u64,
+    privacy: Arc<AtomicBool>,
+    /// The live detector settings: boxes are drawn only for faces of at least their
+    /// smallest face size (privacy mode hides smaller ones too).
+    tuning: watch::Receiver<DetectorSettings>,
+    /// The latest detection's duration, in milliseconds.
+    detect_millis: f32,
+}
+
+impl FramePath {
+    /// A live path: `worker` detects the newest frame on its own thread.
+    pub fn live(
+        worker: DetectorWorker,
+        settings: PathSettings,
+        privacy: Arc<AtomicBool>,
+        tuning: watch::Receiver<DetectorSettings>,
+    ) -> Self {
+        let results = worker.subscribe();
+        Self::new(Faces::Live { worker, results }, settings, privacy, tuning)
+    }
+
+    /// An offline path: `detector` runs on every frame as it is pushed.
+    pub fn inline(
+        mut detector: Box<dyn FaceDetector>,
+        settings: PathSettings,
+        privacy: Arc<AtomicBool>,
+        tuning: DetectorSettings,
+    ) -> Self {
+        detector.configure(&tuning);
+        let (_, tuning) = watch::channel(tuning);
+        Self::new(Faces::Inline(detector), settings, privacy, tuning)
+    }
+
+    fn new(
+        faces: Faces,
+        settings: PathSettings,
+        privacy: Arc<AtomicBool>,
+        tuning: watch::Receiver<DetectorSettings>,
+    ) -> Self {
+        FramePath {
+            tuning,
+            faces,
+            tracker: Tracker::new(settings.confirm, settings.hold),
+            settings,
+            cuts: SceneCuts::default(),
+            timeline: Timeline::default(),
+            held: VecDeque::new(),
+            next_seq: 0,
+            privacy,
+            detect_millis: 0.0,
+        }
+    }
+
+    /// Takes the next decoded frame (offline: detects it first, on this thread).
+    pub fn push(&mut self, frame: Frame, now: Instant) -> Result<(), ServerError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let cut = self.cuts.is_cut(&frame);
+        if cut {
+            self.timeline.cut(seq);
+        }
+        match &mut self.faces {
+            // After a cut nothing is known about the new shot: detect it at once.
+            Faces::Live { worker, .. } => worker.offer(&frame, seq, cut),
+            Faces::Inline(detector) => {
+                let started = Instant::now();
+                let found = detector.detect_all(&frame)?;
+                self.detect_millis = started.elapsed().as_secs_f32() * 1000.0;
+                self.record(seq, found);
+            }
+        }
+        self.held.push_back(Held {
+            seq,
+            frame,
+            deadline: now + self.settings.max_hold,
+        });
+        Ok(())
+    }
+
+    /// The next frame that may leave (covered by a detection, or past its deadline), with
+    /// its boxes drawn or its faces hidden.
+    pub fn next_ready(&mut self, now: Instant) -> Option<Output> {
+        self.poll();
+        let front = self.held.front()?;
+        if !self.timeline.settled(front.seq) && now < front.deadline {
+            return None;
+        }
+        let Held { seq, mut frame, .. } = self.held.pop_front()?;
+        let boxes = self.timeline.boxes(seq);
+        self.timeline.forget_before(seq);
+        let privacy = self.privacy.load(Ordering::Relaxed);
+        let hidden_whole = privacy
+            && boxes
+                .distance
+                .is_none_or(|d| d > self.settings.privacy_reach);
+        let faces = if !privacy {
+            draw_boxes(&mut frame, &boxes.drawn);
+            boxes.drawn.len()
+        } else if hidden_whole {
+            pixelate_whole(&mut frame);
+            0
+        } else {
+            let distance = boxes.distance.unwrap_or(0);
+            let grown: Vec<FaceBox> = boxes.hidden.iter().map(|b| grow(b, distance)).collect();
+            pixelate_boxes(&mut frame, &grown);
+            grown.len()
+        };
+        Some(Output {
+            frame,
+            faces,
+            hidden_whole,
+        })
+    }
+
+    /// When the oldest waiting frame leaves even without a detection.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.held.front().map(|h| h.deadline)
+    }
+
+    /// Frames waiting for a detection.
+    pub fn waiting(&self) -> usize {
+        self.held.len()
+    }
+
+    /// A receiver that wakes when the live detector publishes (`None` offline).
+    pub fn detections(&self) -> Option<watch::Receiver<Detection>> {
+        match &self.faces {
+            Faces::Live { worker, .. } => Some(worker.subscribe()),
+            Faces::Inline(_) => None,
+        }
+    }
+
+    /// The live detector thread, if any (for its counters).
+    pub fn worker(&self) -> Option<&DetectorWorker> {
+        match &self.faces {
+            Faces::Live { worker, .. } => Some(worker),
+            Faces::Inline(_) => None,
+        }
+    }
+
+    /// How long the latest detection took, in milliseconds.
+    pub fn detect_millis(&self) -> f32 {
+        self.detect_millis
+    }
+
+    /// Takes a new live detection, if one was published since the last look.
+    fn poll(&mut self) {
+        let Faces::Live { results, .. } = &mut self.faces else {
+            return;
+        };
+        if !results.has_changed().unwrap_or(false) {
+            return;
+        }
+        let d = results.borrow_and_update().clone();
+        if self
+            .timeline
+            .last_detected()
+            .is_some_and(|last| last >= d.seq)
+        {
+            return;
+        }
+        self.detect_millis = d.millis;
+        let found = Found {
+            sure: d.boxes,
+            faint: d.faint,
+        };
+        self.record(d.seq, found);
+    }
+
+    /// Runs the tracker over a detection of frame `seq` and keeps the result.
+    fn record(&mut self, seq: u64, found: Found) {
+        let crossed_cut = self
+            .timeline
+            .last_detected()
+            .is_some_and(|last| self.timeline.cut_between(last, seq));
+        if crossed_cut {
+            self.tracker.forget_held();
+        }
+        let min_face = self.tuning.borrow().min_face as i32;
+        let large: Vec<FaceBox> = found
+            .sure
+            .iter()
+            .filter(|b| b.width.min(b.height) >= min_face)
+            .copied()
+            .collect();
+        let drawn = self.tracker.update(&large);
+        let mut raw = found.sure;
+        raw.extend(found.faint);
+        self.timeline.detected(Detected { seq, drawn, raw });
+    }
+}
+
+/// `b` grown for hiding: a margin around the face, more the older its detection.
+fn grow(b: &FaceBox, distance: u64) -> FaceBox {
+    let f = HIDE_MARGIN + HIDE_MARGIN_PER_FRAME * distance.min(30) as f32;
+    let (dx, dy) = (
+        (b.width as f32 * f).round() as i32,
+        (b.height as f32 * f).round() as i32,
+    );
+    FaceBox {
+        x: b.x - dx,
+        y: b.y - dy,
+        width: b.width + 2 * dx,
+        height: b.height + 2 * dy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::detector::DetectorFactory;
+    use crate::pipeline::frame::FramePool;
+    use crate::pipeline::overlay::BOX_BGR;
+
+    /// Detector settings that draw faces of any size.
+    fn tiny() -> DetectorSettings {
+        DetectorSettings {
+            min_face: 1,
+            ..DetectorSettings::default()
+        }
+    }
+
+    fn settings(confirm: u32, hold: u32) -> PathSettings {
+        PathSettings {
+            confirm,
+            hold,
+            max_hold: Duration::from_secs(3600),
+            privacy_reach: 3,
+        }
+    }
+
+    /// Finds a face only in frames whose first byte is odd.
+    struct Blinking;
+    impl FaceDetector for Blinking {
+        fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            let b = FaceBox {
+                x: 1,
+                y: 1,
+                width: 2,
+                height: 2,
+            };
+            Ok(if frame.data[0] % 2 == 1 {
+                vec![b]
+            } else {
+                vec![]
+            })
+        }
+
+        fn configure(&mut self, _: &DetectorSettings) {}
+    }
+
+    /// A grey frame (no cut between two of them) whose first byte is `v`.
+    fn grey(v: u8) -> Frame {
+        let mut f = Frame::filled(64, 48, [100, 100, 100]);
+        f.data[0] = v;
+        f
+    }
+
+    fn run(path: &mut FramePath, frame: Frame) -> Output {
+        let now = Instant::now();
+        path.push(frame, now).unwrap();
+        path.next_ready(now)
+            .expect("an inline frame leaves at once")
+    }
+
+    #[test]
+    fn a_single_miss_keeps_the_last_box_but_a_lasting_one_clears_it() {
+        let mut path =
+            FramePath::inline(Box::new(Blinking), settings(1, 2), Arc::default(), tiny());
+        assert_eq!(run(&mut path, grey(1)).faces, 1);
+        assert_eq!(run(&mut path, grey(2)).faces, 1, "one miss: held");
+        assert_eq!(run(&mut path, grey(2)).faces, 1, "two misses: still held");
+        assert_eq!(run(&mut path, grey(2)).faces, 0, "three: the face is gone");
+    }
+
+    /// Reports a face at x = 10 × the frame's first byte.
+    struct Mover;
+    impl FaceDetector for Mover {
+        fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            Ok(vec![FaceBox {
+                x: 10 * i32::from(frame.data[0]),
+                y: 8,
+                width: 12,
+                height: 12,
+            }])
+        }
+
+        fn configure(&mut self, _: &DetectorSettings) {}
+    }
+
+    fn live_path(
+        detector: impl FaceDetector + Clone + Sync + 'static,
+        s: PathSettings,
+    ) -> FramePath {
+        let factory: DetectorFactory =
+            Arc::new(move || Ok(Box::new(detector.clone()) as Box<dyn FaceDetector>));
+        let worker = DetectorWorker::start(
+            factory,
+            "path".into(),
+            Duration::ZERO,
+            FramePool::default(),
+            watch::channel(DetectorSettings::default()).1,
+        )
+        .unwrap();
+        FramePath::live(worker, s, Arc::default(), watch::channel(tiny()).1)
+    }
+
+    impl Clone for Mover {
+        fn clone(&self) -> Self {
+            Mover
+        }
+    }
+
+    /// Waits (bounded) for the next frame to leave.
+    fn wait_ready(path: &mut FramePath) -> Output {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(out) = path.next_ready(Instant::now()) {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "no frame left the path");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn live_frames_wait_for_a_detection_and_leave_in_order() {
+        let mut path = live_path(Mover, settings(1, 0));
+        let now = Instant::now();
+        path.push(grey(1), now).unwrap();
+        let first = wait_ready(&mut path);
+        assert_eq!(first.frame.data[0], 1);
+        assert_eq!(first.faces, 1);
+        // The box is drawn where the detector saw the face on this very frame.
+        assert_eq!(first.frame.pixel(10, 8), BOX_BGR);
+        for v in 2..6 {
+            path.push(grey(v), Instant::now()).unwrap();
+        }
+        for v in 2..6 {
+            assert_eq!(wait_ready(&mut path).frame.data[0], v, "in order");
+        }
+        assert_eq!(path.waiting(), 0);
+    }
+
+    #[test]
+    fn a_frame_leaves_at_its_deadline_without_a_detection() {
+        #[derive(Clone)]
+        struct Never;
+        impl FaceDetector for Never {
+            fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+                Err(ServerError::Detector("always fails".into()))
+            }
+            fn configure(&mut self, _: &DetectorSettings) {}
+        }
+        let mut s = settings(1, 0);
+        s.max_hold = Duration::from_millis(50);
+        let mut path = live_path(Never, s);
+        let pushed = Instant::now();
+        path.push(grey(1), pushed).unwrap();
+        assert!(path.next_ready(pushed).is_none(), "waits for a detection");
+        assert_eq!(path.deadline(), Some(pushed + Duration::from_millis(50)));
+        let out = path
+            .next_ready(pushed + Duration::from_millis(50))
+            .expect("leaves at its deadline");
+        assert_eq!(out.faces, 0);
+    }
+
+    #[test]
+    fn privacy_hides_the_whole_frame_until_a_detection_covers_its_shot() {
+        let privacy = Arc::new(AtomicBool::new(true));
+        let mut s = settings(2, 2);
+        s.max_hold = Duration::ZERO; // every frame leaves at once, covered or not
+        #[derive(Clone)]
+        struct Never;
+        impl FaceDetector for Never {
+            fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+                Err(ServerError::Detector("no result".into()))
+            }
+            fn configure(&mut self, _: &DetectorSettings) {}
+        }
+        let factory: DetectorFactory = Arc::new(|| Ok(Box::new(Never) as Box<dyn FaceDetector>));
+        let worker = DetectorWorker::start(
+            factory,
+            "never".into(),
+            Duration::ZERO,
+            FramePool::default(),
+            watch::channel(DetectorSettings::default()).1,
+        )
+        .unwrap();
+        let mut path = FramePath::live(worker, s, privacy, watch::channel(tiny()).1);
+        let mut frame = Frame::filled(64, 48, [0, 0, 0]);
+        for y in 0..48u32 {
+            for x in 0..64u32 {
+                if (x + y) % 2 == 0 {
+                    let i = ((y * 64 + x) * 3) as usize;
+                    frame.data[i..i + 3].copy_from_slice(&[200, 200, 200]);
+                }
+            }
+        }
+        let now = Instant::now();
+        path.push(frame, now).unwrap();
+        let out = path.next_ready(now).unwrap();
+        assert!(out.hidden_whole);
+        assert_eq!(
+            out.frame.pixel(0, 0),
+            out.frame.pixel(1, 0),
+            "the checkerboard is gone"
+        );
+    }
+
+    #[test]
+    fn privacy_hides_a_face_from_its_first_detection_on() {
+        // confirm = 2: box mode would not draw a face seen once; privacy hides it anyway.
+        let privacy = Arc::new(AtomicBool::new(true));
+        let mut path = FramePath::inline(Box::new(Mover), settings(2, 0), privacy.clone(), tiny());
+        let mut f = grey(3);
+        f.data[(10 * 64 + 35) * 3] = 0; // a detail inside the face
+        let out = run(&mut path, f);
+        assert!(!out.hidden_whole);
+        assert_eq!(out.faces, 1);
+        assert_ne!(
+            out.frame.data[(10 * 64 + 35) * 3],
+            0,
+            "the face is pixelated"
+        );
+        assert_eq!(
+            out.frame.pixel(63, 47),
+            [100, 100, 100],
+            "far away: untouched"
+        );
+        privacy.store(false, Ordering::Relaxed);
+        assert_eq!(run(&mut path, grey(3)).faces, 1, "box mode: confirmed now");
+    }
+
+    #[test]
+    fn faces_under_the_smallest_size_are_not_boxed_but_are_hidden() {
+        let privacy = Arc::new(AtomicBool::new(false));
+        let big = DetectorSettings {
+            min_face: 20,
+            ..DetectorSettings::default()
+        };
+        // Mover's faces are 12 pixels.
+        let mut path = FramePath::inline(Box::new(Mover), settings(1, 0), privacy.clone(), big);
+        assert_eq!(run(&mut path, grey(3)).faces, 0, "too small to box");
+        privacy.store(true, Ordering::Relaxed);
+        assert_eq!(run(&mut path, grey(3)).faces, 1, "hidden all the same");
+    }
+
+    #[test]
+    fn a_cut_forgets_the_old_shots_faces() {
+        let mut path =
+            FramePath::inline(Box::new(Blinking), settings(1, 5), Arc::default(), tiny());
+        assert_eq!(run(&mut path, grey(1)).faces, 1);
+        assert_eq!(run(&mut path, grey(2)).faces, 1, "held through a miss");
+        // A different picture: a cut; the held face is not carried into the new shot.
+        let mut other = Frame::filled(64, 48, [250, 250, 250]);
+        other.data[0] = 2;
+        assert_eq!(run(&mut path, other).faces, 0);
+    }
+}
