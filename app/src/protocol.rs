@@ -212,11 +212,17 @@ pub enum ErrorKind {
     InvalidSettings,
     /// The recording could not be made into a download; the stream itself was fine.
     Recording,
+    /// The session reached the longest length the server allows and was ended.
+    TooLong,
+    /// The server is out of disk space for recordings: not started, or ended.
+    Storage,
+    /// This browser already runs as many sessions as one browser may.
+    ClientLimit,
 }
 
 impl ErrorKind {
     /// Every kind, for listing them (metrics register one series per kind).
-    pub const ALL: [ErrorKind; 12] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::BadMessage,
         ErrorKind::Protocol,
         ErrorKind::UnsupportedMedia,
@@ -229,6 +235,9 @@ impl ErrorKind {
         ErrorKind::ShuttingDown,
         ErrorKind::InvalidSettings,
         ErrorKind::Recording,
+        ErrorKind::TooLong,
+        ErrorKind::Storage,
+        ErrorKind::ClientLimit,
     ];
 
     /// The sentence shown to the user for this kind.
@@ -248,6 +257,15 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "The server is shutting down; the recording was ended.",
             ErrorKind::InvalidSettings => "Those detector settings are outside their limits.",
             ErrorKind::Recording => "The recording could not be prepared for download.",
+            ErrorKind::TooLong => {
+                "The session reached the longest length this server allows and was ended; the recording is kept. Press Start to go on."
+            }
+            ErrorKind::Storage => {
+                "The server has no disk space left for recordings; please try again later."
+            }
+            ErrorKind::ClientLimit => {
+                "This browser already runs as many sessions as one browser may; stop one first."
+            }
         }
     }
 
@@ -271,6 +289,9 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "shuttingDown",
             ErrorKind::InvalidSettings => "invalidSettings",
             ErrorKind::Recording => "recording",
+            ErrorKind::TooLong => "tooLong",
+            ErrorKind::Storage => "storage",
+            ErrorKind::ClientLimit => "clientLimit",
         }
     }
 }
@@ -344,18 +365,58 @@ pub fn looks_like_webm(prefix: &[u8]) -> bool {
     prefix[..n] == EBML_MAGIC[..n]
 }
 
-/// Whether the server can decode a recorder mimeType (WebM or Matroska containers).
+/// The video codec a session's recorder announced. The server decodes only that codec
+/// (anything else in the stream is refused as bad media), so a client cannot smuggle in
+/// whatever else ffmpeg happens to decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputCodec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl InputCodec {
+    /// The codec of a recorder mimeType: WebM or Matroska with an explicit `codecs`
+    /// parameter naming VP8, VP9 or H.264 (`avc1…`). `None` for anything else.
+    pub fn from_mime(mime: &str) -> Option<Self> {
+        let mut parts = mime.split(';');
+        let base = parts.next()?.trim().to_ascii_lowercase();
+        if !matches!(
+            base.as_str(),
+            "video/webm" | "video/x-matroska" | "video/matroska"
+        ) {
+            return None;
+        }
+        let codecs = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("codecs"))?
+            .1
+            .trim()
+            .trim_matches('"')
+            .to_ascii_lowercase();
+        // The first listed codec is the video one (audio is not recorded).
+        let video = codecs.split(',').next()?.trim();
+        match video.split('.').next()? {
+            "vp8" | "vp08" => Some(InputCodec::Vp8),
+            "vp9" | "vp09" => Some(InputCodec::Vp9),
+            "h264" | "avc1" | "avc3" => Some(InputCodec::H264),
+            _ => None,
+        }
+    }
+
+    /// The name of ffmpeg's decoder for this codec.
+    pub fn ffmpeg_decoder(self) -> &'static str {
+        match self {
+            InputCodec::Vp8 => "vp8",
+            InputCodec::Vp9 => "vp9",
+            InputCodec::H264 => "h264",
+        }
+    }
+}
+
+/// Whether the server can decode a recorder mimeType (see [`InputCodec::from_mime`]).
 pub fn supported_mime(mime: &str) -> bool {
-    let base = mime
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    matches!(
-        base.as_str(),
-        "video/webm" | "video/x-matroska" | "video/matroska"
-    )
+    InputCodec::from_mime(mime).is_some()
 }
 
 #[cfg(test)]
@@ -557,6 +618,24 @@ mod tests {
         assert!(supported_mime("video/x-matroska;codecs=avc1"));
         assert!(!supported_mime("video/mp4"));
         assert!(!supported_mime(""));
+        assert!(!supported_mime("video/webm"), "the codec must be named");
+        for (mime, codec) in [
+            ("video/webm;codecs=vp9", Some(InputCodec::Vp9)),
+            (
+                "video/webm; codecs=\"vp09.00.10.08\"",
+                Some(InputCodec::Vp9),
+            ),
+            ("video/webm;codecs=vp8", Some(InputCodec::Vp8)),
+            ("video/webm;codecs=h264", Some(InputCodec::H264)),
+            (
+                "video/x-matroska;codecs=avc1.42E01E,opus",
+                Some(InputCodec::H264),
+            ),
+            ("video/webm;codecs=av1", None),
+            ("video/ogg;codecs=vp8", None),
+        ] {
+            assert_eq!(InputCodec::from_mime(mime), codec, "{mime}");
+        }
         assert!(looks_like_webm(&[0x1a, 0x45, 0xdf, 0xa3, 0x01]));
         assert!(!looks_like_webm(b"GIF89a"));
         assert!(

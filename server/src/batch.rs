@@ -150,7 +150,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
     let pool = FramePool::default();
     let (frame_tx, mut frames) = mpsc::channel(4);
     let (enc_tx, enc_rx) = mpsc::channel(8);
-    let mut decoder = Decoder::start(
+    let decoder = Decoder::start(
         &cfg.ffmpeg,
         info.width,
         info.height,
@@ -168,7 +168,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         preset: cfg.x264_preset.clone(),
         delete_segments: false,
     };
-    let mut encoder = Encoder::start(&cfg.ffmpeg, &settings, &job.out, enc_rx, pool.clone())?;
+    let encoder = Encoder::start(&cfg.ffmpeg, &settings, &job.out, enc_rx, pool.clone())?;
     let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
     let tuning = crate::pipeline::detector::HaarSettings::from(cfg).tunable();
     let mut path = FramePath::inline(factory_for(cfg)()?, cfg.path_settings(), privacy, tuning);
@@ -202,12 +202,8 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         }
     }
     drop(enc_tx);
-    let decoded = decoder
-        .exit
-        .check(crate::child::reap(&mut decoder.child, Duration::from_secs(10)).await);
-    let encoded = encoder
-        .exit
-        .check(crate::child::reap(&mut encoder.child, Duration::from_secs(60)).await);
+    let decoded = decoder.finish(Duration::from_secs(10)).await;
+    let encoded = encoder.finish(Duration::from_secs(60)).await;
     encoded?;
     decoded?;
     if summary.frames == 0 {

@@ -109,16 +109,35 @@ impl Spawned {
             ExitReporter {
                 stage: self.stage,
                 stderr_tail: self.stderr_tail,
+                _gauge: Arc::new(ChildGauge::new()),
             },
         )
     }
 }
 
+/// Counts a live ffmpeg child in the `hls_face_ffmpeg_children` gauge until dropped.
+struct ChildGauge;
+
+impl ChildGauge {
+    fn new() -> Self {
+        ::metrics::gauge!(crate::metrics::CHILDREN).increment(1.0);
+        ChildGauge
+    }
+}
+
+impl Drop for ChildGauge {
+    fn drop(&mut self) {
+        ::metrics::gauge!(crate::metrics::CHILDREN).decrement(1.0);
+    }
+}
+
 /// Turns a child's exit into `Ok` or a [`ServerError::ChildExit`] with its stderr tail.
+/// The child counts as live (for `/metrics`) while its reporter exists.
 #[derive(Clone)]
 pub struct ExitReporter {
     stage: &'static str,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    _gauge: Arc<ChildGauge>,
 }
 
 impl ExitReporter {

@@ -43,6 +43,9 @@ pub struct SiteConfig {
     pub env: String,
     /// cargo-leptos live-reload port.
     pub reload_port: u32,
+    /// Host names (`host` or `host:port`) requests may carry besides the listen address
+    /// and localhost, e.g. the name a reverse proxy or a certificate uses.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for SiteConfig {
@@ -54,6 +57,7 @@ impl Default for SiteConfig {
             output_name: "hls-face".into(),
             env: "PROD".into(),
             reload_port: 3001,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -198,6 +202,17 @@ pub struct LimitsConfig {
     pub retention_secs: u64,
     /// Retention of abandoned sessions' folders.
     pub abandoned_retention_secs: u64,
+    /// Longest a session may run; then it is ended like a Stop (the recording is kept).
+    pub max_session_secs: u64,
+    /// Sessions one browser (session cookie) may run at once.
+    pub max_sessions_per_client: usize,
+    /// Open WebSockets at once (streaming or not); more are refused before upgrade.
+    pub max_sockets: usize,
+    /// Free disk space (MiB) the runtime folder's filesystem must keep: a session is not
+    /// started below it, and a running one is ended (its playlist ended) when it is reached.
+    pub min_free_disk_mb: u64,
+    /// Stopped recordings kept for download at once; the oldest goes first.
+    pub max_retained: usize,
 }
 
 impl Default for LimitsConfig {
@@ -209,6 +224,11 @@ impl Default for LimitsConfig {
             idle_timeout_secs: 20,
             retention_secs: 600,
             abandoned_retention_secs: 5,
+            max_session_secs: 4 * 3600,
+            max_sessions_per_client: 2,
+            max_sockets: 64,
+            min_free_disk_mb: 512,
+            max_retained: 16,
         }
     }
 }
@@ -417,6 +437,18 @@ impl Config {
                 l.idle_timeout_secs >= 1,
                 "limits.idle-timeout-secs must be at least 1",
             ),
+            (
+                l.max_session_secs >= 1,
+                "limits.max-session-secs must be at least 1",
+            ),
+            (
+                l.max_sessions_per_client >= 1,
+                "limits.max-sessions-per-client must be at least 1",
+            ),
+            (
+                l.max_sockets >= l.max_sessions,
+                "limits.max-sockets must be at least limits.max-sessions",
+            ),
         ];
         match checks.iter().find(|(ok, _)| !ok) {
             Some((_, why)) => Err(ServerError::Config((*why).to_string())),
@@ -474,9 +506,17 @@ fn env_target(name: &str) -> Option<(String, String)> {
     ))
 }
 
-/// An environment value as TOML: numbers, booleans and floats keep their type, anything
-/// else is a string.
+/// An environment value as TOML: numbers, booleans, floats and `[…]` lists keep their
+/// type, anything else is a string.
 fn env_value(raw: &str) -> toml::Value {
+    // A list is written as TOML: HLS_FACE_SITE_ALLOWED_HOSTS='["cam.example"]'.
+    if raw.trim_start().starts_with('[') {
+        if let Ok(table) = format!("v = {raw}").parse::<toml::Table>() {
+            if let Some(v) = table.get("v") {
+                return v.clone();
+            }
+        }
+    }
     if let Ok(v) = raw.parse::<i64>() {
         return toml::Value::Integer(v);
     }
@@ -540,6 +580,12 @@ mod tests {
         assert_eq!(c.limits.max_chunk_bytes, 2048);
         assert_eq!(c.pipeline.runtime_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.pipeline.scale_factor, 1.3);
+        let c = Config::from_parts(
+            "",
+            env(&[("HLS_FACE_SITE_ALLOWED_HOSTS", "[\"cam.example\"]")]),
+        )
+        .unwrap();
+        assert_eq!(c.site.allowed_hosts, vec!["cam.example".to_string()]);
     }
 
     #[test]

@@ -44,6 +44,13 @@ pub enum ServerError {
         path: PathBuf,
         source: notify::Error,
     },
+    #[error(
+        "another hls-face server (pid {owner}) uses the runtime folder {dir}; stop it or give \
+         this one its own folder (pipeline.runtime-dir / HLS_FACE_PIPELINE_RUNTIME_DIR)"
+    )]
+    RuntimeInUse { dir: PathBuf, owner: String },
+    #[error("the disk holding {dir} has less than the {min_mb} MiB free that sessions need")]
+    DiskFull { dir: PathBuf, min_mb: u64 },
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

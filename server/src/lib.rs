@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod child;
 pub mod config;
+pub mod disk;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
@@ -48,7 +49,7 @@ impl RunningServer {
         let shutdown = CancellationToken::new();
         let registry = Arc::new(Registry::new(
             &config.pipeline.runtime_dir,
-            config.limits.max_sessions,
+            &config.limits,
             shutdown.clone(),
         )?);
         let addr = config.site.addr;
@@ -60,10 +61,13 @@ impl RunningServer {
             .map_err(|source| ServerError::Bind { addr, source })?;
         let mut leptos = config.leptos_options();
         leptos.site_addr = addr;
+        let hosts = web::csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
         let shared = Arc::new(Shared {
+            hosts,
             pipeline: PipelineEnv {
                 config: config.pipeline.clone(),
                 detector,
+                min_free_disk_mb: config.limits.min_free_disk_mb,
             },
             config,
             registry: registry.clone(),

@@ -44,8 +44,8 @@ pub const PROCESS_RSS: &str = "hls_face_process_resident_bytes";
 pub const PROCESS_FDS: &str = "hls_face_process_open_fds";
 /// ffmpeg children running now.
 pub const CHILDREN: &str = "hls_face_ffmpeg_children";
-/// Open HTTP connections (WebSockets included).
-pub const CONNECTIONS: &str = "hls_face_connections_open";
+/// Open WebSockets (streaming or not).
+pub const SOCKETS: &str = "hls_face_sockets_open";
 
 /// Every label value a labelled series takes, so `/metrics` lists each series with 0 from
 /// start-up instead of only after the first event.
@@ -126,7 +126,7 @@ fn describe() {
     );
     describe_gauge!(PROCESS_FDS, "Open file descriptors of the server process.");
     describe_gauge!(CHILDREN, "ffmpeg children running now.");
-    describe_gauge!(CONNECTIONS, "Open HTTP connections, WebSockets included.");
+    describe_gauge!(SOCKETS, "Open WebSockets, streaming or not.");
 }
 
 /// Registers every series at 0 (counters and gauges) so scrapers see them from start-up.
@@ -149,7 +149,7 @@ fn register_zeroes() {
     for kind in app::protocol::ErrorKind::ALL {
         metrics::counter!(ERRORS, "kind" => kind.code()).absolute(0);
     }
-    for name in [SESSIONS_LIVE, CHILDREN, CONNECTIONS] {
+    for name in [SESSIONS_LIVE, CHILDREN, SOCKETS] {
         metrics::gauge!(name).increment(0.0);
     }
     let _ = metrics::histogram!(DETECT_SECONDS);

@@ -2,8 +2,9 @@
 //! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
 
 use super::frame::{Frame, FramePool};
-use crate::child::{ExitReporter, Spawned};
+use crate::child::{reap, ExitReporter, Spawned};
 use crate::error::ServerError;
+use app::protocol::InputCodec;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,11 +13,30 @@ use tokio::sync::mpsc;
 
 /// Where the decoder reads its video.
 pub enum Source {
-    /// A live recorder stream: WebM chunks written to ffmpeg's stdin as they arrive.
-    Pipe(mpsc::Receiver<Bytes>),
+    /// A live recorder stream: WebM chunks written to ffmpeg's stdin as they arrive, in the
+    /// codec the recorder announced (the only one decoded).
+    Pipe(mpsc::Receiver<Bytes>, InputCodec),
     /// A file ffmpeg can read (the `process` command).
     File(PathBuf),
 }
+
+/// What the decoder reads, for its arguments.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    /// A live recorder stream on stdin.
+    Pipe(InputCodec),
+    /// A file.
+    File(&'a Path),
+}
+
+/// A live stream's pictures may be this much larger (in pixels) than announced before the
+/// decoder refuses them: cameras round sizes, and a phone may swap width and height.
+const SLACK_PIXELS: f64 = 1.25;
+
+/// The longest gap between two frames' timestamps that is kept as it is. A longer jump (a
+/// stream claiming hours between frames) is shortened to this, so the constant-rate output
+/// repeats at most this long a frame instead of producing hours of copies.
+pub const MAX_GAP_SECONDS: f64 = 0.5;
 
 /// ffmpeg arguments: the source → `width`×`height` BGR24 at `fps` on stdout.
 ///
@@ -27,36 +47,52 @@ pub enum Source {
 /// resamples to a constant rate (a WebM's millisecond timebase otherwise yields ~1000 fps
 /// of duplicates) and the scale filter guarantees the frame size the rest of the pipeline
 /// reads, whatever the camera or file holds.
-pub fn decoder_args(file: Option<&Path>, width: u32, height: u32, fps: u32) -> Vec<String> {
+///
+/// A live pipe also names its decoder (`-c:v`, the announced codec: another codec in the
+/// stream fails to decode) and caps the picture size (`-max_pixels`, the announced size
+/// plus [`SLACK_PIXELS`]: a stream declared 640×480 but holding 8192×8192 pictures is
+/// refused before ffmpeg allocates for them). For both, `setpts` clamps timestamp jumps to
+/// [`MAX_GAP_SECONDS`] (and backward jumps to none) before `-r` makes the rate constant.
+pub fn decoder_args(input: Input, width: u32, height: u32, fps: u32) -> Vec<String> {
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "warning"]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    match file {
-        None => args.extend(
-            [
-                "-probesize",
-                "32",
-                "-analyzeduration",
-                "0",
-                "-threads",
-                "1",
-                "-i",
-                "pipe:0",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        ),
-        Some(path) => {
+    match input {
+        Input::Pipe(codec) => {
+            let max_pixels = (width as f64 * height as f64 * SLACK_PIXELS).ceil() as u64;
+            args.extend(
+                [
+                    "-max_pixels",
+                    &max_pixels.to_string(),
+                    "-c:v",
+                    codec.ffmpeg_decoder(),
+                    "-probesize",
+                    "32",
+                    "-analyzeduration",
+                    "0",
+                    "-threads",
+                    "1",
+                    "-i",
+                    "pipe:0",
+                ]
+                .iter()
+                .map(|s| s.to_string()),
+            )
+        }
+        Input::File(path) => {
             args.push("-i".into());
             args.push(path.to_string_lossy().into_owned());
         }
     }
+    let clamp = format!(
+        "setpts='if(isnan(PREV_INPTS),PTS,PREV_OUTPTS+clip(PTS-PREV_INPTS,0,{MAX_GAP_SECONDS}/TB))'"
+    );
     args.extend(
         [
             "-an",
             "-vf",
-            &format!("scale={width}:{height}"),
+            &format!("{clamp},scale={width}:{height}"),
             "-r",
             &fps.to_string(),
             "-f",
@@ -73,11 +109,11 @@ pub fn decoder_args(file: Option<&Path>, width: u32, height: u32, fps: u32) -> V
     args
 }
 
-/// A running decoder: its child and the exit reporter; chunks go in through the channel
-/// given to [`Decoder::start`], frames come out of the other.
+/// A running decoder: chunks go in through the channel given to [`Decoder::start`],
+/// frames come out of the other.
 pub struct Decoder {
-    pub child: Child,
-    pub exit: ExitReporter,
+    child: Child,
+    exit: ExitReporter,
 }
 
 impl Decoder {
@@ -92,11 +128,13 @@ impl Decoder {
         frames: mpsc::Sender<Frame>,
         pool: FramePool,
     ) -> Result<Self, ServerError> {
-        let (file, mut chunks) = match source {
-            Source::Pipe(chunks) => (None, Some(chunks)),
-            Source::File(path) => (Some(path), None),
+        let (args, mut chunks) = match source {
+            Source::Pipe(chunks, codec) => (
+                decoder_args(Input::Pipe(codec), width, height, fps),
+                Some(chunks),
+            ),
+            Source::File(path) => (decoder_args(Input::File(&path), width, height, fps), None),
         };
-        let args = decoder_args(file.as_deref(), width, height, fps);
         let (child, mut stdin, mut stdout, exit) =
             Spawned::spawn("decoder", ffmpeg, &args)?.into_parts();
         tokio::spawn(async move {
@@ -132,6 +170,17 @@ impl Decoder {
         });
         Ok(Decoder { child, exit })
     }
+
+    /// Stops decoding at once (for a failed, cancelled or cut pipeline: an open input would
+    /// never end on its own).
+    pub fn stop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// Waits up to `grace` for the decoder to exit (then kills it) and reports how it ended.
+    pub async fn finish(mut self, grace: std::time::Duration) -> Result<(), ServerError> {
+        self.exit.check(reap(&mut self.child, grace).await)
+    }
 }
 
 #[cfg(test)]
@@ -140,11 +189,17 @@ mod tests {
 
     #[test]
     fn arguments_pin_the_frame_format() {
-        let args = decoder_args(None, 640, 480, 30).join(" ");
-        assert!(args.contains("-probesize 32 -analyzeduration 0 -threads 1 -i pipe:0"));
+        let args = decoder_args(Input::Pipe(InputCodec::Vp9), 640, 480, 30).join(" ");
         assert!(args.contains(
-            "-vf scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 -flush_packets 1 pipe:1"
+            "-max_pixels 384000 -c:v vp9 -probesize 32 -analyzeduration 0 -threads 1 -i pipe:0"
         ));
+        assert!(args
+            .contains(",scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 -flush_packets 1 pipe:1"));
+        assert!(args.contains(
+            "-vf setpts='if(isnan(PREV_INPTS),PTS,PREV_OUTPTS+clip(PTS-PREV_INPTS,0,0.5/TB))'"
+        ));
+        let file = decoder_args(Input::File(Path::new("in.mp4")), 640, 480, 25).join(" ");
+        assert!(file.contains("-i in.mp4") && !file.contains("max_pixels"));
         assert!(
             !args.contains("nobuffer"),
             "-fflags nobuffer breaks decoding here"

@@ -3,7 +3,7 @@
 //! ffmpeg finish the last segment and write `#EXT-X-ENDLIST`.
 
 use super::frame::{Frame, FramePool};
-use crate::child::{ExitReporter, Spawned};
+use crate::child::{reap, ExitReporter, Spawned};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use std::path::Path;
@@ -114,8 +114,10 @@ pub fn encoder_args(s: &HlsSettings, dir: &Path) -> Vec<String> {
 
 /// A running encoder: frames go in through the channel given to [`Encoder::start`].
 pub struct Encoder {
-    pub child: Child,
-    pub exit: ExitReporter,
+    child: Child,
+    exit: ExitReporter,
+    /// Set once the child has exited (seen by [`Encoder::exited`]).
+    status: Option<std::io::Result<std::process::ExitStatus>>,
 }
 
 impl Encoder {
@@ -143,7 +145,35 @@ impl Encoder {
                 pool.give(frame.data);
             }
         });
-        Ok(Encoder { child, exit })
+        Ok(Encoder {
+            child,
+            exit,
+            status: None,
+        })
+    }
+
+    /// Resolves when the encoder exits (it must outlive its input: before the input
+    /// closes, that is a failure); never again once it has.
+    pub async fn exited(&mut self) {
+        if self.status.is_some() {
+            return std::future::pending().await;
+        }
+        self.status = Some(self.child.wait().await);
+    }
+
+    /// Waits up to `grace` for the encoder to finish its last segment and ENDLIST (its
+    /// input must be closed first), then kills it; reports how it ended.
+    pub async fn finish(mut self, grace: std::time::Duration) -> Result<(), ServerError> {
+        let status = match self.status.take() {
+            Some(status) => status,
+            None => reap(&mut self.child, grace).await,
+        };
+        self.exit.check(status)
+    }
+
+    /// An error saying the encoder stopped taking frames.
+    pub fn stalled(&self) -> ServerError {
+        self.exit.error("stopped taking frames".into())
     }
 }
 

@@ -1,7 +1,8 @@
 //! Every session's id and folder, the session limit, and folder retention and cleanup.
 
+use crate::config::LimitsConfig;
 use crate::error::ServerError;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub struct Admission {
     pub progress: watch::Sender<PlaylistProgress>,
     viewer: SessionId,
     viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
+    client: String,
+    clients: Arc<Mutex<HashMap<String, usize>>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -80,6 +83,13 @@ impl Drop for Admission {
         self.progress.send_modify(|p| p.ended = true);
         // The session has ended: its viewer link stops working.
         lock(&self.viewers).remove(&self.viewer);
+        let mut clients = lock(&self.clients);
+        if let Some(n) = clients.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                clients.remove(&self.client);
+            }
+        }
     }
 }
 
@@ -88,53 +98,107 @@ fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Why a session was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The server is at its session limit.
+    Full,
+    /// This client already runs as many sessions as one client may.
+    Client,
+}
+
 /// The server's sessions.
 pub struct Registry {
     root: PathBuf,
+    /// Held for the registry's life: one server per runtime folder.
+    _lock: RuntimeLock,
+    /// Stopped sessions whose folders are kept, oldest first.
+    retained: Mutex<VecDeque<SessionId>>,
+    max_retained: usize,
     folders: Mutex<HashMap<SessionId, Folder>>,
     /// Live viewer tokens → their sessions.
     viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
+    /// Running sessions per client (browser session cookie).
+    clients: Arc<Mutex<HashMap<String, usize>>>,
+    per_client: usize,
     slots: Arc<Semaphore>,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
 }
 
 impl Registry {
-    /// Empties (or creates) `root`, so nothing from a previous run survives.
+    /// Takes `root` for this server (creating it): locks it against a second server and
+    /// removes the session folders a previous run left (only folders named like a session
+    /// id; nothing else in `root` is touched).
     pub fn new(
         root: &Path,
-        max_sessions: usize,
+        limits: &LimitsConfig,
         shutdown: CancellationToken,
     ) -> Result<Self, ServerError> {
-        match std::fs::remove_dir_all(root) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ServerError::io("cannot empty runtime dir", root, e)),
-        }
         std::fs::create_dir_all(root)
             .map_err(|e| ServerError::io("cannot create runtime dir", root, e))?;
         let root = root
             .canonicalize()
             .map_err(|e| ServerError::io("cannot resolve runtime dir", root, e))?;
+        let lock_file = RuntimeLock::take(&root)?;
+        let entries = std::fs::read_dir(&root)
+            .map_err(|e| ServerError::io("cannot read runtime dir", &root, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let ours = entry.file_type().is_ok_and(|t| t.is_dir())
+                && entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| SessionId::parse(n).is_some());
+            if ours {
+                std::fs::remove_dir_all(&path).map_err(|e| {
+                    ServerError::io("cannot remove a stale session folder", &path, e)
+                })?;
+            }
+        }
         Ok(Registry {
             root,
+            _lock: lock_file,
             folders: Mutex::new(HashMap::new()),
             viewers: Arc::default(),
-            slots: Arc::new(Semaphore::new(max_sessions)),
+            clients: Arc::default(),
+            per_client: limits.max_sessions_per_client,
+            slots: Arc::new(Semaphore::new(limits.max_sessions)),
+            retained: Mutex::new(VecDeque::new()),
+            max_retained: limits.max_retained,
             cleanup: TaskTracker::new(),
             shutdown,
         })
     }
 
-    /// A place for a new session and its folder, or `None` when the server is full.
-    pub fn admit(&self) -> Result<Option<Admission>, ServerError> {
+    /// A place for a new session of `client` and its folder, or why not.
+    pub fn admit(&self, client: &str) -> Result<Result<Admission, Refusal>, ServerError> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return Ok(None);
+            return Ok(Err(Refusal::Full));
+        };
+        {
+            let mut clients = lock(&self.clients);
+            let n = clients.entry(client.to_string()).or_insert(0);
+            if *n >= self.per_client {
+                return Ok(Err(Refusal::Client));
+            }
+            *n += 1;
+        }
+        let undo = || {
+            let mut clients = lock(&self.clients);
+            if let Some(n) = clients.get_mut(client) {
+                *n -= 1;
+                if *n == 0 {
+                    clients.remove(client);
+                }
+            }
         };
         let id = SessionId::random();
         let dir = self.root.join(id.as_str());
-        std::fs::create_dir(&dir)
-            .map_err(|e| ServerError::io("cannot create session dir", &dir, e))?;
+        if let Err(e) = std::fs::create_dir(&dir) {
+            undo();
+            return Err(ServerError::io("cannot create session dir", &dir, e));
+        }
         let (progress, receiver) = watch::channel(PlaylistProgress::default());
         lock(&self.folders).insert(
             id.clone(),
@@ -145,12 +209,14 @@ impl Registry {
         );
         let viewer = SessionId::random();
         lock(&self.viewers).insert(viewer.clone(), id.clone());
-        Ok(Some(Admission {
+        Ok(Ok(Admission {
             id,
             dir,
             progress,
             viewer,
             viewers: self.viewers.clone(),
+            client: client.to_string(),
+            clients: self.clients.clone(),
             _permit: permit,
         }))
     }
@@ -165,40 +231,89 @@ impl Registry {
         lock(&self.folders).get(id).cloned()
     }
 
-    /// Sessions with a folder right now.
-    pub fn len(&self) -> usize {
-        lock(&self.folders).len()
-    }
-
-    /// Whether no session has a folder.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Forgets `id` and removes its folder after `retention` (at once on shutdown).
+    /// Forgets `id` and removes its folder after `retention` (at once on shutdown). At most
+    /// `max-retained` folders are kept waiting: the oldest goes when one more arrives.
     pub fn retire(self: &Arc<Self>, id: SessionId, retention: Duration) {
+        if !retention.is_zero() {
+            let evicted: Vec<SessionId> = {
+                let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+                retained.push_back(id.clone());
+                let excess = retained.len().saturating_sub(self.max_retained);
+                retained.drain(..excess).collect()
+            };
+            for old in evicted {
+                tracing::info!(session = %old, "more recordings than max-retained; removing the oldest");
+                self.clone().remove_later(old, Duration::ZERO);
+            }
+        }
+        self.clone().remove_later(id, retention);
+    }
+
+    fn remove_later(self: Arc<Self>, id: SessionId, after: Duration) {
         let this = self.clone();
         self.cleanup.spawn(async move {
             tokio::select! {
-                _ = tokio::time::sleep(retention) => {}
+                _ = tokio::time::sleep(after) => {}
                 _ = this.shutdown.cancelled() => {}
             }
-            this.remove(&id);
-        });
-    }
-
-    fn remove(&self, id: &SessionId) {
-        if let Some(Folder { dir, .. }) = lock(&self.folders).remove(id) {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
+            let Some(Folder { dir, .. }) = lock(&this.folders).remove(&id) else {
+                return; // removed already (evicted, then its own timer)
+            };
+            if let Ok(mut retained) = this.retained.lock() {
+                retained.retain(|r| *r != id);
+            }
+            // Thousands of segments: keep the unlinking off the async workers.
+            let removed = tokio::task::spawn_blocking(move || {
+                std::fs::remove_dir_all(&dir).map_err(|e| (dir, e))
+            })
+            .await;
+            if let Ok(Err((dir, e))) = removed {
                 tracing::warn!(session = %id, "cannot remove {}: {e}", dir.display());
             }
-        }
+        });
     }
 
     /// Waits for pending removals (call after cancelling the shutdown token).
     pub async fn drain(&self) {
         self.cleanup.close();
         self.cleanup.wait().await;
+    }
+}
+
+/// An exclusive lock on a runtime folder (`flock` on its `.lock` file, which holds the
+/// owner's pid), released when the process ends however it ends.
+struct RuntimeLock {
+    _file: std::fs::File,
+}
+
+/// Name of the lock file inside the runtime folder.
+const LOCK_FILE: &str = ".lock";
+
+impl RuntimeLock {
+    fn take(root: &Path) -> Result<Self, ServerError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::fd::AsRawFd;
+        let path = root.join(LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| ServerError::io("cannot open the runtime folder's lock", &path, e))?;
+        // SAFETY: flock only locks the open file description we own.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let mut owner = String::new();
+            let _ = file.read_to_string(&mut owner);
+            return Err(ServerError::RuntimeInUse {
+                dir: root.to_owned(),
+                owner: owner.trim().to_string(),
+            });
+        }
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        Ok(RuntimeLock { _file: file })
     }
 }
 
@@ -222,16 +337,37 @@ mod tests {
     #[tokio::test]
     async fn admits_up_to_the_limit_and_cleans_up() {
         let root = temp_root("limit");
-        std::fs::create_dir_all(root.join("stale-from-last-run")).unwrap();
+        let stale = root.join("0123456789abcdef0123456789abcdef");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(root.join("notes.txt"), b"not ours").unwrap();
         let shutdown = CancellationToken::new();
-        let reg = Arc::new(Registry::new(&root, 2, shutdown.clone()).unwrap());
+        let limits = LimitsConfig {
+            max_sessions: 2,
+            ..LimitsConfig::default()
+        };
+        let reg = Arc::new(Registry::new(&root, &limits, shutdown.clone()).unwrap());
         assert!(
-            !root.join("stale-from-last-run").exists(),
-            "stale folders are removed"
+            !stale.exists(),
+            "a previous run's session folder is removed"
         );
-        let a = reg.admit().unwrap().unwrap();
-        let b = reg.admit().unwrap().unwrap();
-        assert!(reg.admit().unwrap().is_none(), "third session is refused");
+        assert!(
+            root.join("notes.txt").exists(),
+            "other files are not touched"
+        );
+        let err = Registry::new(&root, &limits, CancellationToken::new())
+            .err()
+            .expect("a second server on the same folder is refused");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
+        let a = reg.admit("x").unwrap().unwrap();
+        let b = reg.admit("y").unwrap().unwrap();
+        assert_eq!(
+            reg.admit("z").unwrap().err(),
+            Some(Refusal::Full),
+            "third session is refused"
+        );
         assert!(a.dir.is_dir() && b.dir.is_dir());
         let (id, dir) = (a.id.clone(), a.dir.clone());
         let viewer = SessionId::parse(a.viewer_token()).expect("tokens are ids");
@@ -244,7 +380,7 @@ mod tests {
             "revoked when the session ends"
         );
         assert!(
-            reg.admit().unwrap().is_some(),
+            reg.admit("z").unwrap().is_ok(),
             "a freed place can be reused"
         );
         reg.retire(id.clone(), Duration::from_secs(3600));
@@ -258,6 +394,53 @@ mod tests {
         reg.drain().await;
         assert!(reg.folder(&id).is_none());
         assert!(!dir.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn one_client_runs_a_limited_number_of_sessions() {
+        let root = temp_root("per-client");
+        let limits = LimitsConfig {
+            max_sessions: 8,
+            max_sessions_per_client: 2,
+            ..LimitsConfig::default()
+        };
+        let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
+        let a = reg.admit("me").unwrap().unwrap();
+        let _b = reg.admit("me").unwrap().unwrap();
+        assert_eq!(reg.admit("me").unwrap().err(), Some(Refusal::Client));
+        assert!(reg.admit("you").unwrap().is_ok(), "others are not affected");
+        drop(a);
+        assert!(
+            reg.admit("me").unwrap().is_ok(),
+            "a place freed is the client's again"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn only_the_newest_recordings_are_kept() {
+        let root = temp_root("retained");
+        let limits = LimitsConfig {
+            max_retained: 2,
+            ..LimitsConfig::default()
+        };
+        let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let a = reg.admit("c").unwrap().unwrap();
+            ids.push(a.id.clone());
+            drop(a);
+            reg.retire(ids.last().unwrap().clone(), Duration::from_secs(3600));
+        }
+        let gone = |id: &SessionId| reg.folder(id).is_none();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !gone(&ids[0]) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(gone(&ids[0]), "the oldest recording is removed");
+        assert!(!gone(&ids[1]) && !gone(&ids[2]));
+        assert!(!root.join(ids[0].as_str()).exists());
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -2,7 +2,6 @@
 //! with its counters, its events for the socket, and a graceful or forced end.
 
 use super::registry::{Admission, PlaylistProgress, SessionId};
-use crate::child::reap;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::metrics;
@@ -13,7 +12,7 @@ use crate::pipeline::frame::{Frame, FramePool};
 use crate::pipeline::frame_path::{FramePath, Output};
 use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
 use crate::pipeline::recording::SegmentKeeper;
-use app::protocol::{DetectorSettings, Stats};
+use app::protocol::{DetectorSettings, InputCodec, Stats};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -41,6 +40,16 @@ const ENCODER_GRACE: Duration = Duration::from_secs(10);
 pub struct PipelineEnv {
     pub config: PipelineConfig,
     pub detector: DetectorFactory,
+    /// Free disk space (MiB) a session needs to start and to go on.
+    pub min_free_disk_mb: u64,
+}
+
+/// The stream a session receives, as its Start message announced it.
+#[derive(Debug, Clone, Copy)]
+pub struct Media {
+    pub codec: InputCodec,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// Something the socket should hear about.
@@ -72,24 +81,34 @@ pub struct Session {
     events: mpsc::Receiver<SessionEvent>,
     counters: Arc<Counters>,
     cancel: CancellationToken,
+    cut: CancellationToken,
     blur: Arc<AtomicBool>,
     detector: watch::Sender<DetectorSettings>,
     admission: Admission,
 }
 
 impl Session {
-    /// Spawns the decoder, detector thread, encoder and playlist watcher for a
-    /// `width`×`height` stream.
+    /// Spawns the decoder, detector thread, encoder and playlist watcher for `media`.
     pub fn start(
         admission: Admission,
-        width: u32,
-        height: u32,
+        media: Media,
         env: &PipelineEnv,
         blur: bool,
     ) -> Result<Self, ServerError> {
+        let Media {
+            codec,
+            width,
+            height,
+        } = media;
         let cfg = &env.config;
         let id = admission.id.clone();
         let dir = admission.dir.clone();
+        if crate::disk::below(&dir, env.min_free_disk_mb) {
+            return Err(ServerError::DiskFull {
+                dir,
+                min_mb: env.min_free_disk_mb,
+            });
+        }
         let pool = FramePool::default();
         let (detector, detector_rx) = watch::channel(HaarSettings::from(cfg).tunable());
         let worker = DetectorWorker::start(
@@ -107,7 +126,7 @@ impl Session {
             width,
             height,
             cfg.frame_rate,
-            Source::Pipe(chunk_rx),
+            Source::Pipe(chunk_rx, codec),
             frame_tx,
             pool.clone(),
         )?;
@@ -131,21 +150,22 @@ impl Session {
             encoder_input: enc_tx,
             counters: counters.clone(),
         };
-        tokio::spawn(
-            supervise(
-                stage,
-                decoder,
-                encoder,
-                watch,
-                playlist_rx,
-                recording,
-                event_tx,
-                cancel.clone(),
-                counters.clone(),
-                admission.progress.clone(),
-            )
-            .in_current_span(),
-        );
+        let cut = CancellationToken::new();
+        let supervisor = Supervisor {
+            stage,
+            decoder,
+            encoder,
+            watcher: watch,
+            playlist: playlist_rx,
+            recording,
+            events: event_tx,
+            cancel: cancel.clone(),
+            cut: cut.clone(),
+            progress: admission.progress.clone(),
+            dir: dir.clone(),
+            min_free_mb: env.min_free_disk_mb,
+        };
+        tokio::spawn(supervisor.run().in_current_span());
         ::metrics::counter!(metrics::SESSIONS_TOTAL).increment(1);
         ::metrics::gauge!(metrics::SESSIONS_LIVE).increment(1.0);
         Ok(Session {
@@ -155,6 +175,7 @@ impl Session {
             events,
             counters,
             cancel,
+            cut,
             blur,
             detector,
             admission,
@@ -184,6 +205,12 @@ impl Session {
     /// Kills the children at once (the playlist is still ended where possible).
     pub fn abort(&self) {
         self.cancel.cancel();
+    }
+
+    /// Ends a draining pipeline now: the decoder is stopped and what was encoded so far is
+    /// finished as the recording (the encoder still writes its last segment and ENDLIST).
+    pub fn cut(&self) {
+        self.cut.cancel();
     }
 
     /// The next pipeline event; `None` once the pipeline task is gone.
@@ -310,101 +337,140 @@ async fn until(deadline: Option<Instant>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn supervise(
-    mut stage: Stage,
-    mut decoder: Decoder,
-    mut encoder: Encoder,
+/// Drives one session's pipeline until it ends, then reports how.
+struct Supervisor {
+    stage: Stage,
+    decoder: Decoder,
+    encoder: Encoder,
     watcher: PlaylistWatch,
-    mut playlist: mpsc::Receiver<PlaylistEvent>,
-    mut recording: SegmentKeeper,
+    playlist: mpsc::Receiver<PlaylistEvent>,
+    recording: SegmentKeeper,
     events: mpsc::Sender<SessionEvent>,
+    /// Kill everything now (shutdown, a vanished client).
     cancel: CancellationToken,
-    counters: Arc<Counters>,
+    /// Stop decoding, finish the recording with what was encoded (a drain that overran).
+    cut: CancellationToken,
     progress: watch::Sender<PlaylistProgress>,
-) {
-    let mut encoder_status = None;
-    let mut failed = false;
-    let mut playlist_open = true;
-    let mut decoding = true;
-    let mut detections = stage.path.detections();
-    loop {
-        if !decoding && stage.path.waiting() == 0 {
-            break; // the decoder ended and every frame has left
-        }
-        let deadline = stage.path.deadline();
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            status = encoder.child.wait(), if encoder_status.is_none() => {
-                // The encoder must outlive its input; exiting now means it failed.
-                encoder_status = Some(status);
+    /// The session folder, and the free space (MiB) its disk must keep.
+    dir: PathBuf,
+    min_free_mb: u64,
+}
+
+impl Supervisor {
+    async fn run(self) {
+        let Supervisor {
+            mut stage,
+            mut decoder,
+            mut encoder,
+            watcher,
+            mut playlist,
+            mut recording,
+            events,
+            cancel,
+            cut,
+            progress,
+            dir,
+            min_free_mb,
+        } = self;
+        let counters = stage.counters.clone();
+        let mut failed = false;
+        let mut was_cut = false;
+        let mut disk_full = false;
+        let mut playlist_open = true;
+        let mut decoding = true;
+        let mut detections = stage.path.detections();
+        loop {
+            if !decoding && stage.path.waiting() == 0 {
+                break; // the decoder ended and every frame has left
+            }
+            let deadline = stage.path.deadline();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = encoder.exited() => {
+                    // The encoder must outlive its input; exiting now means it failed.
+                    failed = true;
+                    break;
+                }
+                _ = cut.cancelled(), if !was_cut => {
+                    was_cut = true;
+                    decoding = false;
+                    decoder.stop();
+                }
+                event = playlist.recv(), if playlist_open => match event {
+                    Some(PlaylistEvent::Ready) => {
+                        let _ = events.send(SessionEvent::PlaylistReady).await;
+                    }
+                    Some(PlaylistEvent::Updated { segments, ended }) => {
+                        let before = counters.segments.swap(segments, Ordering::Relaxed);
+                        ::metrics::counter!(metrics::SEGMENTS)
+                            .increment(segments.saturating_sub(before));
+                        recording.prune(segments);
+                        progress.send_replace(PlaylistProgress { segments, ended });
+                        if !disk_full && crate::disk::below(&dir, min_free_mb) {
+                            // Stop before the disk is full: the encoder can still write
+                            // its last segment and ENDLIST.
+                            tracing::warn!("less than {min_free_mb} MiB free; ending the session");
+                            disk_full = true;
+                            was_cut = true;
+                            decoding = false;
+                            decoder.stop();
+                        }
+                    }
+                    None => playlist_open = false,
+                },
+                frame = stage.frames.recv(), if decoding => match frame {
+                    Some(frame) => stage.accept(frame),
+                    None => decoding = false, // decoder output ended: let the held frames out
+                },
+                _ = detection(&mut detections) => {}
+                _ = until(deadline) => {}
+            }
+            if stage.release().is_err() {
                 failed = true;
                 break;
             }
-            event = playlist.recv(), if playlist_open => match event {
-                Some(PlaylistEvent::Ready) => {
-                    let _ = events.send(SessionEvent::PlaylistReady).await;
-                }
-                Some(PlaylistEvent::Updated { segments, ended }) => {
-                    let before = counters.segments.swap(segments, Ordering::Relaxed);
-                    ::metrics::counter!(metrics::SEGMENTS)
-                        .increment(segments.saturating_sub(before));
-                    recording.prune(segments);
-                    progress.send_replace(PlaylistProgress { segments, ended });
-                }
-                None => playlist_open = false,
-            },
-            frame = stage.frames.recv(), if decoding => match frame {
-                Some(frame) => stage.accept(frame),
-                None => decoding = false, // decoder output ended: let the held frames out
-            },
-            _ = detection(&mut detections) => {}
-            _ = until(deadline) => {}
         }
-        if stage.release().is_err() {
-            failed = true;
-            break;
+        let Stage {
+            path,
+            encoder_input,
+            ..
+        } = stage;
+        drop(encoder_input); // encoder stdin closes → last segment + ENDLIST
+                             // Joining the detector thread may wait for one detection; keep it off the executor.
+        let join_detector = tokio::task::spawn_blocking(move || drop(path));
+        if cancel.is_cancelled() || failed {
+            // The input may still be open (the client is connected): the decoder would
+            // never see EOF, so a failed or cancelled pipeline stops it at once.
+            decoder.stop();
         }
-    }
-    let Stage {
-        path,
-        encoder_input,
-        ..
-    } = stage;
-    drop(encoder_input); // encoder stdin closes → last segment + ENDLIST
-                         // Joining the detector thread may wait for one detection; keep it off the executor.
-    let join_detector = tokio::task::spawn_blocking(move || drop(path));
-    if cancel.is_cancelled() || failed {
-        // The input may still be open (the client is connected): the decoder would never
-        // see EOF, so a failed or cancelled pipeline stops it at once.
-        let _ = decoder.child.start_kill();
-    }
-    let decoder_result = decoder
-        .exit
-        .check(reap(&mut decoder.child, DECODER_GRACE).await);
-    let encoder_result = match encoder_status {
-        Some(status) => encoder.exit.check(status),
-        None => encoder
-            .exit
-            .check(reap(&mut encoder.child, ENCODER_GRACE).await),
-    };
-    let _ = join_detector.await;
-    // Let the watcher see the final (ENDLIST) playlist before it goes.
-    drop(watcher);
-    let result = if cancel.is_cancelled() {
-        Ok(())
-    } else {
-        match (encoder_result, decoder_result) {
-            (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-            (Ok(()), Ok(())) if failed => Err(encoder.exit.error("stopped taking frames".into())),
-            (Ok(()), Ok(())) => Ok(()),
+        let stalled = encoder.stalled();
+        let decoder_result = decoder.finish(DECODER_GRACE).await;
+        let encoder_result = encoder.finish(ENCODER_GRACE).await;
+        let _ = join_detector.await;
+        // Let the watcher see the final (ENDLIST) playlist before it goes.
+        drop(watcher);
+        // A cut decoder was killed on purpose: how it exited says nothing.
+        let decoder_result = if was_cut { Ok(()) } else { decoder_result };
+        let result = if cancel.is_cancelled() {
+            Ok(())
+        } else if disk_full {
+            Err(ServerError::DiskFull {
+                dir,
+                min_mb: min_free_mb,
+            })
+        } else {
+            match (encoder_result, decoder_result) {
+                (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(())) if failed => Err(stalled),
+                (Ok(()), Ok(())) => Ok(()),
+            }
+        };
+        if let Err(ServerError::ChildExit { stage, .. }) = &result {
+            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => *stage).increment(1);
         }
-    };
-    if let Err(ServerError::ChildExit { stage, .. }) = &result {
-        ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => *stage).increment(1);
+        let _ = events.send(SessionEvent::Ended(result)).await;
     }
-    let _ = events.send(SessionEvent::Ended(result)).await;
 }
 
 /// Turns counters into the stats message, computing rates against the previous sample.

@@ -1,7 +1,9 @@
 //! CSRF protection for the WebSocket: a random per-browser session cookie (HttpOnly,
-//! SameSite=Strict) and a token derived from it with a per-process secret (HMAC-SHA256).
-//! The page receives the token in its HTML; `/socket` upgrades only if the query token
-//! matches the cookie's (constant-time) and the Origin is the page's own.
+//! SameSite=Strict, signed by the server so a made-up value is replaced) and a token derived
+//! from it with a per-process secret (HMAC-SHA256). The page receives the token in its
+//! HTML; `/socket` upgrades only if the query token matches the cookie's (constant-time)
+//! and the one Origin header is the page's own, scheme included. Every request's Host must
+//! be one this server answers to (no DNS rebinding).
 
 use super::AppState;
 use app::CsrfToken;
@@ -16,6 +18,9 @@ use subtle::ConstantTimeEq;
 /// Name of the session cookie.
 pub const COOKIE: &str = "hls_face_sid";
 
+/// Hex digits of the cookie's signature (64 bits: forging one is out of reach).
+const COOKIE_MAC_HEX: usize = 16;
+
 /// The per-process secret behind every token (tokens die with the process).
 pub struct CsrfKey([u8; 32]);
 
@@ -29,10 +34,31 @@ impl CsrfKey {
 
     /// The token for a session cookie value.
     pub fn token_for(&self, sid: &str) -> String {
+        self.mac(b"token:", sid)
+    }
+
+    fn mac(&self, purpose: &[u8], sid: &str) -> String {
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(purpose);
         mac.update(sid.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// The cookie value for a browser session id: the id and its signature.
+    pub fn cookie_value(&self, sid: &str) -> String {
+        format!("{sid}.{}", &self.mac(b"cookie:", sid)[..COOKIE_MAC_HEX])
+    }
+
+    /// The session id of a cookie value this server signed (`None` for anything else).
+    pub fn verify_cookie(&self, value: &str) -> Option<String> {
+        let (sid, mac) = value.split_once('.')?;
+        if !app::hls_path::is_hex_id(sid) {
+            return None;
+        }
+        let expected = self.cookie_value(sid);
+        let ok: bool = expected.as_bytes().ct_eq(value.as_bytes()).into();
+        (ok && mac.len() == COOKIE_MAC_HEX).then(|| sid.to_string())
     }
 
     /// Whether `token` belongs to `sid`, compared in constant time.
@@ -42,17 +68,16 @@ impl CsrfKey {
     }
 }
 
-/// The session cookie's value in `headers`, if well-formed.
-pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+/// The browser session id of the session cookie in `headers`, if this server signed it.
+pub fn session_cookie(headers: &HeaderMap, key: &CsrfKey) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|v| app::hls_path::is_hex_id(v))
+        .filter(|(name, _)| *name == COOKIE)
+        .find_map(|(_, value)| key.verify_cookie(value))
 }
 
 /// Gives every page request a session cookie (creating one if needed) and puts the
@@ -62,7 +87,7 @@ pub async fn ensure_session_cookie(
     mut req: Request,
     next: Next,
 ) -> Response {
-    let existing = session_cookie(req.headers());
+    let existing = session_cookie(req.headers(), &state.shared.csrf);
     // A browser session id has the same shape and randomness as a streaming session id.
     let sid = existing
         .clone()
@@ -73,7 +98,8 @@ pub async fn ensure_session_cookie(
     req.extensions_mut().insert(app::LiveSync(live_sync));
     let mut response = next.run(req).await;
     if existing.is_none() {
-        let cookie = format!("{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict");
+        let value = state.shared.csrf.cookie_value(&sid);
+        let cookie = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
@@ -81,18 +107,95 @@ pub async fn ensure_session_cookie(
     response
 }
 
-/// Whether the request's Origin is this server (same host and port as the Host header).
-pub fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+/// The one value of header `name`, or `None` if it is missing, repeated or not text.
+fn single(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
+}
+
+/// Whether the request's one Origin is this server as the browser reached it: `scheme`
+/// (`http` or `https`) and exactly the one Host header.
+pub fn same_origin(headers: &HeaderMap, scheme: &str) -> bool {
+    let (Some(origin), Some(host)) = (
+        single(headers, header::ORIGIN),
+        single(headers, header::HOST),
+    ) else {
         return false;
     };
-    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let authority = origin
-        .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    authority.is_some_and(|a| a.eq_ignore_ascii_case(host))
+    origin
+        .strip_prefix(scheme)
+        .and_then(|rest| rest.strip_prefix("://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+/// Which Host headers this server answers to.
+#[derive(Debug, Clone)]
+pub struct HostPolicy {
+    port: u16,
+    /// Any IP address at our port (we listen on all addresses).
+    any_ip: bool,
+    /// Exact `host[:port]` values allowed (lowercase).
+    names: Vec<String>,
+}
+
+impl HostPolicy {
+    /// The listen address `bound` (its IP and `localhost` at its port; any IP address when
+    /// it listens on all of them) plus the operator's `extra` names (`host` or `host:port`,
+    /// e.g. the name a proxy or certificate uses).
+    pub fn new(bound: std::net::SocketAddr, extra: &[String]) -> Self {
+        let port = bound.port();
+        let mut names = vec![
+            format!("localhost:{port}"),
+            format!("127.0.0.1:{port}"),
+            format!("[::1]:{port}"),
+        ];
+        names.push(match bound.ip() {
+            std::net::IpAddr::V4(ip) => format!("{ip}:{port}"),
+            std::net::IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+        });
+        names.extend(extra.iter().map(|n| n.to_ascii_lowercase()));
+        HostPolicy {
+            port,
+            any_ip: bound.ip().is_unspecified(),
+            names,
+        }
+    }
+
+    /// Whether a request with this Host header is for us.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        if self.names.contains(&host) {
+            return true;
+        }
+        if !self.any_ip {
+            return false;
+        }
+        // host:port with an IP literal (v4, or v6 in brackets) and our port.
+        let Some((ip, port)) = host.rsplit_once(':') else {
+            return false;
+        };
+        let ip = ip.trim_start_matches('[').trim_end_matches(']');
+        port.parse() == Ok(self.port) && ip.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+/// Refuses (421 Misdirected Request) a request whose one Host header is not ours.
+pub async fn check_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let ok = single(req.headers(), header::HOST).is_some_and(|h| state.shared.hosts.allows(h));
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            "this server does not answer to that host name; add it to [site] allowed-hosts",
+        )
+            .into_response()
+    }
 }
 
 #[cfg(test)]
@@ -123,13 +226,34 @@ mod tests {
     }
 
     #[test]
-    fn reads_only_well_formed_session_cookies() {
+    fn reads_only_session_cookies_this_server_signed() {
+        let key = CsrfKey::random();
         let sid = "0123456789abcdef0123456789abcdef";
-        let h = headers(&[(header::COOKIE, &format!("x=1; {COOKIE}={sid}; y=2"))]);
-        assert_eq!(session_cookie(&h).as_deref(), Some(sid));
-        let h = headers(&[(header::COOKIE, &format!("{COOKIE}=../../etc"))]);
-        assert_eq!(session_cookie(&h), None);
-        assert_eq!(session_cookie(&HeaderMap::new()), None);
+        let value = key.cookie_value(sid);
+        let h = headers(&[(header::COOKIE, &format!("x=1; {COOKIE}={value}; y=2"))]);
+        assert_eq!(session_cookie(&h, &key).as_deref(), Some(sid));
+        for forged in [
+            sid.to_string(),
+            format!("{sid}.0000000000000000"),
+            "../../etc".to_string(),
+            CsrfKey::random().cookie_value(sid),
+        ] {
+            let h = headers(&[(header::COOKIE, &format!("{COOKIE}={forged}"))]);
+            assert_eq!(session_cookie(&h, &key), None, "{forged}");
+        }
+        assert_eq!(session_cookie(&HeaderMap::new(), &key), None);
+    }
+
+    #[test]
+    fn hosts_are_the_listen_address_localhost_and_configured_names() {
+        let local = HostPolicy::new("127.0.0.1:3000".parse().unwrap(), &[]);
+        assert!(local.allows("127.0.0.1:3000") && local.allows("LOCALHOST:3000"));
+        assert!(!local.allows("evil.example:3000"));
+        assert!(!local.allows("192.168.1.5:3000"), "not listening there");
+        let all = HostPolicy::new("0.0.0.0:3000".parse().unwrap(), &["cam.example".into()]);
+        assert!(all.allows("192.168.1.5:3000") && all.allows("[fe80::1]:3000"));
+        assert!(all.allows("cam.example"));
+        assert!(!all.allows("192.168.1.5:3001") && !all.allows("evil.example:3000"));
     }
 
     #[test]
@@ -138,7 +262,14 @@ mod tests {
             (header::ORIGIN, "http://127.0.0.1:3000"),
             (header::HOST, "127.0.0.1:3000"),
         ]);
-        assert!(same_origin(&ok));
+        assert!(same_origin(&ok, "http"));
+        assert!(!same_origin(&ok, "https"), "the scheme counts");
+        let two = headers(&[
+            (header::ORIGIN, "http://127.0.0.1:3000"),
+            (header::ORIGIN, "http://evil.example"),
+            (header::HOST, "127.0.0.1:3000"),
+        ]);
+        assert!(!same_origin(&two, "http"), "exactly one Origin");
         for (origin, host) in [
             ("http://evil.example", "127.0.0.1:3000"),
             ("http://127.0.0.1:3001", "127.0.0.1:3000"),
@@ -146,10 +277,10 @@ mod tests {
             ("http://127.0.0.1:3000.evil", "127.0.0.1:3000"),
         ] {
             let h = headers(&[(header::ORIGIN, origin), (header::HOST, host)]);
-            assert!(!same_origin(&h), "{origin}");
+            assert!(!same_origin(&h, "http"), "{origin}");
         }
         assert!(
-            !same_origin(&headers(&[(header::HOST, "127.0.0.1:3000")])),
+            !same_origin(&headers(&[(header::HOST, "127.0.0.1:3000")]), "http"),
             "no Origin"
         );
     }

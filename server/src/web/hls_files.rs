@@ -46,11 +46,20 @@ pub async fn serve_viewer(
         .and_then(|t| registry.viewer_session(&t))
         .and_then(|id| registry.folder(&id));
     match folder {
-        Some(folder) if file != RECORDING => {
+        Some(folder) if file == PLAYLIST || in_live_window(&folder, &file).await => {
             ::metrics::counter!(metrics::VIEWER_REQUESTS).increment(1);
             serve_file(folder, &file, query.as_deref()).await
         }
         _ => not_found(),
+    }
+}
+
+/// Whether `file` is a segment the live playlist lists now: a viewer reaches only the live
+/// window, never the older segments kept for the owner's recording.
+async fn in_live_window(folder: &Folder, file: &str) -> bool {
+    match tokio::fs::read_to_string(folder.dir.join(PLAYLIST)).await {
+        Ok(playlist) => playlist.lines().any(|line| line.trim() == file),
+        Err(_) => false,
     }
 }
 
@@ -82,6 +91,15 @@ async fn serve_file(folder: Folder, file: &str, query: Option<&str>) -> Response
         let Ok(bytes) = tokio::fs::read(&path).await else {
             return not_found();
         };
+        if bytes.is_empty() {
+            // Never an empty playlist (a full disk truncates it): players retry.
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "playlist not ready",
+            )
+                .into_response();
+        }
         let text = with_server_control(&String::from_utf8_lossy(&bytes));
         return (
             [

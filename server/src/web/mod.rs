@@ -32,6 +32,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub pipeline: PipelineEnv,
     pub csrf: csrf::CsrfKey,
+    /// The Host names requests may carry.
+    pub hosts: csrf::HostPolicy,
     /// Cancelled on SIGINT/SIGTERM: every session ends its recording.
     pub shutdown: CancellationToken,
     /// Tracks every socket task so shutdown can wait for them.
@@ -75,11 +77,16 @@ pub fn app(state: AppState) -> Router {
         .route("/view/{token}/{file}", get(hls_files::serve_viewer))
         .route("/metrics", get(metrics))
         .merge(page)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            csrf::check_host,
+        ))
         .with_state(state)
 }
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    ::metrics::gauge!(crate::metrics::SOCKETS).set(state.shared.sockets.len() as f64);
     (
         [(
             axum::http::header::CONTENT_TYPE,

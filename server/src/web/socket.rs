@@ -3,9 +3,10 @@
 
 use super::csrf;
 use super::AppState;
+use crate::error::ServerError;
 use crate::metrics;
 use crate::pipeline::recording;
-use crate::session::registry::SessionId;
+use crate::session::registry::{Refusal, SessionId};
 use crate::session::session::{Session, SessionEvent, StatsSampler};
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
 use tracing::Instrument;
@@ -29,6 +31,10 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// During shutdown, sessions get this long to end their playlists (exit within 5 s).
 const SHUTDOWN_FINISH_TIMEOUT: Duration = Duration::from_secs(3);
+/// After Stop, the pipeline has this long to turn the frames already received into the
+/// last segments; a stream that would take longer (a client that sent far more than real
+/// time) is cut there and the recording ends with what was encoded.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
 /// Origin is this server's.
@@ -43,25 +49,33 @@ pub async fn upgrade(
         .and_then(|q| super::query_param(q, "csrf_token"))
         .unwrap_or_default()
         .to_string();
-    let authorised = csrf::session_cookie(&headers)
-        .is_some_and(|sid| state.shared.csrf.verify(&sid, &token))
-        && csrf::same_origin(&headers);
-    if !authorised {
+    let client = csrf::session_cookie(&headers, &state.shared.csrf)
+        .filter(|sid| state.shared.csrf.verify(sid, &token));
+    let Some(client) = client.filter(|_| csrf::same_origin(&headers, "http")) else {
         return (StatusCode::FORBIDDEN, "forbidden").into_response();
-    }
+    };
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
     };
-    let limit = state.shared.config.limits.max_chunk_bytes;
-    // Frames up to 4× the chunk limit are read so an oversized chunk gets a typed error;
-    // beyond that the connection is dropped by the WebSocket layer itself.
-    let ws = ws
-        .max_message_size(limit.saturating_mul(4))
-        .max_frame_size(limit.saturating_mul(4));
+    let limits = &state.shared.config.limits;
+    if state.shared.sockets.len() >= limits.max_sockets {
+        ::metrics::counter!(metrics::REFUSED, "why" => "limit").increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            "too many connections",
+        )
+            .into_response();
+    }
+    // Frames up to twice the chunk limit are read so an oversized chunk gets a typed
+    // error; beyond that the WebSocket layer drops the connection itself. With the socket
+    // cap this bounds what unfinished frames can hold: max-sockets × 2 × max-chunk-bytes.
+    let limit = limits.max_chunk_bytes.saturating_mul(2);
+    let ws = ws.max_message_size(limit).max_frame_size(limit);
     let sockets = state.shared.sockets.clone();
     ws.on_upgrade(move |socket| async move {
         sockets.spawn(
-            Connection::new(socket, state)
+            Connection::new(socket, state, client)
                 .run()
                 .instrument(tracing::info_span!("session", id = tracing::field::Empty)),
         );
@@ -97,6 +111,8 @@ impl RateLimit {
 
 struct Connection {
     state: AppState,
+    /// The browser session (cookie) this connection belongs to.
+    client: String,
     sink: SplitSink<WebSocket, Message>,
     stream: SplitStream<WebSocket>,
     session: Option<Session>,
@@ -110,10 +126,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(socket: WebSocket, state: AppState) -> Self {
+    fn new(socket: WebSocket, state: AppState, client: String) -> Self {
         let (sink, stream) = socket.split();
         Connection {
             state,
+            client,
             sink,
             stream,
             session: None,
@@ -129,7 +146,13 @@ impl Connection {
         let shared = self.state.shared.clone();
         let limits = shared.config.limits.clone();
         let idle = Duration::from_secs(limits.idle_timeout_secs);
+        // Idle means "no decoded frame": bytes that decode to nothing (garbage after a
+        // valid header, a byte every few seconds) do not keep a session alive.
         let mut idle_deadline = Instant::now() + idle;
+        let mut frames_seen = 0;
+        let max_length = Duration::from_secs(limits.max_session_secs);
+        let mut length_deadline = None;
+        let mut drain_deadline = None;
         let mut rate = RateLimit {
             window_start: Instant::now(),
             count: 0,
@@ -142,6 +165,17 @@ impl Connection {
 
         let exit = loop {
             let stopping = self.session.as_ref().is_some_and(|s| s.input_finished());
+            if let Some(session) = &self.session {
+                length_deadline.get_or_insert_with(|| Instant::now() + max_length);
+                let frames = session.counters().frames_in.load(Ordering::Relaxed);
+                if frames > frames_seen {
+                    frames_seen = frames;
+                    idle_deadline = Instant::now() + idle;
+                }
+                if stopping {
+                    drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
+                }
+            }
             tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => {
@@ -171,9 +205,22 @@ impl Connection {
                                 self.send(ServerMsg::error(ErrorKind::Pipeline)).await;
                                 Exit::Abandoned
                             }
+                            Err(e @ ServerError::DiskFull { .. }) => {
+                                tracing::warn!("{e}");
+                                self.send(ServerMsg::error(ErrorKind::Storage)).await;
+                                // What was recorded before is kept and offered.
+                                Exit::Stopped
+                            }
                             Err(e) => {
-                                tracing::warn!("pipeline failed: {e}");
-                                self.send(ServerMsg::error(ErrorKind::Pipeline)).await;
+                                // A decoder that fails before its first frame was given
+                                // something that is not the announced video.
+                                let kind = match &e {
+                                    ServerError::ChildExit { stage: "decoder", .. }
+                                        if frames_seen == 0 => ErrorKind::BadMedia,
+                                    _ => ErrorKind::Pipeline,
+                                };
+                                tracing::warn!("pipeline failed ({}): {e}", kind.code());
+                                self.send(ServerMsg::error(kind)).await;
                                 Exit::Abandoned
                             }
                         };
@@ -183,9 +230,30 @@ impl Connection {
                 },
                 _ = stats_tick.tick(), if self.session.is_some() => self.send_stats().await,
                 _ = sleep_until(idle_deadline), if !stopping => {
-                    tracing::info!("idle for {idle:?}; ending");
-                    self.fail(ErrorKind::Idle).await;
+                    // Data that never made a frame is not video; data that stopped making
+                    // frames is an idle session.
+                    let kind = if self.chunks > 0 && frames_seen == 0 {
+                        ErrorKind::BadMedia
+                    } else {
+                        ErrorKind::Idle
+                    };
+                    tracing::info!("no decoded frame for {idle:?}; ending ({})", kind.code());
+                    self.fail(kind).await;
                     break Exit::Abandoned;
+                }
+                _ = sleep_until(length_deadline.unwrap_or_else(Instant::now)), if length_deadline.is_some() && !stopping => {
+                    tracing::info!("session reached its maximum length of {max_length:?}; ending it");
+                    self.fail(ErrorKind::TooLong).await;
+                    if let Some(session) = &mut self.session {
+                        session.finish_input();
+                    }
+                }
+                _ = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
+                    tracing::info!("the pipeline did not drain within {DRAIN_LIMIT:?} of Stop; cutting it");
+                    drain_deadline = Some(Instant::now() + Duration::from_secs(3600));
+                    if let Some(session) = &self.session {
+                        session.cut();
+                    }
                 }
                 msg = self.stream.next() => {
                     let Some(Ok(msg)) = msg else { break Exit::Abandoned };
@@ -317,13 +385,21 @@ impl Connection {
         if self.session.is_some() {
             return Err(ErrorKind::Protocol);
         }
-        if !protocol::supported_mime(mime) || !protocol::valid_frame_size(width, height) {
+        let codec = protocol::InputCodec::from_mime(mime);
+        let Some(codec) = codec.filter(|_| protocol::valid_frame_size(width, height)) else {
             return Err(ErrorKind::UnsupportedMedia);
-        }
+        };
         let shared = self.state.shared.clone();
-        let admission = match shared.registry.admit() {
-            Ok(Some(a)) => a,
-            Ok(None) => return Err(ErrorKind::Busy),
+        let admission = match shared.registry.admit(&self.client) {
+            Ok(Ok(a)) => a,
+            Ok(Err(Refusal::Full)) => {
+                ::metrics::counter!(metrics::REFUSED, "why" => "limit").increment(1);
+                return Err(ErrorKind::Busy);
+            }
+            Ok(Err(Refusal::Client)) => {
+                ::metrics::counter!(metrics::REFUSED, "why" => "client").increment(1);
+                return Err(ErrorKind::ClientLimit);
+            }
             Err(e) => {
                 tracing::error!("cannot admit a session: {e}");
                 return Err(ErrorKind::Pipeline);
@@ -332,8 +408,18 @@ impl Connection {
         let id = admission.id.clone();
         tracing::Span::current().record("id", id.as_str());
         tracing::info!(session = %id, mime, width, height, "session starting");
-        let session = match Session::start(admission, width, height, &shared.pipeline, self.blur) {
+        let media = crate::session::session::Media {
+            codec,
+            width,
+            height,
+        };
+        let session = match Session::start(admission, media, &shared.pipeline, self.blur) {
             Ok(s) => s,
+            Err(e @ ServerError::DiskFull { .. }) => {
+                tracing::warn!(session = %id, "not started: {e}");
+                shared.registry.retire(id, Duration::ZERO);
+                return Err(ErrorKind::Storage);
+            }
             Err(e) => {
                 tracing::error!(session = %id, "cannot start pipeline: {e}");
                 shared.registry.retire(id, Duration::ZERO);

@@ -216,7 +216,7 @@ pub struct Client {
 pub async fn connect(url: &str, headers: &[(&str, &str)]) -> Result<Client> {
     let mut req = url.into_client_request()?;
     for (k, v) in headers {
-        req.headers_mut().insert(
+        req.headers_mut().append(
             http::HeaderName::from_bytes(k.as_bytes())?,
             http::HeaderValue::from_str(v)?,
         );

@@ -1,0 +1,377 @@
+//! Hostile clients and hard days, against the real server and ffmpeg: no slot held by a
+//! client that sends no video, no stream that outgrows its announcement, timestamps that
+//! cannot multiply frames, one server per runtime folder, viewer links limited to the live
+//! window, strict Origin/Host/cookie checks, disk space checked, metrics from start-up.
+
+mod common;
+
+use anyhow::{bail, ensure, Context, Result};
+use app::protocol::{ClientMsg, ErrorKind, ServerMsg};
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Waits for an error of `kind` (other messages are skipped).
+async fn expect_error(c: &mut Client, kind: ErrorKind) -> Result<()> {
+    loop {
+        match c.next().await? {
+            Some(ServerMsg::Error { kind: got, .. }) if got == kind => return Ok(()),
+            Some(ServerMsg::Error { kind: got, .. }) => bail!("expected {kind:?}, got {got:?}"),
+            Some(_) => continue,
+            None => bail!("closed without the {kind:?} error"),
+        }
+    }
+}
+
+fn start_as(mime: &str) -> ClientMsg {
+    ClientMsg::Start {
+        mime_type: mime.into(),
+        width: 640,
+        height: 480,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timestamp_jump_is_clamped_and_the_session_ends_soon_after_stop() -> Result<()> {
+    let server = TestServer::start("gap", |_| {}).await?;
+    let mut c = server.socket().await?;
+    c.start_session().await?;
+    // 60 frames with a 10-hour jump after the 30th: ~1 million frames at 30 fps unclamped.
+    stream_file(&mut c, &media("gap.webm"), 30_000, 20).await?;
+    let stopped = Instant::now();
+    c.stop_and_wait().await?;
+    ensure!(
+        stopped.elapsed() < Duration::from_secs(15),
+        "the session took {:?} to end after Stop",
+        stopped.elapsed()
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_decode_to_nothing_do_not_hold_a_slot() -> Result<()> {
+    let server = TestServer::start("garbage", |c| c.limits.idle_timeout_secs = 3).await?;
+    // A valid WebM header followed by garbage: refused as bad media.
+    let mut c = server.socket().await?;
+    c.start_session().await?;
+    let webm = std::fs::read(media("face.webm"))?;
+    c.send_binary(webm[..200].to_vec()).await?;
+    let started = Instant::now();
+    for _ in 0..8 {
+        c.send_binary(vec![0x55; 4000]).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    expect_error(&mut c, ErrorKind::BadMedia).await?;
+    ensure!(started.elapsed() < Duration::from_secs(10));
+
+    // A real stream that then trickles a byte a second: idle once frames stop.
+    let mut c = server.socket().await?;
+    c.start_session().await?;
+    stream_bytes(&mut c, &webm[..webm.len() / 3], 30_000, 20).await?;
+    c.wait_stats("frames", |s| s.frames_in > 0).await?;
+    let trickle = async {
+        for _ in 0..30 {
+            if c.send_binary(vec![0x00]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(6), trickle)
+        .await
+        .ok();
+    expect_error(&mut c, ErrorKind::Idle).await?;
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pictures_larger_than_announced_and_another_codec_are_bad_media() -> Result<()> {
+    let server = TestServer::start("oversize", |_| {}).await?;
+    for (clip, mime) in [
+        ("huge.webm", "video/webm;codecs=vp9"),
+        ("real-face-h264.mkv", "video/webm;codecs=vp9"),
+        ("face.webm", "video/webm;codecs=h264"),
+    ] {
+        let mut c = server.socket().await?;
+        c.send(&start_as(mime)).await?;
+        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+            .await?;
+        let data = std::fs::read(media(clip))?;
+        // The stream is refused while it is still being sent; a closed socket ends it.
+        let _ = stream_bytes(&mut c, &data[..data.len().min(300_000)], 30_000, 20).await;
+        expect_error(&mut c, ErrorKind::BadMedia)
+            .await
+            .with_context(|| format!("{clip} announced as {mime}"))?;
+    }
+    // A mimeType that names no codec the server decodes is refused at Start.
+    let mut c = server.socket().await?;
+    c.send(&start_as("video/webm;codecs=av1")).await?;
+    expect_error(&mut c, ErrorKind::UnsupportedMedia).await?;
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_browser_runs_two_sessions_and_sessions_have_a_maximum_length() -> Result<()> {
+    let server = TestServer::start("per-client", |c| c.limits.max_session_secs = 4).await?;
+    let (cookie, token) = server.browser_session().await?;
+    let url = format!("ws://{}/socket?csrf_token={token}", server.host());
+    let origin = server.base();
+    let headers = [("Cookie", cookie.as_str()), ("Origin", origin.as_str())];
+    let mut a = connect(&url, &headers).await?;
+    let mut b = connect(&url, &headers).await?;
+    let mut third = connect(&url, &headers).await?;
+    a.start_session().await?;
+    b.start_session().await?;
+    third.send(&start_msg()).await?;
+    expect_error(&mut third, ErrorKind::ClientLimit).await?;
+    // Another browser is not affected.
+    let mut other = server.socket().await?;
+    other.start_session().await?;
+    // A session that keeps streaming is ended at its maximum length (4 s here).
+    let started = Instant::now();
+    let webm = std::fs::read(media("face.webm"))?;
+    let feed = async {
+        for piece in webm.chunks(10_000) {
+            if a.send_binary(piece.to_vec()).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    };
+    feed.await;
+    expect_error(&mut a, ErrorKind::TooLong).await?;
+    ensure!(started.elapsed() < Duration::from_secs(20));
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_server_on_the_same_folder_is_refused_and_foreign_files_stay() -> Result<()> {
+    let first = TestServer::start("lock", |_| {}).await?;
+    std::fs::write(first.runtime.join("operator-notes.txt"), b"mine")?;
+    let runtime = first.runtime.clone();
+    let second = TestServer::start("lock-2", |c| c.pipeline.runtime_dir = runtime.clone()).await;
+    let err = match second {
+        Ok(_) => bail!("a second server started on the same runtime folder"),
+        Err(e) => format!("{e:#}"),
+    };
+    ensure!(
+        err.contains("another hls-face server") && err.contains(&std::process::id().to_string()),
+        "{err}"
+    );
+    let mut c = first.socket().await?;
+    c.start_session().await?;
+    c.record_face_clip().await?;
+    first.server.shutdown.cancel();
+    tokio::time::timeout(DEADLINE, first.server.wait()).await??;
+    ensure!(
+        runtime.join("operator-notes.txt").exists(),
+        "the server removed a file it did not create"
+    );
+    std::fs::remove_dir_all(&runtime)?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_links_reach_only_the_live_window() -> Result<()> {
+    // A 4-segment window (1 s): the face clip's first segments leave it while it streams.
+    let server = TestServer::start("window", |c| c.pipeline.playlist_size = 4).await?;
+    let mut c = server.socket().await?;
+    c.send(&start_msg()).await?;
+    let ServerMsg::Started {
+        session_id,
+        viewer_url,
+        ..
+    } = c
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?
+    else {
+        unreachable!()
+    };
+    let token = viewer_url
+        .rsplit('/')
+        .next()
+        .context("viewer url")?
+        .to_string();
+    stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
+    c.wait_stats("segments", |s| s.segments >= 8).await?;
+    let host = server.host();
+    let dir = server.runtime.join(&session_id);
+    ensure!(dir.join("seg_00000.ts").exists(), "kept for the recording");
+    let old = http_get(&host, &format!("/view/{token}/seg_00000.ts"), &[]).await?;
+    ensure!(
+        old.status == 404,
+        "history through a viewer link: {}",
+        old.status
+    );
+    let owner = http_get(&host, &format!("/hls/{session_id}/seg_00000.ts"), &[]).await?;
+    ensure!(
+        owner.status == 200,
+        "the owner keeps the recording: {}",
+        owner.status
+    );
+    let playlist = http_get(&host, &format!("/view/{token}/playlist.m3u8"), &[]).await?;
+    let text = String::from_utf8_lossy(&playlist.body).to_string();
+    let live = text
+        .lines()
+        .rfind(|l| l.ends_with(".ts"))
+        .context("no segment listed")?;
+    let seg = http_get(&host, &format!("/view/{token}/{live}"), &[]).await?;
+    ensure!(seg.status == 200, "live segment: {}", seg.status);
+    c.stop_and_wait().await?;
+    server.stop().await
+}
+
+/// Sends a raw HTTP request and returns the response head (read up to its blank line).
+async fn raw(host: &str, request: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    s.write_all(request.as_bytes()).await?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await??;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    Ok(text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_host_and_cookie_are_checked_strictly() -> Result<()> {
+    let server = TestServer::start("origin", |_| {}).await?;
+    let host = server.host();
+    let (cookie, token) = server.browser_session().await?;
+    let url = format!("ws://{host}/socket?csrf_token={token}");
+    let https = format!("https://{host}");
+    for (what, headers) in [
+        (
+            "https origin on an http server",
+            vec![("Cookie", cookie.as_str()), ("Origin", https.as_str())],
+        ),
+        (
+            "two Origin headers",
+            vec![
+                ("Cookie", cookie.as_str()),
+                ("Origin", "http://evil.example"),
+                ("Origin", &server.base()),
+            ],
+        ),
+    ] {
+        let status = tokio::time::timeout(DEADLINE, refused_status(&url, &headers))
+            .await
+            .with_context(|| format!("{what}: no answer"))?;
+        ensure!(status == Some(403), "{what}: {status:?}");
+    }
+    // DNS rebinding: a foreign Host with a matching Origin.
+    let head = raw(
+        &host,
+        &format!(
+            "GET /socket?csrf_token={token} HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n\
+             Cookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        ),
+    )
+    .await
+    .context("upgrade with a foreign Host")?;
+    ensure!(head.starts_with("HTTP/1.1 421"), "{head}");
+    let page = raw(
+        &host,
+        "GET / HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    )
+    .await?;
+    ensure!(page.starts_with("HTTP/1.1 421"), "{page}");
+    // A made-up session cookie is replaced by one the server signed.
+    let forged = "hls_face_sid=0123456789abcdef0123456789abcdef";
+    let resp = http_get(&host, "/", &[("Cookie", forged)]).await?;
+    let set = resp.header("set-cookie").context("no fresh cookie")?;
+    ensure!(
+        set.starts_with("hls_face_sid=") && !set.starts_with(forged),
+        "{set}"
+    );
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn low_disk_refuses_new_sessions_and_ends_running_ones_with_their_playlist() -> Result<()> {
+    let server = TestServer::start("disk", |c| c.limits.min_free_disk_mb = u64::MAX >> 21).await?;
+    let mut c = server.socket().await?;
+    c.send(&start_msg()).await?;
+    expect_error(&mut c, ErrorKind::Storage).await?;
+    server.stop().await?;
+
+    // Running out while streaming: the limit is set just under what is free now, so the
+    // session's own segments cross it.
+    let probe = tempdir("disk-probe")?;
+    let free_mb = server::disk::free_bytes(&probe)? >> 20;
+    let server = TestServer::start("disk-run", |c| c.limits.min_free_disk_mb = free_mb - 1).await?;
+    let mut c = server.socket().await?;
+    let id = c.start_session().await?;
+    let webm = std::fs::read(media("real-face.webm"))?;
+    let feed = async {
+        for _ in 0..20 {
+            for piece in webm.chunks(30_000) {
+                if c.send_binary(piece.to_vec()).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), feed)
+        .await
+        .ok();
+    expect_error(&mut c, ErrorKind::Storage).await?;
+    let playlist = std::fs::read_to_string(server.runtime.join(&id).join("playlist.m3u8"))?;
+    ensure!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_list_every_series_from_start_up_and_sockets_are_capped() -> Result<()> {
+    let server = TestServer::start("metrics-cap", |c| {
+        c.limits.max_sessions = 2;
+        c.limits.max_sockets = 3;
+    })
+    .await?;
+    let metrics = http_get(&server.host(), "/metrics", &[]).await?;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for series in [
+        "hls_face_sessions_live",
+        "hls_face_errors_total{kind=\"busy\"}",
+        "hls_face_process_resident_bytes",
+        "hls_face_process_open_fds",
+        "hls_face_ffmpeg_children",
+        "hls_face_sockets_open",
+    ] {
+        ensure!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(server.socket().await?);
+    }
+    // The server counts a socket once its task runs: wait until it shows all three.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let m = http_get(&server.host(), "/metrics", &[]).await?;
+        if String::from_utf8_lossy(&m.body).contains("hls_face_sockets_open 3") {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the server never counted 3 sockets"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (cookie, token) = server.browser_session().await?;
+    let url = format!("ws://{}/socket?csrf_token={token}", server.host());
+    let status = refused_status(&url, &[("Cookie", &cookie), ("Origin", &server.base())]).await;
+    ensure!(status == Some(503), "socket over the cap: {status:?}");
+    drop(open);
+    server.stop().await
+}
