@@ -46,6 +46,14 @@ pub struct SiteConfig {
     /// Host names (`host` or `host:port`) requests may carry besides the listen address
     /// and localhost, e.g. the name a reverse proxy or a certificate uses.
     pub allowed_hosts: Vec<String>,
+    /// PEM certificate chain: with `tls-key`, the server speaks HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls-cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Take the scheme and host the browser used from `X-Forwarded-Proto`/`-Host` (or
+    /// `Forwarded`) set by a reverse proxy in front; only when such a proxy is the only
+    /// way in, since a direct client could set them too.
+    pub trust_forwarded: bool,
 }
 
 impl Default for SiteConfig {
@@ -58,6 +66,9 @@ impl Default for SiteConfig {
             env: "PROD".into(),
             reload_port: 3001,
             allowed_hosts: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            trust_forwarded: false,
         }
     }
 }
@@ -206,6 +217,11 @@ pub struct LimitsConfig {
     pub max_session_secs: u64,
     /// Sessions one browser (session cookie) may run at once.
     pub max_sessions_per_client: usize,
+    /// Open TCP connections at once; more are closed at accept (below the process's
+    /// file limit, so the server always has descriptors for its sessions).
+    pub max_connections: usize,
+    /// Seconds a client has to send its request headers (and finish a TLS handshake).
+    pub header_timeout_secs: u64,
     /// Open WebSockets at once (streaming or not); more are refused before upgrade.
     pub max_sockets: usize,
     /// Free disk space (MiB) the runtime folder's filesystem must keep: a session is not
@@ -226,6 +242,8 @@ impl Default for LimitsConfig {
             abandoned_retention_secs: 5,
             max_session_secs: 4 * 3600,
             max_sessions_per_client: 2,
+            max_connections: 512,
+            header_timeout_secs: 10,
             max_sockets: 64,
             min_free_disk_mb: 512,
             max_retained: 16,
@@ -290,6 +308,8 @@ impl Config {
         self.pipeline.model = fix(&self.pipeline.model);
         self.pipeline.runtime_dir = fix(&self.pipeline.runtime_dir);
         self.pipeline.cascade = fix(&self.pipeline.cascade);
+        self.site.tls_cert = self.site.tls_cert.as_deref().map(fix);
+        self.site.tls_key = self.site.tls_key.as_deref().map(fix);
     }
 
     /// Checks that the built site is where the settings say (the page's wasm bundle, its
@@ -444,6 +464,14 @@ impl Config {
             (
                 l.max_sessions_per_client >= 1,
                 "limits.max-sessions-per-client must be at least 1",
+            ),
+            (
+                l.header_timeout_secs >= 1,
+                "limits.header-timeout-secs must be at least 1",
+            ),
+            (
+                l.max_connections >= l.max_sockets,
+                "limits.max-connections must be at least limits.max-sockets",
             ),
             (
                 l.max_sockets >= l.max_sessions,

@@ -51,6 +51,12 @@ pub enum ServerError {
     RuntimeInUse { dir: PathBuf, owner: String },
     #[error("the disk holding {dir} has less than the {min_mb} MiB free that sessions need")]
     DiskFull { dir: PathBuf, min_mb: u64 },
+    #[error("{what} {path}: {reason}")]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
     #[error("cannot bind {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

@@ -29,6 +29,8 @@ const SOCKET_DRAIN: Duration = Duration::from_secs(4);
 pub struct RunningServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// "http" or "https".
+    pub scheme: &'static str,
     /// Cancel to shut down gracefully.
     pub shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), ServerError>>,
@@ -59,11 +61,22 @@ impl RunningServer {
         let addr = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        let tls =
+            match (&config.site.tls_cert, &config.site.tls_key) {
+                (Some(cert), Some(key)) => Some(web::listener::tls_config(cert, key)?),
+                (None, None) => None,
+                _ => return Err(ServerError::Config(
+                    "site.tls-cert and site.tls-key go together: set both for HTTPS, or neither"
+                        .into(),
+                )),
+            };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut leptos = config.leptos_options();
         leptos.site_addr = addr;
         let hosts = web::csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
         let shared = Arc::new(Shared {
             hosts,
+            scheme,
             pipeline: PipelineEnv {
                 config: config.pipeline.clone(),
                 detector,
@@ -81,10 +94,13 @@ impl RunningServer {
             shared: shared.clone(),
         });
         let token = shutdown.clone();
+        let limits = web::listener::Limits {
+            max_connections: shared.config.limits.max_connections,
+            header_timeout: Duration::from_secs(shared.config.limits.header_timeout_secs),
+            silent_timeout: web::listener::SILENT_TIMEOUT,
+        };
         let task = tokio::spawn(async move {
-            let served = axum::serve(listener, router)
-                .with_graceful_shutdown(token.clone().cancelled_owned())
-                .await;
+            let served = web::listener::serve(listener, router, tls, limits, token).await;
             // Upgraded sockets are not tracked by axum: wait for them to end their sessions.
             shared.sockets.close();
             if tokio::time::timeout(SOCKET_DRAIN, shared.sockets.wait())
@@ -98,6 +114,7 @@ impl RunningServer {
         });
         Ok(RunningServer {
             addr,
+            scheme,
             shutdown,
             task,
         })

@@ -203,21 +203,22 @@ async fn bad_input_gets_a_typed_error_and_ends_only_that_session() -> Result<()>
     c.send_binary(garbage.clone()).await?;
     expect_error(&mut c, ErrorKind::BadMedia).await?;
 
-    // A valid header followed by garbage: the decoder fails and the client hears so.
+    // A valid header followed by garbage: the decoder fails before any frame, so the
+    // client hears that its media could not be read.
     let webm = std::fs::read(media("face.webm"))?;
     let mut c = server.socket().await?;
     c.start_session().await?;
     c.send_binary(webm[..200].to_vec()).await?;
     c.send_binary(garbage).await?;
     c.send(&ClientMsg::Stop).await?;
-    expect_error(&mut c, ErrorKind::Pipeline).await?;
+    expect_error(&mut c, ErrorKind::BadMedia).await?;
 
-    // A truncated first chunk followed by stop.
+    // A truncated first chunk followed by stop: nothing decodable either.
     let mut c = server.socket().await?;
     c.start_session().await?;
     c.send_binary(webm[..40].to_vec()).await?;
     c.send(&ClientMsg::Stop).await?;
-    expect_error(&mut c, ErrorKind::Pipeline).await?;
+    expect_error(&mut c, ErrorKind::BadMedia).await?;
 
     // Stop twice, and stop before any media: handled, no crash, the session ends.
     let mut c = server.socket().await?;

@@ -69,6 +69,19 @@ impl SegmentKeeper {
         self.keep.is_some()
     }
 
+    /// Prunes by the segments in the folder (once the encoder has finished: its last
+    /// segments may be written after the last playlist event was seen).
+    pub fn prune_finished(&mut self) {
+        let produced = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| segment_number(e.file_name().to_str()?))
+            .max()
+            .map_or(0, |last| last + 1);
+        self.prune(produced);
+    }
+
     /// Called with the number of segments produced so far.
     pub fn prune(&mut self, produced: u64) {
         let Some(keep) = self.keep else { return };

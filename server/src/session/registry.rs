@@ -284,6 +284,15 @@ impl Registry {
 /// owner's pid), released when the process ends however it ends.
 struct RuntimeLock {
     _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Drop for RuntimeLock {
+    fn drop(&mut self) {
+        // A clean shutdown leaves the folder as it found it; the lock itself is released
+        // when the file closes (right after), or by the kernel if the process dies.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Name of the lock file inside the runtime folder.
@@ -313,7 +322,7 @@ impl RuntimeLock {
         let _ = file.set_len(0);
         let _ = file.rewind();
         let _ = write!(file, "{}", std::process::id());
-        Ok(RuntimeLock { _file: file })
+        Ok(RuntimeLock { _file: file, path })
     }
 }
 

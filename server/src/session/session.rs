@@ -450,6 +450,7 @@ impl Supervisor {
         let _ = join_detector.await;
         // Let the watcher see the final (ENDLIST) playlist before it goes.
         drop(watcher);
+        recording.prune_finished();
         // A cut decoder was killed on purpose: how it exited says nothing.
         let decoder_result = if was_cut { Ok(()) } else { decoder_result };
         let result = if cancel.is_cancelled() {

@@ -126,10 +126,48 @@ pub fn same_origin(headers: &HeaderMap, scheme: &str) -> bool {
     ) else {
         return false;
     };
+    origin_is(origin, scheme, host)
+}
+
+/// Whether `origin` is exactly `scheme://host`.
+fn origin_is(origin: &str, scheme: &str, host: &str) -> bool {
     origin
         .strip_prefix(scheme)
         .and_then(|rest| rest.strip_prefix("://"))
         .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+/// Like [`same_origin`], with the scheme and host a trusted reverse proxy reports: the
+/// `Forwarded` header's `proto=`/`host=` or `X-Forwarded-Proto`/`X-Forwarded-Host`,
+/// falling back to `scheme` and the Host header for what it does not say.
+pub fn same_forwarded_origin(headers: &HeaderMap, scheme: &str) -> bool {
+    let Some(origin) = single(headers, header::ORIGIN) else {
+        return false;
+    };
+    let forwarded = single(headers, header::FORWARDED).unwrap_or_default();
+    // The first (client-side) element: `for=…;proto=https;host=cam.example`.
+    let first = forwarded.split(',').next().unwrap_or_default();
+    let param = |name: &str| {
+        first
+            .split(';')
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim_matches('"').to_string())
+    };
+    let x_header = |name: &str| {
+        single(
+            headers,
+            header::HeaderName::from_bytes(name.as_bytes()).ok()?,
+        )
+        .map(|v| v.split(',').next().unwrap_or_default().trim().to_string())
+    };
+    let proto = param("proto")
+        .or_else(|| x_header("x-forwarded-proto"))
+        .unwrap_or_else(|| scheme.to_string());
+    let host = param("host")
+        .or_else(|| x_header("x-forwarded-host"))
+        .or_else(|| single(headers, header::HOST).map(str::to_string));
+    host.is_some_and(|h| origin_is(origin, &proto.to_ascii_lowercase(), &h))
 }
 
 /// Which Host headers this server answers to.
@@ -186,7 +224,10 @@ impl HostPolicy {
 /// Refuses (421 Misdirected Request) a request whose one Host header is not ours.
 pub async fn check_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
     use axum::response::IntoResponse;
-    let ok = single(req.headers(), header::HOST).is_some_and(|h| state.shared.hosts.allows(h));
+    // HTTP/2 carries the host in the request's authority instead of a Host header.
+    let host =
+        single(req.headers(), header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    let ok = host.is_some_and(|h| state.shared.hosts.allows(h));
     if ok {
         next.run(req).await
     } else {
@@ -242,6 +283,39 @@ mod tests {
             assert_eq!(session_cookie(&h, &key), None, "{forged}");
         }
         assert_eq!(session_cookie(&HeaderMap::new(), &key), None);
+    }
+
+    #[test]
+    fn a_trusted_proxy_reports_the_origin_the_browser_used() {
+        let proxied = headers(&[
+            (header::ORIGIN, "https://cam.example"),
+            (header::HOST, "127.0.0.1:3000"),
+            (
+                header::HeaderName::from_static("x-forwarded-proto"),
+                "https",
+            ),
+            (
+                header::HeaderName::from_static("x-forwarded-host"),
+                "cam.example",
+            ),
+        ]);
+        assert!(
+            !same_origin(&proxied, "http"),
+            "untrusted: the Host is what counts"
+        );
+        assert!(same_forwarded_origin(&proxied, "http"));
+        let standard = headers(&[
+            (header::ORIGIN, "https://cam.example:8443"),
+            (header::HOST, "cam.example:8443"),
+            (header::FORWARDED, "for=192.0.2.1;proto=https, for=10.0.0.1"),
+        ]);
+        assert!(same_forwarded_origin(&standard, "http"));
+        let evil = headers(&[
+            (header::ORIGIN, "https://evil.example"),
+            (header::HOST, "127.0.0.1:3000"),
+            (header::FORWARDED, "proto=https;host=cam.example"),
+        ]);
+        assert!(!same_forwarded_origin(&evil, "http"));
     }
 
     #[test]

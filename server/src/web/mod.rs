@@ -3,6 +3,7 @@
 
 pub mod csrf;
 pub mod hls_files;
+pub mod listener;
 pub mod socket;
 
 use crate::config::Config;
@@ -34,6 +35,9 @@ pub struct Shared {
     pub csrf: csrf::CsrfKey,
     /// The Host names requests may carry.
     pub hosts: csrf::HostPolicy,
+    /// "https" when this server terminates TLS, else "http" (the scheme pages are loaded
+    /// with, unless a trusted proxy says otherwise).
+    pub scheme: &'static str,
     /// Cancelled on SIGINT/SIGTERM: every session ends its recording.
     pub shutdown: CancellationToken,
     /// Tracks every socket task so shutdown can wait for them.

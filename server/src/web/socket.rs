@@ -51,9 +51,27 @@ pub async fn upgrade(
         .to_string();
     let client = csrf::session_cookie(&headers, &state.shared.csrf)
         .filter(|sid| state.shared.csrf.verify(sid, &token));
-    let Some(client) = client.filter(|_| csrf::same_origin(&headers, "http")) else {
-        return (StatusCode::FORBIDDEN, "forbidden").into_response();
+    let origin_ok = if state.shared.config.site.trust_forwarded {
+        csrf::same_forwarded_origin(&headers, state.shared.scheme)
+    } else {
+        csrf::same_origin(&headers, state.shared.scheme)
     };
+    let Some(client) = client else {
+        return (
+            StatusCode::FORBIDDEN,
+            "forbidden: stale or missing page token",
+        )
+            .into_response();
+    };
+    if !origin_ok {
+        tracing::info!(
+            origin = ?headers.get(axum::http::header::ORIGIN),
+            host = ?headers.get(axum::http::header::HOST),
+            "socket refused: the Origin is not this server as seen in Host (behind a proxy: \
+             keep the Host header, or set site.trust-forwarded)"
+        );
+        return (StatusCode::FORBIDDEN, "forbidden: origin").into_response();
+    }
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
     };

@@ -1,0 +1,255 @@
+//! The accept loop: plain HTTP or HTTPS (rustls) on one listener, with the limits a
+//! public server needs that `axum::serve` does not set — a cap on open connections, a
+//! deadline for the request headers and the TLS handshake, and a connection that has been
+//! silent (no byte either way) for too long is closed — and a graceful shutdown.
+
+use crate::error::ServerError;
+use axum::extract::connect_info::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// A connection with no byte in either direction for this long is closed (one that never
+/// sends a byte, after the header deadline). Live sockets carry stats twice a second and
+/// players poll playlists several times a second, so only abandoned or hostile connections
+/// stay silent this long.
+pub const SILENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for open connections to finish their current request.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Limits of the accept loop.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub silent_timeout: Duration,
+}
+
+/// Loads a PEM certificate chain and private key for rustls.
+pub fn tls_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &'static str, path: &Path, e: String| ServerError::Tls {
+        what,
+        path: path.to_owned(),
+        reason: e,
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("cannot read the certificate", cert, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad("cannot read the certificate", cert, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in", cert, "empty PEM".into()));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad("cannot read the private key", key, e.to_string()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("TLS setup failed for", cert, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map_err(|e| bad("the certificate and key do not fit", cert, e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `router` on `listener` until `shutdown`, then lets open requests finish (at most
+/// [`DRAIN`]). `tls` makes it HTTPS.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    limits: Limits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors or a connection reset while queued: keep serving.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service =
+            TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo(peer))));
+        // The protocol is known up front (plain: HTTP/1.1, as browsers never use h2c; TLS:
+        // what ALPN chose), so no read happens outside the header deadline.
+        let header_deadline = limits.header_timeout;
+        let builder = move |h2: bool| {
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_deadline);
+            if h2 {
+                b.http2_only()
+            } else {
+                b.http1_only()
+            }
+        };
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let silent = limits.silent_timeout;
+        let header_timeout = limits.header_timeout;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let stream = Quiet::new(stream, header_timeout, silent);
+            match acceptor {
+                None => {
+                    let builder = builder(false);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                }
+                Some(acceptor) => {
+                    let tls =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, "TLS handshake failed: {e}");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let builder = builder(h2);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(%peer, "connection ended: {e}");
+                    }
+                }
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("some connections were still open after {DRAIN:?}");
+    }
+    Ok(())
+}
+
+/// A stream that fails once nothing has moved either way for `limit`, or when its first
+/// byte has not arrived within `first` (a connection that never says anything).
+struct Quiet<S> {
+    inner: S,
+    limit: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<S> Quiet<S> {
+    fn new(inner: S, first: Duration, limit: Duration) -> Self {
+        Quiet {
+            inner,
+            limit,
+            deadline: Box::pin(tokio::time::sleep(first)),
+        }
+    }
+
+    fn touch(&mut self) {
+        let at = tokio::time::Instant::now() + self.limit;
+        self.deadline.as_mut().reset(at);
+    }
+
+    fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "connection silent for too long",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+impl<S: AsyncRead + Unpin> AsyncRead for Quiet<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    this.touch();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => match this.check(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Quiet<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.touch();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.check(cx) {
+                Poll::Ready(e) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
