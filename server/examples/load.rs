@@ -3,6 +3,11 @@
 //! re-encoding) over the real WebSocket, like a browser's MediaRecorder would.
 //!
 //! `cargo run --release -p server --example load -- BASE_URL SESSIONS SECONDS CLIP`
+//!
+//! A `.mkv` clip is sent as H.264 in Matroska (`video/webm;codecs=h264`, as Chromium's
+//! recorder sends it), anything else as VP9 WebM. Each session prints its output frame rate
+//! and dropped share measured after a warm-up (the first quarter, at most 10 s), and a
+//! last line `load-json: {...}` sums them up for scripts.
 
 use anyhow::{bail, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
@@ -19,7 +24,13 @@ struct Outcome {
     stats: u64,
     frames_out: u64,
     dropped: u64,
+    /// (frames out, frames dropped) when the warm-up ended, and when.
+    warm: Option<(u64, u64, Instant)>,
+    /// Output frames per second and dropped share after the warm-up.
+    fps_out: f64,
+    dropped_share: f64,
     ended: bool,
+    busy: bool,
     error: Option<String>,
 }
 
@@ -54,8 +65,13 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
         .insert("Origin", format!("http://{host}").parse()?);
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
     let (mut tx, mut rx) = ws.split();
+    let h264 = clip.ends_with(".mkv");
     let start = ClientMsg::Start {
-        mime_type: "video/webm;codecs=vp9".into(),
+        mime_type: if h264 {
+            "video/webm;codecs=h264".into()
+        } else {
+            "video/webm;codecs=vp9".into()
+        },
         width: 640,
         height: 480,
     };
@@ -71,13 +87,21 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
             "-i",
             &clip,
         ])
-        .args(["-c", "copy", "-f", "webm", "pipe:1"])
+        .args([
+            "-c",
+            "copy",
+            "-f",
+            if h264 { "matroska" } else { "webm" },
+            "pipe:1",
+        ])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
     let mut media = ffmpeg.stdout.take().context("no stdout")?;
     let mut out = Outcome::default();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let warm_after = Duration::from_secs((seconds / 4).min(10));
+    let began = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
     let mut started = false;
     loop {
@@ -93,8 +117,19 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str())? {
                     ServerMsg::Started { .. } => started = true,
-                    ServerMsg::Stats(s) => { out.stats += 1; out.frames_out = s.frames_out; out.dropped = s.frames_dropped; }
-                    ServerMsg::Error { message, .. } => { out.error = Some(message); return Ok(out); }
+                    ServerMsg::Stats(s) => {
+                        out.stats += 1;
+                        out.frames_out = s.frames_out;
+                        out.dropped = s.frames_dropped;
+                        if out.warm.is_none() && began.elapsed() >= warm_after {
+                            out.warm = Some((s.frames_out, s.frames_dropped, Instant::now()));
+                        }
+                    }
+                    ServerMsg::Error { kind, message } => {
+                        out.busy = kind == app::protocol::ErrorKind::Busy;
+                        out.error = Some(message);
+                        return Ok(out);
+                    }
                     _ => {}
                 },
                 Some(Ok(_)) => {}
@@ -103,6 +138,12 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
         }
     }
     drop(ffmpeg);
+    if let Some((out0, dropped0, at)) = out.warm {
+        let secs = at.elapsed().as_secs_f64().max(1e-3);
+        let (frames, dropped) = (out.frames_out - out0, out.dropped - dropped0);
+        out.fps_out = frames as f64 / secs;
+        out.dropped_share = dropped as f64 / (frames + dropped).max(1) as f64;
+    }
     tx.send(Message::Text(ClientMsg::Stop.encode().into()))
         .await?;
     while let Some(Ok(msg)) = rx.next().await {
@@ -132,19 +173,27 @@ async fn main() -> Result<()> {
         .map(|_| tokio::spawn(session(host.clone(), secs, clip.clone())))
         .collect();
     let mut failed = 0;
+    let (mut busy, mut fps, mut dropped) = (0, Vec::new(), Vec::new());
     for (i, t) in tasks.into_iter().enumerate() {
         match t.await? {
             Ok(o) => {
                 println!(
-                    "load session {i}: {} chunks, {:.1} MB sent, {} frames out, {} dropped, ended: {}{}",
+                    "load session {i}: {} chunks, {:.1} MB sent, {} frames out ({:.1} fps after warm-up, {:.2} % dropped), ended: {}{}",
                     o.chunks,
                     o.bytes as f64 / 1e6,
                     o.frames_out,
-                    o.dropped,
+                    o.fps_out,
+                    o.dropped_share * 100.0,
                     o.ended,
-                    o.error.map(|e| format!(", error: {e}")).unwrap_or_default()
+                    o.error.clone().map(|e| format!(", error: {e}")).unwrap_or_default()
                 );
-                failed += usize::from(!o.ended);
+                if o.busy {
+                    busy += 1;
+                } else {
+                    failed += usize::from(!o.ended);
+                    fps.push(o.fps_out);
+                    dropped.push(o.dropped_share);
+                }
             }
             Err(e) => {
                 println!("load session {i}: failed: {e:#}");
@@ -153,8 +202,16 @@ async fn main() -> Result<()> {
         }
     }
     println!(
-        "load: {n} sessions, {:.0} s, {failed} did not end cleanly",
+        "load: {n} sessions, {:.0} s, {busy} refused as busy, {failed} did not end cleanly",
         started.elapsed().as_secs_f64()
+    );
+    let min_fps = fps.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max_dropped = dropped.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "load-json: {{\"sessions\":{n},\"admitted\":{},\"busy\":{busy},\"failed\":{failed},\"minFps\":{:.2},\"maxDroppedPct\":{:.3}}}",
+        fps.len(),
+        if fps.is_empty() { 0.0 } else { min_fps },
+        max_dropped * 100.0
     );
     if failed > 0 {
         std::process::exit(1);

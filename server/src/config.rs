@@ -197,12 +197,27 @@ impl Default for PipelineConfig {
     }
 }
 
+impl LimitsConfig {
+    /// The session limit in force: `max-sessions`, or when 0, what this machine holds.
+    pub fn effective_max_sessions(&self) -> usize {
+        if self.max_sessions > 0 {
+            return self.max_sessions;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        crate::session::capacity::default_max_sessions(cores)
+    }
+}
+
 /// `[limits]`: what one client and the whole server may use.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct LimitsConfig {
-    /// Concurrent sessions.
+    /// Concurrent sessions; 0 = as many as the machine holds (cores × measured cost).
     pub max_sessions: usize,
+    /// New sessions are refused ("busy") while the machine's CPU (all processes, ffmpeg
+    /// included) plus one more session would exceed this share, or while a session's
+    /// encoder has fallen behind in the last seconds. 100 turns the live check off.
+    pub max_cpu_percent: u32,
     /// Largest binary chunk.
     pub max_chunk_bytes: usize,
     /// Message rate cap per client.
@@ -234,7 +249,8 @@ pub struct LimitsConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         LimitsConfig {
-            max_sessions: 8,
+            max_sessions: 0,
+            max_cpu_percent: 90,
             max_chunk_bytes: 1024 * 1024,
             max_messages_per_second: 200,
             idle_timeout_secs: 20,
@@ -442,8 +458,8 @@ impl Config {
                 "pipeline.stats-interval-ms must be at least 50",
             ),
             (
-                l.max_sessions >= 1,
-                "limits.max-sessions must be at least 1",
+                (1..=100).contains(&l.max_cpu_percent),
+                "limits.max-cpu-percent must be 1..=100",
             ),
             (
                 l.max_chunk_bytes >= 1024,
@@ -474,7 +490,7 @@ impl Config {
                 "limits.max-connections must be at least limits.max-sockets",
             ),
             (
-                l.max_sockets >= l.max_sessions,
+                l.max_sockets >= l.effective_max_sessions(),
                 "limits.max-sockets must be at least limits.max-sessions",
             ),
         ];
@@ -641,7 +657,7 @@ mod tests {
     fn typos_and_bad_values_are_errors() {
         assert!(Config::from_parts("[limits]\nmax-sesions = 3\n", []).is_err());
         assert!(Config::from_parts("", env(&[("HLS_FACE_LIMITS_NOPE", "1")])).is_err());
-        assert!(Config::from_parts("[limits]\nmax-sessions = 0\n", []).is_err());
+        assert!(Config::from_parts("[limits]\nmax-cpu-percent = 0\n", []).is_err());
         assert!(Config::from_parts("[pipeline]\nscale-factor = 1.0\n", []).is_err());
         assert!(Config::from_parts("not toml [", []).is_err());
     }

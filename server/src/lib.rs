@@ -74,6 +74,26 @@ impl RunningServer {
         let mut leptos = config.leptos_options();
         leptos.site_addr = addr;
         let hosts = web::csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let gauge: Arc<dyn session::capacity::LoadGauge> =
+            session::capacity::ProcStat::start(shutdown.clone());
+        let capacity = Arc::new(session::capacity::Capacity::new(
+            Some(gauge),
+            cores,
+            config.limits.max_cpu_percent,
+        ));
+        tracing::info!(
+            "session limit {} ({cores} cores){}",
+            config.limits.effective_max_sessions(),
+            if config.limits.max_cpu_percent < 100 {
+                format!(
+                    ", new sessions wait while the CPU would pass {} %",
+                    config.limits.max_cpu_percent
+                )
+            } else {
+                String::new()
+            }
+        );
         let shared = Arc::new(Shared {
             hosts,
             scheme,
@@ -81,7 +101,9 @@ impl RunningServer {
                 config: config.pipeline.clone(),
                 detector,
                 min_free_disk_mb: config.limits.min_free_disk_mb,
+                capacity: capacity.clone(),
             },
+            capacity,
             config,
             registry: registry.clone(),
             csrf: web::csrf::CsrfKey::random(),

@@ -163,7 +163,7 @@ impl Registry {
             viewers: Arc::default(),
             clients: Arc::default(),
             per_client: limits.max_sessions_per_client,
-            slots: Arc::new(Semaphore::new(limits.max_sessions)),
+            slots: Arc::new(Semaphore::new(limits.effective_max_sessions())),
             retained: Mutex::new(VecDeque::new()),
             max_retained: limits.max_retained,
             cleanup: TaskTracker::new(),

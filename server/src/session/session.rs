@@ -1,6 +1,7 @@
 //! One client's running pipeline: decoder → detector → overlay → encoder → playlist watch,
 //! with its counters, its events for the socket, and a graceful or forced end.
 
+use super::capacity::Capacity;
 use super::registry::{Admission, PlaylistProgress, SessionId};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -42,6 +43,8 @@ pub struct PipelineEnv {
     pub detector: DetectorFactory,
     /// Free disk space (MiB) a session needs to start and to go on.
     pub min_free_disk_mb: u64,
+    /// Told when a session falls behind (new sessions then wait).
+    pub capacity: Arc<Capacity>,
 }
 
 /// The stream a session receives, as its Start message announced it.
@@ -149,6 +152,7 @@ impl Session {
             frames: frame_rx,
             encoder_input: enc_tx,
             counters: counters.clone(),
+            capacity: env.capacity.clone(),
         };
         let cut = CancellationToken::new();
         let supervisor = Supervisor {
@@ -259,6 +263,7 @@ struct Stage {
     frames: mpsc::Receiver<Frame>,
     encoder_input: mpsc::Sender<Frame>,
     counters: Arc<Counters>,
+    capacity: Arc<Capacity>,
 }
 
 /// The encoder stopped taking frames.
@@ -308,6 +313,7 @@ impl Stage {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 c.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                self.capacity.note_lag();
                 ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "encode").increment(1);
                 Ok(())
             }
@@ -549,6 +555,7 @@ mod tests {
             frames,
             encoder_input,
             counters,
+            capacity: Arc::new(Capacity::new(None, 1, 100)),
         }
     }
 

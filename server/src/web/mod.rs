@@ -31,6 +31,8 @@ pub struct AppState {
 pub struct Shared {
     pub config: Config,
     pub registry: Arc<Registry>,
+    /// The live admission check.
+    pub capacity: Arc<crate::session::capacity::Capacity>,
     pub pipeline: PipelineEnv,
     pub csrf: csrf::CsrfKey,
     /// The Host names requests may carry.

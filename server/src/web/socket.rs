@@ -408,6 +408,11 @@ impl Connection {
             return Err(ErrorKind::UnsupportedMedia);
         };
         let shared = self.state.shared.clone();
+        if let Err(why) = shared.capacity.room() {
+            tracing::info!("session refused: no room ({why:?})");
+            ::metrics::counter!(metrics::REFUSED, "why" => "lagging").increment(1);
+            return Err(ErrorKind::Busy);
+        }
         let admission = match shared.registry.admit(&self.client) {
             Ok(Ok(a)) => a,
             Ok(Err(Refusal::Full)) => {

@@ -69,6 +69,10 @@ impl TestServer {
         config.resolve_relative_to(&repo_root());
         config.site.addr = "127.0.0.1:0".parse()?;
         config.pipeline.runtime_dir = runtime.clone();
+        // Tests share two cores with compilers and each other: a CPU-based refusal would
+        // make them flaky. The live check is tested with a fixed gauge in capacity.rs.
+        config.limits.max_cpu_percent = 100;
+        config.limits.max_sessions = 8;
         tweak(&mut config);
         let server = RunningServer::start(config).await?;
         Ok(TestServer { server, runtime })

@@ -1,0 +1,217 @@
+//! How many sessions this machine holds, and whether it holds one more right now. The
+//! default session limit follows from the cores and the measured cost of one session; a
+//! live check — the whole machine's CPU (ffmpeg children included) plus the cost of one
+//! more session, and any session whose encoder fell behind lately — refuses a new session
+//! ("busy") before the admitted ones degrade.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Share of one core a 640×480@30 session costs with the default settings, server and its
+/// two ffmpeg children together, measured on real footage by `scripts/capacity` (see
+/// `results/` and the README's capacity table).
+pub const SESSION_CORE_SHARE: f64 = 0.40;
+
+/// Share of the machine that sessions may plan to use; the rest is left to the system and
+/// to bursts (a scene cut, a detection that takes longer).
+const PLANNED_SHARE: f64 = 0.9;
+
+/// A session whose encoder fell behind keeps the server "busy" for this long.
+const LAG_MEMORY: Duration = Duration::from_secs(5);
+
+/// How often the machine's CPU is sampled, and how much one sample weighs.
+const SAMPLE_EVERY: Duration = Duration::from_millis(500);
+const SAMPLE_WEIGHT: f64 = 0.3;
+
+/// The session limit for a machine with `cores` cores.
+pub fn default_max_sessions(cores: usize) -> usize {
+    ((cores as f64 * PLANNED_SHARE) / SESSION_CORE_SHARE)
+        .floor()
+        .max(1.0) as usize
+}
+
+/// How busy the whole machine is, 0 (idle) to 1 (every core busy), over the last seconds.
+pub trait LoadGauge: Send + Sync {
+    fn busy(&self) -> Option<f64>;
+}
+
+/// The machine's CPU from `/proc/stat`, sampled in the background and smoothed.
+#[derive(Default)]
+pub struct ProcStat {
+    /// f64 bits of the smoothed busy share; NaN until the second sample.
+    busy: AtomicU64,
+}
+
+impl ProcStat {
+    /// Starts sampling until `shutdown`.
+    pub fn start(shutdown: CancellationToken) -> Arc<Self> {
+        let gauge = Arc::new(ProcStat {
+            busy: AtomicU64::new(f64::NAN.to_bits()),
+        });
+        let this = gauge.clone();
+        tokio::spawn(async move {
+            let mut last = read_proc_stat();
+            let mut tick = tokio::time::interval(SAMPLE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let now = read_proc_stat();
+                if let (Some((b0, t0)), Some((b1, t1))) = (last, now) {
+                    if t1 > t0 {
+                        let sample = (b1 - b0) as f64 / (t1 - t0) as f64;
+                        let old = f64::from_bits(this.busy.load(Ordering::Relaxed));
+                        let smoothed = if old.is_nan() {
+                            sample
+                        } else {
+                            old + SAMPLE_WEIGHT * (sample - old)
+                        };
+                        this.busy.store(smoothed.to_bits(), Ordering::Relaxed);
+                    }
+                }
+                last = now;
+            }
+        });
+        gauge
+    }
+}
+
+impl LoadGauge for ProcStat {
+    fn busy(&self) -> Option<f64> {
+        let v = f64::from_bits(self.busy.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+}
+
+/// (busy, total) jiffies of all cores from `/proc/stat`'s first line.
+fn read_proc_stat() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_proc_stat(text.lines().next()?)
+}
+
+/// (busy, total) from a `cpu  user nice system idle iowait irq softirq steal …` line.
+fn parse_proc_stat(line: &str) -> Option<(u64, u64)> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields
+        .take(8)
+        .map(|f| f.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 8 {
+        return None;
+    }
+    let idle = v[3] + v[4];
+    let busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+    Some((busy, busy + idle))
+}
+
+/// Why there is no room now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRoom {
+    /// The machine is too busy for one more session.
+    Cpu,
+    /// A session's encoder fell behind lately.
+    Lagging,
+}
+
+/// The live admission check.
+pub struct Capacity {
+    gauge: Option<Arc<dyn LoadGauge>>,
+    cores: f64,
+    /// Busy share above which no session is admitted (1 or more: never by CPU).
+    max_busy: f64,
+    lag_until: Mutex<Option<Instant>>,
+}
+
+impl Capacity {
+    /// A check against `gauge` (`None`: only lag counts) refusing at `max_busy_percent`.
+    pub fn new(gauge: Option<Arc<dyn LoadGauge>>, cores: usize, max_busy_percent: u32) -> Self {
+        Capacity {
+            gauge,
+            cores: cores.max(1) as f64,
+            max_busy: f64::from(max_busy_percent) / 100.0,
+            lag_until: Mutex::new(None),
+        }
+    }
+
+    /// A session fell behind (its encoder had no room for a frame).
+    pub fn note_lag(&self) {
+        if let Ok(mut until) = self.lag_until.lock() {
+            *until = Some(Instant::now() + LAG_MEMORY);
+        }
+    }
+
+    /// Whether one more session fits now.
+    pub fn room(&self) -> Result<(), NoRoom> {
+        if self.max_busy >= 1.0 {
+            return Ok(()); // the live check is off
+        }
+        let lagging = self
+            .lag_until
+            .lock()
+            .map(|u| u.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false);
+        if lagging {
+            return Err(NoRoom::Lagging);
+        }
+        let busy = self.gauge.as_ref().and_then(|g| g.busy());
+        match busy {
+            Some(b) if b + SESSION_CORE_SHARE / self.cores > self.max_busy => Err(NoRoom::Cpu),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(f64);
+    impl LoadGauge for Fixed {
+        fn busy(&self) -> Option<f64> {
+            Some(self.0)
+        }
+    }
+
+    #[test]
+    fn the_limit_follows_the_cores() {
+        assert_eq!(default_max_sessions(2), 4);
+        assert_eq!(default_max_sessions(8), 18);
+        assert_eq!(default_max_sessions(1), 2);
+    }
+
+    #[test]
+    fn one_more_session_must_fit_under_the_cpu_ceiling() {
+        // 2 cores at 90 %: a session is 0.2 of the machine.
+        let room = |busy| Capacity::new(Some(Arc::new(Fixed(busy))), 2, 90).room();
+        assert_eq!(room(0.5), Ok(()));
+        assert_eq!(room(0.69), Ok(()));
+        assert_eq!(room(0.75), Err(NoRoom::Cpu));
+        let off = Capacity::new(Some(Arc::new(Fixed(1.0))), 2, 100);
+        assert_eq!(off.room(), Ok(()), "100 % turns the check off");
+    }
+
+    #[test]
+    fn a_lagging_session_refuses_newcomers_for_a_while() {
+        let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
+        assert_eq!(c.room(), Ok(()));
+        c.note_lag();
+        assert_eq!(c.room(), Err(NoRoom::Lagging));
+    }
+
+    #[test]
+    fn proc_stat_lines_are_read() {
+        assert_eq!(
+            parse_proc_stat("cpu  100 5 50 800 20 3 2 0 0 0"),
+            Some((160, 980))
+        );
+        assert_eq!(parse_proc_stat("cpu0 1 2 3 4 5 6 7 8"), None);
+        assert_eq!(parse_proc_stat("cpu 1 2"), None);
+        assert!(read_proc_stat().is_some());
+    }
+}
