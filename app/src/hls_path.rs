@@ -67,6 +67,11 @@ pub fn viewer_playlist(token: &str) -> String {
     format!("/view/{token}/{PLAYLIST}")
 }
 
+/// The viewer link's liveness probe (200 while the session runs, 404 after).
+pub fn viewer_status(token: &str) -> String {
+    format!("/view/{token}/status")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -365,6 +365,33 @@ pub fn looks_like_webm(prefix: &[u8]) -> bool {
     prefix[..n] == EBML_MAGIC[..n]
 }
 
+/// The container a recorder mimeType names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    /// WebM or Matroska (Chromium, Firefox).
+    Matroska,
+    /// Fragmented MP4 (Safari and every iOS browser).
+    Mp4,
+}
+
+impl Container {
+    /// Bytes of the stream's start that [`Container::accepts`] looks at.
+    pub const PREFIX: usize = 8;
+
+    /// Whether `prefix` (however few bytes arrived so far) can start this container: the
+    /// EBML header id, or an MP4 `ftyp` box (4 size bytes, then `ftyp`).
+    pub fn accepts(self, prefix: &[u8]) -> bool {
+        match self {
+            Container::Matroska => looks_like_webm(prefix),
+            Container::Mp4 => {
+                let tail = prefix.get(4..).unwrap_or_default();
+                let n = tail.len().min(4);
+                tail[..n] == b"ftyp"[..n]
+            }
+        }
+    }
+}
+
 /// The video codec a session's recorder announced. The server decodes only that codec
 /// (anything else in the stream is refused as bad media), so a client cannot smuggle in
 /// whatever else ffmpeg happens to decode.
@@ -380,13 +407,8 @@ impl InputCodec {
     /// parameter naming VP8, VP9 or H.264 (`avc1…`). `None` for anything else.
     pub fn from_mime(mime: &str) -> Option<Self> {
         let mut parts = mime.split(';');
-        let base = parts.next()?.trim().to_ascii_lowercase();
-        if !matches!(
-            base.as_str(),
-            "video/webm" | "video/x-matroska" | "video/matroska"
-        ) {
-            return None;
-        }
+        container_of(mime)?;
+        parts.next()?;
         let codecs = parts
             .filter_map(|p| p.split_once('='))
             .find(|(k, _)| k.trim().eq_ignore_ascii_case("codecs"))?
@@ -396,11 +418,16 @@ impl InputCodec {
             .to_ascii_lowercase();
         // The first listed codec is the video one (audio is not recorded).
         let video = codecs.split(',').next()?.trim();
-        match video.split('.').next()? {
-            "vp8" | "vp08" => Some(InputCodec::Vp8),
-            "vp9" | "vp09" => Some(InputCodec::Vp9),
-            "h264" | "avc1" | "avc3" => Some(InputCodec::H264),
-            _ => None,
+        let codec = match video.split('.').next()? {
+            "vp8" | "vp08" => InputCodec::Vp8,
+            "vp9" | "vp09" => InputCodec::Vp9,
+            "h264" | "avc1" | "avc3" => InputCodec::H264,
+            _ => return None,
+        };
+        // MP4 from a browser recorder is H.264 (Safari records nothing else).
+        match (container_of(mime)?, codec) {
+            (Container::Mp4, InputCodec::H264) | (Container::Matroska, _) => Some(codec),
+            (Container::Mp4, _) => None,
         }
     }
 
@@ -411,6 +438,16 @@ impl InputCodec {
             InputCodec::Vp9 => "vp9",
             InputCodec::H264 => "h264",
         }
+    }
+}
+
+/// The container of a recorder mimeType: WebM/Matroska or MP4 (`None` for others).
+pub fn container_of(mime: &str) -> Option<Container> {
+    let base = mime.split(';').next()?.trim().to_ascii_lowercase();
+    match base.as_str() {
+        "video/webm" | "video/x-matroska" | "video/matroska" => Some(Container::Matroska),
+        "video/mp4" => Some(Container::Mp4),
+        _ => None,
     }
 }
 
@@ -616,8 +653,14 @@ mod tests {
         assert!(!valid_frame_size(4000, 480));
         assert!(supported_mime("video/webm;codecs=vp9"));
         assert!(supported_mime("video/x-matroska;codecs=avc1"));
-        assert!(!supported_mime("video/mp4"));
+        assert!(!supported_mime("video/mp4"), "the codec must be named");
+        assert!(supported_mime("video/mp4;codecs=avc1.42E01E"));
+        assert!(!supported_mime("video/mp4;codecs=vp9"));
         assert!(!supported_mime(""));
+        assert!(Container::Mp4.accepts(&[0, 0, 0, 0x1c, b'f', b't']));
+        assert!(Container::Mp4.accepts(&[0, 0, 0]));
+        assert!(!Container::Mp4.accepts(b"\x1a\x45\xdf\xa3moov"));
+        assert!(Container::Matroska.accepts(&EBML_MAGIC));
         assert!(!supported_mime("video/webm"), "the codec must be named");
         for (mime, codec) in [
             ("video/webm;codecs=vp9", Some(InputCodec::Vp9)),

@@ -85,6 +85,8 @@ pub struct Ui {
     pub detector_touched: RwSignal<bool>,
     /// A passing note that does not change the session (settings refused, link copied).
     pub notice: RwSignal<String>,
+    /// The camera stopped during the session (its end is then an error, not a Stop).
+    pub camera_lost: RwSignal<bool>,
 }
 
 impl Ui {
@@ -104,6 +106,7 @@ impl Ui {
             detector: RwSignal::new(DetectorSettings::default()),
             detector_touched: RwSignal::new(false),
             notice: RwSignal::new(String::new()),
+            camera_lost: RwSignal::new(false),
         }
     }
 
@@ -165,7 +168,11 @@ pub fn Studio() -> impl IntoView {
             controller.copy(url);
         }
     };
-    let can_start = move || ui.camera_ready.get() && !ui.phase.get().is_active();
+    // After an error (camera denied or lost) Start tries again: it reopens the camera.
+    let can_start = move || {
+        let phase = ui.phase.get();
+        !phase.is_active() && (ui.camera_ready.get() || phase == Phase::Error)
+    };
     let can_stop = move || ui.phase.get().is_active();
     let stat = move |f: fn(&Stats) -> String| move || ui.stats.with(f);
 

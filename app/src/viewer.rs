@@ -31,7 +31,10 @@ impl ViewerState {
         match self {
             ViewerState::Loading => "Connecting to the live session…",
             ViewerState::Live => "Live.",
-            ViewerState::Ended => "This session has ended, or the link is not valid.",
+            ViewerState::Ended => {
+                "This session has ended, or the link is not valid: viewer links work only while \
+                 the session they belong to is live. Ask for a new link."
+            }
         }
     }
 }
@@ -59,6 +62,27 @@ pub fn Viewer() -> impl IntoView {
                 Ok(p) => player.set_value(Some(p)),
                 Err(_) => state.set(ViewerState::Ended),
             }
+            // The page says "ended" within a second of the session's end: the player alone
+            // would only notice after its retries run out.
+            let status = crate::hls_path::viewer_status(&token);
+            let poll = leptos::prelude::set_interval_with_handle(
+                move || {
+                    if state.get_untracked() == ViewerState::Ended {
+                        return;
+                    }
+                    let url = status.clone();
+                    wasm_bindgen_futures::spawn_local(async move {
+                        if !crate::media::still_live(&url).await {
+                            state.set(ViewerState::Ended);
+                            player.set_value(None);
+                        }
+                    });
+                },
+                std::time::Duration::from_secs(1),
+            );
+            if let Ok(handle) = poll {
+                on_cleanup(move || handle.clear());
+            }
         });
     }
     #[cfg(not(feature = "hydrate"))]
@@ -71,9 +95,10 @@ pub fn Viewer() -> impl IntoView {
                 <p class="tagline">"Watching someone's live session (read-only)."</p>
             </header>
             <section class="videos">
-                <figure>
+                <figure class:gone=move || state.get() == ViewerState::Ended>
                     <video
                         data-testid="viewer"
+                        aria-label="Live processed stream of the session you are watching"
                         node_ref=video
                         autoplay=true
                         muted=true

@@ -9,6 +9,18 @@ use web_sys::{MediaStream, MediaStreamConstraints};
 /// Opens the camera; maps the browser's DOMException names to [`MediaError`]s.
 pub async fn open() -> Result<MediaStream, MediaError> {
     let window = web_sys::window().ok_or(MediaError::NoCamera)?;
+    // Browsers give the camera only to secure pages: over plain HTTP on a LAN address
+    // `navigator.mediaDevices` does not even exist.
+    let has_devices = Reflect::get(&window.navigator(), &"mediaDevices".into())
+        .is_ok_and(|d| !d.is_undefined() && !d.is_null());
+    if !window.is_secure_context() || !has_devices {
+        let origin = window.location().origin().unwrap_or_default();
+        return Err(if window.is_secure_context() {
+            MediaError::NoCamera
+        } else {
+            MediaError::Insecure(origin)
+        });
+    }
     let devices = window
         .navigator()
         .media_devices()
@@ -46,6 +58,7 @@ fn classify(err: &JsValue) -> MediaError {
     match name.as_str() {
         "NotAllowedError" | "SecurityError" => MediaError::CameraDenied,
         "NotFoundError" | "OverconstrainedError" => MediaError::NoCamera,
+        "NotReadableError" | "AbortError" => MediaError::CameraBusy,
         _ => MediaError::Camera(if name.is_empty() {
             "unknown error".into()
         } else {

@@ -21,6 +21,10 @@ struct Inner {
     socket: RefCell<Option<Socket>>,
     recorder: RefCell<Option<Recorder>>,
     player: RefCell<Option<Player>>,
+    /// The socket opened at least once.
+    opened: std::cell::Cell<bool>,
+    /// A refused socket was retried once with a fresh token.
+    retried: std::cell::Cell<bool>,
 }
 
 impl Live {
@@ -40,15 +44,11 @@ impl Live {
             socket: RefCell::new(None),
             recorder: RefCell::new(None),
             player: RefCell::new(None),
+            opened: std::cell::Cell::new(false),
+            retried: std::cell::Cell::new(false),
         });
         ui.set(Phase::Connecting, "Connecting to the server…");
-        let weak = Rc::downgrade(&inner);
-        let socket = Socket::open(&csrf, move |event| {
-            if let Some(inner) = weak.upgrade() {
-                Inner::on_socket(&inner, event);
-            }
-        })?;
-        *inner.socket.borrow_mut() = Some(socket);
+        Inner::connect(&inner, &csrf)?;
         Ok(Live(inner))
     }
 
@@ -81,6 +81,50 @@ impl Live {
 }
 
 impl Inner {
+    /// Opens the socket with `csrf`, feeding its events to this session.
+    fn connect(this: &Rc<Self>, csrf: &str) -> Result<(), MediaError> {
+        let weak = Rc::downgrade(this);
+        let socket = Socket::open(csrf, move |event| {
+            if let Some(inner) = weak.upgrade() {
+                Inner::on_socket(&inner, event);
+            }
+        })?;
+        *this.socket.borrow_mut() = Some(socket);
+        Ok(())
+    }
+
+    /// The socket was refused before it opened: the page's token may predate a server
+    /// restart. Fetch a fresh one and try once more; then tell the user to reload.
+    fn retry_with_fresh_token(this: &Rc<Self>) {
+        let ui = this.ui;
+        if this.retried.replace(true) {
+            ui.fail(
+                "The server refused the connection. If it was restarted, reload this page; \
+                 if it sits behind a proxy, the proxy must keep the Host header (see the \
+                 README).",
+            );
+            return;
+        }
+        let weak = Rc::downgrade(this);
+        wasm_bindgen_futures::spawn_local(async move {
+            let token = super::fetch_text("/token").await;
+            let Some(inner) = weak.upgrade() else { return };
+            match token {
+                Some(token) if !token.is_empty() => {
+                    super::set_meta_content(crate::CSRF_META, &token);
+                    if Inner::connect(&inner, &token).is_err() {
+                        inner
+                            .ui
+                            .fail("The connection to the server could not be opened.");
+                    }
+                }
+                _ => inner.ui.fail(
+                    "The server cannot be reached. Check the connection, then reload the page.",
+                ),
+            }
+        });
+    }
+
     fn send(&self, msg: &ClientMsg) -> bool {
         self.socket.borrow().as_ref().is_some_and(|s| s.send(msg))
     }
@@ -89,9 +133,10 @@ impl Inner {
         let ui = this.ui;
         match event {
             SocketEvent::Open => {
+                this.opened.set(true);
                 let (width, height) = frame_size(&this.stream);
                 this.send(&ClientMsg::Start {
-                    mime_type: this.mime.to_string(),
+                    mime_type: recorder::announced(this.mime).to_string(),
                     width,
                     height,
                 });
@@ -103,6 +148,9 @@ impl Inner {
             SocketEvent::Garbled => {
                 ui.fail("The server sent something this page does not understand.");
                 this.shutdown();
+            }
+            SocketEvent::Closed if !this.opened.get() && ui.phase.get_untracked().is_active() => {
+                Self::retry_with_fresh_token(this);
             }
             SocketEvent::Closed => {
                 if ui.phase.get_untracked().is_active() {
@@ -174,10 +222,14 @@ impl Inner {
                 ui.stats.set(stats);
             }
             ServerMsg::Ended { .. } => {
-                ui.set(
-                    Phase::Stopped,
-                    "Stopped. The recording stays playable below; preparing the download…",
-                );
+                if ui.camera_lost.get_untracked() {
+                    ui.fail(MediaError::CameraLost.user_message());
+                } else {
+                    ui.set(
+                        Phase::Stopped,
+                        "Stopped. The recording stays playable below; preparing the download…",
+                    );
+                }
                 ui.viewer_url.set(None);
                 // The socket stays open for the download offer; the server closes it.
                 if let Some(recorder) = this.recorder.borrow().as_ref() {

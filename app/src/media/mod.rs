@@ -16,7 +16,12 @@ use crate::viewer::ViewerState;
 use leptos::html::Video;
 use leptos::prelude::*;
 use live::Live;
-use web_sys::MediaStream;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::JsCast;
+use web_sys::{Event, MediaStream};
+
+/// A DOM event listener, owned by whoever registered it.
+type EventHandler = Closure<dyn FnMut(Event)>;
 
 /// The page's handle on the camera and the current live session.
 #[derive(Clone, Copy)]
@@ -27,6 +32,8 @@ pub struct Controller {
     camera: StoredValue<Option<MediaStream>, LocalStorage>,
     live: StoredValue<Option<Live>, LocalStorage>,
     probe: StoredValue<Option<probe::Probe>, LocalStorage>,
+    /// Listens for the camera's track ending (unplugged, taken by another app).
+    on_track_ended: StoredValue<Option<EventHandler>, LocalStorage>,
 }
 
 impl Controller {
@@ -39,42 +46,88 @@ impl Controller {
             camera: StoredValue::new_local(None),
             live: StoredValue::new_local(None),
             probe: StoredValue::new_local(None),
+            on_track_ended: StoredValue::new_local(None),
         }
     }
 
     /// Asks for the camera and shows it in the preview; failures go to the status line.
     pub fn open_camera(self) {
-        let ui = self.ui;
-        ui.message.set("Asking for the camera…".into());
+        self.ui.message.set("Asking for the camera…".into());
         wasm_bindgen_futures::spawn_local(async move {
-            match camera::open().await {
-                Ok(stream) => {
-                    if let Some(video) = self.preview.get_untracked() {
-                        video.set_src_object(Some(&stream));
-                        // Autoplay is allowed for muted video; a refusal only delays the preview.
-                        let _ = video.play();
-                    }
-                    self.camera.set_value(Some(stream));
-                    if let (Some(preview), Some(output)) =
-                        (self.preview.get_untracked(), self.output.get_untracked())
-                    {
-                        self.probe
-                            .set_value(probe::Probe::start(ui, preview, output));
-                    }
-                    ui.camera_ready.set(true);
-                    ui.set(Phase::Idle, "Camera ready. Press Start to stream it.");
-                }
-                Err(err) => ui.fail(err.user_message()),
+            if self.acquire().await {
+                self.ui
+                    .set(Phase::Idle, "Camera ready. Press Start to stream it.");
             }
         });
     }
 
-    /// Starts a new session, replacing any ended one.
-    pub fn start(self) {
-        let Some(stream) = self.camera.get_value() else {
-            self.ui.fail("The camera is not available.");
+    /// Opens the camera into the preview; `false` (with the reason on the page) if not.
+    async fn acquire(self) -> bool {
+        let ui = self.ui;
+        let stream = match camera::open().await {
+            Ok(stream) => stream,
+            Err(err) => {
+                ui.fail(err.user_message());
+                return false;
+            }
+        };
+        if let Some(video) = self.preview.get_untracked() {
+            video.set_src_object(Some(&stream));
+            // Autoplay is allowed for muted video; a refusal only delays the preview.
+            let _ = video.play();
+        }
+        self.watch_track(&stream);
+        self.camera.set_value(Some(stream));
+        if self.probe.with_value(|p| p.is_none()) {
+            if let (Some(preview), Some(output)) =
+                (self.preview.get_untracked(), self.output.get_untracked())
+            {
+                self.probe
+                    .set_value(probe::Probe::start(ui, preview, output));
+            }
+        }
+        ui.camera_ready.set(true);
+        true
+    }
+
+    /// When the camera's video track ends mid-session, the session is stopped (its
+    /// recording kept) and the page says the camera was lost; Start opens it again.
+    fn watch_track(self, stream: &MediaStream) {
+        let Some(track) = stream
+            .get_video_tracks()
+            .get(0)
+            .dyn_into::<web_sys::MediaStreamTrack>()
+            .ok()
+        else {
             return;
         };
+        let on_ended = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+            let ui = self.ui;
+            self.camera.set_value(None);
+            ui.camera_ready.set(false);
+            if ui.phase.get_untracked().is_active() {
+                ui.camera_lost.set(true);
+                self.stop();
+            }
+            ui.fail(MediaError::CameraLost.user_message());
+        });
+        track.set_onended(Some(on_ended.as_ref().unchecked_ref()));
+        self.on_track_ended.set_value(Some(on_ended));
+    }
+
+    /// Starts a new session, replacing any ended one (and opening the camera again if it
+    /// was lost).
+    pub fn start(self) {
+        let Some(stream) = self.camera.get_value() else {
+            wasm_bindgen_futures::spawn_local(async move {
+                self.ui.message.set("Opening the camera again…".into());
+                if self.acquire().await {
+                    self.start();
+                }
+            });
+            return;
+        };
+        self.ui.camera_lost.set(false);
         let Some(output) = self.output.get_untracked() else {
             return;
         };
@@ -153,6 +206,51 @@ pub fn watch(
     )
 }
 
+/// Whether a viewer link's status URL still answers 200 (a network error counts as live:
+/// only the server's "gone" ends the page).
+pub async fn still_live(url: &str) -> bool {
+    let Some(window) = web_sys::window() else {
+        return true;
+    };
+    let Ok(response) = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str(url)).await
+    else {
+        return true;
+    };
+    match response.dyn_into::<web_sys::Response>() {
+        Ok(r) => r.status() != 404,
+        Err(_) => true,
+    }
+}
+
+/// The body of a same-origin GET as text (`None` on any failure or a non-2xx answer).
+pub(crate) async fn fetch_text(url: &str) -> Option<String> {
+    let window = web_sys::window()?;
+    let response = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str(url))
+        .await
+        .ok()?
+        .dyn_into::<web_sys::Response>()
+        .ok()?;
+    if !response.ok() {
+        return None;
+    }
+    let text = wasm_bindgen_futures::JsFuture::from(response.text().ok()?)
+        .await
+        .ok()?;
+    text.as_string()
+}
+
+/// Sets the content of `<meta name="{name}">` in the page head.
+pub(crate) fn set_meta_content(name: &str, value: &str) {
+    let element = web_sys::window().and_then(|w| w.document()).and_then(|d| {
+        d.query_selector(&format!("meta[name={name}]"))
+            .ok()
+            .flatten()
+    });
+    if let Some(element) = element {
+        let _ = element.set_attribute("content", value);
+    }
+}
+
 /// The content of `<meta name="{name}">` in the page head.
 pub(crate) fn meta_content(name: &str) -> Option<String> {
     web_sys::window()?
@@ -172,6 +270,12 @@ pub enum MediaError {
     NoCamera,
     #[error("camera unavailable: {0}")]
     Camera(String),
+    #[error("camera in use or unplugged")]
+    CameraBusy,
+    #[error("the camera stopped during the session")]
+    CameraLost,
+    #[error("not a secure context: {0}")]
+    Insecure(String),
     #[error("no supported recording format")]
     NoRecorderFormat,
     #[error("browser API failed: {0}")]
@@ -186,11 +290,36 @@ impl MediaError {
                 "Camera access was denied. Allow the camera for this site and reload.".into()
             }
             MediaError::NoCamera => "No camera was found. Connect one and reload.".into(),
-            MediaError::Camera(name) => format!("The camera could not be started ({name})."),
-            MediaError::NoRecorderFormat => {
-                "This browser cannot record WebM video; use a recent Chromium or Firefox.".into()
+            MediaError::Camera(_) => {
+                "The camera could not be started. Check that it is connected and not in use, \
+                 then press Start."
+                    .into()
             }
-            MediaError::Browser(what) => format!("The browser refused: {what}."),
+            MediaError::CameraBusy => {
+                "The camera is in use by another app, or was unplugged. Close the other app or \
+                 reconnect the camera, then press Start."
+                    .into()
+            }
+            MediaError::CameraLost => {
+                "The camera stopped (unplugged, or taken by another app). The recording so far \
+                 is kept. Reconnect it and press Start to go on."
+                    .into()
+            }
+            MediaError::Insecure(origin) => format!(
+                "The camera needs a secure page: this page is {origin}, and browsers give the \
+                 camera only to HTTPS pages or to http://localhost. Open the app over HTTPS \
+                 (see the README: HTTPS for the LAN) or on the computer that runs it."
+            ),
+            MediaError::NoRecorderFormat => {
+                "This browser cannot record video in a format the server reads (WebM or MP4 \
+                 with VP8, VP9 or H.264). Use a recent Chromium, Firefox or Safari."
+                    .into()
+            }
+            // Raw browser text never reaches the page; the console keeps the detail.
+            MediaError::Browser(what) => {
+                leptos::logging::warn!("browser error: {what}");
+                "The browser could not start the video. Reload the page and try again.".into()
+            }
         }
     }
 }

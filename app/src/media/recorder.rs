@@ -7,14 +7,27 @@ use web_sys::{Blob, BlobEvent, Event, MediaRecorder, MediaRecorderOptions, Media
 
 /// Recorder formats in order of preference: H.264 keeps 30 fps in Chromium, is cheap for
 /// the laptop to encode (often in hardware) and costs the server less than half of VP9 to
-/// decode; VP9 next; VP8 (Firefox's only choice) drops frames in Chromium. MP4 ignores the
-/// timeslice in Chromium (one chunk at stop), so it is not offered.
-pub const PREFERRED_MIMES: [&str; 4] = [
+/// decode; VP9 next; VP8 (Firefox's only choice) drops frames in Chromium. MP4 last: it is
+/// all Safari (and so every iOS browser) records, in fragments at the timeslice; Chromium's
+/// MP4 recorder ignores the timeslice, so WebM wins wherever it exists.
+pub const PREFERRED_MIMES: [&str; 6] = [
     "video/webm;codecs=h264",
     "video/x-matroska;codecs=avc1",
     "video/webm;codecs=vp9",
     "video/webm;codecs=vp8",
+    "video/mp4;codecs=avc1",
+    "video/mp4",
 ];
+
+/// The mimeType announced to the server for a recorder format: the server decodes only a
+/// named codec, and a browser MP4 recorder records H.264.
+pub fn announced(mime: &str) -> &str {
+    if mime == "video/mp4" {
+        "video/mp4;codecs=avc1"
+    } else {
+        mime
+    }
+}
 
 /// Chunk length: short, so the server sees frames soon after capture.
 const TIMESLICE_MS: i32 = 100;

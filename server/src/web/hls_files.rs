@@ -19,6 +19,10 @@ use axum::response::{IntoResponse, Response};
 use std::time::Duration;
 use tokio_util::io::ReaderStream;
 
+/// The viewer link's liveness probe (`app::hls_path::viewer_status`): 200 while the
+/// session runs, 404 after.
+pub const VIEWER_STATUS: &str = "status";
+
 /// Longest a blocking playlist request is held (a few segment lengths).
 const MAX_HOLD: Duration = Duration::from_secs(3);
 
@@ -45,6 +49,13 @@ pub async fn serve_viewer(
     let folder = SessionId::parse(&token)
         .and_then(|t| registry.viewer_session(&t))
         .and_then(|id| registry.folder(&id));
+    if file == VIEWER_STATUS {
+        // The viewer page asks this every second, to say "ended" as soon as it is.
+        return match folder {
+            Some(_) => ([(header::CACHE_CONTROL, "no-store")], "live").into_response(),
+            None => not_found(),
+        };
+    }
     match folder {
         Some(folder) if file == PLAYLIST || in_live_window(&folder, &file).await => {
             ::metrics::counter!(metrics::VIEWER_REQUESTS).increment(1);

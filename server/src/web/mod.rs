@@ -68,6 +68,7 @@ pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
 pub fn app(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let page = Router::new()
+        .route("/token", get(fresh_token))
         .leptos_routes(&state, routes, {
             let options = state.leptos.clone();
             move || shell(options.clone())
@@ -88,6 +89,12 @@ pub fn app(state: AppState) -> Router {
             csrf::check_host,
         ))
         .with_state(state)
+}
+
+/// `GET /token`: this browser's CSRF token as text (with a fresh session cookie if its old
+/// one is gone, e.g. after a server restart), so an open page can reconnect without a reload.
+async fn fresh_token(axum::Extension(token): axum::Extension<app::CsrfToken>) -> impl IntoResponse {
+    ([(axum::http::header::CACHE_CONTROL, "no-store")], token.0)
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -136,8 +136,10 @@ struct Connection {
     session: Option<Session>,
     playlist_ready: bool,
     chunks: u64,
-    /// The first bytes of the media, kept until the WebM magic can be checked.
+    /// The first bytes of the media, kept until the container's magic can be checked.
     prefix: Vec<u8>,
+    /// The container the Start message announced.
+    container: protocol::Container,
     /// Privacy mode asked for by the page.
     blur: bool,
     stats: StatsSampler,
@@ -155,6 +157,7 @@ impl Connection {
             playlist_ready: false,
             chunks: 0,
             prefix: Vec::new(),
+            container: protocol::Container::Matroska,
             blur: false,
             stats: StatsSampler::new(),
         }
@@ -404,9 +407,14 @@ impl Connection {
             return Err(ErrorKind::Protocol);
         }
         let codec = protocol::InputCodec::from_mime(mime);
-        let Some(codec) = codec.filter(|_| protocol::valid_frame_size(width, height)) else {
+        let container = protocol::container_of(mime);
+        let (Some(codec), Some(container)) = (codec, container) else {
             return Err(ErrorKind::UnsupportedMedia);
         };
+        if !protocol::valid_frame_size(width, height) {
+            return Err(ErrorKind::UnsupportedMedia);
+        }
+        self.container = container;
         let shared = self.state.shared.clone();
         if let Err(why) = shared.capacity.room() {
             tracing::info!("session refused: no room ({why:?})");
@@ -471,11 +479,15 @@ impl Connection {
             tracing::debug!("chunk after stop ignored");
             return Ok(());
         }
-        if self.prefix.len() < protocol::EBML_MAGIC.len() {
-            let need = protocol::EBML_MAGIC.len() - self.prefix.len();
+        if self.prefix.len() < protocol::Container::PREFIX {
+            let need = protocol::Container::PREFIX - self.prefix.len();
             self.prefix.extend_from_slice(&data[..data.len().min(need)]);
-            if !protocol::looks_like_webm(&self.prefix) {
-                tracing::info!("media does not start like WebM: {:02x?}", self.prefix);
+            if !self.container.accepts(&self.prefix) {
+                tracing::info!(
+                    "media does not start like {:?}: {:02x?}",
+                    self.container,
+                    self.prefix
+                );
                 return Err(ErrorKind::BadMedia);
             }
         }

@@ -1,0 +1,168 @@
+//! hls-face behind Debian's nginx, started by `deploy/nginx/proxy` as an operator would:
+//! the page, its WebSocket and a whole session through the proxy, plain and with TLS
+//! terminated at nginx (the https Origin accepted through X-Forwarded-Proto, a foreign one
+//! refused).
+
+mod common;
+
+use anyhow::{ensure, Context, Result};
+use app::protocol::ServerMsg;
+use common::*;
+use std::process::Command;
+use std::time::Instant;
+
+/// nginx in front of `upstream`, listening on a free port; killed when dropped.
+struct Nginx {
+    child: tokio::process::Child,
+    addr: String,
+}
+
+impl Nginx {
+    async fn start(
+        upstream: &str,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let prefix = tempdir("nginx")?;
+        let mut cmd = tokio::process::Command::new(repo_root().join("deploy/nginx/proxy"));
+        cmd.arg(&addr).arg(upstream).arg(&prefix);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let child = cmd.kill_on_drop(true).spawn().context("starting nginx")?;
+        let deadline = Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            ensure!(Instant::now() < deadline, "nginx never listened on {addr}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(Nginx { child })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_runs_through_nginx() -> Result<()> {
+    // nginx's port is chosen first, so the server can be told the Host browsers will use.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let public = format!("127.0.0.1:{port}");
+    let server =
+        TestServer::start("proxy", |c| c.site.allowed_hosts = vec![public.clone()]).await?;
+    let prefix = tempdir("nginx")?;
+    let mut nginx = tokio::process::Command::new(repo_root().join("deploy/nginx/proxy"))
+        .arg(&public)
+        .arg(server.host())
+        .arg(&prefix)
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + DEADLINE;
+    while tokio::net::TcpStream::connect(&public).await.is_err() {
+        ensure!(Instant::now() < deadline, "nginx never listened");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The whole flow through the proxy: page, token, socket, stream, boxes, stop.
+    let mut c = socket(&public).await?;
+    let id = c.start_session().await?;
+    stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
+    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    c.wait_stats("a boxed face", |s| s.faces >= 1).await?;
+    let playlist = http_get(&public, &app::hls_path::playlist_url(&id), &[]).await?;
+    ensure!(
+        playlist.status == 200,
+        "playlist through nginx: {}",
+        playlist.status
+    );
+    c.stop_and_wait().await?;
+    drop(nginx);
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_at_nginx_with_trusted_forwarded_headers() -> Result<()> {
+    let dir = tempdir("proxy-tls")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=hls-face proxy test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let public = free_addr()?;
+    let server = TestServer::start("proxy-tls", |c| {
+        c.site.trust_forwarded = true;
+        c.site.allowed_hosts = vec![public.clone()];
+    })
+    .await?;
+    let nginx = Nginx::start(&public, &server.host(), Some((&cert, &key))).await?;
+    let base = format!("https://{public}");
+    let curl = |args: &[&str]| -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "-i", "--http1.1", "--max-time", "5", "--cacert"])
+            .arg(&cert)
+            .args(args)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    };
+    // hls-face itself speaks plain HTTP: the scheme the browser used (https) reaches it in
+    // X-Forwarded-Proto, trusted because of site.trust-forwarded.
+    let page = curl(&[&format!("{base}/")])?;
+    ensure!(page.contains("csrf-token"), "{page}");
+    let cookie = page
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .context("no cookie")?
+        .to_string();
+    let marker = "name=\"csrf-token\" content=\"";
+    let start = page.find(marker).context("no token")? + marker.len();
+    let token = &page[start..start + 64];
+    let upgrade = |origin: &str| {
+        curl(&[
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            "-H",
+            &format!("Origin: {origin}"),
+            "-H",
+            &format!("Cookie: {cookie}"),
+            &format!("{base}/socket?csrf_token={token}"),
+        ])
+    };
+    let ok = upgrade(&base)?;
+    ensure!(
+        ok.starts_with("HTTP/1.1 101"),
+        "https origin through nginx: {ok}"
+    );
+    let foreign = upgrade("https://evil.example")?;
+    ensure!(
+        foreign.starts_with("HTTP/1.1 403"),
+        "foreign origin: {foreign}"
+    );
+    drop(nginx);
+    server.stop().await
+}
