@@ -11,24 +11,29 @@ use common::*;
 use std::process::Command;
 use std::time::Instant;
 
-/// nginx in front of `upstream`, listening on a free port; killed when dropped.
+/// A free loopback address for nginx (chosen first, so the server can be told the Host
+/// browsers will use).
+fn free_addr() -> Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+/// nginx on `addr` in front of `upstream`; killed when dropped.
 struct Nginx {
     child: tokio::process::Child,
-    addr: String,
 }
 
 impl Nginx {
     async fn start(
+        addr: &str,
         upstream: &str,
         tls: Option<(&std::path::Path, &std::path::Path)>,
     ) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
         let prefix = tempdir("nginx")?;
         let mut cmd = tokio::process::Command::new(repo_root().join("deploy/nginx/proxy"));
-        cmd.arg(&addr).arg(upstream).arg(&prefix);
+        cmd.arg(addr).arg(upstream).arg(&prefix);
         if let Some((cert, key)) = tls {
             cmd.arg(cert).arg(key);
         }
@@ -50,25 +55,10 @@ impl Drop for Nginx {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_runs_through_nginx() -> Result<()> {
-    // nginx's port is chosen first, so the server can be told the Host browsers will use.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let public = format!("127.0.0.1:{port}");
+    let public = free_addr()?;
     let server =
         TestServer::start("proxy", |c| c.site.allowed_hosts = vec![public.clone()]).await?;
-    let prefix = tempdir("nginx")?;
-    let mut nginx = tokio::process::Command::new(repo_root().join("deploy/nginx/proxy"))
-        .arg(&public)
-        .arg(server.host())
-        .arg(&prefix)
-        .kill_on_drop(true)
-        .spawn()?;
-    let deadline = Instant::now() + DEADLINE;
-    while tokio::net::TcpStream::connect(&public).await.is_err() {
-        ensure!(Instant::now() < deadline, "nginx never listened");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let nginx = Nginx::start(&public, &server.host(), None).await?;
     // The whole flow through the proxy: page, token, socket, stream, boxes, stop.
     let mut c = socket(&public).await?;
     let id = c.start_session().await?;
