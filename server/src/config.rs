@@ -336,7 +336,7 @@ impl Config {
         let name = &self.site.output_name;
         let needed = [
             pkg.join(format!("{name}.js")),
-            pkg.join(format!("{name}_bg.wasm")),
+            pkg.join(format!("{name}.wasm")),
             root.join("vendor/hls.min.js"),
         ];
         match needed.iter().find(|f| !f.is_file()) {
