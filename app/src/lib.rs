@@ -49,6 +49,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name=CSRF_META content=csrf/>
                 <meta name=LIVE_SYNC_META content=live_sync/>
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <script src=HLS_JS_PATH></script>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>

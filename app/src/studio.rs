@@ -137,13 +137,32 @@ pub fn Studio() -> impl IntoView {
         controller.open_camera();
     });
 
+    let start_button = NodeRef::<leptos::html::Button>::new();
+    let stop_button = NodeRef::<leptos::html::Button>::new();
+    let status_line = NodeRef::<leptos::html::P>::new();
+    // A button that disables itself would drop focus to the page: it moves to the control
+    // that now makes sense (Stop after Start; the status, which says what happens, after Stop).
     let on_start = move |_| {
         #[cfg(feature = "hydrate")]
-        controller.start();
+        {
+            controller.start();
+            request_animation_frame(move || {
+                if let Some(stop) = stop_button.get_untracked() {
+                    let _ = stop.focus();
+                }
+            });
+        }
     };
     let on_stop = move |_| {
         #[cfg(feature = "hydrate")]
-        controller.stop();
+        {
+            controller.stop();
+            request_animation_frame(move || {
+                if let Some(status) = status_line.get_untracked() {
+                    let _ = status.focus();
+                }
+            });
+        }
     };
     let on_privacy = move |ev: leptos::ev::Event| {
         ui.blur.set(event_target_checked(&ev));
@@ -188,6 +207,7 @@ pub fn Studio() -> impl IntoView {
                 <figure>
                     <video
                         data-testid="preview"
+                        aria-label="Your camera"
                         node_ref=preview
                         autoplay=true
                         muted=true
@@ -198,6 +218,7 @@ pub fn Studio() -> impl IntoView {
                 <figure>
                     <video
                         data-testid="output"
+                        aria-label="Processed stream, as the server sends it back"
                         node_ref=output
                         data-playlist=move || ui.playlist.get().unwrap_or_default()
                         autoplay=true
@@ -209,10 +230,20 @@ pub fn Studio() -> impl IntoView {
                 </figure>
             </section>
             <div class="controls">
-                <button data-testid="start" on:click=on_start disabled=move || !can_start()>
+                <button
+                    data-testid="start"
+                    node_ref=start_button
+                    on:click=on_start
+                    disabled=move || !can_start()
+                >
                     "Start"
                 </button>
-                <button data-testid="stop" on:click=on_stop disabled=move || !can_stop()>
+                <button
+                    data-testid="stop"
+                    node_ref=stop_button
+                    on:click=on_stop
+                    disabled=move || !can_stop()
+                >
                     "Stop"
                 </button>
                 <label class="privacy">
@@ -227,6 +258,8 @@ pub fn Studio() -> impl IntoView {
                 <p
                     data-testid="status"
                     class="status"
+                    tabindex="-1"
+                    node_ref=status_line
                     role="status"
                     aria-live="polite"
                     data-state=move || ui.phase.get().as_str()
