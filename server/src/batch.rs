@@ -34,6 +34,8 @@ pub struct Summary {
     pub faces: u64,
     /// Frames pixelated whole in privacy mode (no detection covered them).
     pub frames_hidden: u64,
+    /// Mean time of one detection, in milliseconds.
+    pub detect_millis: f64,
     pub wall_seconds: f64,
     pub playlist: String,
 }
@@ -177,15 +179,19 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         frames_with_faces: 0,
         faces: 0,
         frames_hidden: 0,
+        detect_millis: 0.0,
         wall_seconds: 0.0,
         playlist: job.out.join(PLAYLIST).to_string_lossy().into_owned(),
     };
     let mut last_report = Instant::now();
+    let (mut detect_total, mut detections) = (0.0, 0u64);
     'frames: while let Some(frame) = frames.recv().await {
         // Offline, every frame is detected (no rate cap): the output is the best we can do,
         // and every frame leaves the path as soon as it is pushed.
         let now = Instant::now();
         tokio::task::block_in_place(|| path.push(frame, now))?;
+        detect_total += f64::from(path.detect_millis());
+        detections += 1;
         while let Some(out) = path.next_ready(now) {
             summary.frames += 1;
             summary.faces += out.faces as u64;
@@ -213,6 +219,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         )));
     }
     summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.detect_millis = detect_total / detections.max(1) as f64;
     progress(
         summary.frames,
         Some(summary.frames),

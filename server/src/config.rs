@@ -174,11 +174,11 @@ impl Default for PipelineConfig {
             frame_rate: 30,
             segment_seconds: 0.25,
             playlist_size: 12,
-            x264_preset: "veryfast".into(),
+            x264_preset: "ultrafast".into(),
             detector: DetectorKind::Centerface,
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
             model: "models/centerface.onnx".into(),
-            dnn_width: 320,
+            dnn_width: 224,
             dnn_threshold: 0.5,
             confirm_detections: 2,
             hold_detections: 2,
@@ -187,12 +187,12 @@ impl Default for PipelineConfig {
             min_neighbors: 3,
             min_face: 48,
             stats_interval_ms: 500,
-            detect_fps: 10,
+            detect_fps: 5,
             opencv_threads: 1,
             live_sync_segments: 2.0,
             roi_full_scan_every: 10,
             recording_max_secs: 1800,
-            max_hold_ms: 250,
+            max_hold_ms: 300,
         }
     }
 }

@@ -10,9 +10,22 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Share of one core a 640×480@30 session costs with the default settings, server and its
-/// two ffmpeg children together, measured on real footage by `scripts/capacity` (see
-/// `results/` and the README's capacity table).
-pub const SESSION_CORE_SHARE: f64 = 0.40;
+/// two ffmpeg children together, measured on real footage (`carphone`) with H.264 from the
+/// browser (Chromium's default here, and Safari's MP4): server 8.3 %, decoder 4.3 %,
+/// encoder 5.0 % (see the README's capacity table and `results/capacity-*.md`).
+pub const SESSION_CORE_SHARE: f64 = 0.18;
+
+/// The same for VP8/VP9 input (Firefox, older Chromium): their decoders cost ~6 % of a core
+/// more than H.264's.
+pub const VPX_SESSION_CORE_SHARE: f64 = 0.24;
+
+/// What one session of `codec` is planned to cost, in cores.
+pub fn session_share(codec: app::protocol::InputCodec) -> f64 {
+    match codec {
+        app::protocol::InputCodec::H264 => SESSION_CORE_SHARE,
+        app::protocol::InputCodec::Vp8 | app::protocol::InputCodec::Vp9 => VPX_SESSION_CORE_SHARE,
+    }
+}
 
 /// Share of the machine that sessions may plan to use; the rest is left to the system and
 /// to bursts (a scene cut, a detection that takes longer).
@@ -126,6 +139,23 @@ pub struct Capacity {
     /// Busy share above which no session is admitted (1 or more: never by CPU).
     max_busy: f64,
     lag_until: Mutex<Option<Instant>>,
+    /// Cores the running sessions are planned to use (a burst of new sessions counts
+    /// before the CPU gauge sees it).
+    planned: Arc<Mutex<f64>>,
+}
+
+/// One admitted session's planned cores; given back when dropped.
+pub struct Reservation {
+    share: f64,
+    planned: Arc<Mutex<f64>>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Ok(mut planned) = self.planned.lock() {
+            *planned = (*planned - self.share).max(0.0);
+        }
+    }
 }
 
 impl Capacity {
@@ -136,6 +166,7 @@ impl Capacity {
             cores: cores.max(1) as f64,
             max_busy: f64::from(max_busy_percent) / 100.0,
             lag_until: Mutex::new(None),
+            planned: Arc::default(),
         }
     }
 
@@ -146,24 +177,31 @@ impl Capacity {
         }
     }
 
-    /// Whether one more session fits now.
-    pub fn room(&self) -> Result<(), NoRoom> {
-        if self.max_busy >= 1.0 {
-            return Ok(()); // the live check is off
+    /// Admits one more session costing `share` cores, if it fits now: no session lagging,
+    /// and both the measured CPU and the planned cost of the running sessions leave room
+    /// for it under the ceiling.
+    pub fn reserve(&self, share: f64) -> Result<Reservation, NoRoom> {
+        let mut planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
+        if self.max_busy < 1.0 {
+            let lagging = self
+                .lag_until
+                .lock()
+                .map(|u| u.is_some_and(|t| Instant::now() < t))
+                .unwrap_or(false);
+            if lagging {
+                return Err(NoRoom::Lagging);
+            }
+            let measured = self.gauge.as_ref().and_then(|g| g.busy()).unwrap_or(0.0);
+            let busy = measured.max(*planned / self.cores);
+            if busy + share / self.cores > self.max_busy {
+                return Err(NoRoom::Cpu);
+            }
         }
-        let lagging = self
-            .lag_until
-            .lock()
-            .map(|u| u.is_some_and(|t| Instant::now() < t))
-            .unwrap_or(false);
-        if lagging {
-            return Err(NoRoom::Lagging);
-        }
-        let busy = self.gauge.as_ref().and_then(|g| g.busy());
-        match busy {
-            Some(b) if b + SESSION_CORE_SHARE / self.cores > self.max_busy => Err(NoRoom::Cpu),
-            _ => Ok(()),
-        }
+        *planned += share;
+        Ok(Reservation {
+            share,
+            planned: self.planned.clone(),
+        })
     }
 }
 
@@ -180,28 +218,42 @@ mod tests {
 
     #[test]
     fn the_limit_follows_the_cores() {
-        assert_eq!(default_max_sessions(2), 4);
-        assert_eq!(default_max_sessions(8), 18);
-        assert_eq!(default_max_sessions(1), 2);
+        assert_eq!(default_max_sessions(2), 10);
+        assert_eq!(default_max_sessions(8), 40);
+        assert_eq!(default_max_sessions(1), 5);
     }
 
     #[test]
     fn one_more_session_must_fit_under_the_cpu_ceiling() {
-        // 2 cores at 90 %: a session is 0.2 of the machine.
-        let room = |busy| Capacity::new(Some(Arc::new(Fixed(busy))), 2, 90).room();
+        // 2 cores at 90 %: a 0.4-core session is 0.2 of the machine.
+        let room = |busy| {
+            Capacity::new(Some(Arc::new(Fixed(busy))), 2, 90)
+                .reserve(0.4)
+                .map(|_| ())
+        };
         assert_eq!(room(0.5), Ok(()));
         assert_eq!(room(0.69), Ok(()));
         assert_eq!(room(0.75), Err(NoRoom::Cpu));
         let off = Capacity::new(Some(Arc::new(Fixed(1.0))), 2, 100);
-        assert_eq!(off.room(), Ok(()), "100 % turns the check off");
+        assert!(off.reserve(0.4).is_ok(), "100 % turns the check off");
+    }
+
+    #[test]
+    fn a_burst_counts_before_the_gauge_sees_it() {
+        // An idle machine: only the planned cost of admitted sessions stops the burst.
+        let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
+        let held: Vec<_> = (0..7).map(|_| c.reserve(0.24).unwrap()).collect();
+        assert_eq!(c.reserve(0.24).err(), Some(NoRoom::Cpu), "7 × 0.24 + 0.24 > 1.8");
+        drop(held);
+        assert!(c.reserve(0.24).is_ok(), "given back when sessions end");
     }
 
     #[test]
     fn a_lagging_session_refuses_newcomers_for_a_while() {
         let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
-        assert_eq!(c.room(), Ok(()));
+        assert!(c.reserve(0.2).is_ok());
         c.note_lag();
-        assert_eq!(c.room(), Err(NoRoom::Lagging));
+        assert_eq!(c.reserve(0.2).err(), Some(NoRoom::Lagging));
     }
 
     #[test]

@@ -140,6 +140,8 @@ struct Connection {
     prefix: Vec<u8>,
     /// The container the Start message announced.
     container: protocol::Container,
+    /// The running session's planned share of the machine (given back when it ends).
+    reservation: Option<crate::session::capacity::Reservation>,
     /// Privacy mode asked for by the page.
     blur: bool,
     stats: StatsSampler,
@@ -158,6 +160,7 @@ impl Connection {
             chunks: 0,
             prefix: Vec::new(),
             container: protocol::Container::Matroska,
+            reservation: None,
             blur: false,
             stats: StatsSampler::new(),
         }
@@ -310,6 +313,7 @@ impl Connection {
             // Dropping the session frees its place and revokes its viewer link; the folder
             // stays for the retention time.
             drop(session);
+            self.reservation = None;
             let retention = Duration::from_secs(retention);
             shared.registry.retire(id.clone(), retention);
             let until = Instant::now() + retention;
@@ -416,11 +420,15 @@ impl Connection {
         }
         self.container = container;
         let shared = self.state.shared.clone();
-        if let Err(why) = shared.capacity.room() {
-            tracing::info!("session refused: no room ({why:?})");
-            ::metrics::counter!(metrics::REFUSED, "why" => "lagging").increment(1);
-            return Err(ErrorKind::Busy);
-        }
+        let share = crate::session::capacity::session_share(codec);
+        let reservation = match shared.capacity.reserve(share) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::info!("session refused: no room ({why:?})");
+                ::metrics::counter!(metrics::REFUSED, "why" => "lagging").increment(1);
+                return Err(ErrorKind::Busy);
+            }
+        };
         let admission = match shared.registry.admit(&self.client) {
             Ok(Ok(a)) => a,
             Ok(Err(Refusal::Full)) => {
@@ -463,6 +471,7 @@ impl Connection {
             detector: session.detector_settings(),
         };
         self.session = Some(session);
+        self.reservation = Some(reservation);
         self.send(started).await;
         Ok(())
     }
