@@ -122,6 +122,15 @@ impl Ui {
     }
 }
 
+/// The status sentence while live, for privacy mode on or off.
+pub fn live_message(blur: bool) -> &'static str {
+    if blur {
+        "Live: faces are pixelated (privacy mode)."
+    } else {
+        "Live: faces are boxed in green."
+    }
+}
+
 /// The one page of the app.
 #[component]
 pub fn Studio() -> impl IntoView {
@@ -165,7 +174,11 @@ pub fn Studio() -> impl IntoView {
         }
     };
     let on_privacy = move |ev: leptos::ev::Event| {
-        ui.blur.set(event_target_checked(&ev));
+        let blur = event_target_checked(&ev);
+        ui.blur.set(blur);
+        if ui.phase.get_untracked() == Phase::Live {
+            ui.message.set(live_message(blur).into());
+        }
         #[cfg(feature = "hydrate")]
         controller.set_privacy(ui.blur.get_untracked());
     };
@@ -355,18 +368,22 @@ pub fn Studio() -> impl IntoView {
                     <dd data-stat="fps">
                         {stat(|s| format!("{:.1} / {:.1}", s.fps_in, s.fps_out))}
                     </dd>
+                    <dd class="hint">"Frames a second the server decodes from your camera / sends back (2 s average)."</dd>
                 </div>
                 <div>
                     <dt>"faces"</dt>
                     <dd data-stat="faces">{stat(|s| s.faces.to_string())}</dd>
+                    <dd class="hint">"Faces boxed (or hidden) in the latest frame."</dd>
                 </div>
                 <div>
                     <dt>"detector"</dt>
                     <dd data-stat="detect-ms">{stat(|s| format!("{:.1} ms", s.detect_ms))}</dd>
+                    <dd class="hint">"Time the face detector took on the latest frame it checked."</dd>
                 </div>
                 <div>
                     <dt>"frames dropped"</dt>
                     <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
+                    <dd class="hint">"Frames the server skipped because its encoder was busy (0 is normal)."</dd>
                 </div>
                 <div>
                     <dt>"latency (glass to glass)"</dt>
@@ -379,6 +396,12 @@ pub fn Studio() -> impl IntoView {
                         {move || match ui.latency_ms.get() {
                             Some(ms) => format!("{:.2} s", ms / 1000.0),
                             None => "—".to_string(),
+                        }}
+                    </dd>
+                    <dd class="hint">
+                        {move || match ui.latency_ms.get() {
+                            Some(_) => "From the camera to the played stream, measured in this page.",
+                            None => "Measured only when the camera shows the test clip's frame code (scripts/media); not with a real camera.",
                         }}
                     </dd>
                 </div>
@@ -394,10 +417,12 @@ pub fn Studio() -> impl IntoView {
                             }
                         }}
                     </dd>
+                    <dd class="hint">"Frames the player showed a second / skipped (with the test clip only)."</dd>
                 </div>
                 <div>
                     <dt>"segments"</dt>
                     <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
+                    <dd class="hint">"Pieces of the processed stream written so far."</dd>
                 </div>
             </dl>
         </main>
