@@ -46,6 +46,11 @@ test.describe("accessibility", () => {
       const viewerPage = await other.newPage();
       await viewerPage.goto(href);
       await expect(viewerPage.getByTestId("viewer-status")).toHaveAttribute("data-state", "live");
+      if (size.name === "desktop") {
+        // The README's viewer screenshot (docs/viewer.png is a copy of this).
+        await new Studio(viewerPage).expectPlaying("viewer");
+        await viewerPage.screenshot({ path: "../target/viewer-live.png" });
+      }
       expect(await seriousViolations(viewerPage)).toEqual([]);
       expect(await horizontalOverflow(viewerPage)).toBeLessThanOrEqual(0);
 

@@ -136,6 +136,8 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_SITE_ROOT", stub_site()?)
+        // Tests share the cores with each other: no CPU-based refusal here.
+        .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
         .env("HLS_FACE_PIPELINE_RUNTIME_DIR", &runtime)
         .env("RUST_LOG", "server=info,hls_face=info")
         .env("NO_COLOR", "1")

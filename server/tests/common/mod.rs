@@ -44,7 +44,7 @@ pub fn stub_site() -> Result<PathBuf> {
     std::fs::create_dir_all(root.join("vendor"))?;
     for file in [
         "pkg/hls-face.js",
-        "pkg/hls-face_bg.wasm",
+        "pkg/hls-face.wasm",
         "pkg/hls-face.css",
         "vendor/hls.min.js",
     ] {
