@@ -201,7 +201,10 @@ impl Inner {
                     let ui = this.ui;
                     move || {
                         if ui.phase.get_untracked() == Phase::Buffering {
-                            ui.set(Phase::Live, crate::studio::live_message(ui.blur.get_untracked()));
+                            ui.set(
+                                Phase::Live,
+                                crate::studio::live_message(ui.blur.get_untracked()),
+                            );
                         }
                     }
                 };

@@ -243,7 +243,11 @@ mod tests {
         // An idle machine: only the planned cost of admitted sessions stops the burst.
         let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
         let held: Vec<_> = (0..7).map(|_| c.reserve(0.24).unwrap()).collect();
-        assert_eq!(c.reserve(0.24).err(), Some(NoRoom::Cpu), "7 × 0.24 + 0.24 > 1.8");
+        assert_eq!(
+            c.reserve(0.24).err(),
+            Some(NoRoom::Cpu),
+            "7 × 0.24 + 0.24 > 1.8"
+        );
         drop(held);
         assert!(c.reserve(0.24).is_ok(), "given back when sessions end");
     }
