@@ -28,11 +28,19 @@ struct Cli {
     config: Option<PathBuf>,
     /// Log format on stderr: "text" for people, "json" (one object per line, with the
     /// session span's id) for log collectors.
-    #[arg(long, global = true, env = "HLS_FACE_LOG_FORMAT", default_value = "text",
-          value_parser = ["text", "json"])]
-    log_format: String,
+    #[arg(long, global = true, env = "HLS_FACE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// How logs are written on stderr.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, with the session span's id, for log collectors.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -72,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
+    if cli.log_format == LogFormat::Json {
         logs.json().with_current_span(true).init();
     } else {
         logs.init();
@@ -106,7 +114,9 @@ async fn main() -> anyhow::Result<()> {
             let mut bar = progress_bar;
             match server::batch::run(&job, &mut bar).await {
                 Ok(summary) => {
-                    eprintln!();
+                    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                        eprintln!(); // end the redrawn progress line
+                    }
                     if json {
                         println!("{}", serde_json::to_string(&summary)?);
                     } else {
@@ -151,7 +161,13 @@ fn progress_bar(done: u64, total: Option<u64>, fps: f64) {
         None => format!("{done} frames  {fps:.1} fps"),
     };
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r{line}   ");
+    // A terminal gets one line redrawn in place; a file or pipe gets whole lines, so a
+    // redirected log holds no carriage-return soup.
+    if std::io::IsTerminal::is_terminal(&err) {
+        let _ = write!(err, "\r{line}   ");
+    } else {
+        let _ = writeln!(err, "{line}");
+    }
     let _ = err.flush();
 }
 

@@ -452,7 +452,13 @@ impl Connection {
             width,
             height,
         };
-        let session = match Session::start(admission, media, &shared.pipeline, self.blur) {
+        // Starting loads the detector's model on its thread and waits for it (~0.1 s): off
+        // the async workers.
+        let blur = self.blur;
+        let started = tokio::task::block_in_place(|| {
+            Session::start(admission, media, &shared.pipeline, blur)
+        });
+        let session = match started {
             Ok(s) => s,
             Err(e @ ServerError::DiskFull { .. }) => {
                 tracing::warn!(session = %id, "not started: {e}");

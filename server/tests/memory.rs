@@ -1,0 +1,136 @@
+//! Memory under floods, measured on the real binary (its own process, so the figure is the
+//! server's alone): sockets holding unfinished large frames are capped and their memory is
+//! returned; plain and idle connections leave RSS near its baseline.
+
+mod common;
+
+use anyhow::{ensure, Context, Result};
+use common::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// Opens a WebSocket by hand and sends the first half of a ~1.9 MiB binary frame; `None`
+/// if the server refused the upgrade.
+async fn unfinished_frame(
+    addr: &str,
+    cookie: &str,
+    token: &str,
+) -> Result<Option<tokio::net::TcpStream>> {
+    use tokio::io::AsyncReadExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!(
+            "GET /socket?csrf_token={token} HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://{addr}\r\n\
+             Cookie: {cookie}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tokio::time::timeout(DEADLINE, s.read(&mut byte)).await?? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Ok(None);
+    }
+    let total: u64 = 1_900_000;
+    let mut frame = vec![0x82, 0xFF]; // FIN + binary; masked, 64-bit length
+    frame.extend_from_slice(&total.to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]); // mask key
+    frame.extend(std::iter::repeat_n(0u8, 1_000_000));
+    s.write_all(&frame).await?;
+    Ok(Some(s))
+}
+
+/// Resident memory of `pid` in MiB.
+fn rss_mb(pid: u32) -> Result<f64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm"))?;
+    let pages: f64 = statm.split_whitespace().nth(1).context("statm")?.parse()?;
+    Ok(pages * 4096.0 / (1024.0 * 1024.0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_of_sockets_and_connections_leave_memory_near_baseline() -> Result<()> {
+    let runtime = tempdir("memory")?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("LEPTOS_SITE_ROOT", stub_site()?)
+        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", &runtime)
+        .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
+        .env("RUST_LOG", "hls_face=info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("no pid")?;
+    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await??
+            .context("server exited")?;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    // Warm up: one page load, so lazily built things exist before the baseline.
+    http_get(&addr, "/", &[]).await?;
+    let baseline = rss_mb(pid)?;
+
+    // 80 sockets (the cap is 64) each start a 1.9 MiB binary frame and stop half-way.
+    let (cookie, token) = browser_session(&addr).await?;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..80 {
+        match unfinished_frame(&addr, &cookie, &token).await? {
+            Some(stream) => held.push(stream),
+            None => refused += 1,
+        }
+    }
+    ensure!(
+        refused >= 16,
+        "the socket cap let {} of 80 in",
+        80 - refused
+    );
+    let during = rss_mb(pid)?;
+    drop(held);
+    // 300 connections that only say hello and leave, 100 that stay silent until closed.
+    for _ in 0..300 {
+        http_get(&addr, "/", &[]).await?;
+    }
+    let mut silent = Vec::new();
+    for _ in 0..100 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(b"").await?;
+        silent.push(s);
+    }
+    drop(silent);
+    // Memory comes back (glibc returns large blocks at once; allow for caches).
+    let deadline = Instant::now() + DEADLINE;
+    let after = loop {
+        let now = rss_mb(pid)?;
+        if now < baseline + 40.0 || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("RSS baseline {baseline:.1} MiB, during the socket flood {during:.1} MiB, after {after:.1} MiB");
+    ensure!(
+        during < baseline + 200.0,
+        "64 sockets with unfinished frames took {:.0} MiB",
+        during - baseline
+    );
+    ensure!(
+        after < baseline + 40.0,
+        "RSS stayed at {after:.1} MiB after the floods (baseline {baseline:.1} MiB)"
+    );
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&runtime);
+    Ok(())
+}
