@@ -3,11 +3,10 @@
 
 mod common;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use app::protocol::{ErrorKind, ServerMsg};
 use common::*;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// These tests look at this process's children, so they must not overlap.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -133,30 +132,7 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
     let stale = runtime.join("0123456789abcdef0123456789abcdef");
     std::fs::create_dir_all(&stale)?;
     std::fs::write(stale.join("seg_00001.ts"), b"old")?;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
-        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-        .env("LEPTOS_SITE_ROOT", stub_site()?)
-        // Tests share the cores with each other: no CPU-based refusal here.
-        .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
-        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", &runtime)
-        .env("RUST_LOG", "server=info,hls_face=info")
-        .env("NO_COLOR", "1")
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("no pid")?;
-    // Logs go to stderr.
-    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await??
-            .context("server exited")?;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut child, pid, addr) = spawn_server(&runtime).await?;
     ensure!(
         !stale.exists(),
         "the stale folder from the previous run must be removed at start"

@@ -7,7 +7,7 @@ mod common;
 use anyhow::{ensure, Context, Result};
 use common::*;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 /// Opens a WebSocket by hand and sends the first half of a ~1.9 MiB binary frame; `None`
 /// if the server refused the upgrade.
@@ -57,27 +57,7 @@ fn rss_mb(pid: u32) -> Result<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_sockets_and_connections_leave_memory_near_baseline() -> Result<()> {
     let runtime = tempdir("memory")?;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
-        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
-        .env("LEPTOS_SITE_ROOT", stub_site()?)
-        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", &runtime)
-        .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
-        .env("RUST_LOG", "hls_face=info")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("no pid")?;
-    let mut lines = BufReader::new(child.stderr.take().context("no stderr")?).lines();
-    let addr = loop {
-        let line = tokio::time::timeout(DEADLINE, lines.next_line())
-            .await??
-            .context("server exited")?;
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
-        }
-    };
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut child, pid, addr) = spawn_server(&runtime).await?;
     // Warm up: one page load, so lazily built things exist before the baseline.
     http_get(&addr, "/", &[]).await?;
     let baseline = rss_mb(pid)?;

@@ -48,7 +48,21 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, not SIGKILL: nginx's master then stops its workers (a killed master would
+    /// leave them running, holding the test's output open).
     fn drop(&mut self) {
+        let Some(pid) = self.child.id() else { return };
+        // SAFETY: kill only sends a signal to the child we started.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + DEADLINE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.child.start_kill();
     }
 }
@@ -79,24 +93,7 @@ async fn a_session_runs_through_nginx() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_at_nginx_with_trusted_forwarded_headers() -> Result<()> {
-    let dir = tempdir("proxy-tls")?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=hls-face proxy test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()?;
-    ensure!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = certificate()?;
     let public = free_addr()?;
     let server = TestServer::start("proxy-tls", |c| {
         c.site.trust_forwarded = true;

@@ -10,29 +10,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A self-signed certificate for 127.0.0.1 and localhost (openssl, as the README shows).
-fn certificate() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let dir = tempdir("tls")?;
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args(["-subj", "/CN=hls-face test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok((cert, key))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_the_page_and_upgrades_the_socket() -> Result<()> {
     let (cert, key) = certificate()?;

@@ -53,6 +53,62 @@ pub fn stub_site() -> Result<PathBuf> {
     Ok(root)
 }
 
+/// The real `hls-face` binary serving on a free port with a stub site and `runtime` as its
+/// runtime folder (no CPU-based refusals: tests share the cores). Returns the child (its
+/// stderr drained), its pid and the address it listens on.
+pub async fn spawn_server(
+    runtime: &std::path::Path,
+) -> Result<(tokio::process::Child, u32, String)> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
+        .env("LEPTOS_SITE_ROOT", stub_site()?)
+        .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
+        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", runtime)
+        .env("RUST_LOG", "server=info,hls_face=info")
+        .env("NO_COLOR", "1")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow!("no pid"))?;
+    // Logs go to stderr; the address is in the "listening" line.
+    let mut lines =
+        BufReader::new(child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?).lines();
+    let addr = loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow!("server exited"))?;
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest.trim().to_string();
+        }
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, pid, addr))
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with openssl as the README
+/// shows: (cert.pem, key.pem).
+pub fn certificate() -> Result<(PathBuf, PathBuf)> {
+    let dir = tempdir("tls")?;
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=hls-face test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()?;
+    if !out.status.success() {
+        bail!("openssl: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok((cert, key))
+}
+
 /// A test server with its own runtime folder.
 pub struct TestServer {
     pub server: RunningServer,
