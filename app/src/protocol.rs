@@ -269,9 +269,13 @@ impl ErrorKind {
         }
     }
 
-    /// Whether the session ends with this error (all but settings and download problems).
+    /// Whether the session ends with this error (all but settings and download problems,
+    /// and the maximum length: that session ends like a Stop, its recording offered after).
     pub fn is_fatal(self) -> bool {
-        !matches!(self, ErrorKind::InvalidSettings | ErrorKind::Recording)
+        !matches!(
+            self,
+            ErrorKind::InvalidSettings | ErrorKind::Recording | ErrorKind::TooLong
+        )
     }
 
     /// The kind's wire name (as serialised), e.g. for metric labels.
@@ -609,27 +613,15 @@ mod tests {
     #[test]
     fn error_kind_codes_are_their_wire_names() {
         use ErrorKind::*;
-        for kind in [
-            BadMessage,
-            Protocol,
-            UnsupportedMedia,
-            BadMedia,
-            TooLarge,
-            RateLimited,
-            Busy,
-            Pipeline,
-            Idle,
-            ShuttingDown,
-            InvalidSettings,
-            Recording,
-        ] {
+        assert_eq!(ErrorKind::ALL.len(), 15, "every kind is listed");
+        for kind in ErrorKind::ALL {
             assert_eq!(
                 serde_json::to_string(&kind).unwrap(),
                 format!("\"{}\"", kind.code())
             );
             assert_eq!(
                 kind.is_fatal(),
-                !matches!(kind, InvalidSettings | Recording)
+                !matches!(kind, InvalidSettings | Recording | TooLong)
             );
         }
     }

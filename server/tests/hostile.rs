@@ -141,6 +141,13 @@ async fn one_browser_runs_two_sessions_and_sessions_have_a_maximum_length() -> R
     feed.await;
     expect_error(&mut a, ErrorKind::TooLong).await?;
     ensure!(started.elapsed() < Duration::from_secs(20));
+    // It ends like a Stop: the recording is kept and offered.
+    a.wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+        .await?;
+    a.wait_for("the recording offer", |m| {
+        matches!(m, ServerMsg::RecordingReady { .. })
+    })
+    .await?;
     server.stop().await
 }
 
