@@ -42,6 +42,9 @@ export default defineConfig({
             "--use-fake-device-for-media-stream",
             "--use-fake-ui-for-media-stream",
             `--use-file-for-fake-video-capture=${fakeCamera}`,
+            // A name for the loopback server that is not "localhost": a page loaded through
+            // it is not a secure context, like a phone opening http://<lan-ip>:3000/.
+            "--host-resolver-rules=MAP insecure.hls-face.test 127.0.0.1",
           ],
         },
       },

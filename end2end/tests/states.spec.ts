@@ -44,6 +44,19 @@ test.describe("states", () => {
     await studio.expectState("stopped");
   });
 
+  test("over plain HTTP on a non-local name the page says the camera needs HTTPS", async ({ page, baseURL }) => {
+    // What a phone sees at http://<lan-ip>:3000/: not a secure context, no mediaDevices.
+    const port = new URL(baseURL!).port;
+    await page.goto(`http://insecure.hls-face.test:${port}/`);
+    await expect(page.locator("main[data-hydrated=true]")).toBeVisible();
+    expect(await page.evaluate(() => window.isSecureContext)).toBe(false);
+    const studio = new Studio(page);
+    await studio.expectState("error");
+    await expect(studio.status).toContainText("camera needs a secure page");
+    await expect(studio.status).toContainText("HTTPS");
+    await expect(studio.status).not.toContainText("Cannot read properties");
+  });
+
   test("a camera lost mid-session is its own state, and Start tries again", async ({ page }) => {
     const studio = new Studio(page);
     await studio.open();
