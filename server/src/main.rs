@@ -75,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
     pin_large_allocations_to_mmap();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("server=info,hls_face=info,tower_http=info"));
+        .unwrap_or_else(|_| EnvFilter::new("server=info,hls_face=info"));
     // Logs go to stderr: stdout carries only the `process --json` summary.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
