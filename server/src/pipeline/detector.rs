@@ -258,6 +258,9 @@ struct SlotState {
     /// Detect the pending frame without waiting out the rate cap (a scene cut: nothing is
     /// known about the new shot's faces).
     urgent: bool,
+    /// While this is set, there is no rate cap at all (privacy mode: every frame the
+    /// detector can take, so no face moves far between two detections).
+    uncap: Option<Arc<std::sync::atomic::AtomicBool>>,
     closed: bool,
 }
 
@@ -364,6 +367,14 @@ impl DetectorWorker {
         self.slot.ready.notify_one();
     }
 
+    /// Lifts the rate cap while `flag` is set (privacy mode).
+    pub fn uncap_while(&self, flag: Arc<std::sync::atomic::AtomicBool>) {
+        if let Ok(mut state) = self.slot.state.lock() {
+            state.uncap = Some(flag);
+        }
+        self.slot.ready.notify_one();
+    }
+
     /// The latest published detection.
     pub fn latest(&self) -> Detection {
         self.results.borrow().clone()
@@ -414,7 +425,11 @@ fn detect_loop(
                     return;
                 }
                 let now = Instant::now();
-                if now < not_before && !state.urgent {
+                let uncapped = state
+                    .uncap
+                    .as_ref()
+                    .is_some_and(|u| u.load(Ordering::Relaxed));
+                if now < not_before && !state.urgent && !uncapped {
                     // Rate cap: wait out the interval (frames arriving meanwhile replace
                     // each other), waking early only to close.
                     state = match slot.ready.wait_timeout(state, not_before - now) {

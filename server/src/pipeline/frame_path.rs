@@ -25,10 +25,11 @@ use tokio::sync::watch;
 
 /// A hidden face's box is grown by this fraction of its size on every side: detectors box
 /// the face tightly, and hair, ears and chin identify a person too.
-const HIDE_MARGIN: f32 = 0.25;
+const HIDE_MARGIN: f32 = 0.35;
 /// ... and by this fraction more per frame between the frame and the detection its box
-/// comes from, for the face's motion in between.
-const HIDE_MARGIN_PER_FRAME: f32 = 0.05;
+/// comes from, for the face's motion in between (a person walking at the camera moves
+/// their face by about a tenth of its size a frame).
+const HIDE_MARGIN_PER_FRAME: f32 = 0.1;
 
 /// How the frame path is tuned.
 #[derive(Debug, Clone)]
@@ -97,6 +98,9 @@ impl FramePath {
         tuning: watch::Receiver<DetectorSettings>,
     ) -> Self {
         let results = worker.subscribe();
+        // Privacy mode detects as often as the detector can: a face then never moves far
+        // between the detections its hidden area is drawn from.
+        worker.uncap_while(privacy.clone());
         Self::new(Faces::Live { worker, results }, settings, privacy, tuning)
     }
 
