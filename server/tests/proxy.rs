@@ -114,15 +114,7 @@ async fn tls_at_nginx_with_trusted_forwarded_headers() -> Result<()> {
     // X-Forwarded-Proto, trusted because of site.trust-forwarded.
     let page = curl(&[&format!("{base}/")])?;
     ensure!(page.contains("csrf-token"), "{page}");
-    let cookie = page
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .context("no cookie")?
-        .to_string();
-    let marker = "name=\"csrf-token\" content=\"";
-    let start = page.find(marker).context("no token")? + marker.len();
-    let token = &page[start..start + 64];
+    let (cookie, token) = cookie_and_token(&page)?;
     let upgrade = |origin: &str| {
         curl(&[
             "-H",

@@ -4,7 +4,7 @@
 
 mod common;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -32,15 +32,7 @@ async fn https_serves_the_page_and_upgrades_the_socket() -> Result<()> {
         String::from_utf8_lossy(&page.stderr)
     );
     ensure!(text.contains("csrf-token"), "{text}");
-    let cookie = text
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: "))
-        .and_then(|c| c.split(';').next())
-        .context("no cookie")?
-        .to_string();
-    let marker = "name=\"csrf-token\" content=\"";
-    let start = text.find(marker).context("no token")? + marker.len();
-    let token = &text[start..start + 64];
+    let (cookie, token) = cookie_and_token(&text)?;
     // The WebSocket handshake over TLS, with the https Origin the page has.
     let upgrade = Command::new("curl")
         .args(["-sS", "-i", "--http1.1", "--max-time", "3", "--cacert"])

@@ -109,6 +109,26 @@ pub fn certificate() -> Result<(PathBuf, PathBuf)> {
     Ok((cert, key))
 }
 
+/// The session cookie (`name=value`) and CSRF token in a raw HTTP response to `GET /`
+/// (as `curl -i` prints it).
+pub fn cookie_and_token(response: &str) -> Result<(String, String)> {
+    let cookie = response
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .ok_or_else(|| anyhow!("no cookie in {response}"))?
+        .to_string();
+    let marker = "name=\"csrf-token\" content=\"";
+    let start = response
+        .find(marker)
+        .ok_or_else(|| anyhow!("no csrf token in the page"))?
+        + marker.len();
+    let token = response
+        .get(start..start + 64)
+        .ok_or_else(|| anyhow!("short csrf token"))?;
+    Ok((cookie, token.to_string()))
+}
+
 /// A test server with its own runtime folder.
 pub struct TestServer {
     pub server: RunningServer,
