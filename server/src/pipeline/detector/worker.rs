@@ -1,233 +1,16 @@
-//! Face detection beside the frame path: a [`FaceDetector`] runs on its own thread over the
-//! newest frame only (older ones are skipped and counted) and publishes the latest boxes,
-//! tagged with the number of the frame they were found in.
+//! The detector thread of one session: a one-frame mailbox (newest frame wins, older ones
+//! are skipped and counted), an optional rate cap, and the latest result published on a
+//! watch channel.
 
-use super::frame::{FaceBox, Frame, FramePool};
-use crate::config::{DetectorKind, PipelineConfig};
+use super::{DetectorFactory, FaceDetector};
 use crate::error::ServerError;
 use crate::metrics;
+use crate::pipeline::frame::{FaceBox, Frame, FramePool};
 use app::protocol::DetectorSettings;
-use opencv::core::{Mat, Rect, Size, Vector};
-use opencv::objdetect::CascadeClassifier;
-use opencv::prelude::*;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-
-/// What one detection found.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Found {
-    /// Faces at the detector's threshold: these are boxed.
-    pub sure: Vec<FaceBox>,
-    /// Candidates just under it: not boxed, but privacy mode hides them too.
-    pub faint: Vec<FaceBox>,
-}
-
-/// Finds faces in a frame.
-pub trait FaceDetector: Send {
-    /// Boxes of the faces in `frame`, in full-frame pixels.
-    fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError>;
-
-    /// The faces and, where the detector has scores, the faint candidates under its
-    /// threshold (by default none).
-    fn detect_all(&mut self, frame: &Frame) -> Result<Found, ServerError> {
-        Ok(Found {
-            sure: self.detect(frame)?,
-            faint: Vec::new(),
-        })
-    }
-
-    /// Applies settings changed live from the page (already range-checked). Detectors
-    /// apply what they have: the Haar cascade all three (the smallest face bounds its
-    /// search); CenterFace none. The frame path draws only faces of at least the smallest
-    /// face size, whatever the detector.
-    fn configure(&mut self, settings: &DetectorSettings);
-}
-
-/// Makes a detector on the detector thread (OpenCV objects stay on the thread that made them).
-pub type DetectorFactory =
-    Arc<dyn Fn() -> Result<Box<dyn FaceDetector>, ServerError> + Send + Sync>;
-
-/// Haar cascade settings.
-#[derive(Debug, Clone)]
-pub struct HaarSettings {
-    /// Width of the grey image the cascade scans.
-    pub detect_width: u32,
-    /// Pyramid scale step.
-    pub scale_factor: f64,
-    /// Neighbouring hits needed.
-    pub min_neighbors: i32,
-    /// Smallest face, full-frame pixels.
-    pub min_face: u32,
-    /// OpenCV threads per detection (0 = OpenCV's default).
-    pub threads: i32,
-}
-
-impl HaarSettings {
-    /// The live-tunable part of these settings.
-    pub fn tunable(&self) -> DetectorSettings {
-        DetectorSettings {
-            scale_factor: self.scale_factor as f32,
-            min_neighbors: self.min_neighbors.max(0) as u32,
-            min_face: self.min_face,
-        }
-    }
-}
-
-impl From<&PipelineConfig> for HaarSettings {
-    fn from(c: &PipelineConfig) -> Self {
-        HaarSettings {
-            detect_width: c.detect_width,
-            scale_factor: c.scale_factor,
-            min_neighbors: c.min_neighbors,
-            min_face: c.min_face,
-            threads: c.opencv_threads,
-        }
-    }
-}
-
-/// OpenCV's Haar frontal-face cascade on a downscaled, equalised grey frame.
-pub struct HaarDetector {
-    cascade: CascadeClassifier,
-    settings: HaarSettings,
-    grey: Mat,
-    small: Mat,
-    equalised: Mat,
-}
-
-impl HaarDetector {
-    /// Loads the cascade XML.
-    pub fn new(cascade: &Path, settings: HaarSettings) -> Result<Self, ServerError> {
-        let path = cascade.to_string_lossy();
-        let classifier = CascadeClassifier::new(cascade)
-            .map_err(|e| ServerError::Detector(format!("loading {path}: {e}")))?;
-        if settings.threads > 0 {
-            opencv::core::set_num_threads(settings.threads)?;
-        }
-        if classifier.empty()? {
-            return Err(ServerError::Detector(format!(
-                "cascade {path} is empty or missing"
-            )));
-        }
-        Ok(HaarDetector {
-            cascade: classifier,
-            settings,
-            grey: Mat::default(),
-            small: Mat::default(),
-            equalised: Mat::default(),
-        })
-    }
-
-    /// A factory for the server's sessions, from the pipeline config.
-    pub fn factory(config: &PipelineConfig) -> DetectorFactory {
-        let cascade = config.cascade.clone();
-        let settings = HaarSettings::from(config);
-        Arc::new(move || {
-            Ok(Box::new(HaarDetector::new(&cascade, settings.clone())?) as Box<dyn FaceDetector>)
-        })
-    }
-}
-
-impl FaceDetector for HaarDetector {
-    fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
-        use opencv::imgproc;
-        let flat = Mat::from_slice(&frame.data)?;
-        let bgr = flat.reshape(3, frame.height as i32)?;
-        imgproc::cvt_color_def(&bgr, &mut self.grey, imgproc::COLOR_BGR2GRAY)?;
-        let scale = (self.settings.detect_width as f64 / frame.width as f64).min(1.0);
-        let size = Size::new(
-            (frame.width as f64 * scale).round() as i32,
-            (frame.height as f64 * scale).round() as i32,
-        );
-        imgproc::resize(
-            &self.grey,
-            &mut self.small,
-            size,
-            0.0,
-            0.0,
-            imgproc::INTER_AREA,
-        )?;
-        imgproc::equalize_hist(&self.small, &mut self.equalised)?;
-        let min_side = ((self.settings.min_face as f64 * scale).round() as i32).max(12);
-        let mut found = Vector::<Rect>::new();
-        self.cascade.detect_multi_scale(
-            &self.equalised,
-            &mut found,
-            self.settings.scale_factor,
-            self.settings.min_neighbors,
-            0,
-            Size::new(min_side, min_side),
-            Size::new(0, 0),
-        )?;
-        let back = |v: i32| (v as f64 / scale).round() as i32;
-        let min_face = self.settings.min_face as i32;
-        Ok(found
-            .iter()
-            .map(|r| FaceBox {
-                x: back(r.x),
-                y: back(r.y),
-                width: back(r.width),
-                height: back(r.height),
-            })
-            // The cascade's minimum is in scaled pixels; rounding can let a face a pixel
-            // or two under the limit through.
-            .filter(|b| b.width.min(b.height) >= min_face)
-            .collect())
-    }
-
-    fn configure(&mut self, settings: &DetectorSettings) {
-        self.settings.scale_factor = settings.scale_factor as f64;
-        self.settings.min_neighbors = settings.min_neighbors as i32;
-        self.settings.min_face = settings.min_face;
-    }
-}
-
-/// The detector the config asks for. The Haar cascade scans regions of interest between
-/// full-frame scans when `roi-full-scan-every` > 1 (see [`super::roi`]); CenterFace always
-/// sees the whole frame (it needs the context around a face: in a tight region its boxes
-/// go astray — `scripts/quality` measured it).
-pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
-    let base = base_factory_for(config);
-    let (every, min_face) = (config.roi_full_scan_every, config.min_face);
-    if every <= 1 || uses_centerface(config) {
-        return base;
-    }
-    Arc::new(move || {
-        let roi = super::roi::RoiDetector::new(base()?, every, min_face);
-        Ok(Box::new(roi) as Box<dyn FaceDetector>)
-    })
-}
-
-/// The whole-frame detector the config asks for: `haar`, or `centerface` when its model
-/// file is present (otherwise Haar, with a warning saying why).
-pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
-    if config.detector == DetectorKind::Centerface {
-        if uses_centerface(config) {
-            let (model, width, threshold, threads) = (
-                config.model.clone(),
-                config.dnn_width,
-                config.dnn_threshold,
-                config.opencv_threads,
-            );
-            return Arc::new(move || {
-                let d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
-                Ok(Box::new(d) as Box<dyn FaceDetector>)
-            });
-        }
-        tracing::warn!(
-            "detector \"centerface\" asked for, but its model {} is missing (run scripts/setup); using the Haar cascade",
-            config.model.display()
-        );
-    }
-    HaarDetector::factory(config)
-}
-
-/// Whether the config gets CenterFace (asked for, and its model is present).
-fn uses_centerface(config: &PipelineConfig) -> bool {
-    config.detector == DetectorKind::Centerface && config.model.is_file()
-}
 
 /// The latest detection result.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -654,20 +437,6 @@ mod tests {
     }
 
     #[test]
-    fn haar_honours_live_settings() {
-        let config = PipelineConfig::default();
-        let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
-        assert_eq!(haar.settings.tunable(), DetectorSettings::default());
-        let tuned = DetectorSettings {
-            scale_factor: 1.3,
-            min_neighbors: 6,
-            min_face: 120,
-        };
-        haar.configure(&tuned);
-        assert_eq!(haar.settings.tunable(), tuned);
-    }
-
-    #[test]
     fn a_failing_factory_is_reported_at_start() {
         let factory: DetectorFactory = Arc::new(|| Err(ServerError::Detector("no model".into())));
         assert!(DetectorWorker::start(
@@ -678,19 +447,5 @@ mod tests {
             no_settings(),
         )
         .is_err());
-    }
-
-    #[test]
-    fn haar_reports_a_missing_cascade() {
-        let settings = HaarSettings::from(&PipelineConfig::default());
-        assert!(HaarDetector::new(Path::new("/nonexistent/cascade.xml"), settings).is_err());
-    }
-
-    #[test]
-    fn haar_finds_no_face_in_a_flat_frame() {
-        let config = PipelineConfig::default();
-        let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
-        let boxes = haar.detect(&Frame::filled(640, 480, [90, 90, 90])).unwrap();
-        assert!(boxes.is_empty());
     }
 }

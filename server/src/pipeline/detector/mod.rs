@@ -1,0 +1,95 @@
+//! Face detection beside the frame path: the [`FaceDetector`] trait and what one detection
+//! [`Found`], the detector the config asks for ([`factory_for`]); the Haar cascade
+//! ([`haar`]); and the [`worker`] thread that runs a detector over the newest frame only and
+//! publishes its boxes, tagged with the number of the frame they were found in.
+
+pub mod haar;
+pub mod worker;
+
+pub use haar::{HaarDetector, HaarSettings};
+pub use worker::{Detection, DetectorCounters, DetectorWorker};
+
+use super::frame::{FaceBox, Frame};
+use crate::config::{DetectorKind, PipelineConfig};
+use crate::error::ServerError;
+use app::protocol::DetectorSettings;
+use std::sync::Arc;
+
+/// What one detection found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Found {
+    /// Faces at the detector's threshold: these are boxed.
+    pub sure: Vec<FaceBox>,
+    /// Candidates just under it: not boxed, but privacy mode hides them too.
+    pub faint: Vec<FaceBox>,
+}
+
+/// Finds faces in a frame.
+pub trait FaceDetector: Send {
+    /// Boxes of the faces in `frame`, in full-frame pixels.
+    fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError>;
+
+    /// The faces and, where the detector has scores, the faint candidates under its
+    /// threshold (by default none).
+    fn detect_all(&mut self, frame: &Frame) -> Result<Found, ServerError> {
+        Ok(Found {
+            sure: self.detect(frame)?,
+            faint: Vec::new(),
+        })
+    }
+
+    /// Applies settings changed live from the page (already range-checked). Detectors
+    /// apply what they have: the Haar cascade all three (the smallest face bounds its
+    /// search); CenterFace none. The frame path draws only faces of at least the smallest
+    /// face size, whatever the detector.
+    fn configure(&mut self, settings: &DetectorSettings);
+}
+
+/// Makes a detector on the detector thread (OpenCV objects stay on the thread that made them).
+pub type DetectorFactory =
+    Arc<dyn Fn() -> Result<Box<dyn FaceDetector>, ServerError> + Send + Sync>;
+
+/// The detector the config asks for. The Haar cascade scans regions of interest between
+/// full-frame scans when `roi-full-scan-every` > 1 (see [`super::roi`]); CenterFace always
+/// sees the whole frame (it needs the context around a face: in a tight region its boxes
+/// go astray — `scripts/quality` measured it).
+pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
+    let base = base_factory_for(config);
+    let (every, min_face) = (config.roi_full_scan_every, config.min_face);
+    if every <= 1 || uses_centerface(config) {
+        return base;
+    }
+    Arc::new(move || {
+        let roi = super::roi::RoiDetector::new(base()?, every, min_face);
+        Ok(Box::new(roi) as Box<dyn FaceDetector>)
+    })
+}
+
+/// The whole-frame detector the config asks for: `haar`, or `centerface` when its model
+/// file is present (otherwise Haar, with a warning saying why).
+pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
+    if config.detector == DetectorKind::Centerface {
+        if uses_centerface(config) {
+            let (model, width, threshold, threads) = (
+                config.model.clone(),
+                config.dnn_width,
+                config.dnn_threshold,
+                config.opencv_threads,
+            );
+            return Arc::new(move || {
+                let d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
+                Ok(Box::new(d) as Box<dyn FaceDetector>)
+            });
+        }
+        tracing::warn!(
+            "detector \"centerface\" asked for, but its model {} is missing (run scripts/setup); using the Haar cascade",
+            config.model.display()
+        );
+    }
+    HaarDetector::factory(config)
+}
+
+/// Whether the config gets CenterFace (asked for, and its model is present).
+fn uses_centerface(config: &PipelineConfig) -> bool {
+    config.detector == DetectorKind::Centerface && config.model.is_file()
+}
