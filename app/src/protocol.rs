@@ -407,32 +407,9 @@ pub enum InputCodec {
 }
 
 impl InputCodec {
-    /// The codec of a recorder mimeType: WebM or Matroska with an explicit `codecs`
-    /// parameter naming VP8, VP9 or H.264 (`avc1…`). `None` for anything else.
+    /// The codec of a recorder mimeType (see [`media_format`]).
     pub fn from_mime(mime: &str) -> Option<Self> {
-        let mut parts = mime.split(';');
-        container_of(mime)?;
-        parts.next()?;
-        let codecs = parts
-            .filter_map(|p| p.split_once('='))
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case("codecs"))?
-            .1
-            .trim()
-            .trim_matches('"')
-            .to_ascii_lowercase();
-        // The first listed codec is the video one (audio is not recorded).
-        let video = codecs.split(',').next()?.trim();
-        let codec = match video.split('.').next()? {
-            "vp8" | "vp08" => InputCodec::Vp8,
-            "vp9" | "vp09" => InputCodec::Vp9,
-            "h264" | "avc1" | "avc3" => InputCodec::H264,
-            _ => return None,
-        };
-        // MP4 from a browser recorder is H.264 (Safari records nothing else).
-        match (container_of(mime)?, codec) {
-            (Container::Mp4, InputCodec::H264) | (Container::Matroska, _) => Some(codec),
-            (Container::Mp4, _) => None,
-        }
+        media_format(mime).map(|(_, codec)| codec)
     }
 
     /// The name of ffmpeg's decoder for this codec.
@@ -445,19 +422,40 @@ impl InputCodec {
     }
 }
 
-/// The container of a recorder mimeType: WebM/Matroska or MP4 (`None` for others).
-pub fn container_of(mime: &str) -> Option<Container> {
-    let base = mime.split(';').next()?.trim().to_ascii_lowercase();
-    match base.as_str() {
-        "video/webm" | "video/x-matroska" | "video/matroska" => Some(Container::Matroska),
-        "video/mp4" => Some(Container::Mp4),
-        _ => None,
+/// The container and codec a recorder mimeType announces: WebM/Matroska with VP8, VP9 or
+/// H.264 (`avc1…`), or MP4 with H.264 (Safari records nothing else), the codec named in an
+/// explicit `codecs` parameter. `None` for anything else.
+pub fn media_format(mime: &str) -> Option<(Container, InputCodec)> {
+    let mut parts = mime.split(';');
+    let container = match parts.next()?.trim().to_ascii_lowercase().as_str() {
+        "video/webm" | "video/x-matroska" | "video/matroska" => Container::Matroska,
+        "video/mp4" => Container::Mp4,
+        _ => return None,
+    };
+    let codecs = parts
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("codecs"))?
+        .1
+        .trim()
+        .trim_matches('"')
+        .to_ascii_lowercase();
+    // The first listed codec is the video one (audio is not recorded).
+    let video = codecs.split(',').next()?.trim();
+    let codec = match video.split('.').next()? {
+        "vp8" | "vp08" => InputCodec::Vp8,
+        "vp9" | "vp09" => InputCodec::Vp9,
+        "h264" | "avc1" | "avc3" => InputCodec::H264,
+        _ => return None,
+    };
+    match (container, codec) {
+        (Container::Mp4, InputCodec::H264) | (Container::Matroska, _) => Some((container, codec)),
+        (Container::Mp4, _) => None,
     }
 }
 
-/// Whether the server can decode a recorder mimeType (see [`InputCodec::from_mime`]).
+/// Whether the server can decode a recorder mimeType (see [`media_format`]).
 pub fn supported_mime(mime: &str) -> bool {
-    InputCodec::from_mime(mime).is_some()
+    media_format(mime).is_some()
 }
 
 #[cfg(test)]

@@ -36,7 +36,8 @@ pub const RECORDINGS: &str = "hls_face_recordings_total";
 pub const VIEWER_REQUESTS: &str = "hls_face_viewer_requests_total";
 /// Frames privacy mode pixelated whole (no detection of their shot covered them).
 pub const FRAMES_HIDDEN: &str = "hls_face_frames_hidden_total";
-/// Sessions refused because the server was at capacity (`why` = limit | lagging | client).
+/// Sessions refused (`why` = limit: the session or socket limit; lagging: no room by CPU
+/// or a lagging encoder; client: the per-client limit).
 pub const REFUSED: &str = "hls_face_sessions_refused_total";
 /// Resident memory of the server process (its ffmpeg children not included).
 pub const PROCESS_RSS: &str = "hls_face_process_resident_bytes";
@@ -117,7 +118,7 @@ fn describe() {
     );
     describe_counter!(
         REFUSED,
-        "Sessions refused: limit = session limit, lagging = admitted sessions falling behind, client = per-client limit."
+        "Sessions refused: limit = session or socket limit, lagging = no room (the machine's CPU, or an encoder falling behind), client = per-client limit."
     );
     describe_gauge!(
         PROCESS_RSS,

@@ -8,14 +8,6 @@ use anyhow::{ensure, Result};
 use app::protocol::{ClientMsg, ErrorKind, ServerMsg};
 use common::*;
 
-fn start_as(mime: &str) -> ClientMsg {
-    ClientMsg::Start {
-        mime_type: mime.into(),
-        width: 640,
-        height: 480,
-    }
-}
-
 /// Streams `clip` announced as `mime`, waits until faces are boxed, stops, and checks the
 /// session ended with its playlist.
 async fn stream_and_box(server: &TestServer, clip: &str, mime: &str) -> Result<()> {

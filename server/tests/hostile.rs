@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::{bail, ensure, Context, Result};
-use app::protocol::{ClientMsg, ErrorKind, ServerMsg};
+use app::protocol::{ErrorKind, ServerMsg};
 use common::*;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,14 +20,6 @@ async fn expect_error(c: &mut Client, kind: ErrorKind) -> Result<()> {
             Some(_) => continue,
             None => bail!("closed without the {kind:?} error"),
         }
-    }
-}
-
-fn start_as(mime: &str) -> ClientMsg {
-    ClientMsg::Start {
-        mime_type: mime.into(),
-        width: 640,
-        height: 480,
     }
 }
 

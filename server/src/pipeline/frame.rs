@@ -32,6 +32,20 @@ impl Frame {
         }
     }
 
+    /// A checkerboard of `bgr` and black pixels (for tests: every block average differs
+    /// from its pixels).
+    #[cfg(test)]
+    pub fn checkerboard(width: u32, height: u32, bgr: [u8; 3]) -> Self {
+        let mut f = Frame::filled(width, height, [0, 0, 0]);
+        for y in 0..height {
+            for x in (y % 2..width).step_by(2) {
+                let i = ((y * width + x) * 3) as usize;
+                f.data[i..i + 3].copy_from_slice(&bgr);
+            }
+        }
+        f
+    }
+
     /// A copy of this frame in a buffer from `pool`.
     pub fn copy_in(&self, pool: &FramePool) -> Frame {
         let mut data = pool.take(0);

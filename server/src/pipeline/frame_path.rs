@@ -359,6 +359,7 @@ mod tests {
     }
 
     /// Reports a face at x = 10 × the frame's first byte.
+    #[derive(Clone)]
     struct Mover;
     impl FaceDetector for Mover {
         fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
@@ -373,9 +374,21 @@ mod tests {
         fn configure(&mut self, _: &DetectorSettings) {}
     }
 
+    /// Never finds anything: every detection fails.
+    #[derive(Clone)]
+    struct Never;
+    impl FaceDetector for Never {
+        fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            Err(ServerError::Detector("always fails".into()))
+        }
+        fn configure(&mut self, _: &DetectorSettings) {}
+    }
+
+    /// A live path over `detector`, privacy mode per `privacy`.
     fn live_path(
         detector: impl FaceDetector + Clone + Sync + 'static,
         s: PathSettings,
+        privacy: Arc<AtomicBool>,
     ) -> FramePath {
         let factory: DetectorFactory =
             Arc::new(move || Ok(Box::new(detector.clone()) as Box<dyn FaceDetector>));
@@ -387,13 +400,7 @@ mod tests {
             watch::channel(DetectorSettings::default()).1,
         )
         .unwrap();
-        FramePath::live(worker, s, Arc::default(), watch::channel(tiny()).1)
-    }
-
-    impl Clone for Mover {
-        fn clone(&self) -> Self {
-            Mover
-        }
+        FramePath::live(worker, s, privacy, watch::channel(tiny()).1)
     }
 
     /// Waits (bounded) for the next frame to leave.
@@ -410,7 +417,7 @@ mod tests {
 
     #[test]
     fn live_frames_wait_for_a_detection_and_leave_in_order() {
-        let mut path = live_path(Mover, settings(1, 0));
+        let mut path = live_path(Mover, settings(1, 0), Arc::default());
         let now = Instant::now();
         path.push(grey(1), now).unwrap();
         let first = wait_ready(&mut path);
@@ -429,17 +436,9 @@ mod tests {
 
     #[test]
     fn a_frame_leaves_at_its_deadline_without_a_detection() {
-        #[derive(Clone)]
-        struct Never;
-        impl FaceDetector for Never {
-            fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
-                Err(ServerError::Detector("always fails".into()))
-            }
-            fn configure(&mut self, _: &DetectorSettings) {}
-        }
         let mut s = settings(1, 0);
         s.max_hold = Duration::from_millis(50);
-        let mut path = live_path(Never, s);
+        let mut path = live_path(Never, s, Arc::default());
         let pushed = Instant::now();
         path.push(grey(1), pushed).unwrap();
         assert!(path.next_ready(pushed).is_none(), "waits for a detection");
@@ -455,33 +454,8 @@ mod tests {
         let privacy = Arc::new(AtomicBool::new(true));
         let mut s = settings(2, 2);
         s.max_hold = Duration::ZERO; // every frame leaves at once, covered or not
-        #[derive(Clone)]
-        struct Never;
-        impl FaceDetector for Never {
-            fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
-                Err(ServerError::Detector("no result".into()))
-            }
-            fn configure(&mut self, _: &DetectorSettings) {}
-        }
-        let factory: DetectorFactory = Arc::new(|| Ok(Box::new(Never) as Box<dyn FaceDetector>));
-        let worker = DetectorWorker::start(
-            factory,
-            "never".into(),
-            Duration::ZERO,
-            FramePool::default(),
-            watch::channel(DetectorSettings::default()).1,
-        )
-        .unwrap();
-        let mut path = FramePath::live(worker, s, privacy, watch::channel(tiny()).1);
-        let mut frame = Frame::filled(64, 48, [0, 0, 0]);
-        for y in 0..48u32 {
-            for x in 0..64u32 {
-                if (x + y) % 2 == 0 {
-                    let i = ((y * 64 + x) * 3) as usize;
-                    frame.data[i..i + 3].copy_from_slice(&[200, 200, 200]);
-                }
-            }
-        }
+        let mut path = live_path(Never, s, privacy);
+        let frame = Frame::checkerboard(64, 48, [200, 200, 200]);
         let now = Instant::now();
         path.push(frame, now).unwrap();
         let out = path.next_ready(now).unwrap();

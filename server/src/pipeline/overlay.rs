@@ -173,16 +173,8 @@ mod tests {
 
     #[test]
     fn pixelation_averages_blocks_inside_the_box_only() {
-        let mut f = Frame::filled(64, 64, [0, 0, 0]);
         // A checkerboard inside the box.
-        for y in 0..64u32 {
-            for x in 0..64u32 {
-                if (x + y) % 2 == 0 {
-                    let i = ((y * 64 + x) * 3) as usize;
-                    f.data[i..i + 3].copy_from_slice(&[200, 100, 50]);
-                }
-            }
-        }
+        let mut f = Frame::checkerboard(64, 64, [200, 100, 50]);
         let outside = f.pixel(40, 40);
         pixelate_boxes(
             &mut f,

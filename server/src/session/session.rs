@@ -1,7 +1,7 @@
 //! One client's running pipeline: decoder → detector → overlay → encoder → playlist watch,
 //! with its counters, its events for the socket, and a graceful or forced end.
 
-use super::capacity::Capacity;
+use super::capacity::{Capacity, Reservation};
 use super::registry::{Admission, PlaylistProgress, SessionId};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -88,12 +88,16 @@ pub struct Session {
     blur: Arc<AtomicBool>,
     detector: watch::Sender<DetectorSettings>,
     admission: Admission,
+    _reservation: Reservation,
 }
 
 impl Session {
     /// Spawns the decoder, detector thread, encoder and playlist watcher for `media`.
+    /// The session holds its place in the machine's planned capacity (`reservation`) until
+    /// it is dropped.
     pub fn start(
         admission: Admission,
+        reservation: Reservation,
         media: Media,
         env: &PipelineEnv,
         blur: bool,
@@ -183,6 +187,7 @@ impl Session {
             blur,
             detector,
             admission,
+            _reservation: reservation,
         })
     }
 
@@ -336,7 +341,7 @@ async fn detection(detections: &mut Option<watch::Receiver<Detection>>) {
 }
 
 /// Resolves at `deadline` (never for `None`).
-async fn until(deadline: Option<Instant>) {
+pub(crate) async fn until(deadline: Option<impl Into<tokio::time::Instant>>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,

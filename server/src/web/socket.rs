@@ -7,7 +7,7 @@ use crate::error::ServerError;
 use crate::metrics;
 use crate::pipeline::recording;
 use crate::session::registry::{Refusal, SessionId};
-use crate::session::session::{Session, SessionEvent, StatsSampler};
+use crate::session::session::{until, Session, SessionEvent, StatsSampler};
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -140,8 +140,6 @@ struct Connection {
     prefix: Vec<u8>,
     /// The container the Start message announced.
     container: protocol::Container,
-    /// The running session's planned share of the machine (given back when it ends).
-    reservation: Option<crate::session::capacity::Reservation>,
     /// Privacy mode asked for by the page.
     blur: bool,
     stats: StatsSampler,
@@ -160,7 +158,6 @@ impl Connection {
             chunks: 0,
             prefix: Vec::new(),
             container: protocol::Container::Matroska,
-            reservation: None,
             blur: false,
             stats: StatsSampler::new(),
         }
@@ -177,6 +174,7 @@ impl Connection {
         let max_length = Duration::from_secs(limits.max_session_secs);
         let mut length_deadline = None;
         let mut drain_deadline = None;
+        let mut cut = false;
         let mut rate = RateLimit {
             window_start: Instant::now(),
             count: 0,
@@ -196,7 +194,7 @@ impl Connection {
                     frames_seen = frames;
                     idle_deadline = Instant::now() + idle;
                 }
-                if stopping {
+                if stopping && !cut {
                     drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
                 }
             }
@@ -265,16 +263,16 @@ impl Connection {
                     self.fail(kind).await;
                     break Exit::Abandoned;
                 }
-                _ = sleep_until(length_deadline.unwrap_or_else(Instant::now)), if length_deadline.is_some() && !stopping => {
+                _ = until(length_deadline), if !stopping => {
                     tracing::info!("session reached its maximum length of {max_length:?}; ending it");
                     self.fail(ErrorKind::TooLong).await;
                     if let Some(session) = &mut self.session {
                         session.finish_input();
                     }
                 }
-                _ = sleep_until(drain_deadline.unwrap_or_else(Instant::now)), if drain_deadline.is_some() => {
+                _ = until(drain_deadline), if !cut => {
                     tracing::info!("the pipeline did not drain within {DRAIN_LIMIT:?} of Stop; cutting it");
-                    drain_deadline = Some(Instant::now() + Duration::from_secs(3600));
+                    cut = true;
                     if let Some(session) = &self.session {
                         session.cut();
                     }
@@ -313,7 +311,6 @@ impl Connection {
             // Dropping the session frees its place and revokes its viewer link; the folder
             // stays for the retention time.
             drop(session);
-            self.reservation = None;
             let retention = Duration::from_secs(retention);
             shared.registry.retire(id.clone(), retention);
             let until = Instant::now() + retention;
@@ -410,14 +407,11 @@ impl Connection {
         if self.session.is_some() {
             return Err(ErrorKind::Protocol);
         }
-        let codec = protocol::InputCodec::from_mime(mime);
-        let container = protocol::container_of(mime);
-        let (Some(codec), Some(container)) = (codec, container) else {
+        let format = protocol::media_format(mime);
+        let Some((container, codec)) = format.filter(|_| protocol::valid_frame_size(width, height))
+        else {
             return Err(ErrorKind::UnsupportedMedia);
         };
-        if !protocol::valid_frame_size(width, height) {
-            return Err(ErrorKind::UnsupportedMedia);
-        }
         self.container = container;
         let shared = self.state.shared.clone();
         let share = crate::session::capacity::session_share(codec);
@@ -456,7 +450,7 @@ impl Connection {
         // the async workers.
         let blur = self.blur;
         let started = tokio::task::block_in_place(|| {
-            Session::start(admission, media, &shared.pipeline, blur)
+            Session::start(admission, reservation, media, &shared.pipeline, blur)
         });
         let session = match started {
             Ok(s) => s,
@@ -477,7 +471,6 @@ impl Connection {
             detector: session.detector_settings(),
         };
         self.session = Some(session);
-        self.reservation = Some(reservation);
         self.send(started).await;
         Ok(())
     }

@@ -557,8 +557,13 @@ pub async fn eventually(deadline: Duration, mut cond: impl FnMut() -> bool) -> b
 
 /// The Start message for the generated 640×480 clips.
 pub fn start_msg() -> ClientMsg {
+    start_as("video/webm;codecs=vp9")
+}
+
+/// Start for a 640×480 stream announced as `mime`.
+pub fn start_as(mime: &str) -> ClientMsg {
     ClientMsg::Start {
-        mime_type: "video/webm;codecs=vp9".into(),
+        mime_type: mime.into(),
         width: 640,
         height: 480,
     }
