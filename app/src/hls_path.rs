@@ -50,10 +50,10 @@ pub fn recording_url(session_id: &str) -> String {
     format!("/hls/{session_id}/{RECORDING}")
 }
 
-/// How far behind the live edge players stay, in seconds: `segments` segments of
-/// `segment_seconds` (fewer stall, more add latency), never under 0.3 s.
-pub fn live_sync_seconds(segment_seconds: f64, segments: f64) -> f32 {
-    (segments * segment_seconds).max(0.3) as f32
+/// How far behind the live edge players stay, in seconds: the LL-HLS `PART-HOLD-BACK` the
+/// playlist declares, three parts of `part_seconds` (what the spec recommends).
+pub fn live_sync_seconds(part_seconds: f64) -> f32 {
+    (3.0 * part_seconds) as f32
 }
 
 /// The page where a viewer link's holder watches a session.
@@ -122,10 +122,8 @@ mod tests {
         assert_eq!(playlist_url("ab"), "/hls/ab/playlist.m3u8");
         assert_eq!(recording_url("ab"), "/hls/ab/recording.mp4");
         assert_eq!(viewer_page("cd"), "/watch/cd");
-        assert_eq!(live_sync_seconds(0.25, 2.0), 0.5);
-        assert_eq!(live_sync_seconds(0.25, 1.5), 0.375);
-        assert_eq!(live_sync_seconds(1.0, 2.0), 2.0);
-        assert_eq!(live_sync_seconds(0.1, 1.0), 0.3);
+        assert_eq!(live_sync_seconds(0.1), 0.3);
+        assert_eq!(live_sync_seconds(0.2), 0.6);
         assert_eq!(viewer_playlist("cd"), "/view/cd/playlist.m3u8");
         assert_eq!(content_type(RECORDING), Some("video/mp4"));
     }

@@ -5,7 +5,7 @@ use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::factory_for;
-use crate::pipeline::encoder::{Encoder, HlsSettings, PLAYLIST};
+use crate::pipeline::encoder::{Encoder, EncoderOutput, HlsSettings, PLAYLIST};
 use crate::pipeline::frame::FramePool;
 use crate::pipeline::frame_path::FramePath;
 use serde::Serialize;
@@ -166,11 +166,10 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         height: info.height,
         fps: info.fps,
         segment_seconds: 2.0,
-        playlist_size: 0,
         preset: cfg.x264_preset.clone(),
-        delete_segments: false,
     };
-    let encoder = Encoder::start(&cfg.ffmpeg, &settings, &job.out, enc_rx, pool.clone())?;
+    let output = EncoderOutput::Vod(job.out.clone());
+    let (encoder, _stdout) = Encoder::start(&cfg.ffmpeg, &settings, &output, enc_rx, pool.clone())?;
     let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
     let tuning = crate::pipeline::detector::HaarSettings::from(cfg).tunable();
     let mut path = FramePath::inline(factory_for(cfg)()?, cfg.path_settings(), privacy, tuning);

@@ -83,8 +83,10 @@ pub struct PipelineConfig {
     pub ffmpeg: PathBuf,
     /// Output frame rate.
     pub frame_rate: u32,
-    /// Segment length in seconds.
+    /// Segment length in seconds (one keyframe each).
     pub segment_seconds: f64,
+    /// Longest LL-HLS part in seconds (`PART-TARGET`).
+    pub part_seconds: f64,
     /// Segments kept in the live playlist.
     pub playlist_size: u32,
     /// libx264 preset.
@@ -117,8 +119,6 @@ pub struct PipelineConfig {
     pub detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
     pub opencv_threads: i32,
-    /// How many segments behind the live edge players stay.
-    pub live_sync_segments: f64,
     /// Detections between full-frame scans; in between, only the regions around known
     /// faces are scanned. 0 or 1 scans the whole frame every time.
     pub roi_full_scan_every: u32,
@@ -160,9 +160,18 @@ impl PipelineConfig {
         }
     }
 
-    /// How far behind the live edge players stay, in seconds.
+    /// How far behind the live edge players stay, in seconds (`PART-HOLD-BACK`).
     pub fn live_sync_seconds(&self) -> f32 {
-        app::hls_path::live_sync_seconds(self.segment_seconds, self.live_sync_segments)
+        app::hls_path::live_sync_seconds(self.part_seconds)
+    }
+
+    /// How the live stream is cut into parts and segments.
+    pub fn packager_settings(&self) -> crate::pipeline::packager::PackagerSettings {
+        crate::pipeline::packager::PackagerSettings {
+            segment_seconds: self.segment_seconds,
+            part_seconds: self.part_seconds,
+            window: self.playlist_size as usize,
+        }
     }
 }
 
@@ -172,8 +181,9 @@ impl Default for PipelineConfig {
             runtime_dir: "target/hls-face-runtime".into(),
             ffmpeg: "ffmpeg".into(),
             frame_rate: 30,
-            segment_seconds: 0.25,
-            playlist_size: 12,
+            segment_seconds: 1.0,
+            part_seconds: 0.1,
+            playlist_size: 6,
             x264_preset: "ultrafast".into(),
             detector: DetectorKind::Centerface,
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
@@ -189,7 +199,6 @@ impl Default for PipelineConfig {
             stats_interval_ms: 500,
             detect_fps: 5,
             opencv_threads: 1,
-            live_sync_segments: 2.0,
             roi_full_scan_every: 10,
             recording_max_secs: 1800,
             max_hold_ms: 300,
@@ -391,8 +400,12 @@ impl Config {
                 "pipeline.frame-rate must be 1..=60",
             ),
             (
-                (0.2..=10.0).contains(&p.segment_seconds),
-                "pipeline.segment-seconds must be 0.2..=10",
+                (0.5..=6.0).contains(&p.segment_seconds),
+                "pipeline.segment-seconds must be 0.5..=6",
+            ),
+            (
+                p.part_seconds >= 0.03 && p.part_seconds * 2.0 <= p.segment_seconds,
+                "pipeline.part-seconds must be at least 0.03 and at most half of segment-seconds",
             ),
             (
                 p.playlist_size >= 2,
@@ -436,10 +449,6 @@ impl Config {
                     .check()
                     .is_ok(),
                 "pipeline.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
-            ),
-            (
-                (1.0..=6.0).contains(&p.live_sync_segments),
-                "pipeline.live-sync-segments must be 1..=6",
             ),
             (
                 p.roi_full_scan_every <= 300,

@@ -37,13 +37,10 @@ pub enum ServerError {
     },
     #[error("{0}")]
     Input(String),
+    #[error("encoder output is not the fragmented MP4 expected: {0}")]
+    Fmp4(String),
     #[error("face detector: {0}")]
     Detector(String),
-    #[error("file watcher on {path}: {source}")]
-    Watch {
-        path: PathBuf,
-        source: notify::Error,
-    },
     #[error(
         "another hls-face server (pid {owner}) uses the runtime folder {dir}; stop it or give \
          this one its own folder (pipeline.runtime-dir / HLS_FACE_PIPELINE_RUNTIME_DIR)"

@@ -47,6 +47,8 @@ pub const PROCESS_FDS: &str = "hls_face_process_open_fds";
 pub const CHILDREN: &str = "hls_face_ffmpeg_children";
 /// Open WebSockets (streaming or not).
 pub const SOCKETS: &str = "hls_face_sockets_open";
+/// HLS requests held now, waiting for a part or a playlist update (gauge).
+pub const HELD_REQUESTS: &str = "hls_face_hls_requests_held";
 
 /// Every label value a labelled series takes, so `/metrics` lists each series with 0 from
 /// start-up instead of only after the first event.
@@ -106,7 +108,7 @@ fn describe() {
         Unit::Seconds,
         "Time one frame waited to enter the encoder's input."
     );
-    describe_counter!(SEGMENTS, "HLS segments written.");
+    describe_counter!(SEGMENTS, "HLS segments completed.");
     describe_counter!(FFMPEG_FAILURES, "ffmpeg children that failed, by role.");
     describe_counter!(BYTES_IN, Unit::Bytes, "Media bytes received from browsers.");
     describe_counter!(ERRORS, "Errors sent to browsers, by kind.");
@@ -128,6 +130,10 @@ fn describe() {
     describe_gauge!(PROCESS_FDS, "Open file descriptors of the server process.");
     describe_gauge!(CHILDREN, "ffmpeg children running now.");
     describe_gauge!(SOCKETS, "Open WebSockets, streaming or not.");
+    describe_gauge!(
+        HELD_REQUESTS,
+        "HLS requests held now (blocking playlist reloads, preload-hinted parts)."
+    );
 }
 
 /// Registers every series at 0 (counters and gauges) so scrapers see them from start-up.
@@ -150,7 +156,7 @@ fn register_zeroes() {
     for kind in app::protocol::ErrorKind::ALL {
         metrics::counter!(ERRORS, "kind" => kind.code()).absolute(0);
     }
-    for name in [SESSIONS_LIVE, CHILDREN, SOCKETS] {
+    for name in [SESSIONS_LIVE, CHILDREN, SOCKETS, HELD_REQUESTS] {
         metrics::gauge!(name).increment(0.0);
     }
     let _ = metrics::histogram!(DETECT_SECONDS);

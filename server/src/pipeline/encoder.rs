@@ -1,31 +1,37 @@
 //! The encoder stage: one long-lived ffmpeg per session turning raw BGR frames (stdin) into
-//! H.264 HLS (a playlist and short segments in the session folder). Closing stdin makes
-//! ffmpeg finish the last segment and write `#EXT-X-ENDLIST`.
+//! H.264. Live, it writes fragmented MP4 to stdout, one fragment per frame, for the
+//! [`super::packager`]; for `process` it writes a VOD HLS playlist and segments into a folder.
+//! Closing stdin makes ffmpeg flush the last frame (and write `#EXT-X-ENDLIST`).
 
 use super::frame::{Frame, FramePool};
 use crate::child::{reap, ExitReporter, Spawned};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
-use tokio::process::Child;
+use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
 
 pub use app::hls_path::PLAYLIST;
 
-/// How the HLS output is cut.
+/// What the encoder makes of the frames.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EncoderOutput {
+    /// Fragmented MP4 on stdout, a fragment per frame (live LL-HLS).
+    Fragments,
+    /// A VOD HLS playlist with every segment, in a folder (`process`).
+    Vod(PathBuf),
+}
+
+/// How the H.264 output is cut.
 #[derive(Debug, Clone)]
 pub struct HlsSettings {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// Seconds between keyframes: every segment starts with one.
     pub segment_seconds: f64,
-    /// Segments kept in the playlist; 0 keeps all (a VOD playlist).
-    pub playlist_size: u32,
     pub preset: String,
-    /// Whether ffmpeg deletes segments that leave the playlist (live sessions without a
-    /// recording); otherwise a [`super::recording::SegmentKeeper`] decides.
-    pub delete_segments: bool,
 }
 
 impl HlsSettings {
@@ -36,29 +42,22 @@ impl HlsSettings {
             height,
             fps: config.frame_rate,
             segment_seconds: config.segment_seconds,
-            playlist_size: config.playlist_size,
             preset: config.x264_preset.clone(),
-            delete_segments: !config.records(),
         }
     }
 }
 
-/// ffmpeg arguments: raw BGR24 on stdin → libx264 HLS in `dir`.
+/// ffmpeg arguments: raw BGR24 on stdin → libx264 → `output`.
 ///
 /// One keyframe per segment (`-g` = `-keyint_min` = fps × segment length, no scene-cut
 /// keyframes) so every segment starts decodable and segment boundaries land on time;
-/// `zerolatency` disables frame look-ahead so a frame leaves the encoder as soon as it
-/// arrives; `temp_file` makes the playlist and segments appear atomically (by rename).
-pub fn encoder_args(s: &HlsSettings, dir: &Path) -> Vec<String> {
+/// `zerolatency` disables frame look-ahead and B-frames so a frame leaves the encoder as
+/// soon as it arrives. Live, `frag_every_frame` + `flush_packets` hand each frame to the
+/// packager at once (it groups frames into parts); `empty_moov` puts the init segment first.
+pub fn encoder_args(s: &HlsSettings, output: &EncoderOutput) -> Vec<String> {
     let gop = ((s.fps as f64 * s.segment_seconds).round() as u32)
         .max(1)
         .to_string();
-    let mut flags = "independent_segments+temp_file".to_string();
-    if s.playlist_size > 0 && s.delete_segments {
-        flags.push_str("+delete_segments");
-    }
-    let segment_pattern = dir.join("seg_%05d.ts");
-    let playlist = dir.join(PLAYLIST);
     let mut args: Vec<String> = [
         "-hide_banner",
         "-nostdin",
@@ -89,26 +88,39 @@ pub fn encoder_args(s: &HlsSettings, dir: &Path) -> Vec<String> {
         &gop,
         "-sc_threshold",
         "0",
-        "-f",
-        "hls",
-        "-hls_time",
-        &format!("{}", s.segment_seconds),
-        "-hls_list_size",
-        &s.playlist_size.to_string(),
-        "-hls_flags",
-        &flags,
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
-    if s.playlist_size == 0 {
-        args.extend(["-hls_playlist_type".into(), "vod".into()]);
+    match output {
+        EncoderOutput::Fragments => args.extend(
+            [
+                "-f",
+                "mp4",
+                "-movflags",
+                "empty_moov+default_base_moof+frag_every_frame",
+                "-flush_packets",
+                "1",
+                "pipe:1",
+            ]
+            .map(String::from),
+        ),
+        EncoderOutput::Vod(dir) => args.extend([
+            "-f".into(),
+            "hls".into(),
+            "-hls_time".into(),
+            format!("{}", s.segment_seconds),
+            "-hls_list_size".into(),
+            "0".into(),
+            "-hls_playlist_type".into(),
+            "vod".into(),
+            "-hls_flags".into(),
+            "independent_segments+temp_file".into(),
+            "-hls_segment_filename".into(),
+            dir.join("seg_%05d.ts").to_string_lossy().into_owned(),
+            dir.join(PLAYLIST).to_string_lossy().into_owned(),
+        ]),
     }
-    args.extend([
-        "-hls_segment_filename".into(),
-        segment_pattern.to_string_lossy().into_owned(),
-        playlist.to_string_lossy().into_owned(),
-    ]);
     args
 }
 
@@ -121,17 +133,18 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Spawns ffmpeg writing into `dir`; a task writes `frames` to its stdin and closes
-    /// stdin (→ ENDLIST) when the channel closes.
+    /// Spawns ffmpeg writing `output`; a task writes `frames` to its stdin and closes
+    /// stdin (→ the last frame flushed) when the channel closes. Returns the encoder and
+    /// its stdout (the fragments, for [`EncoderOutput::Fragments`]).
     pub fn start(
         ffmpeg: &Path,
         settings: &HlsSettings,
-        dir: &Path,
+        output: &EncoderOutput,
         mut frames: mpsc::Receiver<Frame>,
         pool: FramePool,
-    ) -> Result<Self, ServerError> {
-        let args = encoder_args(settings, dir);
-        let (child, mut stdin, _stdout, exit) =
+    ) -> Result<(Self, ChildStdout), ServerError> {
+        let args = encoder_args(settings, output);
+        let (child, mut stdin, stdout, exit) =
             Spawned::spawn("encoder", ffmpeg, &args)?.into_parts();
         tokio::spawn(async move {
             while let Some(frame) = frames.recv().await {
@@ -145,11 +158,12 @@ impl Encoder {
                 pool.give(frame.data);
             }
         });
-        Ok(Encoder {
+        let encoder = Encoder {
             child,
             exit,
             status: None,
-        })
+        };
+        Ok((encoder, stdout))
     }
 
     /// Resolves when the encoder exits (it must outlive its input: before the input
@@ -181,50 +195,39 @@ impl Encoder {
 mod tests {
     use super::*;
 
-    fn settings(playlist_size: u32) -> HlsSettings {
+    fn settings() -> HlsSettings {
         HlsSettings {
             width: 640,
             height: 480,
             fps: 30,
             segment_seconds: 1.0,
-            playlist_size,
             preset: "veryfast".into(),
-            delete_segments: true,
         }
     }
 
     #[test]
-    fn live_output_has_a_keyframe_per_segment_and_a_sliding_window() {
-        let args = encoder_args(&settings(6), Path::new("/run/s")).join(" ");
+    fn live_output_is_a_fragment_per_frame_with_a_keyframe_per_segment() {
+        let args = encoder_args(&settings(), &EncoderOutput::Fragments).join(" ");
         assert!(args.contains("-s 640x480 -r 30 -i pipe:0"));
         assert!(args.contains("-g 30 -keyint_min 30 -sc_threshold 0"));
-        assert!(args.contains("-hls_time 1 -hls_list_size 6"));
-        assert!(args.contains("delete_segments"));
-        assert!(args.ends_with("-hls_segment_filename /run/s/seg_%05d.ts /run/s/playlist.m3u8"));
+        assert!(args.ends_with(
+            "-f mp4 -movflags empty_moov+default_base_moof+frag_every_frame -flush_packets 1 pipe:1"
+        ));
     }
 
     #[test]
     fn short_segments_get_a_keyframe_each() {
-        let mut s = settings(6);
+        let mut s = settings();
         s.segment_seconds = 0.5;
-        let args = encoder_args(&s, Path::new("/run/s")).join(" ");
+        let args = encoder_args(&s, &EncoderOutput::Fragments).join(" ");
         assert!(args.contains("-g 15 -keyint_min 15"));
-        assert!(args.contains("-hls_time 0.5 "));
-    }
-
-    #[test]
-    fn a_recording_session_keeps_its_segments() {
-        let mut s = settings(6);
-        s.delete_segments = false;
-        let args = encoder_args(&s, Path::new("/run/s")).join(" ");
-        assert!(!args.contains("delete_segments"));
-        assert!(args.contains("-hls_list_size 6"));
     }
 
     #[test]
     fn vod_output_keeps_every_segment() {
-        let args = encoder_args(&settings(0), Path::new("out")).join(" ");
+        let args = encoder_args(&settings(), &EncoderOutput::Vod("out".into())).join(" ");
         assert!(!args.contains("delete_segments"));
-        assert!(args.contains("-hls_playlist_type vod"));
+        assert!(args.contains("-hls_time 1 -hls_list_size 0 -hls_playlist_type vod"));
+        assert!(args.ends_with("-hls_segment_filename out/seg_%05d.ts out/playlist.m3u8"));
     }
 }

@@ -3,21 +3,25 @@
 //! session and `process` drive: [`scene`] cuts, [`detector`] faces on the newest frame
 //! ([`roi`] scans only around known faces between full scans), [`tracker`] smoothing,
 //! [`timeline`] boxes per frame, [`overlay`] boxes drawn or faces hidden) →
-//! [`encoder`] (raw → H.264 HLS) →
-//! [`playlist_watch`] (notices segments; the [`playlist`] model parses them) →
-//! [`recording`] (segments kept for, and remuxed into, the MP4 download).
+//! [`encoder`] (raw → H.264 as fragmented MP4, [`fmp4`] reads it) →
+//! [`publisher`] (runs the [`packager`]: parts and segments of an LL-HLS [`stream`] in
+//! memory; [`playlist`] reads and checks its playlists) →
+//! [`recording`] (segments kept on disk for, and remuxed into, the MP4 download).
 
 pub mod centerface;
 pub mod decoder;
 pub mod detector;
 pub mod encoder;
+pub mod fmp4;
 pub mod frame;
 pub mod frame_path;
 pub mod overlay;
+pub mod packager;
 pub mod playlist;
-pub mod playlist_watch;
+pub mod publisher;
 pub mod recording;
 pub mod roi;
 pub mod scene;
+pub mod stream;
 pub mod timeline;
 pub mod tracker;

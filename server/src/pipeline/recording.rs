@@ -1,7 +1,8 @@
-//! A live session's recording: the segments kept beyond the playlist window (up to a time
-//! limit), and their remux, without re-encoding, into one MP4 offered for download after
-//! Stop.
+//! A live session's recording: its init segment and the complete segments kept on disk (up
+//! to a time limit), and their remux, without re-encoding, into one MP4 offered for
+//! download after Stop.
 
+use super::stream::{Resource, INIT};
 use crate::child::{reap, Spawned};
 use crate::error::ServerError;
 use crate::metrics;
@@ -14,18 +15,14 @@ pub use app::hls_path::RECORDING;
 /// A remux longer than this is stuck (copying runs at hundreds of times real time).
 const REMUX_LIMIT: Duration = Duration::from_secs(120);
 
-/// The file name of segment `n` (the encoder's `seg_%05d.ts`).
-pub fn segment_name(n: u64) -> String {
-    format!("seg_{n:05}.ts")
-}
+pub use super::stream::segment_name;
 
-/// The segment number in a file name the encoder wrote, if it is one.
+/// The segment number in a file name the publisher wrote, if it is one.
 fn segment_number(name: &str) -> Option<u64> {
-    let digits = name.strip_prefix("seg_")?.strip_suffix(".ts")?;
-    if digits.len() < 5 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    match Resource::parse(name)? {
+        Resource::Segment(n) => Some(n),
+        _ => None,
     }
-    digits.parse().ok()
 }
 
 /// Deletes segments older than the recording limit as new ones arrive.
@@ -113,8 +110,8 @@ pub fn segments(dir: &Path) -> Result<Vec<PathBuf>, ServerError> {
     Ok(numbered.into_iter().map(|(_, p)| p).collect())
 }
 
-/// ffmpeg arguments: MPEG-TS on stdin → `out` as MP4, streams copied, index at the front
-/// so the download plays while it loads.
+/// ffmpeg arguments: fragmented MP4 (init + segments) on stdin → `out` as a plain MP4,
+/// streams copied, index at the front so the download plays while it loads.
 pub fn remux_args(out: &Path) -> Vec<String> {
     [
         "-hide_banner",
@@ -122,7 +119,7 @@ pub fn remux_args(out: &Path) -> Vec<String> {
         "-loglevel",
         "warning",
         "-f",
-        "mpegts",
+        "mp4",
         "-i",
         "pipe:0",
         "-map",
@@ -145,10 +142,11 @@ pub fn remux_args(out: &Path) -> Vec<String> {
 /// and renamed, so the route never serves half a file). Segments are streamed to ffmpeg's
 /// stdin from their own task.
 pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
-    let parts = segments(dir)?;
+    let mut parts = segments(dir)?;
     if parts.is_empty() {
         return Err(ServerError::Input("no segments to record".into()));
     }
+    parts.insert(0, dir.join(INIT));
     let partial = dir.join(format!("{RECORDING}.part"));
     let out = dir.join(RECORDING);
     let (mut child, mut stdin, _stdout, exit) =
@@ -200,16 +198,15 @@ mod tests {
     }
 
     #[test]
-    fn names_round_trip_and_only_segments_count() {
-        assert_eq!(segment_name(7), "seg_00007.ts");
-        assert_eq!(segment_name(123456), "seg_123456.ts");
-        assert_eq!(segment_number("seg_00007.ts"), Some(7));
-        assert_eq!(segment_number("seg_123456.ts"), Some(123456));
+    fn only_segments_count() {
+        assert_eq!(segment_number("seg_00007.m4s"), Some(7));
+        assert_eq!(segment_number("seg_123456.m4s"), Some(123456));
         for other in [
             "playlist.m3u8",
-            "seg_7.ts",
-            "seg_00007.ts.tmp",
-            "seg_0000x.ts",
+            "seg_7.m4s",
+            "seg_00007.m4s.tmp",
+            "part_00007_1.m4s",
+            INIT,
             RECORDING,
         ] {
             assert_eq!(segment_number(other), None, "{other}");
@@ -244,7 +241,7 @@ mod tests {
     #[test]
     fn remux_copies_streams_into_a_faststart_mp4() {
         let args = remux_args(Path::new("/s/recording.mp4.part")).join(" ");
-        assert!(args.contains("-f mpegts -i pipe:0"));
+        assert!(args.contains("-f mp4 -i pipe:0"));
         assert!(args.contains("-c copy -movflags +faststart -f mp4"));
         assert!(args.ends_with("/s/recording.mp4.part"));
     }

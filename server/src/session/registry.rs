@@ -2,6 +2,7 @@
 
 use crate::config::LimitsConfig;
 use crate::error::ServerError;
+use crate::pipeline::stream::{Stream, Timing};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -41,20 +42,12 @@ impl fmt::Display for SessionId {
     }
 }
 
-/// How far a session's playlist has got: what blocking playlist requests wait on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PlaylistProgress {
-    /// Segments produced so far (the next media sequence number).
-    pub segments: u64,
-    /// The recording has ended (ENDLIST, or the session is gone).
-    pub ended: bool,
-}
-
-/// A session's folder and its playlist progress, as the HLS route sees them.
+/// A session's folder and its published LL-HLS stream, as the HLS routes see them.
 #[derive(Debug, Clone)]
 pub struct Folder {
     pub dir: PathBuf,
-    pub progress: watch::Receiver<PlaylistProgress>,
+    /// The newest snapshot; blocking playlist requests wait on its changes.
+    pub stream: watch::Receiver<Arc<Stream>>,
 }
 
 /// A place in the session limit plus the session's new folder. Dropping it frees the place
@@ -62,8 +55,8 @@ pub struct Folder {
 pub struct Admission {
     pub id: SessionId,
     pub dir: PathBuf,
-    /// Where the session publishes its playlist progress.
-    pub progress: watch::Sender<PlaylistProgress>,
+    /// Where the session publishes its stream.
+    pub stream: watch::Sender<Arc<Stream>>,
     viewer: SessionId,
     viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
     client: String,
@@ -80,7 +73,15 @@ impl Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        self.progress.send_modify(|p| p.ended = true);
+        // Anyone waiting on the stream learns it ended (with ENDLIST) even if the session
+        // never got to end it itself.
+        self.stream.send_if_modified(|s| {
+            if s.ended {
+                return false;
+            }
+            *s = Arc::new(s.ended_copy());
+            true
+        });
         // The session has ended: its viewer link stops working.
         lock(&self.viewers).remove(&self.viewer);
         let mut clients = lock(&self.clients);
@@ -199,12 +200,12 @@ impl Registry {
             undo();
             return Err(ServerError::io("cannot create session dir", &dir, e));
         }
-        let (progress, receiver) = watch::channel(PlaylistProgress::default());
+        let (stream, receiver) = watch::channel(Arc::new(Stream::new(Timing::default())));
         lock(&self.folders).insert(
             id.clone(),
             Folder {
                 dir: dir.clone(),
-                progress: receiver,
+                stream: receiver,
             },
         );
         let viewer = SessionId::random();
@@ -212,7 +213,7 @@ impl Registry {
         Ok(Ok(Admission {
             id,
             dir,
-            progress,
+            stream,
             viewer,
             viewers: self.viewers.clone(),
             client: client.to_string(),
@@ -396,7 +397,7 @@ mod tests {
         let folder = reg.folder(&id).expect("kept during retention");
         assert_eq!(folder.dir, dir);
         assert!(
-            folder.progress.borrow().ended,
+            folder.stream.borrow().ended,
             "a dropped admission ends the playlist"
         );
         shutdown.cancel();

@@ -1,18 +1,19 @@
-//! One client's running pipeline: decoder → detector → overlay → encoder → playlist watch,
+//! One client's running pipeline: decoder → detector → overlay → encoder → publisher,
 //! with its counters, its events for the socket, and a graceful or forced end.
 
 use super::capacity::{Capacity, Reservation};
-use super::registry::{Admission, PlaylistProgress, SessionId};
+use super::registry::{Admission, SessionId};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::metrics;
 use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::{Detection, DetectorFactory, DetectorWorker, HaarSettings};
-use crate::pipeline::encoder::{Encoder, HlsSettings};
+use crate::pipeline::encoder::{Encoder, EncoderOutput, HlsSettings};
 use crate::pipeline::frame::{Frame, FramePool};
 use crate::pipeline::frame_path::{FramePath, Output};
-use crate::pipeline::playlist_watch::{PlaylistEvent, PlaylistWatch};
+use crate::pipeline::publisher::{Publisher, SegmentStore};
 use crate::pipeline::recording::SegmentKeeper;
+use crate::pipeline::stream::Stream;
 use app::protocol::{DetectorSettings, InputCodec, Stats};
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -92,7 +93,7 @@ pub struct Session {
 }
 
 impl Session {
-    /// Spawns the decoder, detector thread, encoder and playlist watcher for `media`.
+    /// Spawns the decoder, detector thread, encoder and publisher for `media`.
     /// The session holds its place in the machine's planned capacity (`reservation`) until
     /// it is dropped.
     pub fn start(
@@ -138,15 +139,29 @@ impl Session {
             pool.clone(),
         )?;
         let settings = HlsSettings::live(cfg, width, height);
-        let encoder = Encoder::start(&cfg.ffmpeg, &settings, &dir, enc_rx, pool.clone())?;
+        let (encoder, fragments) = Encoder::start(
+            &cfg.ffmpeg,
+            &settings,
+            &EncoderOutput::Fragments,
+            enc_rx,
+            pool.clone(),
+        )?;
         let (event_tx, events) = mpsc::channel(8);
-        let (playlist_tx, playlist_rx) = mpsc::channel(8);
-        let watch = PlaylistWatch::start(&dir, playlist_tx)?;
-        let recording = SegmentKeeper::for_live(
+        let keeper = SegmentKeeper::for_live(
             &dir,
             cfg.recording_max_secs,
             cfg.segment_seconds,
             cfg.playlist_size,
+        );
+        let store = keeper.records().then(|| SegmentStore {
+            dir: dir.clone(),
+            keeper,
+        });
+        let publisher = Publisher::start(
+            fragments,
+            cfg.packager_settings(),
+            admission.stream.clone(),
+            store,
         );
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
@@ -163,13 +178,11 @@ impl Session {
             stage,
             decoder,
             encoder,
-            watcher: watch,
-            playlist: playlist_rx,
-            recording,
+            publisher,
+            stream: admission.stream.subscribe(),
             events: event_tx,
             cancel: cancel.clone(),
             cut: cut.clone(),
-            progress: admission.progress.clone(),
             dir: dir.clone(),
             min_free_mb: env.min_free_disk_mb,
         };
@@ -353,15 +366,14 @@ struct Supervisor {
     stage: Stage,
     decoder: Decoder,
     encoder: Encoder,
-    watcher: PlaylistWatch,
-    playlist: mpsc::Receiver<PlaylistEvent>,
-    recording: SegmentKeeper,
+    publisher: Publisher,
+    /// The published stream, followed for progress (ready, segments, ended).
+    stream: watch::Receiver<Arc<Stream>>,
     events: mpsc::Sender<SessionEvent>,
     /// Kill everything now (shutdown, a vanished client).
     cancel: CancellationToken,
     /// Stop decoding, finish the recording with what was encoded (a drain that overran).
     cut: CancellationToken,
-    progress: watch::Sender<PlaylistProgress>,
     /// The session folder, and the free space (MiB) its disk must keep.
     dir: PathBuf,
     min_free_mb: u64,
@@ -373,13 +385,11 @@ impl Supervisor {
             mut stage,
             mut decoder,
             mut encoder,
-            watcher,
-            mut playlist,
-            mut recording,
+            publisher,
+            mut stream,
             events,
             cancel,
             cut,
-            progress,
             dir,
             min_free_mb,
         } = self;
@@ -387,7 +397,7 @@ impl Supervisor {
         let mut failed = false;
         let mut was_cut = false;
         let mut disk_full = false;
-        let mut playlist_open = true;
+        let mut ready = false;
         let mut decoding = true;
         let mut detections = stage.path.detections();
         loop {
@@ -408,19 +418,21 @@ impl Supervisor {
                     decoding = false;
                     decoder.stop();
                 }
-                event = playlist.recv(), if playlist_open => match event {
-                    Some(PlaylistEvent::Ready) => {
+                changed = stream.changed() => {
+                    if changed.is_err() {
+                        break; // the session's stream is gone: nothing more to do
+                    }
+                    let segments = stream.borrow_and_update().produced;
+                    if segments > 0 && !ready {
+                        ready = true;
                         let _ = events.send(SessionEvent::PlaylistReady).await;
                     }
-                    Some(PlaylistEvent::Updated { segments, ended }) => {
-                        let before = counters.segments.swap(segments, Ordering::Relaxed);
-                        ::metrics::counter!(metrics::SEGMENTS)
-                            .increment(segments.saturating_sub(before));
-                        recording.prune(segments);
-                        progress.send_replace(PlaylistProgress { segments, ended });
+                    let before = counters.segments.swap(segments, Ordering::Relaxed);
+                    if segments > before {
+                        ::metrics::counter!(metrics::SEGMENTS).increment(segments - before);
                         if !disk_full && crate::disk::below(&dir, min_free_mb) {
-                            // Stop before the disk is full: the encoder can still write
-                            // its last segment and ENDLIST.
+                            // Stop before the disk is full: the publisher can still write
+                            // the last segment and ENDLIST.
                             tracing::warn!("less than {min_free_mb} MiB free; ending the session");
                             disk_full = true;
                             was_cut = true;
@@ -428,8 +440,7 @@ impl Supervisor {
                             decoder.stop();
                         }
                     }
-                    None => playlist_open = false,
-                },
+                }
                 frame = stage.frames.recv(), if decoding => match frame {
                     Some(frame) => stage.accept(frame),
                     None => decoding = false, // decoder output ended: let the held frames out
@@ -459,9 +470,11 @@ impl Supervisor {
         let decoder_result = decoder.finish(DECODER_GRACE).await;
         let encoder_result = encoder.finish(ENCODER_GRACE).await;
         let _ = join_detector.await;
-        // Let the watcher see the final (ENDLIST) playlist before it goes.
-        drop(watcher);
-        recording.prune_finished();
+        // The encoder's output has ended: the publisher writes the last segment and ENDLIST.
+        let published = publisher.finished().await;
+        counters
+            .segments
+            .store(stream.borrow().produced, Ordering::Relaxed);
         // A cut decoder was killed on purpose: how it exited says nothing.
         let decoder_result = if was_cut { Ok(()) } else { decoder_result };
         let result = if cancel.is_cancelled() {
@@ -472,7 +485,7 @@ impl Supervisor {
                 min_mb: min_free_mb,
             })
         } else {
-            match (encoder_result, decoder_result) {
+            match (encoder_result.and(published), decoder_result) {
                 (Err(e), _) | (Ok(()), Err(e)) => Err(e),
                 (Ok(()), Ok(())) if failed => Err(stalled),
                 (Ok(()), Ok(())) => Ok(()),

@@ -1,32 +1,33 @@
-//! `GET /hls/<session-id>/<file>` and `GET /view/<viewer-token>/<file>`: serve only plain
-//! files inside that session's folder, with HLS content types and no caching of the
-//! playlist; anything else is 404.
+//! `GET /hls/<session-id>/<file>` and `GET /view/<viewer-token>/<file>`: a session's
+//! LL-HLS stream from memory (playlist, init segment, parts, segments of the live window)
+//! and, for the owner only, the recording from disk; anything else is 404.
 //!
-//! Playlist requests may carry `_HLS_msn=N` (LL-HLS blocking reload): the response is held
-//! until segment N exists or the recording ends, so players learn of a new segment the
-//! moment it is written instead of polling. A viewer token reaches only the live stream
-//! (playlist and segments, never the recording) and only while its session runs.
+//! Blocking playlist reload (`_HLS_msn`, `_HLS_part`): the request is held until that
+//! part or segment is published, then answered with the playlist of that moment. Waiting
+//! costs no disk read and no polling: every held request waits on the session's `watch`
+//! of stream snapshots and answers with the text rendered once for everyone. A request
+//! for the part the preload hint names is held the same way. A viewer token reaches only
+//! the live stream, and only while its session runs.
 
 use super::AppState;
 use crate::metrics;
-use crate::pipeline::playlist::with_server_control;
-use crate::session::registry::{Folder, PlaylistProgress, SessionId};
-use app::hls_path::{content_type, PLAYLIST, RECORDING};
+use crate::pipeline::stream::{Resource, Stream};
+use crate::session::registry::{Folder, SessionId};
+use app::hls_path::{content_type, RECORDING};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::io::ReaderStream;
 
 /// The viewer link's liveness probe (`app::hls_path::viewer_status`): 200 while the
 /// session runs, 404 after.
 pub const VIEWER_STATUS: &str = "status";
 
-/// Longest a blocking playlist request is held (a few segment lengths).
-const MAX_HOLD: Duration = Duration::from_secs(3);
-
-/// The session owner's route: every file of the session, including the recording.
+/// The session owner's route: the stream, and the recording once there is one.
 pub async fn serve(
     State(state): State<AppState>,
     Path((session, file)): Path<(String, String)>,
@@ -34,12 +35,13 @@ pub async fn serve(
 ) -> Response {
     let folder = SessionId::parse(&session).and_then(|id| state.shared.registry.folder(&id));
     match folder {
-        Some(folder) => serve_file(folder, &file, query.as_deref()).await,
+        Some(folder) if file == RECORDING => serve_recording(&folder).await,
+        Some(folder) => serve_stream(folder.stream, &file, query.as_deref()).await,
         None => not_found(),
     }
 }
 
-/// The viewer link's route: the live playlist and its segments, while the session runs.
+/// The viewer link's route: the live stream, while the session runs.
 pub async fn serve_viewer(
     State(state): State<AppState>,
     Path((token, file)): Path<(String, String)>,
@@ -57,20 +59,11 @@ pub async fn serve_viewer(
         };
     }
     match folder {
-        Some(folder) if file == PLAYLIST || in_live_window(&folder, &file).await => {
+        Some(folder) => {
             ::metrics::counter!(metrics::VIEWER_REQUESTS).increment(1);
-            serve_file(folder, &file, query.as_deref()).await
+            serve_stream(folder.stream, &file, query.as_deref()).await
         }
-        _ => not_found(),
-    }
-}
-
-/// Whether `file` is a segment the live playlist lists now: a viewer reaches only the live
-/// window, never the older segments kept for the owner's recording.
-async fn in_live_window(folder: &Folder, file: &str) -> bool {
-    match tokio::fs::read_to_string(folder.dir.join(PLAYLIST)).await {
-        Ok(playlist) => playlist.lines().any(|line| line.trim() == file),
-        Err(_) => false,
+        None => not_found(),
     }
 }
 
@@ -78,69 +71,301 @@ fn not_found() -> Response {
     StatusCode::NOT_FOUND.into_response()
 }
 
-async fn serve_file(folder: Folder, file: &str, query: Option<&str>) -> Response {
-    let Some(mime) = content_type(file) else {
+/// Counts a request held in [`hold`] for as long as it is held.
+struct Held;
+
+impl Held {
+    fn new() -> Self {
+        ::metrics::gauge!(metrics::HELD_REQUESTS).increment(1.0);
+        Held
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        ::metrics::gauge!(metrics::HELD_REQUESTS).decrement(1.0);
+    }
+}
+
+/// Waits until `done` holds for the published stream (or it ended), at most three target
+/// durations (the spec's bound); returns the snapshot then, or `None` on timeout.
+async fn hold(
+    mut stream: watch::Receiver<Arc<Stream>>,
+    done: impl Fn(&Stream) -> bool,
+) -> Option<Arc<Stream>> {
+    let limit = {
+        let now = stream.borrow();
+        Duration::from_secs(3 * u64::from(now.timing.target_duration.max(1)))
+    };
+    let _held = Held::new();
+    let waited = tokio::time::timeout(limit, async {
+        let found = stream
+            .wait_for(|s| done(s) || s.ended)
+            .await
+            .map(|snapshot| snapshot.clone());
+        // The session is gone: answer with what was published last.
+        found.unwrap_or_else(|_| stream.borrow().clone())
+    })
+    .await;
+    waited.ok()
+}
+
+/// Why a blocking reload is answered at once with 400: the spec's limits on how far ahead
+/// a client may ask (`_HLS_msn` more than two segments past the last one, or `_HLS_part`
+/// more than the Advance Part Limit past the last part), or `_HLS_part` without `_HLS_msn`.
+fn too_far(stream: &Stream, msn: Option<u64>, part: Option<usize>) -> bool {
+    let Some(msn) = msn else {
+        return part.is_some();
+    };
+    let (last, parts) = stream.last_position().unwrap_or((0, 0));
+    if msn > last + 2 {
+        return true;
+    }
+    let Some(part) = part else { return false };
+    let part_target = stream.timing.part_target.max(0.01);
+    let per_segment = (f64::from(stream.timing.target_duration) / part_target).ceil() as u64;
+    let advance_limit = if part_target < 1.0 {
+        (3.0 / part_target).ceil() as u64
+    } else {
+        3
+    };
+    let asked = msn.saturating_mul(per_segment).saturating_add(part as u64);
+    let published = last * per_segment + parts as u64;
+    asked > published + advance_limit
+}
+
+fn unavailable(why: &'static str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [
+            (header::RETRY_AFTER, "1"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        why,
+    )
+        .into_response()
+}
+
+async fn serve_stream(
+    stream: watch::Receiver<Arc<Stream>>,
+    file: &str,
+    query: Option<&str>,
+) -> Response {
+    let (Some(resource), Some(mime)) = (Resource::parse(file), content_type(file)) else {
         return not_found();
     };
-    let is_playlist = file == PLAYLIST;
-    let msn = query
-        .and_then(|q| super::query_param(q, "_HLS_msn"))
-        .and_then(|v| v.parse::<u64>().ok());
-    if let (true, Some(msn)) = (is_playlist, msn) {
-        let mut progress = folder.progress.clone();
-        let ready = |p: &PlaylistProgress| p.segments > msn || p.ended;
-        // A timeout or a vanished session just answers with the playlist as it is.
-        let _ = tokio::time::timeout(MAX_HOLD, progress.wait_for(ready)).await;
-    }
-    let path = folder.dir.join(file);
-    // Only regular files, never symlinks (symlink_metadata does not follow them).
+    let now = stream.borrow().clone();
+    let snapshot = match resource {
+        Resource::Playlist => {
+            let param = |name| query.and_then(|q| super::query_param(q, name));
+            let msn = param("_HLS_msn").map(|v| v.parse::<u64>());
+            let part = param("_HLS_part").map(|v| v.parse::<usize>());
+            let (msn, part) = match (msn.transpose(), part.transpose()) {
+                (Ok(msn), Ok(part)) => (msn, part),
+                _ => return (StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part").into_response(),
+            };
+            if too_far(&now, msn, part) {
+                return (StatusCode::BAD_REQUEST, "_HLS_msn/_HLS_part too far ahead")
+                    .into_response();
+            }
+            match msn {
+                Some(msn) if !now.has(msn, part) && !now.ended => {
+                    match hold(stream, |s| s.has(msn, part)).await {
+                        Some(s) => s,
+                        None => return unavailable("the requested part did not appear in time"),
+                    }
+                }
+                _ => now,
+            }
+        }
+        other if now.get(other).is_none() && now.is_upcoming(other) => {
+            match hold(stream, |s| s.get(other).is_some() || !s.is_upcoming(other)).await {
+                Some(s) => s,
+                None => return unavailable("the requested part did not appear in time"),
+            }
+        }
+        _ => now,
+    };
+    let Some(bytes) = snapshot.get(resource) else {
+        return match resource {
+            // Never an empty playlist: players retry.
+            Resource::Playlist => unavailable("playlist not ready"),
+            _ => not_found(),
+        };
+    };
+    let cache = match resource {
+        Resource::Playlist => "no-cache, no-store",
+        _ => "private, max-age=60",
+    };
+    (
+        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache)],
+        bytes,
+    )
+        .into_response()
+}
+
+/// The recording download: streamed from disk (it may be hundreds of MB).
+async fn serve_recording(folder: &Folder) -> Response {
+    let path = folder.dir.join(RECORDING);
+    // Only a regular file, never a symlink (symlink_metadata does not follow them).
     let len = match tokio::fs::symlink_metadata(&path).await {
         Ok(meta) if meta.file_type().is_file() => meta.len(),
         _ => return not_found(),
     };
-    if is_playlist {
-        let Ok(bytes) = tokio::fs::read(&path).await else {
-            return not_found();
-        };
-        if bytes.is_empty() {
-            // Never an empty playlist (a full disk truncates it): players retry.
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                "playlist not ready",
-            )
-                .into_response();
-        }
-        let text = with_server_control(&String::from_utf8_lossy(&bytes));
-        return (
-            [
-                (header::CONTENT_TYPE, mime),
-                (header::CACHE_CONTROL, "no-cache, no-store"),
-            ],
-            text,
-        )
-            .into_response();
-    }
-    // Segments are small, but a recording may be hundreds of MB: stream every file.
     let Ok(handle) = tokio::fs::File::open(&path).await else {
         return not_found();
     };
-    let body = Body::from_stream(ReaderStream::new(handle));
     let mut response = (
         [
-            (header::CONTENT_TYPE, mime),
+            (header::CONTENT_TYPE, "video/mp4"),
             (header::CACHE_CONTROL, "private, max-age=60"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"hls-face-recording.mp4\"",
+            ),
         ],
-        body,
+        Body::from_stream(ReaderStream::new(handle)),
     )
         .into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, len.into());
-    if file == RECORDING {
-        headers.insert(
-            header::CONTENT_DISPOSITION,
-            header::HeaderValue::from_static("attachment; filename=\"hls-face-recording.mp4\""),
-        );
-    }
     response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, len.into());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::fmp4::{Fragment, Init};
+    use crate::pipeline::packager::{Packager, PackagerSettings};
+    use bytes::Bytes;
+    use std::time::UNIX_EPOCH;
+
+    fn packager() -> Packager {
+        let mut p = Packager::new(PackagerSettings {
+            segment_seconds: 1.0,
+            part_seconds: 0.1,
+            window: 6,
+        });
+        p.init(Init {
+            bytes: Bytes::from_static(b"init"),
+            timescale: 15360,
+        });
+        p
+    }
+
+    fn push(p: &mut Packager, frames: std::ops::Range<u64>) {
+        for n in frames {
+            let f = Fragment {
+                bytes: Bytes::from(vec![0u8; 10]),
+                decode_time: n * 512,
+                duration: 512,
+                independent: n % 30 == 0,
+            };
+            p.push(f, UNIX_EPOCH + Duration::from_secs(n)).unwrap();
+        }
+    }
+
+    async fn get(rx: &watch::Receiver<Arc<Stream>>, file: &str, query: Option<&str>) -> Response {
+        serve_stream(rx.clone(), file, query).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_blocking_reload_answers_when_the_part_appears_and_not_before() {
+        let mut p = packager();
+        push(&mut p, 0..30);
+        let (tx, rx) = watch::channel(Arc::new(p.stream().clone()));
+        // Part 1 of segment 1 does not exist yet: held.
+        let held = tokio::spawn({
+            let rx = rx.clone();
+            async move { get(&rx, "playlist.m3u8", Some("_HLS_msn=1&_HLS_part=1")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!held.is_finished(), "answered before the part existed");
+        push(&mut p, 30..33);
+        tx.send_replace(Arc::new(p.stream().clone()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!held.is_finished(), "part 0 is not part 1");
+        push(&mut p, 33..36);
+        tx.send_replace(Arc::new(p.stream().clone()));
+        let response = held.await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        assert!(String::from_utf8_lossy(&body).contains("part_00001_1.m4s\"\n#EXT-X-PRELOAD-HINT"));
+        // An existing part answers at once; its segment too once complete.
+        assert_eq!(
+            get(&rx, "part_00001_0.m4s", None).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&rx, "seg_00000.m4s", None).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(get(&rx, "init.mp4", None).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_far_ahead_is_400_and_a_part_that_never_comes_is_503() {
+        let mut p = packager();
+        push(&mut p, 0..30);
+        let (_tx, rx) = watch::channel(Arc::new(p.stream().clone()));
+        for query in [
+            "_HLS_msn=4",
+            "_HLS_msn=1&_HLS_part=40",
+            "_HLS_part=1",
+            "_HLS_msn=x",
+            "_HLS_msn=1&_HLS_part=-1",
+        ] {
+            let status = get(&rx, "playlist.m3u8", Some(query)).await.status();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        }
+        // Within the limits, but nothing is published: 503 after 3 target durations.
+        let started = tokio::time::Instant::now();
+        let status = get(&rx, "playlist.m3u8", Some("_HLS_msn=2")).await.status();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(started.elapsed() >= Duration::from_secs(3));
+        // The hinted part is held, then 503 the same way; a part far away is 404 at once.
+        let status = get(&rx, "part_00001_0.m4s", None).await.status();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let status = get(&rx, "part_00009_0.m4s", None).await.status();
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        for file in [
+            "recording.mp4",
+            "seg_00000.ts",
+            "../x.m4s",
+            "part_00000_10.m4s",
+        ] {
+            assert_eq!(
+                get(&rx, file, None).await.status(),
+                StatusCode::NOT_FOUND,
+                "{file}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_readers_are_released_when_the_stream_ends() {
+        let mut p = packager();
+        push(&mut p, 0..30);
+        let (tx, rx) = watch::channel(Arc::new(p.stream().clone()));
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let rx = rx.clone();
+                tokio::spawn(async move { get(&rx, "playlist.m3u8", Some("_HLS_msn=1")).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.finish();
+        tx.send_replace(Arc::new(p.stream().clone()));
+        for waiter in waiters {
+            let response = waiter.await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            assert!(String::from_utf8_lossy(&body).ends_with("#EXT-X-ENDLIST\n"));
+        }
+    }
 }
