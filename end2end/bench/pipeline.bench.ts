@@ -1,7 +1,8 @@
 /**
  * hls-face benchmark: N browser sessions (Chromium fake camera with the frame-code clip)
  * against a running server; measures glass-to-glass latency in the page, player fps and
- * skipped frames, server-side stage costs from /proc, RSS, CPU and files written.
+ * skipped frames and stalls, server-side stage costs from /proc, RSS, CPU, output bitrate and
+ * files written.
  * Driven by scripts/bench, which passes SERVER_PID, RUNTIME_DIR, SESSIONS, DURATION, OUT.
  */
 import { test, type Page } from "@playwright/test";
@@ -53,12 +54,17 @@ function children(pid: number): { pid: number; stage: "decoder" | "encoder" }[] 
   return out;
 }
 
-function filesIn(dir: string, seen: Set<string>) {
+/** Every file the sessions wrote, with its size (segments are kept for the recording). */
+function filesIn(dir: string, seen: Map<string, number>) {
   if (!dir || !fs.existsSync(dir)) return;
   for (const session of fs.readdirSync(dir)) {
     const sdir = path.join(dir, session);
-    if (!fs.statSync(sdir).isDirectory()) continue;
-    for (const f of fs.readdirSync(sdir)) seen.add(`${session}/${f}`);
+    try {
+      if (!fs.statSync(sdir).isDirectory()) continue;
+      for (const f of fs.readdirSync(sdir)) seen.set(`${session}/${f}`, fs.statSync(path.join(sdir, f)).size);
+    } catch {
+      /* removed meanwhile */
+    }
   }
 }
 
@@ -70,6 +76,10 @@ function quantile(xs: number[], q: number): number {
 
 const median = (xs: number[]) => quantile(xs, 0.5);
 
+/** Bytes of the complete segments written so far (the encoder's output). */
+const segmentBytes = (files: Map<string, number>) =>
+  [...files].filter(([f]) => /\/seg_\d+\.m4s$/.test(f)).reduce((a, [, n]) => a + n, 0);
+
 test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURATION}s`, async ({ browser }) => {
   const contexts = await Promise.all(Array.from({ length: SESSIONS }, () => browser.newContext()));
   const pages: Page[] = await Promise.all(contexts.map((c) => c.newPage()));
@@ -77,9 +87,21 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   await Promise.all(studios.map((s) => s.open()));
   await Promise.all(studios.map((s) => s.start.click()));
   await Promise.all(studios.map((s) => s.expectState("live")));
+  // Stalls: the output player waiting for data while playing.
+  await Promise.all(
+    pages.map((p) =>
+      p.evaluate(() => {
+        const w = window as any;
+        w.benchStalls = 0;
+        const v = document.querySelector("video[data-testid=output]") as HTMLVideoElement;
+        v.addEventListener("waiting", () => (w.benchStalls += 1));
+      }),
+    ),
+  );
 
   const t0 = Date.now();
-  const seenFiles = new Set<string>();
+  const seenFiles = new Map<string, number>();
+  let segmentBytesAtWarm = 0;
   const timeline: { t: number; session: number; latency: number }[] = [];
   const rss: number[] = [];
   const detectMs: number[] = [];
@@ -99,7 +121,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, stalls: w.benchStalls ?? 0, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
@@ -114,6 +136,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       timeline.length = 0;
       last = { server: proc(SERVER_PID), kids: new Map() };
       for (const c of children(SERVER_PID)) last.kids.set(c.pid, proc(c.pid)?.cpuTicks ?? 0);
+      filesIn(RUNTIME_DIR, seenFiles);
+      segmentBytesAtWarm = segmentBytes(seenFiles);
       continue;
     }
     if (!warm) continue;
@@ -139,8 +163,10 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const serverDropped = endStats.reduce((a, p, i) => a + (p.stats?.framesDropped ?? 0) - (startStats[i].stats?.framesDropped ?? 0), 0);
   const played = endStats.reduce((a, p, i) => a + p.frames - startStats[i].frames, 0);
   const skipped = endStats.reduce((a, p, i) => a + p.gaps - startStats[i].gaps, 0);
-  const files = [...seenFiles];
-  const perFrameFiles = files.filter((f) => !/\/(playlist\.m3u8|seg_\d+\.ts|recording\.mp4)(\.tmp|\.part)?$/.test(f));
+  const stalls = endStats.reduce((a, p, i) => a + p.stalls - startStats[i].stalls, 0);
+  const files = [...seenFiles.keys()];
+  const perFrameFiles = files.filter((f) => !/\/(init\.mp4|seg_\d+\.m4s|recording\.mp4)(\.part)?$/.test(f));
+  const kbitPerSecond = (8 * (segmentBytes(seenFiles) - segmentBytesAtWarm)) / 1000 / sampledSecs / (SESSIONS + EXTRA);
   const rssStart = median(rss.slice(0, Math.max(1, Math.floor(rss.length / 10))));
   const rssEnd = median(rss.slice(-Math.max(1, Math.floor(rss.length / 10))));
   const result = {
@@ -156,6 +182,9 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     droppedPct: (100 * (skipped + serverDropped)) / Math.max(1, played + skipped),
     serverDropped,
     playerSkipped: skipped,
+    skippedPct: (100 * skipped) / Math.max(1, played + skipped),
+    stalls,
+    kbitPerSecond,
     detectMsMedian: median(detectMs),
     decodeMsPerFrame: (stageTicks.decoder * 1000) / TICK / Math.max(1, framesIn),
     encodeMsPerFrame: (stageTicks.encoder * 1000) / TICK / Math.max(1, framesOut),

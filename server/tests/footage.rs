@@ -80,15 +80,23 @@ fn process(clip: &str, extra: &[&str]) -> Result<(serde_json::Value, PathBuf)> {
     Ok((serde_json::from_slice(&run.stdout)?, out))
 }
 
-/// Every frame of the segments in `dir`, in order.
+/// Every frame of the segments in `dir`, in order: `process`'s MPEG-TS segments, or a live
+/// session's fMP4 segments (kept for its recording) after their init segment.
 fn frames_in(dir: &Path) -> Result<Vec<Vec<u8>>> {
     let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "ts"))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("seg_") && (name.ends_with(".ts") || name.ends_with(".m4s"))
+        })
         .collect();
     segments.sort();
     ensure!(!segments.is_empty(), "no segments in {}", dir.display());
-    // One decode of the concatenated segments (MPEG-TS concatenates) keeps frame order.
+    let init = dir.join("init.mp4");
+    if init.is_file() {
+        segments.insert(0, init);
+    }
+    // One decode of the concatenated segments (both formats concatenate) keeps frame order.
     let mut all = Vec::new();
     for s in &segments {
         all.extend(std::fs::read(s)?);

@@ -172,8 +172,8 @@ async fn a_second_server_on_the_same_folder_is_refused_and_foreign_files_stay() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_links_reach_only_the_live_window() -> Result<()> {
-    // A 4-segment window (1 s): the face clip's first segments leave it while it streams.
-    let server = TestServer::start("window", |c| c.pipeline.playlist_size = 4).await?;
+    // A 2-segment window (2 s): the face clip's first segments leave it while it streams.
+    let server = TestServer::start("window", |c| c.pipeline.playlist_size = 2).await?;
     let mut c = server.socket().await?;
     c.send(&start_msg()).await?;
     let ServerMsg::Started {
@@ -192,31 +192,32 @@ async fn viewer_links_reach_only_the_live_window() -> Result<()> {
         .context("viewer url")?
         .to_string();
     stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
-    c.wait_stats("segments", |s| s.segments >= 8).await?;
+    c.wait_stats("segments", |s| s.segments >= 4).await?;
     let host = server.host();
     let dir = server.runtime.join(&session_id);
-    ensure!(dir.join("seg_00000.ts").exists(), "kept for the recording");
-    let old = http_get(&host, &format!("/view/{token}/seg_00000.ts"), &[]).await?;
-    ensure!(
-        old.status == 404,
-        "history through a viewer link: {}",
-        old.status
-    );
-    let owner = http_get(&host, &format!("/hls/{session_id}/seg_00000.ts"), &[]).await?;
-    ensure!(
-        owner.status == 200,
-        "the owner keeps the recording: {}",
-        owner.status
-    );
+    ensure!(dir.join("seg_00000.m4s").exists(), "kept for the recording");
+    for route in [format!("/view/{token}"), format!("/hls/{session_id}")] {
+        let old = http_get(&host, &format!("{route}/seg_00000.m4s"), &[]).await?;
+        ensure!(old.status == 404, "history through {route}: {}", old.status);
+    }
     let playlist = http_get(&host, &format!("/view/{token}/playlist.m3u8"), &[]).await?;
     let text = String::from_utf8_lossy(&playlist.body).to_string();
     let live = text
         .lines()
-        .rfind(|l| l.ends_with(".ts"))
+        .rfind(|l| l.ends_with(".m4s") && !l.starts_with('#'))
         .context("no segment listed")?;
     let seg = http_get(&host, &format!("/view/{token}/{live}"), &[]).await?;
     ensure!(seg.status == 200, "live segment: {}", seg.status);
     c.stop_and_wait().await?;
+    c.wait_for("recording", |m| {
+        matches!(m, ServerMsg::RecordingReady { .. })
+    })
+    .await?;
+    // The owner gets the whole session as the recording.
+    let recording = http_get(&host, &format!("/hls/{session_id}/recording.mp4"), &[]).await?;
+    ensure!(recording.status == 200, "recording: {}", recording.status);
+    let frames = decode_frames(&recording.body, 640, 480)?;
+    ensure!(frames.len() >= 120, "recording has {} frames", frames.len());
     server.stop().await
 }
 
@@ -326,7 +327,8 @@ async fn low_disk_refuses_new_sessions_and_ends_running_ones_with_their_playlist
         .await
         .ok();
     expect_error(&mut c, ErrorKind::Storage).await?;
-    let playlist = std::fs::read_to_string(server.runtime.join(&id).join("playlist.m3u8"))?;
+    let playlist = http_get(&server.host(), &format!("/hls/{id}/playlist.m3u8"), &[]).await?;
+    let playlist = String::from_utf8_lossy(&playlist.body);
     ensure!(playlist.contains("#EXT-X-ENDLIST"), "{playlist}");
     server.stop().await
 }

@@ -3,9 +3,10 @@
 
 mod common;
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
+use server::pipeline::playlist::LlPlaylist;
 
 const W: usize = 640;
 const H: usize = 480;
@@ -77,17 +78,27 @@ async fn record_with(server: &TestServer, clip: &str, blur: bool) -> Result<Reco
         .header("cache-control")
         .is_some_and(|c| c.contains("no-cache")));
     let playlist = String::from_utf8(resp.body)?;
-    let mut frames = Vec::new();
-    for segment in playlist.lines().filter(|l| l.ends_with(".ts")) {
-        let resp = http_get(&server.host(), &format!("/hls/{session_id}/{segment}"), &[]).await?;
-        ensure!(
-            resp.status == 200,
-            "segment {segment} status {}",
-            resp.status
-        );
-        ensure!(resp.header("content-type") == Some("video/mp2t"));
-        frames.extend(decode_frames(&resp.body, W, H)?);
+    let parsed = LlPlaylist::parse(&playlist).context("not a playlist")?;
+    ensure!(
+        parsed.violations().is_empty(),
+        "LL-HLS rules broken: {:?}",
+        parsed.violations()
+    );
+    // The init segment and the segments in order make one fragmented MP4.
+    let mut media = Vec::new();
+    let map = parsed.map.clone().context("no EXT-X-MAP")?;
+    for file in std::iter::once(&map).chain(parsed.segments.iter().map(|s| &s.uri)) {
+        let resp = http_get(&server.host(), &format!("/hls/{session_id}/{file}"), &[]).await?;
+        ensure!(resp.status == 200, "{file} status {}", resp.status);
+        let expected = if *file == map {
+            "video/mp4"
+        } else {
+            "video/iso.segment"
+        };
+        ensure!(resp.header("content-type") == Some(expected), "{file} type");
+        media.extend(resp.body);
     }
+    let frames = decode_frames(&media, W, H)?;
     Ok(Recording { playlist, frames })
 }
 

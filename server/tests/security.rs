@@ -97,19 +97,28 @@ async fn hls_route_serves_nothing_outside_a_session_folder() -> Result<()> {
         unreachable!()
     };
     let dir = server.runtime.join(&session_id);
-    std::fs::write(dir.join("real.ts"), b"segment")?;
-    std::os::unix::fs::symlink("/etc/passwd", dir.join("link.ts"))?;
+    // The only file the route reads from disk is the recording; the stream is in memory.
+    std::fs::write(dir.join("recording.mp4"), b"segment")?;
+    std::fs::write(dir.join("seg_00000.ts"), b"segment")?;
     std::fs::write(server.runtime.join("outside.ts"), b"secret")?;
 
-    let ok = http_get(&server.host(), &format!("/hls/{session_id}/real.ts"), &[]).await?;
+    let ok = http_get(
+        &server.host(),
+        &format!("/hls/{session_id}/recording.mp4"),
+        &[],
+    )
+    .await?;
     ensure!(
         ok.status == 200 && ok.body == b"segment",
-        "a real file is served"
+        "a real recording is served"
     );
+    std::fs::remove_file(dir.join("recording.mp4"))?;
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("recording.mp4"))?;
 
     let other = "0123456789abcdef0123456789abcdef";
     let paths = [
-        format!("/hls/{session_id}/link.ts"),
+        format!("/hls/{session_id}/recording.mp4"),
+        format!("/hls/{session_id}/seg_00000.ts"),
         format!("/hls/{session_id}/..%2Foutside.ts"),
         format!("/hls/{session_id}/%2E%2E%2Foutside.ts"),
         format!("/hls/{session_id}/%252E%252E%252Foutside.ts"),
@@ -119,8 +128,8 @@ async fn hls_route_serves_nothing_outside_a_session_folder() -> Result<()> {
         format!("/hls/{session_id}/../outside.ts"),
         "/hls/..%2F..%2Fetc%2Fpasswd".to_string(),
         "/hls/..%2F/outside.ts".to_string(),
-        format!("/hls/{other}/real.ts"),
-        format!("/hls/{}/real.ts", session_id.to_uppercase()),
+        format!("/hls/{other}/playlist.m3u8"),
+        format!("/hls/{}/playlist.m3u8", session_id.to_uppercase()),
         format!("/hls/{session_id}/playlist.m3u8.tmp"),
         format!("/hls/{session_id}/real.html"),
         "/hls/%2Fetc/passwd".to_string(),

@@ -34,12 +34,11 @@ extern "C" {
 /// hls.js's `Hls.Events.ERROR`.
 const HLS_ERROR_EVENT: &str = "hlsError";
 
-/// hls.js settings for a live stream of short segments: use the server's blocking playlist
-/// reload (`lowLatencyMode` with `CAN-BLOCK-RELOAD`) so a new segment is fetched as soon as
-/// it exists; catch up by playing faster rather than by jumping; keep little back buffer.
-/// The distance to the live edge (`liveSyncDuration`) comes from the server, which knows the
-/// segment length; `liveSyncDurationCount` would multiply the playlist's whole-second
-/// target duration and add up to a second of needless latency.
+/// hls.js settings for the server's Low-Latency HLS: `lowLatencyMode` loads parts and asks
+/// for each next one with a blocking playlist reload, so a part is fetched as soon as it
+/// exists; catch up by playing faster rather than by jumping; keep little back buffer. The
+/// distance to the live edge (`liveSyncDuration`) is the playlist's `PART-HOLD-BACK`, passed
+/// by the server too so the page and the playlist can never disagree.
 const HLS_CONFIG: &str = r#"{
     "lowLatencyMode": true,
     "maxLiveSyncPlaybackRate": 1.5,

@@ -96,22 +96,12 @@ impl Packager {
             return Err(ServerError::Fmp4("fragment after the end".into()));
         }
         let mut events = Vec::new();
-        let open = self
-            .stream
-            .segments
-            .back()
-            .is_some_and(|s| s.bytes.is_none());
-        if fragment.independent && open {
+        if fragment.independent && self.segment_open() {
             // A keyframe always starts a segment.
             events.extend(self.close_part());
             events.extend(self.close_segment());
         }
-        if !self
-            .stream
-            .segments
-            .back()
-            .is_some_and(|s| s.bytes.is_none())
-        {
+        if !self.segment_open() {
             self.open_segment(&fragment, now);
         }
         if self.pending.is_empty() {
@@ -147,6 +137,14 @@ impl Packager {
     pub fn abandon(&mut self) {
         self.stream.ended = true;
         self.publish();
+    }
+
+    /// Whether the newest segment is still growing.
+    fn segment_open(&self) -> bool {
+        self.stream
+            .segments
+            .back()
+            .is_some_and(|s| s.bytes.is_none())
     }
 
     fn open_segment(&mut self, fragment: &Fragment, now: SystemTime) {
@@ -273,7 +271,7 @@ mod tests {
             bytes: Bytes::from(format!("[{n}]")),
             decode_time: n * FRAME,
             duration: FRAME,
-            independent: n % gop == 0,
+            independent: n.is_multiple_of(gop),
         }
     }
 

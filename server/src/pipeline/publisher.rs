@@ -126,7 +126,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let mut bytes = init(15360);
         for n in 0..45u64 {
-            bytes.extend(fragment(n * 512, n % 30 == 0, format!("[{n}]").as_bytes()));
+            bytes.extend(fragment(
+                n * 512,
+                n.is_multiple_of(30),
+                format!("[{n}]").as_bytes(),
+            ));
         }
         let (tx, mut rx) = watch::channel(Arc::new(Stream::new(Timing::default())));
         let store = SegmentStore {

@@ -46,37 +46,17 @@ impl SegmentKeeper {
         }
     }
 
-    /// For a live session: `recording_secs` of `segment_seconds` segments, at least the
-    /// `playlist_size` window plus two; `None` when recordings are off.
-    pub fn for_live(
-        dir: &Path,
-        recording_secs: u64,
-        segment_seconds: f64,
-        playlist_size: u32,
-    ) -> Self {
-        let keep = (recording_secs > 0).then(|| {
-            let wanted = (recording_secs as f64 / segment_seconds).ceil() as u64;
-            wanted.max(playlist_size as u64 + 2)
-        });
+    /// For a live session: `recording_secs` of `segment_seconds` segments (at least one);
+    /// `None` when recordings are off.
+    pub fn for_live(dir: &Path, recording_secs: u64, segment_seconds: f64) -> Self {
+        let keep = (recording_secs > 0)
+            .then(|| ((recording_secs as f64 / segment_seconds).ceil() as u64).max(1));
         SegmentKeeper::new(dir, keep)
     }
 
     /// Whether segments are kept for a recording.
     pub fn records(&self) -> bool {
         self.keep.is_some()
-    }
-
-    /// Prunes by the segments in the folder (once the encoder has finished: its last
-    /// segments may be written after the last playlist event was seen).
-    pub fn prune_finished(&mut self) {
-        let produced = std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| segment_number(e.file_name().to_str()?))
-            .max()
-            .map_or(0, |last| last + 1);
-        self.prune(produced);
     }
 
     /// Called with the number of segments produced so far.
@@ -219,9 +199,9 @@ mod tests {
         for n in 0..12 {
             std::fs::write(dir.join(segment_name(n)), b"x").unwrap();
         }
-        std::fs::write(dir.join("playlist.m3u8"), b"#EXTM3U").unwrap();
-        // 2 s of 0.25 s segments = 8, but never fewer than the 6-segment window + 2.
-        let mut keeper = SegmentKeeper::for_live(&dir, 2, 0.25, 6);
+        std::fs::write(dir.join(INIT), b"init").unwrap();
+        // 2 s of 0.25 s segments = 8.
+        let mut keeper = SegmentKeeper::for_live(&dir, 2, 0.25);
         assert!(keeper.records());
         keeper.prune(12);
         let names: Vec<String> = segments(&dir)
@@ -232,9 +212,13 @@ mod tests {
         assert_eq!(names, (4..12).map(segment_name).collect::<Vec<_>>());
         keeper.prune(12); // idempotent
         assert_eq!(segments(&dir).unwrap().len(), 8);
-        let window_only = SegmentKeeper::for_live(&dir, 1, 1.0, 6);
-        assert_eq!(window_only.keep, Some(8));
-        assert!(!SegmentKeeper::for_live(&dir, 0, 0.25, 6).records());
+        assert!(dir.join(INIT).is_file(), "the init segment stays");
+        assert_eq!(
+            SegmentKeeper::for_live(&dir, 1, 2.0).keep,
+            Some(1),
+            "at least one"
+        );
+        assert!(!SegmentKeeper::for_live(&dir, 0, 0.25).records());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

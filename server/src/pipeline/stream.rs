@@ -168,7 +168,10 @@ impl Stream {
     /// The bytes of a resource that exists now.
     pub fn get(&self, resource: Resource) -> Option<Bytes> {
         match resource {
-            Resource::Playlist => (!self.playlist.is_empty()).then(|| self.playlist.clone()),
+            // Not before a complete segment exists: a client that ignores parts would
+            // find nothing to play and give up.
+            Resource::Playlist => ((self.is_ready() || self.ended) && !self.playlist.is_empty())
+                .then(|| self.playlist.clone()),
             Resource::Init => self.init.clone(),
             Resource::Segment(msn) => self.segment(msn)?.bytes.clone(),
             Resource::Part(msn, i) => self.segment(msn)?.parts.get(i).map(|p| p.bytes.clone()),

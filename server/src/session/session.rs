@@ -147,12 +147,7 @@ impl Session {
             pool.clone(),
         )?;
         let (event_tx, events) = mpsc::channel(8);
-        let keeper = SegmentKeeper::for_live(
-            &dir,
-            cfg.recording_max_secs,
-            cfg.segment_seconds,
-            cfg.playlist_size,
-        );
+        let keeper = SegmentKeeper::for_live(&dir, cfg.recording_max_secs, cfg.segment_seconds);
         let store = keeper.records().then(|| SegmentStore {
             dir: dir.clone(),
             keeper,

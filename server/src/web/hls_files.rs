@@ -260,7 +260,7 @@ mod tests {
                 bytes: Bytes::from(vec![0u8; 10]),
                 decode_time: n * 512,
                 duration: 512,
-                independent: n % 30 == 0,
+                independent: n.is_multiple_of(30),
             };
             p.push(f, UNIX_EPOCH + Duration::from_secs(n)).unwrap();
         }

@@ -449,7 +449,12 @@ pub async fn stream_bytes(
 /// Decodes an HLS segment (or any file ffmpeg reads) to BGR frames of `w`×`h`.
 pub fn decode_frames(bytes: &[u8], w: usize, h: usize) -> Result<Vec<Vec<u8>>> {
     let dir = tempdir("decode")?;
-    let input = dir.join("in.ts");
+    // MPEG-TS, or MP4 (fragmented or not) when it starts with an `ftyp` box.
+    let input = dir.join(if bytes.get(4..8) == Some(b"ftyp") {
+        "in.mp4"
+    } else {
+        "in.ts"
+    });
     std::fs::write(&input, bytes)?;
     let out = std::process::Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])
