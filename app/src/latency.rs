@@ -41,6 +41,11 @@ pub struct CodeClock {
     pub output_frames: u64,
     /// Codes skipped between consecutive output frames.
     pub output_gaps: u64,
+    /// Preview frames seen following their predecessor, and codes skipped between them:
+    /// the control for `output_gaps` (frames the browser itself did not present, with no
+    /// network or server involved).
+    pub preview_frames: u64,
+    pub preview_gaps: u64,
 }
 
 /// Latencies above this are not matched: the test clip loops every 6 s, so codes repeat.
@@ -56,6 +61,8 @@ impl Default for CodeClock {
             last_output: None,
             output_frames: 0,
             output_gaps: 0,
+            preview_frames: 0,
+            preview_gaps: 0,
         }
     }
 }
@@ -65,9 +72,14 @@ impl CodeClock {
     /// successor (within 3) of the previous one, so a real camera's random content never
     /// produces readings.
     pub fn preview(&mut self, code: u32, now_ms: f64) {
-        let follows = self
+        let step = self
             .last_preview
-            .is_some_and(|p| (1..=3).contains(&((code + CODES as u32 - p) % CODES as u32)));
+            .map(|p| (code + CODES as u32 - p) % CODES as u32);
+        let follows = step.is_some_and(|s| (1..=3).contains(&s));
+        if let (true, Some(step)) = (follows, step) {
+            self.preview_frames += 1;
+            self.preview_gaps += u64::from(step - 1);
+        }
         self.last_preview = Some(code);
         let slot = &mut self.shown[code as usize];
         if !follows {
@@ -109,6 +121,21 @@ pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
     sorted.sort_by(f64::total_cmp);
     let idx = ((sorted.len() - 1) as f64 * q.clamp(0.0, 1.0)).round() as usize;
     Some(sorted[idx])
+}
+
+/// The playback rate that brings a live player back to its target distance from the live
+/// edge without jumping: 1 when it is within 30 ms of the target or has less than 150 ms
+/// buffered ahead (speeding up would only stall it), else a gentle speed-up that grows with
+/// the distance, at most 1.25× (faster makes the browser skip frames).
+///
+/// hls.js's own catch-up only acts with more than a second buffered, which a player 0.3 s
+/// behind the edge never has; the page runs this one instead.
+pub fn catch_up_rate(latency: f64, target: f64, buffered_ahead: f64) -> f64 {
+    let excess = latency - target;
+    if !excess.is_finite() || excess <= 0.03 || buffered_ahead < 0.15 {
+        return 1.0;
+    }
+    (1.0 + excess * 0.5).clamp(1.0, 1.25)
 }
 
 #[cfg(test)]
@@ -166,5 +193,28 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), None);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
+    }
+
+    #[test]
+    fn catch_up_is_gentle_and_never_starves_the_buffer() {
+        assert_eq!(catch_up_rate(0.32, 0.3, 0.3), 1.0, "close enough");
+        assert_eq!(catch_up_rate(0.5, 0.3, 0.3), 1.1);
+        assert_eq!(catch_up_rate(1.5, 0.3, 0.5), 1.25, "capped");
+        assert_eq!(catch_up_rate(1.5, 0.3, 0.1), 1.0, "too little buffered");
+        assert_eq!(
+            catch_up_rate(0.1, 0.3, 1.0),
+            1.0,
+            "ahead of target: normal speed"
+        );
+        assert_eq!(catch_up_rate(f64::NAN, 0.3, 1.0), 1.0);
+    }
+
+    #[test]
+    fn preview_gaps_count_codes_the_preview_skipped() {
+        let mut clock = CodeClock::default();
+        for (code, t) in [(10, 0.0), (11, 33.0), (13, 99.0), (14, 133.0), (500, 166.0)] {
+            clock.preview(code, t);
+        }
+        assert_eq!((clock.preview_frames, clock.preview_gaps), (3, 1));
     }
 }

@@ -93,8 +93,12 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       p.evaluate(() => {
         const w = window as any;
         w.benchStalls = 0;
+        w.benchStallAt = [];
         const v = document.querySelector("video[data-testid=output]") as HTMLVideoElement;
-        v.addEventListener("waiting", () => (w.benchStalls += 1));
+        v.addEventListener("waiting", () => {
+          w.benchStalls += 1;
+          w.benchStallAt.push([performance.now() / 1000, v.currentTime, w.hlsFacePlayer?.buffered ?? -1]);
+        });
       }),
     ),
   );
@@ -102,6 +106,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const t0 = Date.now();
   const seenFiles = new Map<string, number>();
   let segmentBytesAtWarm = 0;
+  /** hls.js's view: distance to the live edge, its target, buffer ahead, playback rate. */
+  const edges: { latency: number; target: number; buffered: number; rate: number }[] = [];
   const timeline: { t: number; session: number; latency: number }[] = [];
   const rss: number[] = [];
   const detectMs: number[] = [];
@@ -121,11 +127,12 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, stalls: w.benchStalls ?? 0, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, previewFrames: w.hlsFaceProbe?.previewFrames ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, stalls: w.benchStalls ?? 0, segFetches: performance.getEntriesByType("resource").filter((e) => /\/seg_\d+\.m4s/.test(e.name)).length, partFetches: performance.getEntriesByType("resource").filter((e) => /\/part_\d+_\d+\.m4s/.test(e.name)).length, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
     probes.forEach((p, i) => {
+      if (warm && p.edge) edges.push(p.edge);
       for (const l of p.lat.slice(offsets[i])) timeline.push({ t: now, session: i, latency: l });
       offsets[i] = p.lat.length;
       if (p.stats && warm) detectMs.push(p.stats.detectMs);
@@ -164,6 +171,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const played = endStats.reduce((a, p, i) => a + p.frames - startStats[i].frames, 0);
   const skipped = endStats.reduce((a, p, i) => a + p.gaps - startStats[i].gaps, 0);
   const stalls = endStats.reduce((a, p, i) => a + p.stalls - startStats[i].stalls, 0);
+  const previewShown = endStats.reduce((a, p, i) => a + p.previewFrames - startStats[i].previewFrames, 0);
+  const previewSkipped = endStats.reduce((a, p, i) => a + p.previewGaps - startStats[i].previewGaps, 0);
   const files = [...seenFiles.keys()];
   const perFrameFiles = files.filter((f) => !/\/(init\.mp4|seg_\d+\.m4s|recording\.mp4)(\.part)?$/.test(f));
   const kbitPerSecond = (8 * (segmentBytes(seenFiles) - segmentBytesAtWarm)) / 1000 / sampledSecs / (SESSIONS + EXTRA);
@@ -183,6 +192,13 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     serverDropped,
     playerSkipped: skipped,
     skippedPct: (100 * skipped) / Math.max(1, played + skipped),
+    previewSkippedPct: (100 * previewSkipped) / Math.max(1, previewShown + previewSkipped),
+    stallAt: endStats.map((p) => p.stallAt),
+    fetches: endStats.map((p) => ({ segments: p.segFetches, parts: p.partFetches })),
+    playerEdgeS: median(edges.map((e) => e.latency)),
+    playerTargetS: median(edges.map((e) => e.target)),
+    playerBufferS: median(edges.map((e) => e.buffered)),
+    playerFasterPct: (100 * edges.filter((e) => e.rate > 1.001).length) / Math.max(1, edges.length),
     stalls,
     kbitPerSecond,
     detectMsMedian: median(detectMs),

@@ -157,6 +157,7 @@ impl PipelineConfig {
             // A frame farther from its shot's nearest detection than a held frame can be
             // is one the detector fell behind on.
             privacy_reach: (self.max_hold_ms * u64::from(self.frame_rate)).div_ceil(1000),
+            detect_every: ((self.part_seconds * f64::from(self.frame_rate)).floor() as u64).max(1),
         }
     }
 
@@ -197,7 +198,7 @@ impl Default for PipelineConfig {
             min_neighbors: 3,
             min_face: 48,
             stats_interval_ms: 500,
-            detect_fps: 5,
+            detect_fps: 10,
             opencv_threads: 1,
             roi_full_scan_every: 10,
             recording_max_secs: 1800,

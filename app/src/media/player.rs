@@ -29,19 +29,43 @@ extern "C" {
 
     #[wasm_bindgen(method)]
     fn destroy(this: &Hls);
+
+    /// Seconds from the estimated live edge to the playhead (0 before the first playlist).
+    #[wasm_bindgen(method, getter)]
+    fn latency(this: &Hls) -> f64;
+
+    /// The distance to the live edge hls.js aims for (PART-HOLD-BACK, plus its stall
+    /// allowance); `null` before the first playlist.
+    #[wasm_bindgen(method, getter, js_name = targetLatency)]
+    fn target_latency(this: &Hls) -> Option<f64>;
+
+    /// Sets the target distance and forgets the stall allowance.
+    #[wasm_bindgen(method, setter, js_name = targetLatency)]
+    fn set_target_latency(this: &Hls, seconds: f64);
 }
 
 /// hls.js's `Hls.Events.ERROR`.
 const HLS_ERROR_EVENT: &str = "hlsError";
 
+/// hls.js's error details for a stall (the buffer ran dry while playing).
+const STALL_DETAILS: &str = "bufferStalledError";
+
+/// How long after a stall the player keeps the larger distance to the live edge hls.js
+/// chose, before going back to PART-HOLD-BACK.
+const STALL_MEMORY_MS: f64 = 5_000.0;
+
 /// hls.js settings for the server's Low-Latency HLS: `lowLatencyMode` loads parts and asks
 /// for each next one with a blocking playlist reload, so a part is fetched as soon as it
-/// exists; catch up by playing faster rather than by jumping; keep little back buffer. The
-/// distance to the live edge (`liveSyncDuration`) is the playlist's `PART-HOLD-BACK`, passed
-/// by the server too so the page and the playlist can never disagree.
+/// exists; keep little back buffer. The distance to the live edge (`liveSyncDuration`) is
+/// the playlist's `PART-HOLD-BACK`, passed by the server too so the page and the playlist
+/// can never disagree. A stall moves the target back by 0.1 s (hls.js's default, a whole
+/// second, would undo low latency after one hiccup), for [`STALL_MEMORY_MS`]. Catching up is the page's
+/// ([`crate::latency::catch_up_rate`]): hls.js's own (`maxLiveSyncPlaybackRate` > 1) only
+/// acts with more than a second buffered and resets any other rate, so it is off.
 const HLS_CONFIG: &str = r#"{
     "lowLatencyMode": true,
-    "maxLiveSyncPlaybackRate": 1.5,
+    "maxLiveSyncPlaybackRate": 1,
+    "liveSyncOnStallIncrease": 0.1,
     "backBufferLength": 10,
     "manifestLoadingMaxRetry": 6,
     "levelLoadingMaxRetry": 6,
@@ -54,6 +78,8 @@ pub struct Player {
     hls: Option<Hls>,
     _on_playing: Closure<dyn FnMut(Event)>,
     _on_hls_error: Option<Closure<dyn FnMut(JsValue, JsValue)>>,
+    /// Adjusts the playback rate on every `timeupdate` (hls.js players only).
+    catch_up: Option<Closure<dyn FnMut(Event)>>,
 }
 
 impl Player {
@@ -71,9 +97,11 @@ impl Player {
         video.set_onplaying(Some(playing.as_ref().unchecked_ref()));
 
         let hls_ok = hls_available() && Hls::is_supported().unwrap_or(false);
+        let last_stall = std::rc::Rc::new(std::cell::Cell::new(now_ms()));
+        let base_target = f64::from(live_sync_seconds.clamp(0.2, 10.0));
         let (hls, on_error) = if hls_ok {
             let config = js_sys::JSON::parse(HLS_CONFIG).map_err(|e| super::js_err("config", e))?;
-            let sync = f64::from(live_sync_seconds.clamp(0.2, 10.0));
+            let sync = base_target;
             let _ = js_sys::Reflect::set(&config, &"liveSyncDuration".into(), &sync.into());
             let _ = js_sys::Reflect::set(
                 &config,
@@ -82,13 +110,16 @@ impl Player {
             );
             let hls = Hls::new(&config).map_err(|e| super::js_err("hls.js", e))?;
             let mut on_fatal = on_fatal;
+            let stalled = last_stall.clone();
             let on_error =
                 Closure::<dyn FnMut(JsValue, JsValue)>::new(move |_: JsValue, data: JsValue| {
-                    let fatal = js_sys::Reflect::get(&data, &"fatal".into())
-                        .ok()
-                        .and_then(|f| f.as_bool())
-                        .unwrap_or(false);
-                    if fatal {
+                    let field = |name: &str| js_sys::Reflect::get(&data, &name.into()).ok();
+                    if field("details").and_then(|d| d.as_string()).as_deref()
+                        == Some(STALL_DETAILS)
+                    {
+                        stalled.set(now_ms());
+                    }
+                    if field("fatal").and_then(|f| f.as_bool()).unwrap_or(false) {
                         on_fatal();
                     }
                 });
@@ -106,6 +137,30 @@ impl Player {
             video.set_onplaying(None);
             return Err(MediaError::Browser("this browser cannot play HLS".into()));
         };
+        let catch_up = hls.as_ref().map(|hls| {
+            let hls: Hls = AsRef::<JsValue>::as_ref(hls).clone().unchecked_into();
+            let media = video.clone();
+            let on_time = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                let Some(mut target) = hls.target_latency() else {
+                    return;
+                };
+                // hls.js adds to its target after every stall and never takes it back; a
+                // while without one gives the low latency back.
+                if target > base_target + 0.01 && now_ms() - last_stall.get() > STALL_MEMORY_MS {
+                    hls.set_target_latency(base_target);
+                    target = base_target;
+                }
+                let (latency, buffered) = (hls.latency(), ahead(&media));
+                let rate = crate::latency::catch_up_rate(latency, target, buffered);
+                if (media.playback_rate() - rate).abs() > 0.01 {
+                    media.set_playback_rate(rate);
+                }
+                publish_edge(latency, target, buffered, rate);
+            });
+            let _ = video
+                .add_event_listener_with_callback("timeupdate", on_time.as_ref().unchecked_ref());
+            on_time
+        });
         // Muted autoplay is allowed; if the browser refuses, the controls still work.
         let _ = video.play();
         Ok(Player {
@@ -113,6 +168,7 @@ impl Player {
             hls,
             _on_playing: playing,
             _on_hls_error: on_error,
+            catch_up,
         })
     }
 }
@@ -120,10 +176,53 @@ impl Player {
 impl Drop for Player {
     fn drop(&mut self) {
         self.video.set_onplaying(None);
+        if let Some(on_time) = self.catch_up.take() {
+            let _ = self.video.remove_event_listener_with_callback(
+                "timeupdate",
+                on_time.as_ref().unchecked_ref(),
+            );
+            self.video.set_playback_rate(1.0);
+        }
         if let Some(hls) = self.hls.take() {
             hls.destroy();
         }
     }
+}
+
+/// Puts the player's view of the live edge on `window.hlsFacePlayer` for the benchmark:
+/// `{latency, target, buffered, rate}` (seconds from the edge, the target, seconds
+/// buffered ahead, playback rate).
+fn publish_edge(latency: f64, target: f64, buffered: f64, rate: f64) {
+    let Some(window) = web_sys::window() else {
+        return;
+    };
+    let edge = js_sys::Object::new();
+    for (key, value) in [
+        ("latency", latency),
+        ("target", target),
+        ("buffered", buffered),
+        ("rate", rate),
+    ] {
+        let _ = js_sys::Reflect::set(&edge, &key.into(), &value.into());
+    }
+    let _ = js_sys::Reflect::set(&window, &"hlsFacePlayer".into(), &edge);
+}
+
+/// Milliseconds on the page's clock.
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
+/// Seconds buffered ahead of the playhead (0 when nothing is).
+fn ahead(video: &HtmlVideoElement) -> f64 {
+    let buffered = video.buffered();
+    let now = video.current_time();
+    (0..buffered.length())
+        .filter_map(|i| Some((buffered.start(i).ok()?, buffered.end(i).ok()?)))
+        .find(|(start, end)| *start <= now + 0.05 && now < *end)
+        .map_or(0.0, |(_, end)| end - now)
 }
 
 /// Whether the hls.js script loaded (the global exists).

@@ -85,7 +85,18 @@ impl Probe {
             move |video: &HtmlVideoElement, now: f64| {
                 if let Some(inner) = inner.upgrade() {
                     if let Some(code) = inner.read_code(video) {
-                        inner.clock.borrow_mut().preview(code, now);
+                        let mut clock = inner.clock.borrow_mut();
+                        clock.preview(code, now);
+                        for (key, value) in [
+                            ("previewFrames", clock.preview_frames),
+                            ("previewGaps", clock.preview_gaps),
+                        ] {
+                            let _ = js_sys::Reflect::set(
+                                &inner.export,
+                                &key.into(),
+                                &JsValue::from_f64(value as f64),
+                            );
+                        }
                     }
                 }
             }

@@ -30,7 +30,7 @@ pub fn announced(mime: &str) -> &str {
 }
 
 /// Chunk length: short, so the server sees frames soon after capture.
-const TIMESLICE_MS: i32 = 100;
+const TIMESLICE_MS: i32 = 20;
 
 /// Target bitrate: plenty for 640×480 and cheap to decode.
 const VIDEO_BITS_PER_SECOND: u32 = 2_500_000;

@@ -43,6 +43,13 @@ pub struct PathSettings {
     /// In privacy mode, a frame farther than this many frames from the nearest detection
     /// of its shot is pixelated whole.
     pub privacy_reach: u64,
+    /// Live, only every this many frames is offered to the detector (besides scene cuts,
+    /// and every frame in privacy mode): the first frame of each LL-HLS part. The encoder's
+    /// muxer emits a frame's fragment only when the next frame comes in, so a part is
+    /// published when the first frame of the next part enters the encoder; frames waiting
+    /// for that frame's detection therefore cost about one detection of latency, not half
+    /// a detection interval, and the encoder gets them in bursts of exactly one part.
+    pub detect_every: u64,
 }
 
 /// Where faces come from.
@@ -146,7 +153,12 @@ impl FramePath {
         }
         match &mut self.faces {
             // After a cut nothing is known about the new shot: detect it at once.
-            Faces::Live { worker, .. } => worker.offer(&frame, seq, cut),
+            Faces::Live { worker, .. } => {
+                let opens_part = seq.is_multiple_of(self.settings.detect_every.max(1));
+                if cut || opens_part || self.privacy.load(Ordering::Relaxed) {
+                    worker.offer(&frame, seq, cut);
+                }
+            }
             Faces::Inline(detector) => {
                 let started = Instant::now();
                 let found = detector.detect_all(&frame)?;
@@ -311,6 +323,7 @@ mod tests {
             hold,
             max_hold: Duration::from_secs(3600),
             privacy_reach: 3,
+            detect_every: 1,
         }
     }
 

@@ -25,6 +25,7 @@ impl PackagerSettings {
         Timing {
             target_duration: self.segment_seconds.ceil().max(1.0) as u32,
             part_target: self.part_seconds,
+            segment_seconds: self.segment_seconds,
         }
     }
 }
@@ -118,8 +119,10 @@ impl Packager {
         if self.segment_ticks + self.pending_ticks + next
             > self.ticks(self.settings.segment_seconds)
         {
+            // The segment is full: its last part goes out now; the segment itself is
+            // completed by the next keyframe, so the playlist that ends a segment also
+            // lists the next one's first part and players move on without a round trip.
             events.extend(self.close_part());
-            events.extend(self.close_segment());
         }
         Ok(events)
     }
@@ -295,7 +298,17 @@ mod tests {
             "part leaves with its 3rd frame"
         );
         let events = feed(&mut p, 3..30, 30);
-        assert_eq!(events.len(), 10, "9 parts and the segment: {events:?}");
+        assert_eq!(events.len(), 9, "9 more parts: {events:?}");
+        assert!(
+            !p.stream().is_ready(),
+            "complete only when the next keyframe comes"
+        );
+        assert_eq!(
+            p.stream().next_part(),
+            (1, 0),
+            "but the hint names the next segment"
+        );
+        let events = feed(&mut p, 30..31, 30);
         let Some(Event::Segment { msn: 0, bytes }) = events.last() else {
             panic!("segment 0 not complete: {events:?}")
         };

@@ -69,6 +69,8 @@ pub struct Timing {
     pub target_duration: u32,
     /// `PART-TARGET`: the longest part, in seconds.
     pub part_target: f64,
+    /// Nominal segment length (the keyframe interval), in seconds.
+    pub segment_seconds: f64,
 }
 
 impl Timing {
@@ -152,16 +154,18 @@ impl Stream {
     }
 
     /// Whether a blocking reload for `_HLS_msn=msn` (and `_HLS_part=part`) can be
-    /// answered: that segment is complete, or has that part, or something after it exists.
+    /// answered: that segment is complete, or has that part; a part past the end of a
+    /// complete segment is the next segment's first part. Segments that left the window
+    /// count as there.
     pub fn has(&self, msn: u64, part: Option<usize>) -> bool {
-        let Some((last, parts)) = self.last_position() else {
-            return false;
+        let Some(p) = part else {
+            return self.produced > msn;
         };
-        let complete = |m: u64| self.produced > m;
-        match part {
-            None => complete(msn),
-            // A part past the end of segment `msn` comes with the next segment.
-            Some(p) => msn < last || (msn == last && parts > p),
+        match self.segment(msn) {
+            Some(s) if p < s.part_count => true,
+            Some(s) if s.bytes.is_some() => self.has(msn + 1, Some(0)),
+            Some(_) => false,
+            None => self.segments.front().is_some_and(|first| msn < first.msn),
         }
     }
 
@@ -192,10 +196,14 @@ impl Stream {
         }
     }
 
-    /// The part the preload hint names: the next part of the growing segment.
+    /// The part the preload hint names: the next part of the growing segment, or the
+    /// first of the next segment once the growing one has its full length (it is completed
+    /// by the next keyframe, which starts the next segment).
     pub fn next_part(&self) -> (u64, usize) {
+        // Half a 30 fps frame of slack for durations summed from ticks.
+        let full = |s: &Segment| s.duration + 0.016 >= self.timing.segment_seconds;
         match self.segments.back() {
-            Some(s) if s.bytes.is_none() => (s.msn, s.part_count),
+            Some(s) if s.bytes.is_none() && !full(s) => (s.msn, s.part_count),
             Some(s) => (s.msn + 1, 0),
             None => (0, 0),
         }
