@@ -174,11 +174,13 @@ impl LlPlaylist {
             (Some(_), true) => v.push("PRELOAD-HINT after ENDLIST".into()),
             (None, false) => v.push("a live playlist without PRELOAD-HINT".into()),
             (Some(hint), false) => {
-                let expected = Resource::Part(next_msn, self.growing.len());
-                if Resource::parse(hint) != Some(expected) {
-                    v.push(format!(
-                        "PRELOAD-HINT {hint} is not the next part {expected:?}"
-                    ));
+                // The next part of the growing segment, or, once that segment is full
+                // (it ends at the next keyframe), the first part of the one after.
+                let next = Resource::Part(next_msn, self.growing.len());
+                let after = Resource::Part(next_msn + 1, 0);
+                let hinted = Resource::parse(hint);
+                if hinted != Some(next) && (self.growing.is_empty() || hinted != Some(after)) {
+                    v.push(format!("PRELOAD-HINT {hint} is not the next part {next:?}"));
                 }
             }
             (None, true) => {}
@@ -276,6 +278,11 @@ mod tests {
             (
                 "URI=\"part_00006_1.m4s\"",
                 "URI=\"part_00006_3.m4s\"",
+                "not the next part",
+            ),
+            (
+                "URI=\"part_00006_1.m4s\"",
+                "URI=\"part_00008_0.m4s\"",
                 "not the next part",
             ),
             (
