@@ -11,13 +11,14 @@ use tokio_util::sync::CancellationToken;
 
 /// Share of one core a 640×480@30 session costs with the default settings, server and its
 /// two ffmpeg children together, measured on real footage (`carphone`) with H.264 from the
-/// browser (Chromium's default here, and Safari's MP4): server 8.3 %, decoder 4.3 %,
-/// encoder 5.0 % (see the README's capacity table and `results/capacity-*.md`).
-pub const SESSION_CORE_SHARE: f64 = 0.18;
+/// browser (Chromium's default here, and Safari's MP4): 8 sessions kept 30 fps at 94 % of
+/// the machine (`results/capacity-20261127T103828Z.md`). Detections on every LL-HLS part
+/// (10 a second) are most of it; at 5 a second it was 0.18.
+pub const SESSION_CORE_SHARE: f64 = 0.235;
 
 /// The same for VP8/VP9 input (Firefox, older Chromium): their decoders cost ~6 % of a core
 /// more than H.264's.
-pub const VPX_SESSION_CORE_SHARE: f64 = 0.24;
+pub const VPX_SESSION_CORE_SHARE: f64 = 0.295;
 
 /// What one session of `codec` is planned to cost, in cores.
 pub fn session_share(codec: app::protocol::InputCodec) -> f64 {
@@ -218,9 +219,9 @@ mod tests {
 
     #[test]
     fn the_limit_follows_the_cores() {
-        assert_eq!(default_max_sessions(2), 10);
-        assert_eq!(default_max_sessions(8), 40);
-        assert_eq!(default_max_sessions(1), 5);
+        assert_eq!(default_max_sessions(2), 7);
+        assert_eq!(default_max_sessions(8), 30);
+        assert_eq!(default_max_sessions(1), 3);
     }
 
     #[test]
