@@ -1,6 +1,7 @@
 //! hls-face's Leptos application: the HTML shell, the page, and the wire protocol both
 //! sides share. Browser-only media code lives in [`media`] (feature `hydrate`).
 
+pub mod chunk_log;
 pub mod hls_path;
 pub mod latency;
 pub mod protocol;

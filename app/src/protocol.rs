@@ -37,6 +37,13 @@ pub enum ClientMsg {
     },
     /// The recorder has stopped and its last chunk was sent: end the recording.
     Stop,
+    /// Continue a session whose socket dropped (a network blip), as the first message of a
+    /// new socket: `token` is the `resumeToken` of its `started` message. The server
+    /// answers `resumed` with how many chunks it has; the page sends the rest, in order.
+    Resume {
+        /// The session's resume token.
+        token: String,
+    },
     /// Privacy mode: pixelate faces (`blur: true`) instead of boxing them; applies from
     /// the next frame, and to the next session if sent before Start.
     SetPrivacy {
@@ -116,6 +123,15 @@ pub enum ServerMsg {
         viewer_url: String,
         /// The detector settings in force (the server's configured defaults).
         detector: DetectorSettings,
+        /// Lets a new socket continue this session if this one drops ([`ClientMsg::Resume`]),
+        /// within the server's grace period.
+        resume_token: String,
+    },
+    /// A new socket took over the session ([`ClientMsg::Resume`]): the server has the
+    /// first `chunks` recorder chunks; the page sends the following ones.
+    Resumed {
+        /// Chunks received so far.
+        chunks: u64,
     },
     /// The first segment is complete: the processed stream can be played from `url`.
     PlaylistReady {
@@ -218,11 +234,14 @@ pub enum ErrorKind {
     Storage,
     /// This browser already runs as many sessions as one browser may.
     ClientLimit,
+    /// A dropped session could not be continued (its grace period is over, or the page no
+    /// longer has the chunks the server missed).
+    ResumeFailed,
 }
 
 impl ErrorKind {
     /// Every kind, for listing them (metrics register one series per kind).
-    pub const ALL: [ErrorKind; 15] = [
+    pub const ALL: [ErrorKind; 16] = [
         ErrorKind::BadMessage,
         ErrorKind::Protocol,
         ErrorKind::UnsupportedMedia,
@@ -238,6 +257,7 @@ impl ErrorKind {
         ErrorKind::TooLong,
         ErrorKind::Storage,
         ErrorKind::ClientLimit,
+        ErrorKind::ResumeFailed,
     ];
 
     /// The sentence shown to the user for this kind.
@@ -265,6 +285,9 @@ impl ErrorKind {
             }
             ErrorKind::ClientLimit => {
                 "This browser already runs as many sessions as one browser may; stop one first."
+            }
+            ErrorKind::ResumeFailed => {
+                "The connection was lost for too long and the session has ended. Press Start to begin a new one."
             }
         }
     }
@@ -296,6 +319,7 @@ impl ErrorKind {
             ErrorKind::TooLong => "tooLong",
             ErrorKind::Storage => "storage",
             ErrorKind::ClientLimit => "clientLimit",
+            ErrorKind::ResumeFailed => "resumeFailed",
         }
     }
 }
@@ -494,6 +518,10 @@ mod tests {
             }
         );
         assert_eq!(ClientMsg::Stop.encode(), r#"{"type":"stop"}"#);
+        assert_eq!(
+            ClientMsg::Resume { token: "ab".into() }.encode(),
+            r#"{"type":"resume","token":"ab"}"#
+        );
     }
 
     #[test]
@@ -503,7 +531,9 @@ mod tests {
                 session_id: "ab".into(),
                 viewer_url: "/watch/cd".into(),
                 detector: DetectorSettings::default(),
+                resume_token: "ef".into(),
             },
+            ServerMsg::Resumed { chunks: 42 },
             ServerMsg::RecordingReady {
                 url: "/hls/ab/recording.mp4".into(),
                 available_secs: 600,

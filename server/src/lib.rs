@@ -109,6 +109,7 @@ impl RunningServer {
             csrf: web::csrf::CsrfKey::random(),
             shutdown: shutdown.clone(),
             sockets: TaskTracker::new(),
+            resumes: web::resume::Resumes::default(),
             metrics: metrics::install(),
         });
         let router = web::app(AppState {

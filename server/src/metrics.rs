@@ -47,6 +47,8 @@ pub const PROCESS_FDS: &str = "hls_face_process_open_fds";
 pub const CHILDREN: &str = "hls_face_ffmpeg_children";
 /// Open WebSockets (streaming or not).
 pub const SOCKETS: &str = "hls_face_sockets_open";
+/// Sessions continued on a new socket after theirs dropped (counter).
+pub const RESUMED: &str = "hls_face_sessions_resumed_total";
 /// HLS requests held now, waiting for a part or a playlist update (gauge).
 pub const HELD_REQUESTS: &str = "hls_face_hls_requests_held";
 
@@ -130,6 +132,10 @@ fn describe() {
     describe_gauge!(PROCESS_FDS, "Open file descriptors of the server process.");
     describe_gauge!(CHILDREN, "ffmpeg children running now.");
     describe_gauge!(SOCKETS, "Open WebSockets, streaming or not.");
+    describe_counter!(
+        RESUMED,
+        "Sessions continued on a new socket after theirs dropped (within the grace period)."
+    );
     describe_gauge!(
         HELD_REQUESTS,
         "HLS requests held now (blocking playlist reloads, preload-hinted parts)."
@@ -145,6 +151,7 @@ fn register_zeroes() {
         RECORDINGS,
         VIEWER_REQUESTS,
         FRAMES_HIDDEN,
+        RESUMED,
     ] {
         metrics::counter!(name).absolute(0);
     }

@@ -19,6 +19,7 @@ async fn start(client: &mut Client) -> Result<(String, String)> {
             session_id,
             viewer_url,
             detector,
+            ..
         } => {
             ensure!(
                 detector == DetectorSettings::default(),

@@ -4,6 +4,7 @@ use super::player::Player;
 use super::recorder::{self, Recorder};
 use super::socket::{Socket, SocketEvent};
 use super::MediaError;
+use crate::chunk_log::ChunkLog;
 use crate::protocol::{ClientMsg, DetectorSettings, ServerMsg};
 use crate::studio::{Phase, Ui};
 use std::cell::RefCell;
@@ -25,7 +26,20 @@ struct Inner {
     opened: std::cell::Cell<bool>,
     /// A refused socket was retried once with a fresh token.
     retried: std::cell::Cell<bool>,
+    /// The session's resume token (from `started`), to continue it after a dropped socket.
+    resume_token: RefCell<Option<String>>,
+    /// Chunks sent lately, to send again what the server missed while the socket was down.
+    chunks: RefCell<ChunkLog<web_sys::Blob>>,
+    /// While the socket is down mid-session: when the page stops trying (page clock, ms).
+    reconnecting: std::cell::Cell<Option<f64>>,
 }
+
+/// Recorder chunks kept for a resume: ~30 s of 640×480 video, more than the grace period.
+const CHUNK_LOG_BYTES: usize = 8 << 20;
+/// How long the page tries to get a dropped session back (the server's grace period).
+const RECONNECT_MS: f64 = 10_000.0;
+/// Pause between reconnection attempts.
+const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl Live {
     /// Opens the socket; the recorder starts once the server says the session started.
@@ -46,6 +60,9 @@ impl Live {
             player: RefCell::new(None),
             opened: std::cell::Cell::new(false),
             retried: std::cell::Cell::new(false),
+            resume_token: RefCell::new(None),
+            chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
+            reconnecting: std::cell::Cell::new(None),
         });
         ui.set(Phase::Connecting, "Connecting to the server…");
         Inner::connect(&inner, &csrf)?;
@@ -129,9 +146,79 @@ impl Inner {
         self.socket.borrow().as_ref().is_some_and(|s| s.send(msg))
     }
 
+    /// The socket dropped mid-session: keep recording (chunks go to the log) and try to
+    /// get the session back on a new socket until the grace period ends.
+    fn begin_reconnect(this: &Rc<Self>) {
+        if this.reconnecting.get().is_none() {
+            this.reconnecting.set(Some(now_ms() + RECONNECT_MS));
+            this.ui
+                .message
+                .set("The connection dropped; reconnecting… (recording goes on)".into());
+        }
+        let weak = Rc::downgrade(this);
+        leptos::prelude::set_timeout(
+            move || {
+                let Some(inner) = weak.upgrade() else { return };
+                let Some(until) = inner.reconnecting.get() else {
+                    return;
+                };
+                if now_ms() > until || !inner.ui.phase.get_untracked().is_active() {
+                    inner.reconnecting.set(None);
+                    inner.give_up();
+                    return;
+                }
+                if Inner::connect(&inner, &csrf_token()).is_err() {
+                    Inner::begin_reconnect(&inner);
+                }
+            },
+            RECONNECT_EVERY,
+        );
+    }
+
+    /// The connection is gone for good.
+    fn give_up(&self) {
+        let ui = self.ui;
+        if ui.phase.get_untracked().is_active() {
+            ui.fail("The connection to the server was lost.");
+            ui.viewer_url.set(None);
+        }
+        self.recorder.borrow_mut().take();
+    }
+
+    /// The server has the first `chunks` chunks: send the rest, then go on as before.
+    fn resumed(&self, chunks: u64) {
+        let ui = self.ui;
+        self.reconnecting.set(None);
+        let log = self.chunks.borrow();
+        let Some(missing) = log.since(chunks) else {
+            ui.fail(crate::protocol::ErrorKind::ResumeFailed.user_message());
+            self.shutdown();
+            return;
+        };
+        if let Some(socket) = self.socket.borrow().as_ref() {
+            for chunk in missing {
+                socket.send_chunk(chunk);
+            }
+        }
+        match ui.phase.get_untracked() {
+            Phase::Live => ui
+                .message
+                .set(crate::studio::live_message(ui.blur.get_untracked()).into()),
+            Phase::Buffering => ui
+                .message
+                .set("Streaming… waiting for the first processed segment.".into()),
+            _ => {}
+        }
+    }
+
     fn on_socket(this: &Rc<Self>, event: SocketEvent) {
         let ui = this.ui;
         match event {
+            SocketEvent::Open if this.reconnecting.get().is_some() => {
+                if let Some(token) = this.resume_token.borrow().clone() {
+                    this.send(&ClientMsg::Resume { token });
+                }
+            }
             SocketEvent::Open => {
                 this.opened.set(true);
                 let (width, height) = frame_size(&this.stream);
@@ -149,8 +236,24 @@ impl Inner {
                 ui.fail("The server sent something this page does not understand.");
                 this.shutdown();
             }
+            SocketEvent::Closed if this.reconnecting.get().is_some() => {
+                Self::begin_reconnect(this);
+            }
             SocketEvent::Closed if !this.opened.get() && ui.phase.get_untracked().is_active() => {
                 Self::retry_with_fresh_token(this);
+            }
+            // A drop mid-session (not one the server chose: that comes after an error or
+            // the end, which leave the active phases).
+            SocketEvent::Closed
+                if ui.phase.get_untracked().is_active()
+                    && this.resume_token.borrow().is_some()
+                    && this
+                        .recorder
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|r| r.is_recording()) =>
+            {
+                Self::begin_reconnect(this);
             }
             SocketEvent::Closed => {
                 if ui.phase.get_untracked().is_active() {
@@ -173,8 +276,10 @@ impl Inner {
             ServerMsg::Started {
                 viewer_url,
                 detector,
+                resume_token,
                 ..
             } => {
+                *this.resume_token.borrow_mut() = Some(resume_token);
                 ui.viewer_url.set(Some(absolute_url(&viewer_url)));
                 if ui.detector_touched.get_untracked() {
                     // Settings chosen before Start apply to this session too.
@@ -220,6 +325,7 @@ impl Inner {
                     Err(err) => ui.fail(err.user_message()),
                 }
             }
+            ServerMsg::Resumed { chunks } => this.resumed(chunks),
             ServerMsg::Stats(stats) => {
                 publish_stats(&stats);
                 ui.stats.set(stats);
@@ -276,8 +382,13 @@ impl Inner {
             let weak: Weak<Self> = Rc::downgrade(this);
             move |blob: web_sys::Blob| {
                 if let Some(inner) = weak.upgrade() {
-                    if let Some(socket) = inner.socket.borrow().as_ref() {
-                        socket.send_chunk(&blob);
+                    let size = blob.size() as usize;
+                    inner.chunks.borrow_mut().push(blob.clone(), size);
+                    // While reconnecting, chunks wait in the log for `resumed`.
+                    if inner.reconnecting.get().is_none() {
+                        if let Some(socket) = inner.socket.borrow().as_ref() {
+                            socket.send_chunk(&blob);
+                        }
                     }
                 }
             }
@@ -330,6 +441,13 @@ fn publish_stats(stats: &crate::protocol::Stats) {
     if let (Some(window), Ok(json)) = (web_sys::window(), serde_json::to_string(stats)) {
         let _ = js_sys::Reflect::set(&window, &"hlsFaceStats".into(), &json.into());
     }
+}
+
+/// Milliseconds on the page's clock.
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
 }
 
 /// The token the server rendered into `<meta name="csrf-token">`.

@@ -84,6 +84,11 @@ impl Recorder {
         })
     }
 
+    /// Whether it is recording (not stopped or stopping).
+    pub fn is_recording(&self) -> bool {
+        self.inner.state() == web_sys::RecordingState::Recording
+    }
+
     /// Stops recording; the last chunk and then the stop callback follow asynchronously.
     /// Returns false if the recorder was not recording (nothing will follow).
     pub fn stop(&self) -> bool {

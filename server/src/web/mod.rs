@@ -4,6 +4,7 @@
 pub mod csrf;
 pub mod hls_files;
 pub mod listener;
+pub mod resume;
 pub mod socket;
 
 use crate::config::Config;
@@ -44,6 +45,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks every socket task so shutdown can wait for them.
     pub sockets: TaskTracker,
+    /// Sessions whose socket dropped, waiting for their page to reconnect.
+    pub resumes: resume::Resumes,
     /// Renders `/metrics` (`None` if another metrics recorder was installed first).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

@@ -2,6 +2,7 @@
 //! protocol messages into a [`Session`] and pipeline events back into messages.
 
 use super::csrf;
+use super::resume;
 use super::AppState;
 use crate::error::ServerError;
 use crate::metrics;
@@ -106,6 +107,8 @@ enum Exit {
     Stopped,
     /// The client vanished, failed, or was refused (short retention).
     Abandoned,
+    /// This socket resumed another connection's session: it goes to that connection.
+    HandedOver(tokio::sync::oneshot::Sender<WebSocket>),
 }
 
 /// Counts messages per one-second window.
@@ -143,6 +146,10 @@ struct Connection {
     /// Privacy mode asked for by the page.
     blur: bool,
     stats: StatsSampler,
+    /// Lets a new socket continue this session after a drop (sent in `started`).
+    resume_token: Option<String>,
+    /// Set when a `resume` message claimed a parked session for this socket.
+    handover: Option<tokio::sync::oneshot::Sender<WebSocket>>,
 }
 
 impl Connection {
@@ -160,6 +167,8 @@ impl Connection {
             container: protocol::Container::Matroska,
             blur: false,
             stats: StatsSampler::new(),
+            resume_token: None,
+            handover: None,
         }
     }
 
@@ -278,7 +287,18 @@ impl Connection {
                     }
                 }
                 msg = self.stream.next() => {
-                    let Some(Ok(msg)) = msg else { break Exit::Abandoned };
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        // The connection broke without a close frame (a network blip, not
+                        // a closed page): a running session waits for its page to return.
+                        _ if self.session.is_some() && !stopping => {
+                            if self.await_resume().await {
+                                continue;
+                            }
+                            break Exit::Abandoned;
+                        }
+                        _ => break Exit::Abandoned,
+                    };
                     if matches!(msg, Message::Close(_)) {
                         break Exit::Abandoned;
                     }
@@ -298,14 +318,25 @@ impl Connection {
                         self.fail(kind).await;
                         break Exit::Abandoned;
                     }
+                    if let Some(handover) = self.handover.take() {
+                        break Exit::HandedOver(handover);
+                    }
                 }
             }
         };
+        if let Exit::HandedOver(handover) = exit {
+            // This socket never had a session: give it to the one that has.
+            let Connection { sink, stream, .. } = self;
+            if let Ok(socket) = sink.reunite(stream) {
+                let _ = handover.send(socket);
+            }
+            return;
+        }
         self.end_session(FINISH_TIMEOUT).await;
         if let Some(session) = self.session.take() {
             let retention = match exit {
                 Exit::Stopped => limits.retention_secs,
-                Exit::Abandoned => limits.abandoned_retention_secs,
+                Exit::Abandoned | Exit::HandedOver(_) => limits.abandoned_retention_secs,
             };
             let (id, dir) = (session.id.clone(), session.dir.clone());
             // Dropping the session frees its place and revokes its viewer link; the folder
@@ -320,6 +351,65 @@ impl Connection {
             }
         }
         let _ = self.sink.close().await;
+    }
+
+    /// After a dropped connection: waits up to [`resume::GRACE`] for a new socket of this
+    /// browser to claim the session with its resume token, while the pipeline goes on with
+    /// what it has. True when one did (it is now this connection's socket, and was told how
+    /// many chunks arrived); false when the grace period, the session or the server ended.
+    async fn await_resume(&mut self) -> bool {
+        let Some(token) = self.resume_token.clone() else {
+            return false;
+        };
+        let shared = self.state.shared.clone();
+        let mut handover = shared.resumes.park(&token, &self.client);
+        tracing::info!(
+            "socket dropped; the session waits {:?} for its page",
+            resume::GRACE
+        );
+        let deadline = Instant::now() + resume::GRACE;
+        let mut ready_meanwhile = false;
+        let socket = loop {
+            tokio::select! {
+                biased;
+                _ = shared.shutdown.cancelled() => break None,
+                socket = &mut handover => break socket.ok(),
+                event = next_event(&mut self.session) => match event {
+                    Some(SessionEvent::PlaylistReady) => {
+                        self.playlist_ready = true;
+                        ready_meanwhile = true;
+                    }
+                    // The pipeline ended meanwhile: nothing is left to resume.
+                    _ => break None,
+                },
+                _ = sleep_until(deadline) => break None,
+            }
+        };
+        shared.resumes.forget(&token);
+        let Some(socket) = socket else {
+            tracing::info!("session not resumed; ending it");
+            return false;
+        };
+        let (sink, stream) = socket.split();
+        self.sink = sink;
+        self.stream = stream;
+        ::metrics::counter!(metrics::RESUMED).increment(1);
+        tracing::info!(chunks = self.chunks, "session resumed on a new socket");
+        self.send(ServerMsg::Resumed {
+            chunks: self.chunks,
+        })
+        .await;
+        if ready_meanwhile {
+            if let Some(url) = self.playlist_url() {
+                let live_sync_seconds = shared.config.pipeline.live_sync_seconds();
+                self.send(ServerMsg::PlaylistReady {
+                    url,
+                    live_sync_seconds,
+                })
+                .await;
+            }
+        }
+        true
     }
 
     /// Remuxes a stopped session's segments into the MP4 download and tells the page how
@@ -386,6 +476,21 @@ impl Connection {
                     }
                 }
                 Ok(())
+            }
+            Ok(ClientMsg::Resume { token }) => {
+                if self.session.is_some() {
+                    return Err(ErrorKind::Protocol);
+                }
+                match self.state.shared.resumes.claim(&token, &self.client) {
+                    Some(handover) => {
+                        self.handover = Some(handover);
+                        Ok(())
+                    }
+                    None => {
+                        tracing::info!("resume refused: unknown, expired or not this browser's");
+                        Err(ErrorKind::ResumeFailed)
+                    }
+                }
             }
             Ok(ClientMsg::Stop) => {
                 match &mut self.session {
@@ -465,10 +570,13 @@ impl Connection {
                 return Err(ErrorKind::Pipeline);
             }
         };
+        let resume_token = SessionId::random().to_string();
+        self.resume_token = Some(resume_token.clone());
         let started = ServerMsg::Started {
             session_id: id.to_string(),
             viewer_url: app::hls_path::viewer_page(session.viewer_token()),
             detector: session.detector_settings(),
+            resume_token,
         };
         self.session = Some(session);
         self.send(started).await;

@@ -1,0 +1,84 @@
+//! Sockets that dropped mid-session, parked for a grace period: a new socket of the same
+//! browser that presents the session's resume token takes the session over.
+
+use axum::extract::ws::WebSocket;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+
+/// How long a dropped session waits for its page to come back.
+pub const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+struct Parked {
+    /// The browser session (cookie) the session belongs to.
+    client: String,
+    handover: oneshot::Sender<WebSocket>,
+}
+
+/// Parked sessions by resume token.
+#[derive(Default)]
+pub struct Resumes {
+    parked: Mutex<HashMap<String, Parked>>,
+}
+
+impl Resumes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Parked>> {
+        // A poisoned map is still consistent: entries go in and out whole.
+        self.parked.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks the session of `token` (owned by `client`); the receiver gets the socket that
+    /// claims it.
+    pub fn park(&self, token: &str, client: &str) -> oneshot::Receiver<WebSocket> {
+        let (handover, socket) = oneshot::channel();
+        let parked = Parked {
+            client: client.to_string(),
+            handover,
+        };
+        self.lock().insert(token.to_string(), parked);
+        socket
+    }
+
+    /// Takes the parked session of `token` if `client` owns it; `None` for an unknown or
+    /// expired token or another browser's session.
+    pub fn claim(&self, token: &str, client: &str) -> Option<oneshot::Sender<WebSocket>> {
+        let mut parked = self.lock();
+        if parked.get(token)?.client != client {
+            return None;
+        }
+        parked.remove(token).map(|p| p.handover)
+    }
+
+    /// Forgets `token` (its grace period ended, or its session did).
+    pub fn forget(&self, token: &str) {
+        self.lock().remove(token);
+    }
+
+    /// Sessions parked now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_claims_a_parked_session_and_only_once() {
+        let resumes = Resumes::default();
+        let _socket = resumes.park("t1", "alice");
+        assert!(resumes.claim("t1", "mallory").is_none(), "another browser");
+        assert!(resumes.claim("t2", "alice").is_none(), "unknown token");
+        assert_eq!(resumes.len(), 1);
+        assert!(resumes.claim("t1", "alice").is_some());
+        assert!(resumes.claim("t1", "alice").is_none(), "claimed once");
+        let _again = resumes.park("t3", "alice");
+        resumes.forget("t3");
+        assert!(resumes.is_empty());
+    }
+}

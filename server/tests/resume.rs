@@ -1,0 +1,166 @@
+//! A network blip is not the end: a socket that drops mid-session (no close frame) can be
+//! replaced within the grace period by a new socket of the same browser presenting the
+//! session's resume token; the session, its playlist and its recording go on. After the
+//! grace period, or from another browser, the resume is refused and the session has ended.
+
+mod common;
+
+use anyhow::{bail, ensure, Context, Result};
+use app::protocol::{ClientMsg, ErrorKind, ServerMsg};
+use common::*;
+use server::pipeline::playlist::LlPlaylist;
+use std::time::{Duration, Instant};
+
+/// A socket of the browser session (`cookie`, `token`) on `host`.
+async fn socket_as(host: &str, cookie: &str, token: &str) -> Result<Client> {
+    let origin = format!("http://{host}");
+    connect(
+        &format!("ws://{host}/socket?csrf_token={token}"),
+        &[("Cookie", cookie), ("Origin", origin.as_str())],
+    )
+    .await
+}
+
+/// Starts a session; returns (session id, resume token).
+async fn start(client: &mut Client) -> Result<(String, String)> {
+    client.send(&start_msg()).await?;
+    match client
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?
+    {
+        ServerMsg::Started {
+            session_id,
+            resume_token,
+            ..
+        } => Ok((session_id, resume_token)),
+        other => bail!("unexpected {other:?}"),
+    }
+}
+
+/// Chunks of the face clip as a recorder would send them.
+fn chunks() -> Result<Vec<Vec<u8>>> {
+    let data = std::fs::read(media("face.webm"))?;
+    Ok(data.chunks(30_000).map(<[u8]>::to_vec).collect())
+}
+
+async fn send_paced(client: &mut Client, chunks: &[Vec<u8>]) -> Result<()> {
+    let mut tick = tokio::time::interval(Duration::from_millis(60));
+    for chunk in chunks {
+        tick.tick().await;
+        client.send_binary(chunk.clone()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_socket_resumes_the_same_session_and_loses_nothing() -> Result<()> {
+    let server = TestServer::start("resume", |c| c.pipeline.playlist_size = 100).await?;
+    let host = server.host();
+    let (cookie, token) = server.browser_session().await?;
+    let mut first = socket_as(&host, &cookie, &token).await?;
+    let (session, resume) = start(&mut first).await?;
+    let all = chunks()?;
+    let half = all.len() / 2;
+    send_paced(&mut first, &all[..half]).await?;
+    first
+        .wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    // The network drops: the TCP connection goes without a close frame.
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(500)).await; // the drop, not a wait for a condition
+
+    // Another browser cannot take the session over.
+    let (stranger_cookie, stranger_token) = server.browser_session().await?;
+    let mut stranger = socket_as(&host, &stranger_cookie, &stranger_token).await?;
+    stranger
+        .send(&ClientMsg::Resume {
+            token: resume.clone(),
+        })
+        .await?;
+    match stranger.next().await? {
+        Some(ServerMsg::Error {
+            kind: ErrorKind::ResumeFailed,
+            ..
+        }) => {}
+        other => bail!("a stranger's resume got {other:?}"),
+    }
+
+    // The page comes back on a new socket and sends what the server did not get.
+    let mut second = socket_as(&host, &cookie, &token).await?;
+    second.send(&ClientMsg::Resume { token: resume }).await?;
+    let received = match second
+        .wait_for("resumed", |m| matches!(m, ServerMsg::Resumed { .. }))
+        .await?
+    {
+        ServerMsg::Resumed { chunks } => chunks as usize,
+        _ => unreachable!(),
+    };
+    ensure!(received == half, "server has {received} of {half} chunks");
+    send_paced(&mut second, &all[received..]).await?;
+    second.send(&ClientMsg::Stop).await?;
+    second
+        .wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+        .await?;
+    second
+        .wait_for("recording", |m| {
+            matches!(m, ServerMsg::RecordingReady { .. })
+        })
+        .await?;
+
+    // One playlist from start to end, and every frame of the clip in the recording.
+    let playlist = http_get(&host, &format!("/hls/{session}/playlist.m3u8"), &[]).await?;
+    let text = String::from_utf8(playlist.body)?;
+    let parsed = LlPlaylist::parse(&text).context("playlist")?;
+    ensure!(parsed.violations().is_empty(), "{:?}", parsed.violations());
+    ensure!(parsed.ended && parsed.media_sequence == 0, "{text}");
+    let recording = http_get(&host, &format!("/hls/{session}/recording.mp4"), &[]).await?;
+    ensure!(recording.status == 200, "recording: {}", recording.status);
+    let frames = decode_frames(&recording.body, 640, 480)?.len();
+    ensure!(
+        frames >= 170,
+        "the recording has {frames} frames of the 6 s clip"
+    );
+    let metrics = http_get(&host, "/metrics", &[]).await?;
+    ensure!(String::from_utf8_lossy(&metrics.body).contains("hls_face_sessions_resumed_total 1"));
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_grace_period_the_session_has_ended() -> Result<()> {
+    let server = TestServer::start("resume-late", |_| {}).await?;
+    let host = server.host();
+    let (cookie, token) = server.browser_session().await?;
+    let mut first = socket_as(&host, &cookie, &token).await?;
+    let (session, resume) = start(&mut first).await?;
+    let all = chunks()?;
+    send_paced(&mut first, &all[..all.len() / 2]).await?;
+    drop(first);
+    let dropped = Instant::now();
+    // The session ends once the grace period is over: its playlist stops being live.
+    let url = format!("/hls/{session}/playlist.m3u8");
+    let mut ended = false;
+    while dropped.elapsed() < Duration::from_secs(40) {
+        let resp = http_get(&host, &url, &[]).await?;
+        if resp.status == 404 || String::from_utf8_lossy(&resp.body).contains("#EXT-X-ENDLIST") {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ensure!(ended, "the dropped session never ended");
+    ensure!(
+        dropped.elapsed() >= Duration::from_secs(9),
+        "ended after {:?}, within the grace period",
+        dropped.elapsed()
+    );
+    let mut late = socket_as(&host, &cookie, &token).await?;
+    late.send(&ClientMsg::Resume { token: resume }).await?;
+    match late.next().await? {
+        Some(ServerMsg::Error {
+            kind: ErrorKind::ResumeFailed,
+            ..
+        }) => {}
+        other => bail!("a late resume got {other:?}"),
+    }
+    server.stop().await
+}
