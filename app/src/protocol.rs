@@ -126,6 +126,8 @@ pub enum ServerMsg {
         /// Lets a new socket continue this session if this one drops ([`ClientMsg::Resume`]),
         /// within the server's grace period.
         resume_token: String,
+        /// That grace period, in seconds (0: a dropped session ends at once).
+        resume_grace_secs: u64,
     },
     /// A new socket took over the session ([`ClientMsg::Resume`]): the server has the
     /// first `chunks` recorder chunks; the page sends the following ones.
@@ -532,6 +534,7 @@ mod tests {
                 viewer_url: "/watch/cd".into(),
                 detector: DetectorSettings::default(),
                 resume_token: "ef".into(),
+                resume_grace_secs: 6,
             },
             ServerMsg::Resumed { chunks: 42 },
             ServerMsg::RecordingReady {
@@ -641,7 +644,7 @@ mod tests {
     #[test]
     fn error_kind_codes_are_their_wire_names() {
         use ErrorKind::*;
-        assert_eq!(ErrorKind::ALL.len(), 15, "every kind is listed");
+        assert_eq!(ErrorKind::ALL.len(), 16, "every kind is listed");
         for kind in ErrorKind::ALL {
             assert_eq!(
                 serde_json::to_string(&kind).unwrap(),

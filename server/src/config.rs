@@ -254,6 +254,8 @@ pub struct LimitsConfig {
     pub min_free_disk_mb: u64,
     /// Stopped recordings kept for download at once; the oldest goes first.
     pub max_retained: usize,
+    /// How long a session whose socket dropped waits for its page to reconnect.
+    pub resume_grace_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -273,6 +275,7 @@ impl Default for LimitsConfig {
             max_sockets: 64,
             min_free_disk_mb: 512,
             max_retained: 16,
+            resume_grace_secs: 6,
         }
     }
 }
@@ -478,6 +481,10 @@ impl Config {
             (
                 l.max_messages_per_second >= 1,
                 "limits.max-messages-per-second must be at least 1",
+            ),
+            (
+                l.resume_grace_secs < l.idle_timeout_secs,
+                "limits.resume-grace-secs must be less than idle-timeout-secs",
             ),
             (
                 l.idle_timeout_secs >= 1,

@@ -99,7 +99,8 @@ async fn a_dropped_socket_reaps_children_and_removes_the_folder() -> Result<()> 
     let dir = server.runtime.join(&session_id);
     ensure!(dir.is_dir() && ffmpeg_children().len() == 2);
     drop(c); // the tab closes: no stop, no close frame
-             // The bound: reaped and removed within 10 s (abandoned retention is 5 s).
+             // The bound: reaped and removed within 10 s (the session first waits its
+             // 6 s resume grace, as for a network blip, then goes at once).
     let gone = eventually(Duration::from_secs(10), || {
         ffmpeg_children().is_empty() && !dir.exists()
     })

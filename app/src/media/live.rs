@@ -26,8 +26,10 @@ struct Inner {
     opened: std::cell::Cell<bool>,
     /// A refused socket was retried once with a fresh token.
     retried: std::cell::Cell<bool>,
-    /// The session's resume token (from `started`), to continue it after a dropped socket.
+    /// The session's resume token and the server's grace period in ms (from `started`),
+    /// to continue it after a dropped socket.
     resume_token: RefCell<Option<String>>,
+    resume_grace_ms: std::cell::Cell<f64>,
     /// Chunks sent lately, to send again what the server missed while the socket was down.
     chunks: RefCell<ChunkLog<web_sys::Blob>>,
     /// While the socket is down mid-session: when the page stops trying (page clock, ms).
@@ -36,8 +38,6 @@ struct Inner {
 
 /// Recorder chunks kept for a resume: ~30 s of 640×480 video, more than the grace period.
 const CHUNK_LOG_BYTES: usize = 8 << 20;
-/// How long the page tries to get a dropped session back (the server's grace period).
-const RECONNECT_MS: f64 = 10_000.0;
 /// Pause between reconnection attempts.
 const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -61,6 +61,7 @@ impl Live {
             opened: std::cell::Cell::new(false),
             retried: std::cell::Cell::new(false),
             resume_token: RefCell::new(None),
+            resume_grace_ms: std::cell::Cell::new(0.0),
             chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
             reconnecting: std::cell::Cell::new(None),
         });
@@ -150,7 +151,8 @@ impl Inner {
     /// get the session back on a new socket until the grace period ends.
     fn begin_reconnect(this: &Rc<Self>) {
         if this.reconnecting.get().is_none() {
-            this.reconnecting.set(Some(now_ms() + RECONNECT_MS));
+            this.reconnecting
+                .set(Some(now_ms() + this.resume_grace_ms.get()));
             this.ui
                 .message
                 .set("The connection dropped; reconnecting… (recording goes on)".into());
@@ -247,6 +249,7 @@ impl Inner {
             SocketEvent::Closed
                 if ui.phase.get_untracked().is_active()
                     && this.resume_token.borrow().is_some()
+                    && this.resume_grace_ms.get() > 0.0
                     && this
                         .recorder
                         .borrow()
@@ -277,9 +280,11 @@ impl Inner {
                 viewer_url,
                 detector,
                 resume_token,
+                resume_grace_secs,
                 ..
             } => {
                 *this.resume_token.borrow_mut() = Some(resume_token);
+                this.resume_grace_ms.set(resume_grace_secs as f64 * 1000.0);
                 ui.viewer_url.set(Some(absolute_url(&viewer_url)));
                 if ui.detector_touched.get_untracked() {
                     // Settings chosen before Start apply to this session too.

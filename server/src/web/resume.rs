@@ -6,9 +6,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 
-/// How long a dropped session waits for its page to come back.
-pub const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
-
 struct Parked {
     /// The browser session (cookie) the session belongs to.
     client: String,

@@ -2,7 +2,6 @@
 //! protocol messages into a [`Session`] and pipeline events back into messages.
 
 use super::csrf;
-use super::resume;
 use super::AppState;
 use crate::error::ServerError;
 use crate::metrics;
@@ -107,6 +106,8 @@ enum Exit {
     Stopped,
     /// The client vanished, failed, or was refused (short retention).
     Abandoned,
+    /// The socket dropped and the page did not come back in time (removed at once).
+    Expired,
     /// This socket resumed another connection's session: it goes to that connection.
     HandedOver(tokio::sync::oneshot::Sender<WebSocket>),
 }
@@ -295,7 +296,8 @@ impl Connection {
                             if self.await_resume().await {
                                 continue;
                             }
-                            break Exit::Abandoned;
+                            // The grace period was the page's chance: nothing to keep.
+                            break Exit::Expired;
                         }
                         _ => break Exit::Abandoned,
                     };
@@ -337,6 +339,7 @@ impl Connection {
             let retention = match exit {
                 Exit::Stopped => limits.retention_secs,
                 Exit::Abandoned | Exit::HandedOver(_) => limits.abandoned_retention_secs,
+                Exit::Expired => 0,
             };
             let (id, dir) = (session.id.clone(), session.dir.clone());
             // Dropping the session frees its place and revokes its viewer link; the folder
@@ -353,21 +356,19 @@ impl Connection {
         let _ = self.sink.close().await;
     }
 
-    /// After a dropped connection: waits up to [`resume::GRACE`] for a new socket of this
+    /// After a dropped connection: waits up to `limits.resume-grace-secs` for a new socket of this
     /// browser to claim the session with its resume token, while the pipeline goes on with
     /// what it has. True when one did (it is now this connection's socket, and was told how
     /// many chunks arrived); false when the grace period, the session or the server ended.
     async fn await_resume(&mut self) -> bool {
-        let Some(token) = self.resume_token.clone() else {
+        let shared = self.state.shared.clone();
+        let grace = Duration::from_secs(shared.config.limits.resume_grace_secs);
+        let Some(token) = self.resume_token.clone().filter(|_| !grace.is_zero()) else {
             return false;
         };
-        let shared = self.state.shared.clone();
         let mut handover = shared.resumes.park(&token, &self.client);
-        tracing::info!(
-            "socket dropped; the session waits {:?} for its page",
-            resume::GRACE
-        );
-        let deadline = Instant::now() + resume::GRACE;
+        tracing::info!("socket dropped; the session waits {grace:?} for its page");
+        let deadline = Instant::now() + grace;
         let mut ready_meanwhile = false;
         let socket = loop {
             tokio::select! {
@@ -577,6 +578,7 @@ impl Connection {
             viewer_url: app::hls_path::viewer_page(session.viewer_token()),
             detector: session.detector_settings(),
             resume_token,
+            resume_grace_secs: self.state.shared.config.limits.resume_grace_secs,
         };
         self.session = Some(session);
         self.send(started).await;
