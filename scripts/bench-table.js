@@ -3,12 +3,12 @@ const fs = require("node:fs");
 const rows = process.argv.slice(2).map((f) => JSON.parse(fs.readFileSync(f, "utf8")));
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "—");
 const lines = [
-  "| sessions (browser + load) | latency p50 s (≤0.5) | p95 s (≤0.7) | fps in | fps out | player fps | skipped by player % (≤1) | camera preview skipped % (control) | dropped by server | stalls after warm-up | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  "| sessions (browser + load) | latency p50 s (≤0.5) | p95 s (≤0.7) | fps in | fps out | player fps | codes skipped by player % (≤1) | camera preview codes skipped % (control) | player frames dropped % (Chromium's count; preview) | dropped by server | stalls after warm-up | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {
   lines.push(
-    `| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${r.serverDropped} | ${r.stalls} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
+    `| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${f(r.playerDroppedPct)} (${f(r.previewDroppedPct)}) | ${r.serverDropped} | ${r.stalls} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
   );
 }
 lines.push("", `Measured over ${rows.map((r) => r.seconds + " s").join(", ")} after warm-up; latency samples: ${rows.map((r) => r.latencySamples).join(", ")}.`);

@@ -127,7 +127,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, previewFrames: w.hlsFaceProbe?.previewFrames ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, stalls: w.benchStalls ?? 0, segFetches: performance.getEntriesByType("resource").filter((e) => /\/seg_\d+\.m4s/.test(e.name)).length, partFetches: performance.getEntriesByType("resource").filter((e) => /\/part_\d+_\d+\.m4s/.test(e.name)).length, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, previewFrames: w.hlsFaceProbe?.previewFrames ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: performance.getEntriesByType("resource").filter((e) => /\/seg_\d+\.m4s/.test(e.name)).length, partFetches: performance.getEntriesByType("resource").filter((e) => /\/part_\d+_\d+\.m4s/.test(e.name)).length, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
@@ -171,6 +171,14 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const played = endStats.reduce((a, p, i) => a + p.frames - startStats[i].frames, 0);
   const skipped = endStats.reduce((a, p, i) => a + p.gaps - startStats[i].gaps, 0);
   const stalls = endStats.reduce((a, p, i) => a + p.stalls - startStats[i].stalls, 0);
+  // Chromium's own count of frames it decoded but did not present (late), per video.
+  const quality = (v: number) =>
+    endStats.reduce(
+      (a, p, i) => [a[0] + p.quality[v][0] - startStats[i].quality[v][0], a[1] + p.quality[v][1] - startStats[i].quality[v][1]],
+      [0, 0],
+    );
+  const [outTotal, outDropped] = quality(0);
+  const [previewTotal, previewDropped] = quality(1);
   const previewShown = endStats.reduce((a, p, i) => a + p.previewFrames - startStats[i].previewFrames, 0);
   const previewSkipped = endStats.reduce((a, p, i) => a + p.previewGaps - startStats[i].previewGaps, 0);
   const files = [...seenFiles.keys()];
@@ -192,6 +200,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     serverDropped,
     playerSkipped: skipped,
     skippedPct: (100 * skipped) / Math.max(1, played + skipped),
+    playerDroppedPct: (100 * outDropped) / Math.max(1, outTotal),
+    previewDroppedPct: (100 * previewDropped) / Math.max(1, previewTotal),
     previewSkippedPct: (100 * previewSkipped) / Math.max(1, previewShown + previewSkipped),
     stallAt: endStats.map((p) => p.stallAt),
     fetches: endStats.map((p) => ({ segments: p.segFetches, parts: p.partFetches })),
