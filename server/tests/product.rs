@@ -10,25 +10,13 @@ use std::time::Duration;
 
 /// Starts a session and returns (session id, viewer page path).
 async fn start(client: &mut Client) -> Result<(String, String)> {
-    client.send(&start_msg()).await?;
-    match client
-        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?
-    {
-        ServerMsg::Started {
-            session_id,
-            viewer_url,
-            detector,
-            ..
-        } => {
-            ensure!(
-                detector == DetectorSettings::default(),
-                "Started carries the configured detector settings: {detector:?}"
-            );
-            Ok((session_id, viewer_url))
-        }
-        other => bail!("unexpected {other:?}"),
-    }
+    let started = client.start().await?;
+    ensure!(
+        started.detector == DetectorSettings::default(),
+        "Started carries the configured detector settings: {:?}",
+        started.detector
+    );
+    Ok((started.session_id, started.viewer_url))
 }
 
 /// The value of the first sample line of `name` whose labels contain `labels`.

@@ -11,30 +11,10 @@ use common::*;
 use server::pipeline::playlist::LlPlaylist;
 use std::time::{Duration, Instant};
 
-/// A socket of the browser session (`cookie`, `token`) on `host`.
-async fn socket_as(host: &str, cookie: &str, token: &str) -> Result<Client> {
-    let origin = format!("http://{host}");
-    connect(
-        &format!("ws://{host}/socket?csrf_token={token}"),
-        &[("Cookie", cookie), ("Origin", origin.as_str())],
-    )
-    .await
-}
-
 /// Starts a session; returns (session id, resume token).
 async fn start(client: &mut Client) -> Result<(String, String)> {
-    client.send(&start_msg()).await?;
-    match client
-        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?
-    {
-        ServerMsg::Started {
-            session_id,
-            resume_token,
-            ..
-        } => Ok((session_id, resume_token)),
-        other => bail!("unexpected {other:?}"),
-    }
+    let started = client.start().await?;
+    Ok((started.session_id, started.resume_token))
 }
 
 /// Chunks of the face clip as a recorder would send them.

@@ -152,7 +152,7 @@ impl Inner {
     fn begin_reconnect(this: &Rc<Self>) {
         if this.reconnecting.get().is_none() {
             this.reconnecting
-                .set(Some(now_ms() + this.resume_grace_ms.get()));
+                .set(Some(super::now_ms() + this.resume_grace_ms.get()));
             this.ui
                 .message
                 .set("The connection dropped; reconnecting… (recording goes on)".into());
@@ -164,7 +164,7 @@ impl Inner {
                 let Some(until) = inner.reconnecting.get() else {
                     return;
                 };
-                if now_ms() > until || !inner.ui.phase.get_untracked().is_active() {
+                if super::now_ms() > until || !inner.ui.phase.get_untracked().is_active() {
                     inner.reconnecting.set(None);
                     inner.give_up();
                     return;
@@ -446,13 +446,6 @@ fn publish_stats(stats: &crate::protocol::Stats) {
     if let (Some(window), Ok(json)) = (web_sys::window(), serde_json::to_string(stats)) {
         let _ = js_sys::Reflect::set(&window, &"hlsFaceStats".into(), &json.into());
     }
-}
-
-/// Milliseconds on the page's clock.
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map_or(0.0, |p| p.now())
 }
 
 /// The token the server rendered into `<meta name="csrf-token">`.

@@ -239,6 +239,13 @@ pub(crate) async fn fetch_text(url: &str) -> Option<String> {
     text.as_string()
 }
 
+/// Milliseconds on the page's clock (`performance.now()`; 0 without a window).
+pub(crate) fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
 /// Sets the content of `<meta name="{name}">` in the page head.
 pub(crate) fn set_meta_content(name: &str, value: &str) {
     let element = web_sys::window().and_then(|w| w.document()).and_then(|d| {

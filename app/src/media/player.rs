@@ -97,7 +97,7 @@ impl Player {
         video.set_onplaying(Some(playing.as_ref().unchecked_ref()));
 
         let hls_ok = hls_available() && Hls::is_supported().unwrap_or(false);
-        let last_stall = std::rc::Rc::new(std::cell::Cell::new(now_ms()));
+        let last_stall = std::rc::Rc::new(std::cell::Cell::new(super::now_ms()));
         let base_target = f64::from(live_sync_seconds.clamp(0.2, 10.0));
         let (hls, on_error) = if hls_ok {
             let config = js_sys::JSON::parse(HLS_CONFIG).map_err(|e| super::js_err("config", e))?;
@@ -117,7 +117,7 @@ impl Player {
                     if field("details").and_then(|d| d.as_string()).as_deref()
                         == Some(STALL_DETAILS)
                     {
-                        stalled.set(now_ms());
+                        stalled.set(super::now_ms());
                     }
                     if field("fatal").and_then(|f| f.as_bool()).unwrap_or(false) {
                         on_fatal();
@@ -146,7 +146,9 @@ impl Player {
                 };
                 // hls.js adds to its target after every stall and never takes it back; a
                 // while without one gives the low latency back.
-                if target > base_target + 0.01 && now_ms() - last_stall.get() > STALL_MEMORY_MS {
+                if target > base_target + 0.01
+                    && super::now_ms() - last_stall.get() > STALL_MEMORY_MS
+                {
                     hls.set_target_latency(base_target);
                     target = base_target;
                 }
@@ -206,13 +208,6 @@ fn publish_edge(latency: f64, target: f64, buffered: f64, rate: f64) {
         let _ = js_sys::Reflect::set(&edge, &key.into(), &value.into());
     }
     let _ = js_sys::Reflect::set(&window, &"hlsFacePlayer".into(), &edge);
-}
-
-/// Milliseconds on the page's clock.
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map_or(0.0, |p| p.now())
 }
 
 /// Seconds buffered ahead of the playhead (0 when nothing is).

@@ -124,6 +124,10 @@ impl Packager {
             // lists the next one's first part and players move on without a round trip.
             events.extend(self.close_part());
         }
+        // One rendering per fragment, however many parts and segments it closed.
+        if !events.is_empty() {
+            self.publish();
+        }
         Ok(events)
     }
 
@@ -193,7 +197,6 @@ impl Packager {
             msn: segment.msn,
             index: segment.part_count - 1,
         };
-        self.publish();
         Some(event)
     }
 
@@ -215,7 +218,6 @@ impl Packager {
         let msn = segment.msn;
         self.stream.produced = msn + 1;
         self.trim();
-        self.publish();
         Some(Event::Segment { msn, bytes })
     }
 

@@ -4,6 +4,9 @@
 
 use super::stream::Resource;
 
+/// Rounding allowed when comparing durations: they are printed with 5 decimals.
+const SLACK: f64 = 0.0005;
+
 /// A part as listed (`#EXT-X-PART`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListedPart {
@@ -118,7 +121,6 @@ impl LlPlaylist {
     /// guide) that our streams must keep; empty when it keeps them all.
     pub fn violations(&self) -> Vec<String> {
         let mut v = Vec::new();
-        const SLACK: f64 = 0.0005; // durations are printed with 5 decimals
         let (Some(target), Some(part_target)) = (self.target_duration, self.part_target) else {
             return vec!["no TARGETDURATION or PART-INF".into()];
         };
@@ -203,7 +205,7 @@ fn part_violations(parts: &[ListedPart], msn: u64, part_target: f64) -> Vec<Stri
                 part.uri
             ));
         }
-        if part.duration > part_target + 0.0005 {
+        if part.duration > part_target + SLACK {
             v.push(format!(
                 "part {} lasts {} > PART-TARGET {part_target}",
                 part.uri, part.duration

@@ -8,6 +8,7 @@ use super::packager::{Event, Packager, PackagerSettings};
 use super::recording::SegmentKeeper;
 use super::stream::{segment_name, Stream, INIT};
 use crate::error::ServerError;
+use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -19,6 +20,23 @@ use tokio::task::JoinHandle;
 pub struct SegmentStore {
     pub dir: PathBuf,
     pub keeper: SegmentKeeper,
+}
+
+impl SegmentStore {
+    /// Writes complete segment `msn` and prunes what the recording no longer keeps.
+    async fn keep(&mut self, msn: u64, bytes: Bytes) {
+        write(self.dir.join(segment_name(msn)), bytes).await;
+        self.keeper.prune(msn + 1);
+    }
+
+    /// Keeps the segments among `changes`.
+    async fn keep_all(&mut self, changes: Vec<Event>) {
+        for change in changes {
+            if let Event::Segment { msn, bytes } = change {
+                self.keep(msn, bytes).await;
+            }
+        }
+    }
 }
 
 /// The running publisher; [`Publisher::finished`] waits for the last snapshot.
@@ -65,7 +83,7 @@ async fn run(
         let changes = match chunk {
             Chunk::Init(init) => {
                 if let Some(store) = &store {
-                    write(store.dir.join(INIT), init.bytes.to_vec()).await;
+                    write(store.dir.join(INIT), init.bytes.clone()).await;
                 }
                 packager.init(init);
                 Vec::new()
@@ -79,13 +97,8 @@ async fn run(
             continue;
         }
         stream.send_replace(Arc::new(packager.stream().clone()));
-        for change in changes {
-            if let Event::Segment { msn, bytes } = change {
-                if let Some(store) = &mut store {
-                    write(store.dir.join(segment_name(msn)), bytes.to_vec()).await;
-                    store.keeper.prune(msn + 1);
-                }
-            }
+        if let Some(store) = &mut store {
+            store.keep_all(changes).await;
         }
     };
     // Whatever happened, readers see an ended stream (a malformed output is not played on).
@@ -95,11 +108,8 @@ async fn run(
         packager.abandon();
         Vec::new()
     };
-    for change in last {
-        if let (Event::Segment { msn, bytes }, Some(store)) = (change, &mut store) {
-            write(store.dir.join(segment_name(msn)), bytes.to_vec()).await;
-            store.keeper.prune(msn + 1);
-        }
+    if let Some(store) = &mut store {
+        store.keep_all(last).await;
     }
     stream.send_replace(Arc::new(packager.stream().clone()));
     result
@@ -107,7 +117,7 @@ async fn run(
 
 /// Writes a recording file; a failure (disk full) is logged: the live stream goes on, and
 /// the session's disk check ends it before the recording matters.
-async fn write(path: PathBuf, bytes: Vec<u8>) {
+async fn write(path: PathBuf, bytes: Bytes) {
     if let Err(e) = tokio::fs::write(&path, bytes).await {
         tracing::warn!("cannot write {}: {e}", path.display());
     }

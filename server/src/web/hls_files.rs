@@ -266,6 +266,15 @@ mod tests {
         }
     }
 
+    /// The body of a 200 response, as text.
+    async fn ok_text(response: Response) -> String {
+        assert_eq!(response.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
     async fn get(rx: &watch::Receiver<Arc<Stream>>, file: &str, query: Option<&str>) -> Response {
         serve_stream(rx.clone(), file, query).await
     }
@@ -288,12 +297,8 @@ mod tests {
         assert!(!held.is_finished(), "part 0 is not part 1");
         push(&mut p, 33..36);
         tx.send_replace(Arc::new(p.stream().clone()));
-        let response = held.await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-            .await
-            .unwrap();
-        assert!(String::from_utf8_lossy(&body).contains("part_00001_1.m4s\"\n#EXT-X-PRELOAD-HINT"));
+        let text = ok_text(held.await.unwrap()).await;
+        assert!(text.contains("part_00001_1.m4s\"\n#EXT-X-PRELOAD-HINT"));
         // An existing part answers at once; its segment too once complete.
         assert_eq!(
             get(&rx, "part_00001_0.m4s", None).await.status(),
@@ -360,12 +365,8 @@ mod tests {
         p.finish();
         tx.send_replace(Arc::new(p.stream().clone()));
         for waiter in waiters {
-            let response = waiter.await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            let body = axum::body::to_bytes(response.into_body(), 1 << 20)
-                .await
-                .unwrap();
-            assert!(String::from_utf8_lossy(&body).ends_with("#EXT-X-ENDLIST\n"));
+            let text = ok_text(waiter.await.unwrap()).await;
+            assert!(text.ends_with("#EXT-X-ENDLIST\n"));
         }
     }
 }

@@ -218,11 +218,7 @@ impl Connection {
                 event = next_event(&mut self.session) => match event {
                     Some(SessionEvent::PlaylistReady) => {
                         self.playlist_ready = true;
-                        let url = self.playlist_url();
-                        if let Some(url) = url {
-                            let live_sync_seconds = shared.config.pipeline.live_sync_seconds();
-                            self.send(ServerMsg::PlaylistReady { url, live_sync_seconds }).await;
-                        }
+                        self.send_playlist_ready().await;
                     }
                     Some(SessionEvent::Ended(result)) => {
                         let exit = match result {
@@ -401,14 +397,7 @@ impl Connection {
         })
         .await;
         if ready_meanwhile {
-            if let Some(url) = self.playlist_url() {
-                let live_sync_seconds = shared.config.pipeline.live_sync_seconds();
-                self.send(ServerMsg::PlaylistReady {
-                    url,
-                    live_sync_seconds,
-                })
-                .await;
-            }
+            self.send_playlist_ready().await;
         }
         true
     }
@@ -642,6 +631,18 @@ impl Connection {
             session.abort();
             let _ = tokio::time::timeout(Duration::from_secs(2), async {
                 while session.event().await.is_some() {}
+            })
+            .await;
+        }
+    }
+
+    /// Tells the page where the processed stream plays from (once it is ready).
+    async fn send_playlist_ready(&mut self) {
+        if let Some(url) = self.playlist_url() {
+            let live_sync_seconds = self.state.shared.config.pipeline.live_sync_seconds();
+            self.send(ServerMsg::PlaylistReady {
+                url,
+                live_sync_seconds,
             })
             .await;
         }

@@ -203,13 +203,23 @@ pub async fn browser_session(host: &str) -> Result<(String, String)> {
 /// An authorised socket to the server at `host`, as the page opens it.
 pub async fn socket(host: &str) -> Result<Client> {
     let (cookie, token) = browser_session(host).await?;
+    socket_as(host, &cookie, &token).await
+}
+
+/// A socket of the browser session (`cookie`, `token`) on `host`: a second tab, or the
+/// same page reconnecting.
+pub async fn socket_as(host: &str, cookie: &str, token: &str) -> Result<Client> {
     let url = format!("ws://{host}/socket?csrf_token={token}");
     let origin = format!("http://{host}");
-    connect(
-        &url,
-        &[("Cookie", cookie.as_str()), ("Origin", origin.as_str())],
-    )
-    .await
+    connect(&url, &[("Cookie", cookie), ("Origin", origin.as_str())]).await
+}
+
+/// What `started` says of a new session.
+pub struct Started {
+    pub session_id: String,
+    pub viewer_url: String,
+    pub detector: app::protocol::DetectorSettings,
+    pub resume_token: String,
 }
 
 /// An HTTP response.
@@ -374,12 +384,28 @@ impl Client {
 
     /// Sends Start for the generated clips and waits for Started; returns the session id.
     pub async fn start_session(&mut self) -> Result<String> {
+        Ok(self.start().await?.session_id)
+    }
+
+    /// Sends Start for the generated clips and returns what `started` says.
+    pub async fn start(&mut self) -> Result<Started> {
         self.send(&start_msg()).await?;
         match self
             .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
             .await?
         {
-            ServerMsg::Started { session_id, .. } => Ok(session_id),
+            ServerMsg::Started {
+                session_id,
+                viewer_url,
+                detector,
+                resume_token,
+                ..
+            } => Ok(Started {
+                session_id,
+                viewer_url,
+                detector,
+                resume_token,
+            }),
             other => bail!("unexpected {other:?}"),
         }
     }
