@@ -16,6 +16,35 @@ pub fn is_hex_id(text: &str) -> bool {
     text.len() == ID_LEN && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// Longest node name (`[site] node`).
+pub const NODE_MAX: usize = 16;
+
+/// Whether `name` can name a node of a cluster: 1 to [`NODE_MAX`] lowercase ASCII letters
+/// and digits (it travels in paths and in nginx's routing pattern).
+pub fn is_node_name(name: &str) -> bool {
+    (1..=NODE_MAX).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Whether `text` is a session id or viewer token: a hex id ([`is_hex_id`]), on a cluster
+/// after the name of the node that made it and a `-` (`n2-0123…`), so a proxy can route
+/// every request of a session to its node from the path alone.
+pub fn is_id(text: &str) -> bool {
+    match text.split_once('-') {
+        Some((node, id)) => is_node_name(node) && is_hex_id(id),
+        None => is_hex_id(text),
+    }
+}
+
+/// The node a session id or viewer token was made by (`None` on a single server).
+pub fn node_of(id: &str) -> Option<&str> {
+    id.split_once('-')
+        .map(|(node, _)| node)
+        .filter(|node| is_node_name(node))
+}
+
 /// The content type of a servable file name, or `None` if the name is not servable.
 ///
 /// Servable: one path component of ASCII letters, digits, `_` and `-` (at most 64), one
@@ -104,6 +133,33 @@ mod tests {
         ] {
             assert_eq!(content_type(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cluster_ids_name_their_node() {
+        let hex = "0123456789abcdef0123456789abcdef";
+        assert!(is_id(hex));
+        assert_eq!(node_of(hex), None);
+        let id = format!("n2-{hex}");
+        assert!(is_id(&id));
+        assert!(!is_hex_id(&id), "a cookie is never a node's id");
+        assert_eq!(node_of(&id), Some("n2"));
+        for bad in [
+            format!("-{hex}"),
+            format!("N2-{hex}"),
+            format!("n.2-{hex}"),
+            format!("n2-{hex}0"),
+            format!("n2--{hex}"),
+            format!("{}-{hex}", "a".repeat(NODE_MAX + 1)),
+            "n2-".to_string(),
+            "../n2".to_string(),
+        ] {
+            assert!(!is_id(&bad), "{bad}");
+        }
+        assert!(is_node_name("a"));
+        assert!(is_node_name(&"z9".repeat(NODE_MAX / 2)));
+        assert!(!is_node_name(""));
+        assert!(!is_node_name("a_b"));
     }
 
     #[test]

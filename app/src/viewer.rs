@@ -54,7 +54,7 @@ pub fn Viewer() -> impl IntoView {
             hydrated.set(true);
             let token = params.read_untracked().get("token").unwrap_or_default();
             let Some(element) = video.get() else { return };
-            if !crate::hls_path::is_hex_id(&token) {
+            if !crate::hls_path::is_id(&token) {
                 state.set(ViewerState::Ended);
                 return;
             }

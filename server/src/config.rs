@@ -54,6 +54,14 @@ pub struct SiteConfig {
     /// `Forwarded`) set by a reverse proxy in front; only when such a proxy is the only
     /// way in, since a direct client could set them too.
     pub trust_forwarded: bool,
+    /// This server's name in a cluster behind one proxy (`deploy/cluster`): session ids and
+    /// viewer tokens start with it (`n2-…`) so the proxy routes a session's requests here.
+    /// Empty on a single server.
+    pub node: String,
+    /// A file holding the secret behind page tokens (64 hex digits). Every node of a
+    /// cluster needs the same one: a page loaded from one node opens its socket on another.
+    /// Unset: a fresh secret per process (tokens end with it).
+    pub csrf_key_file: Option<PathBuf>,
 }
 
 impl Default for SiteConfig {
@@ -69,6 +77,8 @@ impl Default for SiteConfig {
             tls_cert: None,
             tls_key: None,
             trust_forwarded: false,
+            node: String::new(),
+            csrf_key_file: None,
         }
     }
 }
@@ -339,6 +349,7 @@ impl Config {
         self.pipeline.cascade = fix(&self.pipeline.cascade);
         self.site.tls_cert = self.site.tls_cert.as_deref().map(fix);
         self.site.tls_key = self.site.tls_key.as_deref().map(fix);
+        self.site.csrf_key_file = self.site.csrf_key_file.as_deref().map(fix);
     }
 
     /// Checks that the built site is where the settings say (the page's wasm bundle, its
@@ -469,6 +480,10 @@ impl Config {
             (
                 p.stats_interval_ms >= 50,
                 "pipeline.stats-interval-ms must be at least 50",
+            ),
+            (
+                self.site.node.is_empty() || app::hls_path::is_node_name(&self.site.node),
+                "site.node must be 1 to 16 lowercase letters and digits (or empty)",
             ),
             (
                 (1..=100).contains(&l.max_cpu_percent),

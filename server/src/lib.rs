@@ -49,11 +49,14 @@ impl RunningServer {
         detector: DetectorFactory,
     ) -> Result<Self, ServerError> {
         let shutdown = CancellationToken::new();
-        let registry = Arc::new(Registry::new(
-            &config.pipeline.runtime_dir,
-            &config.limits,
-            shutdown.clone(),
-        )?);
+        let registry = Arc::new(
+            Registry::new(
+                &config.pipeline.runtime_dir,
+                &config.limits,
+                shutdown.clone(),
+            )?
+            .on_node(&config.site.node),
+        );
         let addr = config.site.addr;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -94,6 +97,10 @@ impl RunningServer {
                 String::new()
             }
         );
+        let csrf = match &config.site.csrf_key_file {
+            Some(path) => web::csrf::CsrfKey::from_file(path)?,
+            None => web::csrf::CsrfKey::random(),
+        };
         let shared = Arc::new(Shared {
             hosts,
             scheme,
@@ -106,7 +113,7 @@ impl RunningServer {
             capacity,
             config,
             registry: registry.clone(),
-            csrf: web::csrf::CsrfKey::random(),
+            csrf,
             shutdown: shutdown.clone(),
             sockets: TaskTracker::new(),
             resumes: web::resume::Resumes::default(),

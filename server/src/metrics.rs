@@ -51,6 +51,9 @@ pub const SOCKETS: &str = "hls_face_sockets_open";
 pub const RESUMED: &str = "hls_face_sessions_resumed_total";
 /// HLS requests held now, waiting for a part or a playlist update (gauge).
 pub const HELD_REQUESTS: &str = "hls_face_hls_requests_held";
+/// New sockets answered 503 before the upgrade because this node of a cluster has no room,
+/// so the proxy tries another node (not refusals: the page never sees them).
+pub const PASSED_ON: &str = "hls_face_sockets_passed_on_total";
 
 /// Every label value a labelled series takes, so `/metrics` lists each series with 0 from
 /// start-up instead of only after the first event.
@@ -119,6 +122,10 @@ fn describe() {
     describe_counter!(
         FRAMES_HIDDEN,
         "Frames privacy mode pixelated whole: no detection of their shot covered them."
+    );
+    describe_counter!(
+        PASSED_ON,
+        "New sockets this cluster node had no room for, answered 503 before the upgrade so the proxy tries another node."
     );
     describe_counter!(
         REFUSED,

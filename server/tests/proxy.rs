@@ -11,15 +11,6 @@ use common::*;
 use std::process::Command;
 use std::time::Instant;
 
-/// A free loopback address for nginx (chosen first, so the server can be told the Host
-/// browsers will use).
-fn free_addr() -> Result<String> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    Ok(format!("127.0.0.1:{port}"))
-}
-
 /// nginx on `addr` in front of `upstream`; killed when dropped.
 struct Nginx {
     child: tokio::process::Child,
@@ -48,22 +39,8 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
-    /// SIGTERM, not SIGKILL: nginx's master then stops its workers (a killed master would
-    /// leave them running, holding the test's output open).
     fn drop(&mut self) {
-        let Some(pid) = self.child.id() else { return };
-        // SAFETY: kill only sends a signal to the child we started.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + DEADLINE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = self.child.start_kill();
+        terminate(&mut self.child);
     }
 }
 

@@ -30,6 +30,8 @@ struct Inner {
     /// to continue it after a dropped socket.
     resume_token: RefCell<Option<String>>,
     resume_grace_ms: std::cell::Cell<f64>,
+    /// The cluster node holding the session (from its id), which a reconnection must reach.
+    node: RefCell<Option<String>>,
     /// Chunks sent lately, to send again what the server missed while the socket was down.
     chunks: RefCell<ChunkLog<web_sys::Blob>>,
     /// While the socket is down mid-session: when the page stops trying (page clock, ms).
@@ -62,6 +64,7 @@ impl Live {
             retried: std::cell::Cell::new(false),
             resume_token: RefCell::new(None),
             resume_grace_ms: std::cell::Cell::new(0.0),
+            node: RefCell::new(None),
             chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
             reconnecting: std::cell::Cell::new(None),
         });
@@ -102,7 +105,8 @@ impl Inner {
     /// Opens the socket with `csrf`, feeding its events to this session.
     fn connect(this: &Rc<Self>, csrf: &str) -> Result<(), MediaError> {
         let weak = Rc::downgrade(this);
-        let socket = Socket::open(csrf, move |event| {
+        let node = this.node.borrow().clone();
+        let socket = Socket::open(csrf, node.as_deref(), move |event| {
             if let Some(inner) = weak.upgrade() {
                 Inner::on_socket(&inner, event);
             }
@@ -277,13 +281,14 @@ impl Inner {
         let ui = this.ui;
         match msg {
             ServerMsg::Started {
+                session_id,
                 viewer_url,
                 detector,
                 resume_token,
                 resume_grace_secs,
-                ..
             } => {
                 *this.resume_token.borrow_mut() = Some(resume_token);
+                *this.node.borrow_mut() = crate::hls_path::node_of(&session_id).map(Into::into);
                 this.resume_grace_ms.set(resume_grace_secs as f64 * 1000.0);
                 ui.viewer_url.set(Some(absolute_url(&viewer_url)));
                 if ui.detector_touched.get_untracked() {

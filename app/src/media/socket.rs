@@ -24,12 +24,14 @@ pub enum SocketEvent {
 }
 
 impl Socket {
-    /// Opens `/socket` on this page's origin with the CSRF token.
+    /// Opens `/socket` on this page's origin with the CSRF token; with `node`, on that node
+    /// of a cluster (a reconnection to the node holding the session).
     pub fn open(
         csrf: &str,
+        node: Option<&str>,
         on_event: impl FnMut(SocketEvent) + 'static,
     ) -> Result<Self, MediaError> {
-        let url = socket_url(csrf)?;
+        let url = socket_url(csrf, node)?;
         let ws = WebSocket::new(&url).map_err(|e| super::js_err("WebSocket", e))?;
         ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
         let (tx_open, tx_msg, tx_close) = {
@@ -89,7 +91,7 @@ impl Drop for Socket {
     }
 }
 
-fn socket_url(csrf: &str) -> Result<String, MediaError> {
+fn socket_url(csrf: &str, node: Option<&str>) -> Result<String, MediaError> {
     let location = web_sys::window()
         .ok_or_else(|| MediaError::Browser("no window".into()))?
         .location();
@@ -99,7 +101,11 @@ fn socket_url(csrf: &str) -> Result<String, MediaError> {
         _ => "ws",
     };
     let token = js_sys::encode_uri_component(csrf);
-    Ok(format!("{scheme}://{host}/socket?csrf_token={token}"))
+    let node = node
+        .filter(|n| crate::hls_path::is_node_name(n))
+        .map(|n| format!("&node={n}"))
+        .unwrap_or_default();
+    Ok(format!("{scheme}://{host}/socket?csrf_token={token}{node}"))
 }
 
 impl Socket {

@@ -183,26 +183,40 @@ impl Capacity {
     /// for it under the ceiling.
     pub fn reserve(&self, share: f64) -> Result<Reservation, NoRoom> {
         let mut planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
-        if self.max_busy < 1.0 {
-            let lagging = self
-                .lag_until
-                .lock()
-                .map(|u| u.is_some_and(|t| Instant::now() < t))
-                .unwrap_or(false);
-            if lagging {
-                return Err(NoRoom::Lagging);
-            }
-            let measured = self.gauge.as_ref().and_then(|g| g.busy()).unwrap_or(0.0);
-            let busy = measured.max(*planned / self.cores);
-            if busy + share / self.cores > self.max_busy {
-                return Err(NoRoom::Cpu);
-            }
-        }
+        self.fits(*planned, share)?;
         *planned += share;
         Ok(Reservation {
             share,
             planned: self.planned.clone(),
         })
+    }
+
+    /// Whether a session of `share` cores would be admitted now, without reserving it:
+    /// what a node of a cluster answers before the WebSocket upgrade, so the proxy can try
+    /// another node.
+    pub fn has_room(&self, share: f64) -> Result<(), NoRoom> {
+        let planned = *self.planned.lock().unwrap_or_else(|p| p.into_inner());
+        self.fits(planned, share)
+    }
+
+    fn fits(&self, planned: f64, share: f64) -> Result<(), NoRoom> {
+        if self.max_busy >= 1.0 {
+            return Ok(());
+        }
+        let lagging = self
+            .lag_until
+            .lock()
+            .map(|u| u.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false);
+        if lagging {
+            return Err(NoRoom::Lagging);
+        }
+        let measured = self.gauge.as_ref().and_then(|g| g.busy()).unwrap_or(0.0);
+        let busy = measured.max(planned / self.cores);
+        if busy + share / self.cores > self.max_busy {
+            return Err(NoRoom::Cpu);
+        }
+        Ok(())
     }
 }
 
@@ -237,6 +251,18 @@ mod tests {
         assert_eq!(room(0.75), Err(NoRoom::Cpu));
         let off = Capacity::new(Some(Arc::new(Fixed(1.0))), 2, 100);
         assert!(off.reserve(0.4).is_ok(), "100 % turns the check off");
+    }
+
+    #[test]
+    fn asking_for_room_reserves_nothing() {
+        let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
+        for _ in 0..10 {
+            assert_eq!(c.has_room(0.4), Ok(()));
+        }
+        let held: Vec<_> = (0..4).map(|_| c.reserve(0.4).unwrap()).collect();
+        assert_eq!(c.has_room(0.4), Err(NoRoom::Cpu), "1.6 + 0.4 cores > 1.8");
+        drop(held);
+        assert_eq!(c.has_room(0.4), Ok(()));
     }
 
     #[test]

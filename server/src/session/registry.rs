@@ -25,9 +25,20 @@ impl SessionId {
         SessionId(hex::encode(bytes))
     }
 
-    /// Accepts only the exact shape [`SessionId::random`] produces.
+    /// A fresh random id made by `node` of a cluster (`n2-…`; a plain id if `node` is
+    /// empty), so a proxy routes the requests that carry it to that node.
+    pub fn random_on(node: &str) -> Self {
+        let id = Self::random();
+        if node.is_empty() {
+            id
+        } else {
+            SessionId(format!("{node}-{id}"))
+        }
+    }
+
+    /// Accepts only the shapes [`SessionId::random_on`] produces (`app::hls_path::is_id`).
     pub fn parse(text: &str) -> Option<Self> {
-        app::hls_path::is_hex_id(text).then(|| SessionId(text.to_string()))
+        app::hls_path::is_id(text).then(|| SessionId(text.to_string()))
     }
 
     /// The id as text.
@@ -125,6 +136,8 @@ pub struct Registry {
     slots: Arc<Semaphore>,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
+    /// This server's name in a cluster (empty on a single server): ids start with it.
+    node: String,
 }
 
 impl Registry {
@@ -169,7 +182,20 @@ impl Registry {
             max_retained: limits.max_retained,
             cleanup: TaskTracker::new(),
             shutdown,
+            node: String::new(),
         })
+    }
+
+    /// The registry of cluster node `node`: its session ids and viewer tokens name it.
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node = node.to_string();
+        self
+    }
+
+    /// Whether a new session would find a place now (the session limit only; the CPU
+    /// check is [`crate::session::capacity::Capacity::has_room`]).
+    pub fn has_room(&self) -> bool {
+        self.slots.available_permits() > 0
     }
 
     /// A place for a new session of `client` and its folder, or why not.
@@ -194,7 +220,7 @@ impl Registry {
                 }
             }
         };
-        let id = SessionId::random();
+        let id = SessionId::random_on(&self.node);
         let dir = self.root.join(id.as_str());
         if let Err(e) = std::fs::create_dir(&dir) {
             undo();
@@ -208,7 +234,7 @@ impl Registry {
                 stream: receiver,
             },
         );
-        let viewer = SessionId::random();
+        let viewer = SessionId::random_on(&self.node);
         lock(&self.viewers).insert(viewer.clone(), id.clone());
         Ok(Ok(Admission {
             id,

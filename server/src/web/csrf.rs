@@ -21,7 +21,8 @@ pub const COOKIE: &str = "hls_face_sid";
 /// Hex digits of the cookie's signature (64 bits: forging one is out of reach).
 const COOKIE_MAC_HEX: usize = 16;
 
-/// The per-process secret behind every token (tokens die with the process).
+/// The secret behind every token: per process (tokens die with it), or shared by the
+/// nodes of a cluster through `site.csrf-key-file`.
 pub struct CsrfKey([u8; 32]);
 
 impl CsrfKey {
@@ -30,6 +31,22 @@ impl CsrfKey {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("operating system random source failed");
         CsrfKey(key)
+    }
+
+    /// The key in `path`: 64 hex digits (surrounding whitespace ignored), as
+    /// `openssl rand -hex 32` writes it. Every node of a cluster reads the same file.
+    pub fn from_file(path: &std::path::Path) -> Result<Self, crate::error::ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            crate::error::ServerError::io("cannot read site.csrf-key-file", path, e)
+        })?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key).map_err(|_| {
+            crate::error::ServerError::Config(format!(
+                "site.csrf-key-file {} must hold 64 hex digits (openssl rand -hex 32)",
+                path.display()
+            ))
+        })?;
+        Ok(CsrfKey(key))
     }
 
     /// The token for a session cookie value.
@@ -249,6 +266,27 @@ mod tests {
             h.append(k.clone(), HeaderValue::from_str(v).unwrap());
         }
         h
+    }
+
+    #[test]
+    fn a_shared_key_file_gives_every_node_the_same_tokens() {
+        let dir = std::env::temp_dir().join(format!("hls-face-csrf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("key");
+        std::fs::write(&file, format!("{}\n", "ab".repeat(32))).unwrap();
+        let (a, b) = (
+            CsrfKey::from_file(&file).unwrap(),
+            CsrfKey::from_file(&file).unwrap(),
+        );
+        let sid = "0123456789abcdef0123456789abcdef";
+        assert!(b.verify(sid, &a.token_for(sid)));
+        assert_eq!(b.verify_cookie(&a.cookie_value(sid)).as_deref(), Some(sid));
+        for bad in ["", "abc", &"zz".repeat(32), &"ab".repeat(33)] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(CsrfKey::from_file(&file).is_err(), "{bad:?}");
+        }
+        assert!(CsrfKey::from_file(&dir.join("missing")).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -68,7 +68,12 @@ pub async fn serve_viewer(
 }
 
 fn not_found() -> Response {
-    StatusCode::NOT_FOUND.into_response()
+    no_store(StatusCode::NOT_FOUND, "")
+}
+
+/// An error answer no cache keeps: the next request asks the node again.
+fn no_store(status: StatusCode, why: &'static str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], why).into_response()
 }
 
 /// Counts a request held in [`hold`] for as long as it is held.
@@ -162,11 +167,10 @@ async fn serve_stream(
             let part = param("_HLS_part").map(|v| v.parse::<usize>());
             let (msn, part) = match (msn.transpose(), part.transpose()) {
                 (Ok(msn), Ok(part)) => (msn, part),
-                _ => return (StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part").into_response(),
+                _ => return no_store(StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part"),
             };
             if too_far(&now, msn, part) {
-                return (StatusCode::BAD_REQUEST, "_HLS_msn/_HLS_part too far ahead")
-                    .into_response();
+                return no_store(StatusCode::BAD_REQUEST, "_HLS_msn/_HLS_part too far ahead");
             }
             match msn {
                 Some(msn) if !now.has(msn, part) && !now.ended => {
@@ -193,15 +197,39 @@ async fn serve_stream(
             _ => not_found(),
         };
     };
-    let cache = match resource {
-        Resource::Playlist => "no-cache, no-store",
-        _ => "private, max-age=60",
-    };
+    let blocking = query.is_some_and(|q| super::query_param(q, "_HLS_msn").is_some());
+    let cache = cache_control(resource, blocking, snapshot.timing.target_duration);
     (
-        [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, cache)],
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::CACHE_CONTROL, cache.as_str()),
+        ],
         bytes,
     )
         .into_response()
+}
+
+/// How long a shared cache (the cluster's nginx) may keep a stream response, chosen so
+/// that 100 viewers of a session cost its node about what one costs and no one is served
+/// a stale live edge:
+/// - the plain playlist changes with every part: never stored (`no-cache`);
+/// - a blocking reload's answer (`_HLS_msn`/`_HLS_part`) is by definition the playlist
+///   once that part existed, a correct answer to that exact URL for as long as the part
+///   stays in the playlist (three target durations): everyone asking the same URL can
+///   share it, which is what lets nginx collapse the viewers' held requests into one;
+/// - init segment, parts and segments never change under their names (`immutable`); a
+///   minute covers the live window, after which the cache forgets them.
+///
+/// The URLs hold the session's secret id or viewer token, so `public` shares them only
+/// with those who hold the same secret URL. Errors are `no-store` (see [`no_store`]).
+fn cache_control(resource: Resource, blocking: bool, target_duration: u32) -> String {
+    match resource {
+        Resource::Playlist if blocking => {
+            format!("public, max-age={}", 3 * target_duration.max(1))
+        }
+        Resource::Playlist => "no-cache".into(),
+        _ => "public, max-age=60, immutable".into(),
+    }
 }
 
 /// The recording download: streamed from disk (it may be hundreds of MB).
@@ -309,6 +337,41 @@ mod tests {
             StatusCode::OK
         );
         assert_eq!(get(&rx, "init.mp4", None).await.status(), StatusCode::OK);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_caches_keep_what_never_changes_and_not_the_live_edge() {
+        let mut p = packager();
+        push(&mut p, 0..36);
+        let (_tx, rx) = watch::channel(Arc::new(p.stream().clone()));
+        let cache = |r: Response| {
+            r.headers()
+                .get(header::CACHE_CONTROL)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("(none)")
+                .to_string()
+        };
+        assert_eq!(cache(get(&rx, "playlist.m3u8", None).await), "no-cache");
+        assert_eq!(
+            cache(get(&rx, "playlist.m3u8", Some("_HLS_msn=1&_HLS_part=0")).await),
+            "public, max-age=3"
+        );
+        for file in ["init.mp4", "part_00001_0.m4s", "seg_00000.m4s"] {
+            assert_eq!(
+                cache(get(&rx, file, None).await),
+                "public, max-age=60, immutable",
+                "{file}"
+            );
+        }
+        for (file, query) in [
+            ("part_00009_0.m4s", None),
+            ("playlist.m3u8", Some("_HLS_msn=9")),
+            ("playlist.m3u8", Some("_HLS_msn=2")),
+        ] {
+            let r = get(&rx, file, query).await;
+            assert_ne!(r.status(), StatusCode::OK, "{file} {query:?}");
+            assert_eq!(cache(r), "no-store", "{file} {query:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

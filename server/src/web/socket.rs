@@ -38,6 +38,20 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
 /// Origin is this server's.
+/// Set by the cluster's nginx (`deploy/cluster`) on a new page's socket while other nodes
+/// are left to try: a node without room answers 503 before the upgrade and nginx passes the
+/// socket on. nginx's last try comes without it, so that node upgrades and a session it has
+/// no room for gets the typed `busy` the page explains. A browser cannot set this header on
+/// a WebSocket; a client that does only gets a 503 instead of `busy`.
+pub const PASS_ON_HEADER: &str = "x-hls-face-pass-on";
+
+/// Whether a new session would be admitted now (the session limit and the CPU check for
+/// the cheapest input; the Start message names the real one, checked again then).
+fn room_for_one_more(shared: &super::Shared) -> bool {
+    let share = crate::session::capacity::session_share(app::protocol::InputCodec::H264);
+    shared.registry.has_room() && shared.capacity.has_room(share).is_ok()
+}
+
 pub async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
@@ -75,6 +89,15 @@ pub async fn upgrade(
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
     };
+    if headers.contains_key(PASS_ON_HEADER) && !room_for_one_more(&state.shared) {
+        ::metrics::counter!(metrics::PASSED_ON).increment(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            "no room on this node",
+        )
+            .into_response();
+    }
     let limits = &state.shared.config.limits;
     if state.shared.sockets.len() >= limits.max_sockets {
         ::metrics::counter!(metrics::REFUSED, "why" => "limit").increment(1);

@@ -599,3 +599,31 @@ pub fn start_as(mime: &str) -> ClientMsg {
         height: 480,
     }
 }
+
+/// A free loopback address (chosen before starting what listens on it, e.g. so a server can
+/// be told the Host browsers will use through nginx).
+pub fn free_addr() -> Result<String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    Ok(format!("127.0.0.1:{port}"))
+}
+
+/// Stops a child with SIGTERM and waits for it (SIGKILL after the deadline). nginx's master
+/// stops its workers on SIGTERM, and `deploy/cluster` its nginx and nodes; killed outright
+/// they would leave those running, holding the test's output open.
+pub fn terminate(child: &mut tokio::process::Child) {
+    let Some(pid) = child.id() else { return };
+    // SAFETY: kill only sends a signal to the child we started.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.start_kill();
+}

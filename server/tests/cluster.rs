@@ -1,0 +1,345 @@
+//! Two hls-face nodes behind one nginx, started by `deploy/cluster` as an operator would:
+//! new sessions spread over the nodes through the one address (a full node passes the
+//! socket on, a full cluster says `busy`), every later request of a session reaches its
+//! node, a viewer link's requests are served from nginx's cache (one request per URL
+//! reaches the node), and a node that dies ends only its own sessions.
+
+mod common;
+
+use anyhow::{bail, ensure, Context, Result};
+use app::hls_path::{node_of, playlist_url, viewer_playlist};
+use app::protocol::{ErrorKind, ServerMsg};
+use common::*;
+use server::pipeline::playlist::LlPlaylist;
+use server::pipeline::stream::Resource;
+use std::time::{Duration, Instant};
+
+/// `deploy/cluster` with one session per node; stopped (nginx and nodes) when dropped.
+struct Cluster {
+    child: tokio::process::Child,
+    public: String,
+    /// (name, pid, address) of each node.
+    nodes: Vec<(String, i32, String)>,
+}
+
+impl Cluster {
+    async fn start(nodes: usize) -> Result<Self> {
+        let prefix = tempdir("cluster")?;
+        let public = free_addr()?;
+        let addrs = (0..nodes)
+            .map(|_| free_addr())
+            .collect::<Result<Vec<_>>>()?;
+        let child = tokio::process::Command::new(repo_root().join("deploy/cluster"))
+            .arg(&public)
+            .arg(&prefix)
+            .args(&addrs)
+            .env("HLS_FACE_BIN", env!("CARGO_BIN_EXE_hls-face"))
+            .env("LEPTOS_SITE_ROOT", stub_site()?)
+            // One session per node, so the second session must be passed on to the other
+            // node and a third finds the cluster full. No CPU refusals: tests share cores.
+            .env("HLS_FACE_LIMITS_MAX_SESSIONS", "1")
+            .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
+            .env("HLS_FACE_PIPELINE_DETECTOR", "haar")
+            // Waiting requests always wait for the one on its way (the default, 200 ms, lets
+            // them go to the node when it takes longer, as it may on two busy cores).
+            .env("LOCK_TIMEOUT", "10s")
+            .env("RUST_LOG", "server=info,hls_face=info")
+            .env("NO_COLOR", "1")
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting deploy/cluster")?;
+        let mut cluster = Cluster {
+            child,
+            public,
+            nodes: Vec::new(),
+        };
+        let listed = prefix.join("nodes");
+        let deadline = Instant::now() + DEADLINE * 4;
+        loop {
+            if let Some(status) = cluster.child.try_wait()? {
+                bail!("deploy/cluster exited: {status}");
+            }
+            let up = listed.exists()
+                && http_get(&cluster.public, "/", &[])
+                    .await
+                    .is_ok_and(|r| r.status == 200);
+            if up {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "the cluster never came up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for line in std::fs::read_to_string(&listed)?.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            ensure!(f.len() == 3, "bad nodes line {line:?}");
+            cluster
+                .nodes
+                .push((f[0].to_string(), f[1].parse()?, f[2].to_string()));
+        }
+        ensure!(
+            cluster.nodes.len() == nodes,
+            "nodes listed: {:?}",
+            cluster.nodes
+        );
+        Ok(cluster)
+    }
+
+    /// (pid, address) of node `name`.
+    fn node(&self, name: &str) -> Result<(i32, &str)> {
+        self.nodes
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, pid, addr)| (*pid, addr.as_str()))
+            .with_context(|| format!("no node {name}"))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// The value of counter `name` in a node's `/metrics` (0 if not yet counted).
+async fn counter(node: &str, name: &str) -> Result<f64> {
+    let text = String::from_utf8(http_get(node, "/metrics", &[]).await?.body)?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum())
+}
+
+/// The playlist at `path` through the cluster, parsed.
+async fn playlist(public: &str, path: &str) -> Result<(LlPlaylist, Response)> {
+    let r = http_get(public, path, &[]).await?;
+    ensure!(r.status == 200, "{path}: {}", r.status);
+    let p = LlPlaylist::parse(&String::from_utf8_lossy(&r.body)).context("not a playlist")?;
+    Ok((p, r))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_spread_over_nodes_viewers_hit_the_cache_and_a_dead_node_ends_only_its_own(
+) -> Result<()> {
+    let cluster = Cluster::start(2).await?;
+    let public = cluster.public.clone();
+
+    // Two sessions through the one address land on different nodes: each node holds one,
+    // so nginx passes the second socket on from the full node.
+    let mut a = socket(&public).await?;
+    let sa = a.start().await?;
+    let (cookie_b, csrf_b) = browser_session(&public).await?;
+    let mut b = socket_as(&public, &cookie_b, &csrf_b).await?;
+    let sb = b.start().await?;
+    let (na, nb) = (node_of(&sa.session_id), node_of(&sb.session_id));
+    ensure!(
+        na.is_some() && nb.is_some() && na != nb,
+        "sessions {} and {} should be on two nodes",
+        sa.session_id,
+        sb.session_id
+    );
+    let (na, nb) = (na.unwrap_or_default(), nb.unwrap_or_default());
+    let token = sa
+        .viewer_url
+        .strip_prefix("/watch/")
+        .context("viewer url")?
+        .to_string();
+    ensure!(
+        node_of(&token) == Some(na),
+        "the viewer token names its node"
+    );
+
+    // A third session finds every node full: the typed `busy` (nginx's last try upgrades).
+    let mut c = socket(&public).await?;
+    c.send(&start_msg()).await?;
+    match c.next().await? {
+        Some(ServerMsg::Error {
+            kind: ErrorKind::Busy,
+            ..
+        }) => {}
+        other => bail!("a full cluster should say busy, said {other:?}"),
+    }
+    drop(c);
+
+    let clip = std::fs::read(media("face.webm"))?;
+    let (sent_a, sent_b) = tokio::join!(
+        stream_bytes(&mut a, &clip, 30_000, 9),
+        stream_bytes(&mut b, &clip[..clip.len() / 2], 30_000, 9)
+    );
+    sent_a?;
+    sent_b?;
+    for (client, id) in [(&mut a, &sa.session_id), (&mut b, &sb.session_id)] {
+        client
+            .wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+            .await?;
+        let (p, _) = playlist(&public, &playlist_url(id)).await?;
+        ensure!(p.is_ready(), "{id}: playlist through nginx");
+    }
+
+    // The viewer link: the page from any node, the stream from A's node, through the cache.
+    let page = http_get(&public, &sa.viewer_url, &[]).await?;
+    ensure!(page.status == 200, "viewer page: {}", page.status);
+    let (live, first) = playlist(&public, &viewer_playlist(&token)).await?;
+    ensure!(
+        first.header("cache-control") == Some("no-cache"),
+        "the plain live playlist is not kept: {:?}",
+        first.header("cache-control")
+    );
+    let hint = live.preload_hint.clone().context("no preload hint")?;
+    let Some(Resource::Part(msn, part)) = Resource::parse(&hint) else {
+        bail!("hint {hint}");
+    };
+    // Twenty viewers ask for the next part's playlist at once: one request reaches the node.
+    let (_, node_a) = cluster.node(na)?;
+    let before = counter(node_a, "hls_face_viewer_requests_total").await?;
+    let blocking = format!(
+        "{}?_HLS_msn={msn}&_HLS_part={part}",
+        viewer_playlist(&token)
+    );
+    let answers =
+        futures_util::future::join_all((0..20).map(|_| playlist(&public, &blocking))).await;
+    for answer in answers {
+        let (p, r) = answer?;
+        let listed = p
+            .segments
+            .iter()
+            .flat_map(|s| s.parts.iter())
+            .chain(p.growing.iter())
+            .any(|x| x.uri == hint);
+        ensure!(listed, "a blocking reload answered without {hint}");
+        ensure!(
+            r.header("cache-control") == Some("public, max-age=3"),
+            "blocking reloads are shareable: {:?}",
+            r.header("cache-control")
+        );
+    }
+    let reached = counter(node_a, "hls_face_viewer_requests_total").await? - before;
+    ensure!(
+        reached == 1.0,
+        "20 identical blocking reloads reached the node {reached} times (1 expected)"
+    );
+    let part_url = format!("/view/{token}/{hint}");
+    let misses = {
+        let mut misses = 0;
+        for _ in 0..3 {
+            let r = http_get(&public, &part_url, &[]).await?;
+            ensure!(r.status == 200, "part {hint}: {}", r.status);
+            if r.header("x-cache") != Some("HIT") {
+                misses += 1;
+            }
+        }
+        misses
+    };
+    ensure!(
+        misses <= 1,
+        "a part is fetched from the node once ({misses} misses)"
+    );
+
+    // A's node dies: A's socket closes, its stream and viewer link are gone...
+    let (pid_a, _) = cluster.node(na)?;
+    // SAFETY: kill only sends a signal to a node this test's cluster started.
+    unsafe {
+        libc::kill(pid_a, libc::SIGKILL);
+    }
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match a.next().await {
+                Ok(Some(_)) => continue,
+                _ => return,
+            }
+        }
+    })
+    .await;
+    ensure!(closed.is_ok(), "A's socket outlived its node");
+    let gone = eventually(DEADLINE, || {
+        std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://{public}{}", playlist_url(&sa.session_id)))
+            .output()
+            .is_ok_and(|o| o.stdout == b"404")
+    })
+    .await;
+    ensure!(gone, "a dead node's session should be 404 through nginx");
+
+    // ...while B's node goes on: more frames in, more segments out, a recording at the end.
+    let segments_before = b
+        .wait_stats("B's segments", |s| s.segments > 0)
+        .await?
+        .segments;
+    stream_bytes(&mut b, &clip[clip.len() / 2..], 30_000, 9).await?;
+    b.wait_stats("B going on after A's node died", |s| {
+        s.segments > segments_before
+    })
+    .await?;
+    let (p, _) = playlist(&public, &playlist_url(&sb.session_id)).await?;
+    ensure!(!p.ended && p.is_ready(), "B's stream through nginx");
+
+    // B's network drops; the page reconnects through nginx to the node named in its socket
+    // URL (the page takes it from the session id) and resumes the same session.
+    drop(b);
+    let resume_url = format!("ws://{public}/socket?csrf_token={csrf_b}&node={nb}");
+    let origin = format!("http://{public}");
+    let headers = [("Cookie", cookie_b.as_str()), ("Origin", origin.as_str())];
+    let to_dead_node = format!("ws://{public}/socket?csrf_token={csrf_b}&node={na}");
+    ensure!(
+        refused_status(&to_dead_node, &headers).await == Some(502),
+        "a socket naming a dead node must not reach another node"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    let mut b = loop {
+        let mut again = connect(&resume_url, &headers).await?;
+        again
+            .send(&app::protocol::ClientMsg::Resume {
+                token: sb.resume_token.clone(),
+            })
+            .await?;
+        match again.next().await? {
+            Some(ServerMsg::Resumed { .. }) => break again,
+            // The node has not noticed the drop yet: the session is not parked.
+            Some(ServerMsg::Error {
+                kind: ErrorKind::ResumeFailed,
+                ..
+            }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => bail!("resuming B through nginx: {other:?}"),
+        }
+    };
+    let ended = {
+        b.send(&app::protocol::ClientMsg::Stop).await?;
+        b.wait_for("recording", |m| {
+            matches!(m, ServerMsg::RecordingReady { .. })
+        })
+        .await?
+    };
+    let ServerMsg::RecordingReady { url, .. } = ended else {
+        bail!("no recording");
+    };
+    let recording = http_get(&public, &url, &[]).await?;
+    ensure!(
+        recording.status == 200 && recording.header("content-type") == Some("video/mp4"),
+        "B's recording through nginx: {}",
+        recording.status
+    );
+    // The other node still takes new sessions through the one address.
+    let mut d = socket(&public)
+        .await
+        .context("a socket through nginx after a node died")?;
+    d.send(&start_msg()).await?;
+    match d.next().await? {
+        Some(ServerMsg::Started { session_id, .. }) => {
+            ensure!(
+                node_of(&session_id) == Some(nb),
+                "{session_id} on a dead node"
+            )
+        }
+        // B's place frees when its session is retired; until then the cluster is full.
+        Some(ServerMsg::Error {
+            kind: ErrorKind::Busy,
+            ..
+        }) => {}
+        other => bail!("a new session after the death of a node: {other:?}"),
+    }
+    drop(cluster);
+    Ok(())
+}
