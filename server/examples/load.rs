@@ -116,7 +116,11 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
             }
             msg = rx.next() => match msg {
                 Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str())? {
-                    ServerMsg::Started { .. } => started = true,
+                    ServerMsg::Started { viewer_url, .. } => {
+                        // For scripts that watch a load session (the viewer benchmark).
+                        println!("viewer-url: {viewer_url}");
+                        started = true;
+                    }
                     ServerMsg::Stats(s) => {
                         out.stats += 1;
                         out.frames_out = s.frames_out;

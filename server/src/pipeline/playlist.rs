@@ -36,6 +36,8 @@ pub struct LlPlaylist {
     pub segments: Vec<ListedSegment>,
     /// Parts of the segment still growing (after the last `#EXTINF`).
     pub growing: Vec<ListedPart>,
+    /// `#EXT-X-PROGRAM-DATE-TIME` of the growing segment.
+    pub growing_date_time: Option<String>,
     pub preload_hint: Option<String>,
     pub ended: bool,
 }
@@ -104,6 +106,7 @@ impl LlPlaylist {
                 });
             }
         }
+        p.growing_date_time = date_time;
         Some(p)
     }
 
