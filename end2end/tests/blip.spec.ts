@@ -1,33 +1,6 @@
 import { test, expect } from "@playwright/test";
-import net from "node:net";
 import { Studio } from "./fixtures/studio";
-
-/**
- * A TCP relay in front of the server whose connections can all be cut at once, without a
- * WebSocket close frame: what a network blip (Wi-Fi roaming, a laptop lid) does.
- */
-function relay(target: URL, port: number) {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.port), target.hostname);
-    for (const s of [client, upstream]) {
-      sockets.add(s);
-      s.on("close", () => sockets.delete(s));
-      s.on("error", () => {});
-    }
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  return {
-    listen: () => new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve)),
-    cut: () => sockets.forEach((s) => s.destroy()),
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        sockets.forEach((s) => s.destroy()); // keep-alive connections would hold close()
-      }),
-  };
-}
+import { relay } from "./fixtures/relay";
 
 async function resumedCount(request: import("@playwright/test").APIRequestContext): Promise<number> {
   const text = await (await request.get("/metrics")).text();
