@@ -268,10 +268,19 @@ async fn main() -> Result<()> {
         total.errors
     );
     // One row of the benchmark's table (scripts/bench-viewers prints the header).
+    let ms = |x: f64| {
+        if x.is_finite() {
+            format!("{x:.0}")
+        } else {
+            "-".into()
+        }
+    };
     println!(
-        "viewers-row: | {n} | {} | {node_rps:.1} | {node_cpu:.1} | {} | {client_rps:.0} | {p50:.0} | {p95:.0} | {} |",
+        "viewers-row: | {n} | {} | {node_rps:.1} | {node_cpu:.1} | {} | {client_rps:.0} | {} | {} | {} |",
         if nginx_pid.is_some() { "nginx cache" } else { "node directly" },
         if nginx_pid.is_some() { format!("{nginx_cpu:.1}") } else { "-".into() },
+        ms(p50),
+        ms(p95),
         total.errors
     );
     let json = |x: f64| {
