@@ -36,7 +36,10 @@ fn epoch_ms(text: &str) -> Option<f64> {
     let mut d = date.split('-').map(|v| v.parse::<i64>());
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
     let mut t = time.split(':');
-    let (h, min) = (t.next()?.parse::<i64>().ok()?, t.next()?.parse::<i64>().ok()?);
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
     let s: f64 = t.next()?.parse().ok()?;
     // Days from civil (proleptic Gregorian).
     let y = if m <= 2 { y - 1 } else { y };
@@ -254,10 +257,7 @@ async fn main() -> Result<()> {
     }
     total.ages.sort_by(f64::total_cmp);
     let elapsed = began.elapsed().as_secs_f64();
-    let (p50, p95) = (
-        percentile(&total.ages, 0.5),
-        percentile(&total.ages, 0.95),
-    );
+    let (p50, p95) = (percentile(&total.ages, 0.5), percentile(&total.ages, 0.95));
     let node_rps = (req1 - req0) / window;
     let node_cpu = (node1 - node0) / window * 100.0;
     let nginx_cpu = (ngx1 - ngx0) / window * 100.0;
