@@ -235,6 +235,28 @@ impl Session {
         self.events.recv().await
     }
 
+    /// Ends the recording (the last segment and ENDLIST) within `limit`, else kills the
+    /// pipeline; returns once it is over either way. Events in between are dropped: the
+    /// caller is ending the session.
+    pub async fn finish_within(&mut self, limit: Duration) {
+        self.finish_input();
+        let ended = tokio::time::timeout(limit, async {
+            while let Some(event) = self.event().await {
+                if matches!(event, SessionEvent::Ended(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        if ended.is_err() {
+            self.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while self.event().await.is_some() {}
+            })
+            .await;
+        }
+    }
+
     /// Switches privacy mode (pixelated faces instead of boxes) from the next frame.
     pub fn set_blur(&self, blur: bool) {
         self.blur.store(blur, Ordering::Relaxed);

@@ -5,7 +5,7 @@ use super::csrf;
 use super::AppState;
 use crate::error::ServerError;
 use crate::metrics;
-use crate::pipeline::recording;
+use crate::session::ending::{Ending, Retirement};
 use crate::session::registry::{Refusal, SessionId};
 use crate::session::session::{until, Session, SessionEvent, StatsSampler};
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
@@ -125,15 +125,13 @@ pub async fn upgrade(
 
 /// Why the loop ended.
 enum Exit {
-    /// The recording was stopped and ended (retain it).
-    Stopped,
-    /// The client vanished, failed, or was refused (short retention).
-    Abandoned,
-    /// The socket dropped and the page did not come back in time (removed at once).
-    Expired,
+    /// The session (if any) ended this way.
+    Ended(Ending),
     /// This socket resumed another connection's session: it goes to that connection.
     HandedOver(tokio::sync::oneshot::Sender<WebSocket>),
 }
+
+const ABANDONED: Exit = Exit::Ended(Ending::Abandoned);
 
 /// Counts messages per one-second window.
 struct RateLimit {
@@ -236,7 +234,7 @@ impl Connection {
                 _ = shared.shutdown.cancelled() => {
                     self.end_session(SHUTDOWN_FINISH_TIMEOUT).await;
                     self.send(ServerMsg::error(ErrorKind::ShuttingDown)).await;
-                    break Exit::Abandoned;
+                    break ABANDONED;
                 }
                 event = next_event(&mut self.session) => match event {
                     Some(SessionEvent::PlaylistReady) => {
@@ -244,40 +242,17 @@ impl Connection {
                         self.send_playlist_ready().await;
                     }
                     Some(SessionEvent::Ended(result)) => {
-                        let exit = match result {
-                            Ok(()) if stopping => {
-                                self.send_stats().await;
-                                let url = self.playlist_url();
-                                self.send(ServerMsg::Ended { url }).await;
-                                Exit::Stopped
-                            }
-                            Ok(()) => {
-                                tracing::warn!("pipeline ended without a stop");
-                                self.send(ServerMsg::error(ErrorKind::Pipeline)).await;
-                                Exit::Abandoned
-                            }
-                            Err(e @ ServerError::DiskFull { .. }) => {
-                                tracing::warn!("{e}");
-                                self.send(ServerMsg::error(ErrorKind::Storage)).await;
-                                // What was recorded before is kept and offered.
-                                Exit::Stopped
-                            }
-                            Err(e) => {
-                                // A decoder that fails before its first frame was given
-                                // something that is not the announced video.
-                                let kind = match &e {
-                                    ServerError::ChildExit { stage: "decoder", .. }
-                                        if frames_seen == 0 => ErrorKind::BadMedia,
-                                    _ => ErrorKind::Pipeline,
-                                };
-                                tracing::warn!("pipeline failed ({}): {e}", kind.code());
-                                self.send(ServerMsg::error(kind)).await;
-                                Exit::Abandoned
-                            }
-                        };
-                        break exit;
+                        let (ending, error) = Ending::of_pipeline(&result, stopping, frames_seen);
+                        if let Some(kind) = error {
+                            self.send(ServerMsg::error(kind)).await;
+                        } else {
+                            self.send_stats().await;
+                            let url = self.playlist_url();
+                            self.send(ServerMsg::Ended { url }).await;
+                        }
+                        break Exit::Ended(ending);
                     }
-                    None => break Exit::Abandoned,
+                    None => break ABANDONED,
                 },
                 _ = stats_tick.tick(), if self.session.is_some() => self.send_stats().await,
                 _ = sleep_until(idle_deadline), if !stopping => {
@@ -290,7 +265,7 @@ impl Connection {
                     };
                     tracing::info!("no decoded frame for {idle:?}; ending ({})", kind.code());
                     self.fail(kind).await;
-                    break Exit::Abandoned;
+                    break ABANDONED;
                 }
                 _ = until(length_deadline), if !stopping => {
                     tracing::info!("session reached its maximum length of {max_length:?}; ending it");
@@ -316,16 +291,16 @@ impl Connection {
                                 continue;
                             }
                             // The grace period was the page's chance: nothing to keep.
-                            break Exit::Expired;
+                            break Exit::Ended(Ending::Expired);
                         }
-                        _ => break Exit::Abandoned,
+                        _ => break ABANDONED,
                     };
                     if matches!(msg, Message::Close(_)) {
-                        break Exit::Abandoned;
+                        break ABANDONED;
                     }
                     if !rate.allow() {
                         self.fail(ErrorKind::RateLimited).await;
-                        break Exit::Abandoned;
+                        break ABANDONED;
                     }
                     let outcome = match msg {
                         Message::Text(text) => self.on_text(text.as_str()).await,
@@ -337,7 +312,7 @@ impl Connection {
                     };
                     if let Err(kind) = outcome {
                         self.fail(kind).await;
-                        break Exit::Abandoned;
+                        break ABANDONED;
                     }
                     if let Some(handover) = self.handover.take() {
                         break Exit::HandedOver(handover);
@@ -354,22 +329,18 @@ impl Connection {
             return;
         }
         self.end_session(FINISH_TIMEOUT).await;
-        if let Some(session) = self.session.take() {
-            let retention = match exit {
-                Exit::Stopped => limits.retention_secs,
-                Exit::Abandoned | Exit::HandedOver(_) => limits.abandoned_retention_secs,
-                Exit::Expired => 0,
+        if let (Some(session), Exit::Ended(ending)) = (self.session.take(), exit) {
+            let retirement = Retirement {
+                registry: &shared.registry,
+                pipeline: &shared.config.pipeline,
+                limits: &limits,
+                shutdown: &shared.shutdown,
             };
-            let (id, dir) = (session.id.clone(), session.dir.clone());
-            // Dropping the session frees its place and revokes its viewer link; the folder
-            // stays for the retention time.
-            drop(session);
-            let retention = Duration::from_secs(retention);
-            shared.registry.retire(id.clone(), retention);
-            let until = Instant::now() + retention;
-            let records = shared.config.pipeline.records();
-            if matches!(exit, Exit::Stopped) && records && self.playlist_ready {
-                self.offer_recording(&id, &dir, until).await;
+            if let Some(offer) = retirement
+                .retire(session, ending, self.playlist_ready)
+                .await
+            {
+                self.send(offer).await;
             }
         }
         let _ = self.sink.close().await;
@@ -423,32 +394,6 @@ impl Connection {
             self.send_playlist_ready().await;
         }
         true
-    }
-
-    /// Remuxes a stopped session's segments into the MP4 download and tells the page how
-    /// long it stays (its folder is removed at `until`).
-    async fn offer_recording(&mut self, id: &SessionId, dir: &std::path::Path, until: Instant) {
-        let ffmpeg = self.state.shared.config.pipeline.ffmpeg.clone();
-        let remux = recording::remux(&ffmpeg, dir);
-        let result = tokio::select! {
-            r = remux => r,
-            _ = self.state.shared.shutdown.cancelled() => return,
-        };
-        match result {
-            Ok(_) => {
-                let url = app::hls_path::recording_url(id.as_str());
-                let available_secs = until.saturating_duration_since(Instant::now()).as_secs();
-                self.send(ServerMsg::RecordingReady {
-                    url,
-                    available_secs,
-                })
-                .await;
-            }
-            Err(e) => {
-                tracing::warn!("recording not offered: {e}");
-                self.send(ServerMsg::error(ErrorKind::Recording)).await;
-            }
-        }
     }
 
     async fn on_text(&mut self, text: &str) -> Result<(), ErrorKind> {
@@ -638,24 +583,8 @@ impl Connection {
 
     /// Ends a still-running session's recording (ENDLIST) within `limit`, else kills it.
     async fn end_session(&mut self, limit: Duration) {
-        let Some(session) = &mut self.session else {
-            return;
-        };
-        session.finish_input();
-        let waited = tokio::time::timeout(limit, async {
-            while let Some(event) = session.event().await {
-                if matches!(event, SessionEvent::Ended(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-        if waited.is_err() {
-            session.abort();
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                while session.event().await.is_some() {}
-            })
-            .await;
+        if let Some(session) = &mut self.session {
+            session.finish_within(limit).await;
         }
     }
 

@@ -1,0 +1,177 @@
+//! How a session ends: what its pipeline's last word means for the page, how long its
+//! folder is kept afterwards, and the recording it offers. The socket only relays these.
+
+use super::registry::Registry;
+use super::session::Session;
+use crate::config::{LimitsConfig, PipelineConfig};
+use crate::error::ServerError;
+use crate::pipeline::recording;
+use app::protocol::{ErrorKind, ServerMsg};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// Its page stopped it and the pipeline drained (or the disk filled up: what was
+    /// recorded is kept): kept for `retention-secs`, the recording offered.
+    Stopped,
+    /// The page vanished, failed, was refused, or the pipeline failed: kept for
+    /// `abandoned-retention-secs`.
+    Abandoned,
+    /// The socket dropped and the page did not come back within the grace period: removed
+    /// at once, nobody is left to want it.
+    Expired,
+}
+
+impl Ending {
+    /// What the pipeline's end means: how the session ended and the error the page is told
+    /// (if any). `stopping`: the page had asked to stop; `frames`: frames decoded so far.
+    pub fn of_pipeline(
+        result: &Result<(), ServerError>,
+        stopping: bool,
+        frames: u64,
+    ) -> (Ending, Option<ErrorKind>) {
+        match result {
+            Ok(()) if stopping => (Ending::Stopped, None),
+            Ok(()) => {
+                tracing::warn!("pipeline ended without a stop");
+                (Ending::Abandoned, Some(ErrorKind::Pipeline))
+            }
+            Err(e @ ServerError::DiskFull { .. }) => {
+                tracing::warn!("{e}");
+                (Ending::Stopped, Some(ErrorKind::Storage))
+            }
+            Err(e) => {
+                // A decoder that fails before its first frame was given something that is
+                // not the announced video.
+                let kind = match e {
+                    ServerError::ChildExit {
+                        stage: "decoder", ..
+                    } if frames == 0 => ErrorKind::BadMedia,
+                    _ => ErrorKind::Pipeline,
+                };
+                tracing::warn!("pipeline failed ({}): {e}", kind.code());
+                (Ending::Abandoned, Some(kind))
+            }
+        }
+    }
+
+    /// How long the session's folder stays after this ending.
+    pub fn retention(self, limits: &LimitsConfig) -> Duration {
+        Duration::from_secs(match self {
+            Ending::Stopped => limits.retention_secs,
+            Ending::Abandoned => limits.abandoned_retention_secs,
+            Ending::Expired => 0,
+        })
+    }
+}
+
+/// What retiring a session needs from the server.
+pub struct Retirement<'a> {
+    pub registry: &'a Arc<Registry>,
+    pub pipeline: &'a PipelineConfig,
+    pub limits: &'a LimitsConfig,
+    pub shutdown: &'a CancellationToken,
+}
+
+impl Retirement<'_> {
+    /// Retires an ended `session`: frees its place and revokes its viewer link at once,
+    /// keeps its folder for the retention of `ending`, and — for a stopped session whose
+    /// stream had started, when recordings are on — remuxes its segments into the MP4
+    /// download. Returns what to tell the page about that download (`None`: nothing to
+    /// offer, or the server is shutting down).
+    pub async fn retire(
+        &self,
+        session: Session,
+        ending: Ending,
+        playlist_ready: bool,
+    ) -> Option<ServerMsg> {
+        let (id, dir) = (session.id.clone(), session.dir.clone());
+        drop(session);
+        let retention = ending.retention(self.limits);
+        self.registry.retire(id.clone(), retention);
+        let until = Instant::now() + retention;
+        let offered = ending == Ending::Stopped && playlist_ready && self.pipeline.records();
+        if !offered {
+            return None;
+        }
+        let result = tokio::select! {
+            r = recording::remux(&self.pipeline.ffmpeg, &dir) => r,
+            _ = self.shutdown.cancelled() => return None,
+        };
+        Some(match result {
+            Ok(_) => ServerMsg::RecordingReady {
+                url: app::hls_path::recording_url(id.as_str()),
+                available_secs: until.saturating_duration_since(Instant::now()).as_secs(),
+            },
+            Err(e) => {
+                tracing::warn!("recording not offered: {e}");
+                ServerMsg::error(ErrorKind::Recording)
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child_exit(stage: &'static str) -> ServerError {
+        ServerError::ChildExit {
+            stage,
+            status: "exit status: 1".into(),
+            stderr_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_pipeline_end_says_how_the_session_ended() {
+        let ok = Ok(());
+        assert_eq!(Ending::of_pipeline(&ok, true, 100), (Ending::Stopped, None));
+        assert_eq!(
+            Ending::of_pipeline(&ok, false, 100),
+            (Ending::Abandoned, Some(ErrorKind::Pipeline)),
+            "an end nobody asked for is a failure"
+        );
+        let full = Err(ServerError::DiskFull {
+            dir: "/x".into(),
+            min_mb: 1,
+        });
+        assert_eq!(
+            Ending::of_pipeline(&full, false, 100),
+            (Ending::Stopped, Some(ErrorKind::Storage)),
+            "what was recorded before the disk filled up is kept"
+        );
+        assert_eq!(
+            Ending::of_pipeline(&Err(child_exit("decoder")), false, 0),
+            (Ending::Abandoned, Some(ErrorKind::BadMedia)),
+            "a decoder failing before any frame was given something else than video"
+        );
+        assert_eq!(
+            Ending::of_pipeline(&Err(child_exit("decoder")), false, 5),
+            (Ending::Abandoned, Some(ErrorKind::Pipeline))
+        );
+        assert_eq!(
+            Ending::of_pipeline(&Err(child_exit("encoder")), true, 0),
+            (Ending::Abandoned, Some(ErrorKind::Pipeline))
+        );
+    }
+
+    #[test]
+    fn retention_follows_the_ending() {
+        let limits = LimitsConfig {
+            retention_secs: 600,
+            abandoned_retention_secs: 30,
+            ..LimitsConfig::default()
+        };
+        assert_eq!(Ending::Stopped.retention(&limits), Duration::from_secs(600));
+        assert_eq!(
+            Ending::Abandoned.retention(&limits),
+            Duration::from_secs(30)
+        );
+        assert_eq!(Ending::Expired.retention(&limits), Duration::ZERO);
+    }
+}
