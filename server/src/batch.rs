@@ -69,7 +69,7 @@ pub async fn probe(ffmpeg: &Path, input: &Path) -> Result<VideoInfo, ServerError
         .output()
         .await
         .map_err(|source| ServerError::Spawn {
-            stage: "probe",
+            stage: crate::error::Stage::Probe,
             program: ffprobe.clone(),
             source,
         })?;

@@ -1,7 +1,7 @@
 //! One helper for every ffmpeg child: spawn with piped stdio, stderr drained into `tracing`
 //! (keeping a tail for error reports), and a graceful stop that always reaps.
 
-use crate::error::ServerError;
+use crate::error::{ServerError, Stage};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
@@ -38,17 +38,13 @@ pub struct Spawned {
     pub child: Child,
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
-    pub stage: &'static str,
+    pub stage: Stage,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Spawned {
     /// Starts `program args…` with all three pipes; stderr goes to `tracing` at debug level.
-    pub fn spawn(
-        stage: &'static str,
-        program: &Path,
-        args: &[String],
-    ) -> Result<Self, ServerError> {
+    pub fn spawn(stage: Stage, program: &Path, args: &[String]) -> Result<Self, ServerError> {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -89,7 +85,7 @@ impl Spawned {
                     }
                 }
             }
-            .instrument(tracing::debug_span!("stderr", stage)),
+            .instrument(tracing::debug_span!("stderr", stage = stage.as_str())),
         );
         Ok(Spawned {
             child,
@@ -135,7 +131,7 @@ impl Drop for ChildGauge {
 /// The child counts as live (for `/metrics`) while its reporter exists.
 #[derive(Clone)]
 pub struct ExitReporter {
-    stage: &'static str,
+    stage: Stage,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     _gauge: Arc<ChildGauge>,
 }

@@ -1,6 +1,36 @@
 //! The server crate's error type: every variant carries the context needed to find the cause.
 
+use std::fmt;
 use std::path::PathBuf;
+
+/// A child process's role in the pipeline: in errors, logs and the `role` label of
+/// `hls_face_ffmpeg_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Decoder,
+    Encoder,
+    Remuxer,
+    /// ffprobe reading an input file for `process`.
+    Probe,
+}
+
+impl Stage {
+    /// The name used in logs and as the metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Decoder => "decoder",
+            Stage::Encoder => "encoder",
+            Stage::Remuxer => "remuxer",
+            Stage::Probe => "probe",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Errors of the server, its sessions and its pipeline stages.
 #[derive(Debug, thiserror::Error)]
@@ -20,19 +50,19 @@ pub enum ServerError {
     },
     #[error("cannot start {stage} ({program}): {source}")]
     Spawn {
-        stage: &'static str,
+        stage: Stage,
         program: PathBuf,
         source: std::io::Error,
     },
     #[error("{stage} exited with {status}; stderr tail: {stderr_tail}")]
     ChildExit {
-        stage: &'static str,
+        stage: Stage,
         status: String,
         stderr_tail: String,
     },
     #[error("{stage} pipe failed: {source}")]
     Pipe {
-        stage: &'static str,
+        stage: Stage,
         source: std::io::Error,
     },
     #[error("{0}")]
@@ -41,6 +71,22 @@ pub enum ServerError {
     Fmp4(String),
     #[error("face detector: {0}")]
     Detector(String),
+    #[error("face detector: {what}: {source}")]
+    OpenCv { what: String, source: opencv::Error },
+    #[error("cannot start {what}: {source}")]
+    Thread {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} failed: {source}")]
+    Task {
+        what: &'static str,
+        source: tokio::task::JoinError,
+    },
+    #[error("remux failed: {source}")]
+    Remux { source: Box<ServerError> },
+    #[error("serving HTTP failed: {source}")]
+    Serve { source: std::io::Error },
     #[error(
         "another hls-face server (pid {owner}) uses the runtime folder {dir}; stop it or give \
          this one its own folder (pipeline.runtime-dir / HLS_FACE_PIPELINE_RUNTIME_DIR)"
@@ -73,7 +119,53 @@ impl ServerError {
 }
 
 impl From<opencv::Error> for ServerError {
-    fn from(e: opencv::Error) -> Self {
-        ServerError::Detector(e.to_string())
+    fn from(source: opencv::Error) -> Self {
+        ServerError::OpenCv {
+            what: "OpenCV call".into(),
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn wrapped_errors_keep_their_source() {
+        let io = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone");
+        let pipe = ServerError::Pipe {
+            stage: Stage::Remuxer,
+            source: io(),
+        };
+        assert_eq!(pipe.to_string(), "remuxer pipe failed: gone");
+        assert!(pipe.source().is_some());
+        let remux = ServerError::Remux {
+            source: Box::new(pipe),
+        };
+        let mut chain = vec![remux.to_string()];
+        let mut next = remux.source();
+        while let Some(e) = next {
+            chain.push(e.to_string());
+            next = e.source();
+        }
+        assert_eq!(
+            chain,
+            [
+                "remux failed: remuxer pipe failed: gone",
+                "remuxer pipe failed: gone",
+                "gone"
+            ]
+        );
+        let cv: ServerError = opencv::Error::new(-2, "bad mat").into();
+        assert!(
+            cv.source().is_some(),
+            "OpenCV's error is kept, not flattened"
+        );
+        assert_eq!(
+            ServerError::Serve { source: io() }.to_string(),
+            "serving HTTP failed: gone"
+        );
     }
 }

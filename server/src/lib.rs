@@ -140,7 +140,7 @@ impl RunningServer {
                 tracing::warn!("some sessions did not end within {SOCKET_DRAIN:?}");
             }
             registry.drain().await;
-            served.map_err(|source| ServerError::Bind { addr, source })
+            served.map_err(|source| ServerError::Serve { source })
         });
         Ok(RunningServer {
             addr,
@@ -154,7 +154,10 @@ impl RunningServer {
     pub async fn wait(self) -> Result<(), ServerError> {
         match self.task.await {
             Ok(result) => result,
-            Err(e) => Err(ServerError::Config(format!("server task failed: {e}"))),
+            Err(source) => Err(ServerError::Task {
+                what: "the server task",
+                source,
+            }),
         }
     }
 }

@@ -48,8 +48,10 @@ impl CenterFace {
         if threads > 0 {
             opencv::core::set_num_threads(threads)?;
         }
-        let net = dnn::read_net_from_onnx(model)
-            .map_err(|e| ServerError::Detector(format!("loading {}: {e}", model.display())))?;
+        let net = dnn::read_net_from_onnx(model).map_err(|source| ServerError::OpenCv {
+            what: format!("loading {}", model.display()),
+            source,
+        })?;
         let mut outputs = Vector::<String>::new();
         for name in OUTPUTS {
             outputs.push(name);

@@ -6,7 +6,7 @@
 use super::frame::{Frame, FramePool};
 use crate::child::{reap, ExitReporter, Spawned};
 use crate::config::PipelineConfig;
-use crate::error::ServerError;
+use crate::error::{ServerError, Stage};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout};
@@ -145,7 +145,7 @@ impl Encoder {
     ) -> Result<(Self, ChildStdout), ServerError> {
         let args = encoder_args(settings, output);
         let (child, mut stdin, stdout, exit) =
-            Spawned::spawn("encoder", ffmpeg, &args)?.into_parts();
+            Spawned::spawn(Stage::Encoder, ffmpeg, &args)?.into_parts();
         tokio::spawn(async move {
             while let Some(frame) = frames.recv().await {
                 let started = std::time::Instant::now();

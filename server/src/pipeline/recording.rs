@@ -4,7 +4,7 @@
 
 use super::stream::{Resource, INIT};
 use crate::child::{reap, Spawned};
-use crate::error::ServerError;
+use crate::error::{ServerError, Stage};
 use crate::metrics;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,7 +130,7 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
     let partial = dir.join(format!("{RECORDING}.part"));
     let out = dir.join(RECORDING);
     let (mut child, mut stdin, _stdout, exit) =
-        Spawned::spawn("remuxer", ffmpeg, &remux_args(&partial))?.into_parts();
+        Spawned::spawn(Stage::Remuxer, ffmpeg, &remux_args(&partial))?.into_parts();
     let feed = tokio::spawn(async move {
         for part in parts {
             // A segment pruned meanwhile is skipped; anything else ends the feed.
@@ -143,21 +143,26 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
                 .write_all(&bytes)
                 .await
                 .map_err(|source| ServerError::Pipe {
-                    stage: "remuxer",
+                    stage: Stage::Remuxer,
                     source,
                 })?;
         }
         Ok(())
     });
     let status = reap(&mut child, REMUX_LIMIT).await;
-    let fed = feed
-        .await
-        .unwrap_or_else(|e| Err(ServerError::Input(format!("segment feed failed: {e}"))));
-    let result = exit.check(status).and(fed);
-    if let Err(e) = &result {
-        ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => "remuxer").increment(1);
+    let fed = feed.await.unwrap_or_else(|source| {
+        Err(ServerError::Task {
+            what: "feeding segments to the remuxer",
+            source,
+        })
+    });
+    if let Err(e) = exit.check(status).and(fed) {
+        ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => Stage::Remuxer.as_str())
+            .increment(1);
         let _ = tokio::fs::remove_file(&partial).await;
-        return Err(ServerError::Input(format!("remux failed: {e}")));
+        return Err(ServerError::Remux {
+            source: Box::new(e),
+        });
     }
     tokio::fs::rename(&partial, &out)
         .await

@@ -4,7 +4,7 @@
 use super::registry::Registry;
 use super::session::Session;
 use crate::config::{LimitsConfig, PipelineConfig};
-use crate::error::ServerError;
+use crate::error::{ServerError, Stage};
 use crate::pipeline::recording;
 use app::protocol::{ErrorKind, ServerMsg};
 use std::sync::Arc;
@@ -49,7 +49,8 @@ impl Ending {
                 // not the announced video.
                 let kind = match e {
                     ServerError::ChildExit {
-                        stage: "decoder", ..
+                        stage: Stage::Decoder,
+                        ..
                     } if frames == 0 => ErrorKind::BadMedia,
                     _ => ErrorKind::Pipeline,
                 };
@@ -119,7 +120,7 @@ impl Retirement<'_> {
 mod tests {
     use super::*;
 
-    fn child_exit(stage: &'static str) -> ServerError {
+    fn child_exit(stage: Stage) -> ServerError {
         ServerError::ChildExit {
             stage,
             status: "exit status: 1".into(),
@@ -146,16 +147,16 @@ mod tests {
             "what was recorded before the disk filled up is kept"
         );
         assert_eq!(
-            Ending::of_pipeline(&Err(child_exit("decoder")), false, 0),
+            Ending::of_pipeline(&Err(child_exit(Stage::Decoder)), false, 0),
             (Ending::Abandoned, Some(ErrorKind::BadMedia)),
             "a decoder failing before any frame was given something else than video"
         );
         assert_eq!(
-            Ending::of_pipeline(&Err(child_exit("decoder")), false, 5),
+            Ending::of_pipeline(&Err(child_exit(Stage::Decoder)), false, 5),
             (Ending::Abandoned, Some(ErrorKind::Pipeline))
         );
         assert_eq!(
-            Ending::of_pipeline(&Err(child_exit("encoder")), true, 0),
+            Ending::of_pipeline(&Err(child_exit(Stage::Encoder)), true, 0),
             (Ending::Abandoned, Some(ErrorKind::Pipeline))
         );
     }

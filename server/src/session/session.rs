@@ -509,7 +509,7 @@ impl Supervisor {
             }
         };
         if let Err(ServerError::ChildExit { stage, .. }) = &result {
-            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => *stage).increment(1);
+            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => stage.as_str()).increment(1);
         }
         let _ = events.send(SessionEvent::Ended(result)).await;
     }

@@ -62,8 +62,10 @@ impl HaarDetector {
     /// Loads the cascade XML.
     pub fn new(cascade: &Path, settings: HaarSettings) -> Result<Self, ServerError> {
         let path = cascade.to_string_lossy();
-        let classifier = CascadeClassifier::new(cascade)
-            .map_err(|e| ServerError::Detector(format!("loading {path}: {e}")))?;
+        let classifier = CascadeClassifier::new(cascade).map_err(|source| ServerError::OpenCv {
+            what: format!("loading {path}"),
+            source,
+        })?;
         if settings.threads > 0 {
             opencv::core::set_num_threads(settings.threads)?;
         }

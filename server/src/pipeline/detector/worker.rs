@@ -105,7 +105,10 @@ impl DetectorWorker {
                     settings,
                 );
             })
-            .map_err(|e| ServerError::Detector(format!("cannot start thread: {e}")))?;
+            .map_err(|source| ServerError::Thread {
+                what: "the detector thread",
+                source,
+            })?;
         let worker = DetectorWorker {
             slot,
             pool,
