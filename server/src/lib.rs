@@ -109,6 +109,7 @@ impl RunningServer {
                 detector,
                 min_free_disk_mb: config.limits.min_free_disk_mb,
                 capacity: capacity.clone(),
+                supervisors: TaskTracker::new(),
             },
             capacity,
             config,
@@ -138,6 +139,16 @@ impl RunningServer {
                 .is_err()
             {
                 tracing::warn!("some sessions did not end within {SOCKET_DRAIN:?}");
+            }
+            // Sockets end their sessions; a session whose socket was gone already ends on
+            // its own once its input closed: wait for every pipeline to reap its children.
+            let supervisors = &shared.pipeline.supervisors;
+            supervisors.close();
+            if tokio::time::timeout(SOCKET_DRAIN, supervisors.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some pipelines did not end within {SOCKET_DRAIN:?}");
             }
             registry.drain().await;
             served.map_err(|source| ServerError::Serve { source })

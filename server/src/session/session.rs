@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Recorder chunks buffered toward the decoder (~3 s of 100 ms chunks). When full, the
@@ -46,6 +47,9 @@ pub struct PipelineEnv {
     pub min_free_disk_mb: u64,
     /// Told when a session falls behind (new sessions then wait).
     pub capacity: Arc<Capacity>,
+    /// Every session's supervisor (it reaps the session's ffmpeg children and detector
+    /// thread), also of sessions whose socket dropped them: shutdown waits for them all.
+    pub supervisors: TaskTracker,
 }
 
 /// The stream a session receives, as its Start message announced it.
@@ -96,7 +100,7 @@ impl Session {
     /// Spawns the decoder, detector thread, encoder and publisher for `media`.
     /// The session holds its place in the machine's planned capacity (`reservation`) until
     /// it is dropped.
-    pub fn start(
+    pub async fn start(
         admission: Admission,
         reservation: Reservation,
         media: Media,
@@ -119,13 +123,14 @@ impl Session {
         }
         let pool = FramePool::default();
         let (detector, detector_rx) = watch::channel(HaarSettings::from(cfg).tunable());
-        let worker = DetectorWorker::start(
+        let worker = DetectorWorker::started(
             env.detector.clone(),
             format!("detect-{}", &id.as_str()[..8]),
             Duration::from_secs(1) / cfg.detect_fps.max(1),
             pool.clone(),
             detector_rx.clone(),
-        )?;
+        )
+        .await?;
         let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
         let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
         let (enc_tx, enc_rx) = mpsc::channel(ENCODER_QUEUE);
@@ -181,7 +186,7 @@ impl Session {
             dir: dir.clone(),
             min_free_mb: env.min_free_disk_mb,
         };
-        tokio::spawn(supervisor.run().in_current_span());
+        env.supervisors.spawn(supervisor.run().in_current_span());
         ::metrics::counter!(metrics::SESSIONS_TOTAL).increment(1);
         ::metrics::gauge!(metrics::SESSIONS_LIVE).increment(1.0);
         Ok(Session {

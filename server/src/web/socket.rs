@@ -509,12 +509,9 @@ impl Connection {
             width,
             height,
         };
-        // Starting loads the detector's model on its thread and waits for it (~0.1 s): off
-        // the async workers.
-        let blur = self.blur;
-        let started = tokio::task::block_in_place(|| {
-            Session::start(admission, reservation, media, &shared.pipeline, blur)
-        });
+        // Starting awaits the detector's model loading on its own thread (~0.1 s).
+        let started =
+            Session::start(admission, reservation, media, &shared.pipeline, self.blur).await;
         let session = match started {
             Ok(s) => s,
             Err(e @ ServerError::DiskFull { .. }) => {

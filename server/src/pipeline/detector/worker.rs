@@ -10,7 +10,7 @@ use app::protocol::DetectorSettings;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 /// The latest detection result.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -64,8 +64,9 @@ pub struct DetectorWorker {
 }
 
 impl DetectorWorker {
-    /// Starts the thread; the detector is made on it by `factory`. A factory failure is
-    /// returned here, before any frame flows.
+    /// Starts the thread and waits (blocking this thread) until the detector is made on it
+    /// by `factory`; a factory failure is returned here, before any frame flows. For code
+    /// outside the async runtime; async code uses [`DetectorWorker::started`].
     pub fn start(
         factory: DetectorFactory,
         name: String,
@@ -73,10 +74,48 @@ impl DetectorWorker {
         pool: FramePool,
         settings: watch::Receiver<DetectorSettings>,
     ) -> Result<Self, ServerError> {
+        let (worker, ready) = Self::spawn(factory, name, min_interval, pool, settings)?;
+        worker.when(ready.blocking_recv())
+    }
+
+    /// Like [`DetectorWorker::start`], awaiting the detector (the model loads in ~0.1 s)
+    /// without holding an async worker thread.
+    pub async fn started(
+        factory: DetectorFactory,
+        name: String,
+        min_interval: Duration,
+        pool: FramePool,
+        settings: watch::Receiver<DetectorSettings>,
+    ) -> Result<Self, ServerError> {
+        let (worker, ready) = Self::spawn(factory, name, min_interval, pool, settings)?;
+        worker.when(ready.await)
+    }
+
+    /// This worker once its thread reported whether the detector was made.
+    fn when(
+        self,
+        ready: Result<Result<(), ServerError>, oneshot::error::RecvError>,
+    ) -> Result<Self, ServerError> {
+        match ready {
+            Ok(Ok(())) => Ok(self),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ServerError::Detector("detector thread died".into())),
+        }
+    }
+
+    /// Spawns the thread that makes the detector and runs it; the receiver says whether
+    /// making it worked.
+    fn spawn(
+        factory: DetectorFactory,
+        name: String,
+        min_interval: Duration,
+        pool: FramePool,
+        settings: watch::Receiver<DetectorSettings>,
+    ) -> Result<(Self, oneshot::Receiver<Result<(), ServerError>>), ServerError> {
         let slot = Arc::new(LatestSlot::default());
         let counters = Arc::new(DetectorCounters::default());
         let (tx, results) = watch::channel(Detection::default());
-        let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+        let (ready_tx, ready_rx) = oneshot::channel();
         let thread_slot = slot.clone();
         let thread_counters = counters.clone();
         let thread_pool = pool.clone();
@@ -116,11 +155,7 @@ impl DetectorWorker {
             results,
             thread: Some(thread),
         };
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(worker),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ServerError::Detector("detector thread died".into())),
-        }
+        Ok((worker, ready_rx))
     }
 
     /// Hands frame number `seq` to the detector; an unread older frame is dropped
