@@ -1,6 +1,7 @@
 //! Viewer load for the scale-out benchmark: N HLS clients watching one live session the
-//! way an LL-HLS player does (a blocking reload for the part the preload hint names, then
-//! every new part), each on its own connections, for a bounded time. Prints what the node
+//! way the viewer page does (a blocking reload for the part the preload hint names, then
+//! every new part, like hls.js; and the page's once-a-second "still live?" question), each
+//! on its own connections, for a bounded time. Prints what the node
 //! holding the session paid for them and how old each part was when it arrived.
 //!
 //! `cargo run --release -p server --example viewers -- BASE_URL PLAYLIST_PATH VIEWERS SECONDS NODE_ADDR NODE_PID [NGINX_PID]`
@@ -90,6 +91,22 @@ async fn watch(base: String, playlist: String, until: Instant) -> Viewer {
         return v;
     };
     let dir = playlist.rsplit_once('/').map_or("", |(d, _)| d).to_string();
+    // The viewer page asks whether the session still runs every second.
+    let status = {
+        let (http, url) = (http.clone(), format!("{base}{dir}/status"));
+        tokio::spawn(async move {
+            let mut asked = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while Instant::now() < until {
+                tick.tick().await;
+                asked += 1;
+                if http.get(&url).send().await.is_err() {
+                    break;
+                }
+            }
+            asked
+        })
+    };
     let mut next: Option<(u64, usize)> = None;
     let mut last: Option<(u64, usize)> = None;
     while Instant::now() < until {
@@ -152,6 +169,7 @@ async fn watch(base: String, playlist: String, until: Instant) -> Viewer {
             _ => None,
         };
     }
+    v.requests += status.await.unwrap_or(0);
     v
 }
 

@@ -234,6 +234,19 @@ async fn sessions_spread_over_nodes_viewers_hit_the_cache_and_a_dead_node_ends_o
         misses <= 1,
         "a part is fetched from the node once ({misses} misses)"
     );
+    // Every viewer page asks each second whether the session runs: nginx answers for a second.
+    let status = format!("/view/{token}/status");
+    let (first, second) = (
+        http_get(&public, &status, &[]).await?,
+        http_get(&public, &status, &[]).await?,
+    );
+    ensure!(
+        first.status == 200 && second.status == 200 && second.header("x-cache") == Some("HIT"),
+        "the viewer status through nginx: {} then {} ({:?})",
+        first.status,
+        second.status,
+        second.header("x-cache")
+    );
 
     // A's node dies: A's socket closes, its stream and viewer link are gone...
     let (pid_a, _) = cluster.node(na)?;

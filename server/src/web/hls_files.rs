@@ -52,9 +52,11 @@ pub async fn serve_viewer(
         .and_then(|t| registry.viewer_session(&t))
         .and_then(|id| registry.folder(&id));
     if file == VIEWER_STATUS {
-        // The viewer page asks this every second, to say "ended" as soon as it is.
+        // Every viewer page asks this each second, to say "ended" as soon as it is. A shared
+        // cache may answer "live" for a second (100 viewers behind nginx then cost the node
+        // one request a second, not 100); "gone" is never kept.
         return match folder {
-            Some(_) => ([(header::CACHE_CONTROL, "no-store")], "live").into_response(),
+            Some(_) => ([(header::CACHE_CONTROL, "public, max-age=1")], "live").into_response(),
             None => not_found(),
         };
     }
