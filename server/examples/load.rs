@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
 use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -34,27 +34,21 @@ struct Outcome {
     error: Option<String>,
 }
 
+/// Loads the page like a browser: (session cookie `name=value`, CSRF token).
 async fn get(host: &str, path: &str) -> Result<(String, String)> {
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let cookie = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("set-cookie: ")
-                .or_else(|| l.strip_prefix("Set-Cookie: "))
-        })
+    let page = reqwest::get(format!("http://{host}{path}")).await?;
+    let cookie = page
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|c| c.to_str().ok())
         .and_then(|c| c.split(';').next())
         .context("no cookie")?
         .to_string();
+    let text = page.text().await?;
     let marker = "name=\"csrf-token\" content=\"";
     let start = text.find(marker).context("no token")? + marker.len();
-    Ok((cookie, text[start..start + 64].to_string()))
+    let token = text.get(start..start + 64).context("short token")?;
+    Ok((cookie, token.to_string()))
 }
 
 async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
