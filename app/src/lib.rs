@@ -6,6 +6,7 @@ pub mod hls_path;
 pub mod latency;
 pub mod protocol;
 pub mod studio;
+pub mod ui;
 pub mod viewer;
 
 #[cfg(feature = "hydrate")]

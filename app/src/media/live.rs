@@ -6,7 +6,7 @@ use super::socket::{Socket, SocketEvent};
 use super::MediaError;
 use crate::chunk_log::ChunkLog;
 use crate::protocol::{ClientMsg, DetectorSettings, ServerMsg};
-use crate::studio::{Phase, Ui};
+use crate::ui::{LiveEvent, Ui};
 use std::cell::RefCell;
 use std::rc::{Rc, Weak};
 use web_sys::{HtmlVideoElement, MediaStream};
@@ -68,7 +68,7 @@ impl Live {
             chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
             reconnecting: std::cell::Cell::new(None),
         });
-        ui.set(Phase::Connecting, "Connecting to the server…");
+        ui.event(LiveEvent::Connecting);
         Inner::connect(&inner, &csrf)?;
         Ok(Live(inner))
     }
@@ -86,16 +86,13 @@ impl Live {
     /// Stops recording; the stop message follows the last chunk.
     pub fn stop(&self) {
         let inner = &self.0;
-        inner
-            .ui
-            .message
-            .set("Stopping… finishing the recording.".into());
+        inner.ui.event(LiveEvent::Stopping);
         let stopping = inner.recorder.borrow().as_ref().is_some_and(|r| r.stop());
         if !stopping {
             // Nothing recorded yet (or already stopped): tell the server directly.
             inner.send(&ClientMsg::Stop);
             if !inner.socket.borrow().as_ref().is_some_and(|s| s.is_open()) {
-                inner.ui.set(Phase::Stopped, "Stopped.");
+                inner.ui.event(LiveEvent::StoppedEarly);
             }
         }
     }
@@ -120,11 +117,7 @@ impl Inner {
     fn retry_with_fresh_token(this: &Rc<Self>) {
         let ui = this.ui;
         if this.retried.replace(true) {
-            ui.fail(
-                "The server refused the connection. If it was restarted, reload this page; \
-                 if it sits behind a proxy, the proxy must keep the Host header (see the \
-                 README).",
-            );
+            ui.event(LiveEvent::Refused);
             return;
         }
         let weak = Rc::downgrade(this);
@@ -135,14 +128,10 @@ impl Inner {
                 Some(token) if !token.is_empty() => {
                     super::set_meta_content(crate::CSRF_META, &token);
                     if Inner::connect(&inner, &token).is_err() {
-                        inner
-                            .ui
-                            .fail("The connection to the server could not be opened.");
+                        inner.ui.event(LiveEvent::CannotConnect);
                     }
                 }
-                _ => inner.ui.fail(
-                    "The server cannot be reached. Check the connection, then reload the page.",
-                ),
+                _ => inner.ui.event(LiveEvent::Unreachable),
             }
         });
     }
@@ -157,9 +146,7 @@ impl Inner {
         if this.reconnecting.get().is_none() {
             this.reconnecting
                 .set(Some(super::now_ms() + this.resume_grace_ms.get()));
-            this.ui
-                .message
-                .set("The connection dropped; reconnecting… (recording goes on)".into());
+            this.ui.event(LiveEvent::Reconnecting);
         }
         let weak = Rc::downgrade(this);
         leptos::prelude::set_timeout(
@@ -183,11 +170,7 @@ impl Inner {
 
     /// The connection is gone for good.
     fn give_up(&self) {
-        let ui = self.ui;
-        if ui.phase.get_untracked().is_active() {
-            ui.fail("The connection to the server was lost.");
-            ui.viewer_url.set(None);
-        }
+        self.ui.event(LiveEvent::ConnectionLost);
         self.recorder.borrow_mut().take();
     }
 
@@ -197,7 +180,11 @@ impl Inner {
         self.reconnecting.set(None);
         let log = self.chunks.borrow();
         let Some(missing) = log.since(chunks) else {
-            ui.fail(crate::protocol::ErrorKind::ResumeFailed.user_message());
+            ui.event(LiveEvent::Failed(
+                crate::protocol::ErrorKind::ResumeFailed
+                    .user_message()
+                    .into(),
+            ));
             self.shutdown();
             return;
         };
@@ -206,15 +193,7 @@ impl Inner {
                 socket.send_chunk(chunk);
             }
         }
-        match ui.phase.get_untracked() {
-            Phase::Live => ui
-                .message
-                .set(crate::studio::live_message(ui.blur.get_untracked()).into()),
-            Phase::Buffering => ui
-                .message
-                .set("Streaming… waiting for the first processed segment.".into()),
-            _ => {}
-        }
+        ui.event(LiveEvent::Resumed);
     }
 
     fn on_socket(this: &Rc<Self>, event: SocketEvent) {
@@ -239,7 +218,7 @@ impl Inner {
             }
             SocketEvent::Message(msg) => Self::on_message(this, msg),
             SocketEvent::Garbled => {
-                ui.fail("The server sent something this page does not understand.");
+                ui.event(LiveEvent::Garbled);
                 this.shutdown();
             }
             SocketEvent::Closed if this.reconnecting.get().is_some() => {
@@ -263,15 +242,8 @@ impl Inner {
                 Self::begin_reconnect(this);
             }
             SocketEvent::Closed => {
-                if ui.phase.get_untracked().is_active() {
-                    ui.fail("The connection to the server was lost.");
-                    ui.viewer_url.set(None);
-                } else if ui.phase.get_untracked() == Phase::Stopped
-                    && ui.recording.get_untracked().is_none()
-                {
-                    ui.message
-                        .set("Stopped. The recording stays playable below.".into());
-                }
+                ui.event(LiveEvent::ConnectionLost);
+                ui.event(LiveEvent::EndedWithoutDownload);
                 this.recorder.borrow_mut().take();
             }
         }
@@ -298,32 +270,19 @@ impl Inner {
                     ui.detector.set(detector);
                 }
                 if let Err(err) = Self::start_recorder(this) {
-                    ui.fail(err.user_message());
+                    ui.event(LiveEvent::Failed(err.user_message()));
                     this.shutdown();
                     return;
                 }
-                ui.set(
-                    Phase::Buffering,
-                    "Streaming… waiting for the first processed segment.",
-                );
+                ui.event(LiveEvent::Streaming);
             }
             ServerMsg::PlaylistReady {
                 url,
                 live_sync_seconds,
             } => {
                 ui.playlist.set(Some(url.clone()));
-                let on_playing = {
-                    let ui = this.ui;
-                    move || {
-                        if ui.phase.get_untracked() == Phase::Buffering {
-                            ui.set(
-                                Phase::Live,
-                                crate::studio::live_message(ui.blur.get_untracked()),
-                            );
-                        }
-                    }
-                };
-                let on_fatal = move || ui.fail("The processed stream could not be played.");
+                let on_playing = move || ui.event(LiveEvent::Playing);
+                let on_fatal = move || ui.event(LiveEvent::PlayerFailed);
                 match Player::attach(
                     this.output.clone(),
                     &url,
@@ -332,7 +291,7 @@ impl Inner {
                     on_fatal,
                 ) {
                     Ok(player) => *this.player.borrow_mut() = Some(player),
-                    Err(err) => ui.fail(err.user_message()),
+                    Err(err) => ui.event(LiveEvent::Failed(err.user_message())),
                 }
             }
             ServerMsg::Resumed { chunks } => this.resumed(chunks),
@@ -341,14 +300,11 @@ impl Inner {
                 ui.stats.set(stats);
             }
             ServerMsg::Ended { .. } => {
-                if ui.camera_lost.get_untracked() {
-                    ui.fail(MediaError::CameraLost.user_message());
+                ui.event(if ui.camera_lost.get_untracked() {
+                    LiveEvent::Failed(MediaError::CameraLost.user_message())
                 } else {
-                    ui.set(
-                        Phase::Stopped,
-                        "Stopped. The recording stays playable below; preparing the download…",
-                    );
-                }
+                    LiveEvent::Ended
+                });
                 ui.viewer_url.set(None);
                 // The socket stays open for the download offer; the server closes it.
                 if let Some(recorder) = this.recorder.borrow().as_ref() {
@@ -372,15 +328,13 @@ impl Inner {
                     },
                     std::time::Duration::from_secs(available_secs),
                 );
-                ui.message.set(
-                    "Stopped. The recording stays playable below and can be downloaded.".into(),
-                );
+                ui.event(LiveEvent::RecordingReady);
             }
             ServerMsg::Error { kind, message } if !kind.is_fatal() => {
                 ui.notice.set(message);
             }
             ServerMsg::Error { message, .. } => {
-                ui.fail(message);
+                ui.event(LiveEvent::Failed(message));
                 ui.viewer_url.set(None);
                 this.shutdown();
             }
@@ -407,8 +361,8 @@ impl Inner {
             let weak: Weak<Self> = Rc::downgrade(this);
             move || {
                 if let Some(inner) = weak.upgrade() {
-                    if !inner.send(&ClientMsg::Stop) && inner.ui.phase.get_untracked().is_active() {
-                        inner.ui.set(Phase::Stopped, "Stopped.");
+                    if !inner.send(&ClientMsg::Stop) {
+                        inner.ui.event(LiveEvent::StoppedEarly);
                     }
                 }
             }

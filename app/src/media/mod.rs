@@ -11,7 +11,7 @@ mod recorder;
 mod socket;
 
 use crate::protocol::DetectorSettings;
-use crate::studio::{Phase, Ui};
+use crate::ui::{LiveEvent, Ui};
 use crate::viewer::ViewerState;
 use leptos::html::Video;
 use leptos::prelude::*;
@@ -52,11 +52,10 @@ impl Controller {
 
     /// Asks for the camera and shows it in the preview; failures go to the status line.
     pub fn open_camera(self) {
-        self.ui.message.set("Asking for the camera…".into());
+        self.ui.event(LiveEvent::AskingForCamera);
         wasm_bindgen_futures::spawn_local(async move {
             if self.acquire().await {
-                self.ui
-                    .set(Phase::Idle, "Camera ready. Press Start to stream it.");
+                self.ui.event(LiveEvent::CameraReady);
             }
         });
     }
@@ -67,7 +66,7 @@ impl Controller {
         let stream = match camera::open().await {
             Ok(stream) => stream,
             Err(err) => {
-                ui.fail(err.user_message());
+                ui.event(LiveEvent::Failed(err.user_message()));
                 return false;
             }
         };
@@ -109,7 +108,7 @@ impl Controller {
                 ui.camera_lost.set(true);
                 self.stop();
             }
-            ui.fail(MediaError::CameraLost.user_message());
+            ui.event(LiveEvent::Failed(MediaError::CameraLost.user_message()));
         });
         track.set_onended(Some(on_ended.as_ref().unchecked_ref()));
         self.on_track_ended.set_value(Some(on_ended));
@@ -120,7 +119,7 @@ impl Controller {
     pub fn start(self) {
         let Some(stream) = self.camera.get_value() else {
             wasm_bindgen_futures::spawn_local(async move {
-                self.ui.message.set("Opening the camera again…".into());
+                self.ui.event(LiveEvent::ReopeningCamera);
                 if self.acquire().await {
                     self.start();
                 }
@@ -140,7 +139,7 @@ impl Controller {
         self.ui.notice.set(String::new());
         match Live::start(self.ui, stream, output) {
             Ok(live) => self.live.set_value(Some(live)),
-            Err(err) => self.ui.fail(err.user_message()),
+            Err(err) => self.ui.event(LiveEvent::Failed(err.user_message())),
         }
     }
 

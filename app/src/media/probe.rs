@@ -4,7 +4,7 @@
 //! there is no valid code sequence, and the panel shows "—".
 
 use crate::latency::{quantile, CodeClock, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
-use crate::studio::{PlayerFigures, Ui};
+use crate::ui::{PlayerFigures, Ui};
 use leptos::prelude::Set;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
