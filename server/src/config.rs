@@ -27,6 +27,27 @@ pub struct Config {
     pub limits: LimitsConfig,
 }
 
+/// `[site] env`: Leptos' build mode (cargo-leptos sets `LEPTOS_ENV=DEV` while watching).
+/// Anything else is refused instead of silently meaning production.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SiteEnv {
+    /// Adds cargo-leptos' live-reload script.
+    #[serde(
+        rename = "DEV",
+        alias = "dev",
+        alias = "development",
+        alias = "DEVELOPMENT"
+    )]
+    Dev,
+    #[serde(
+        rename = "PROD",
+        alias = "prod",
+        alias = "production",
+        alias = "PRODUCTION"
+    )]
+    Prod,
+}
+
 /// `[site]`: the Leptos site.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
@@ -40,7 +61,7 @@ pub struct SiteConfig {
     /// Bundle base name.
     pub output_name: String,
     /// "DEV" or "PROD".
-    pub env: String,
+    pub env: SiteEnv,
     /// cargo-leptos live-reload port.
     pub reload_port: u32,
     /// Host names (`host` or `host:port`) requests may carry besides the listen address
@@ -71,7 +92,7 @@ impl Default for SiteConfig {
             root: "target/site".into(),
             pkg_dir: "pkg".into(),
             output_name: "hls-face".into(),
-            env: "PROD".into(),
+            env: SiteEnv::Prod,
             reload_port: 3001,
             allowed_hosts: Vec::new(),
             tls_cert: None,
@@ -534,12 +555,9 @@ impl Config {
 
     /// The Leptos options for rendering and serving the site.
     pub fn leptos_options(&self) -> LeptosOptions {
-        let env = if self.site.env.eq_ignore_ascii_case("dev")
-            || self.site.env.eq_ignore_ascii_case("development")
-        {
-            leptos::config::Env::DEV
-        } else {
-            leptos::config::Env::PROD
+        let env = match self.site.env {
+            SiteEnv::Dev => leptos::config::Env::DEV,
+            SiteEnv::Prod => leptos::config::Env::PROD,
         };
         LeptosOptions::builder()
             .output_name(self.site.output_name.as_str())
@@ -637,6 +655,12 @@ mod tests {
         assert_eq!(c.site.addr.port(), 4123);
         assert_eq!(c.leptos_options().env, leptos::config::Env::DEV);
         assert_eq!(&*c.leptos_options().site_root, "target/site");
+        let prod = Config::from_parts("[site]\nenv = \"production\"\n", env(&[])).unwrap();
+        assert_eq!(prod.site.env, SiteEnv::Prod);
+        assert!(
+            Config::from_parts("", env(&[("LEPTOS_ENV", "staging")])).is_err(),
+            "an unknown mode is an error, not production"
+        );
     }
 
     #[test]
