@@ -71,14 +71,20 @@ pub struct DetectorSettings {
 impl Default for DetectorSettings {
     fn default() -> Self {
         DetectorSettings {
-            scale_factor: 1.1,
-            min_neighbors: 3,
-            min_face: 48,
+            scale_factor: Self::DEFAULT_SCALE_FACTOR as f32,
+            min_neighbors: Self::DEFAULT_MIN_NEIGHBORS,
+            min_face: Self::DEFAULT_MIN_FACE,
         }
     }
 }
 
 impl DetectorSettings {
+    /// The defaults, stated once for the page and the server's `[pipeline]` settings
+    /// (whose shipped `Leptos.toml` a test holds to them).
+    pub const DEFAULT_SCALE_FACTOR: f64 = 1.1;
+    pub const DEFAULT_MIN_NEIGHBORS: u32 = 3;
+    pub const DEFAULT_MIN_FACE: u32 = 48;
+
     /// Allowed scale factors: below 1.05 a detection takes several times longer, above
     /// 1.5 faces between pyramid levels are missed.
     pub const SCALE_FACTOR: (f32, f32) = (1.05, 1.5);

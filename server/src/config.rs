@@ -1,6 +1,7 @@
 //! Typed runtime settings: `Leptos.toml` plus environment overrides, with documented defaults.
 
 use crate::error::ServerError;
+use app::protocol::DetectorSettings;
 use leptos::config::LeptosOptions;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -225,9 +226,9 @@ impl Default for PipelineConfig {
             confirm_detections: 2,
             hold_detections: 2,
             detect_width: 320,
-            scale_factor: 1.1,
-            min_neighbors: 3,
-            min_face: 48,
+            scale_factor: DetectorSettings::DEFAULT_SCALE_FACTOR,
+            min_neighbors: DetectorSettings::DEFAULT_MIN_NEIGHBORS as i32,
+            min_face: DetectorSettings::DEFAULT_MIN_FACE,
             stats_interval_ms: 500,
             detect_fps: 10,
             opencv_threads: 1,
