@@ -453,14 +453,6 @@ impl Config {
                 "pipeline.detect-width must be at least 64",
             ),
             (
-                p.scale_factor > 1.0 && p.scale_factor < 2.0,
-                "pipeline.scale-factor must be in (1, 2)",
-            ),
-            (
-                p.min_neighbors >= 0,
-                "pipeline.min-neighbors must not be negative",
-            ),
-            (
                 (64..=1920).contains(&p.dnn_width),
                 "pipeline.dnn-width must be 64..=1920",
             ),
