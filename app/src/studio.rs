@@ -277,7 +277,7 @@ pub fn Studio() -> impl IntoView {
                     <dd class="hint">
                         {move || match ui.latency_ms.get() {
                             Some(_) => "From the camera to the played stream, measured in this page.",
-                            None => "Measured only when the camera shows the test clip's frame code (scripts/media); not with a real camera.",
+                            None => "Measured only with ?measure in the address and the test clip's frame codes in the camera (scripts/bench); not with a real camera.",
                         }}
                     </dd>
                 </div>

@@ -296,7 +296,9 @@ impl Inner {
             }
             ServerMsg::Resumed { chunks } => this.resumed(chunks),
             ServerMsg::Stats(stats) => {
-                publish_stats(&stats);
+                if super::measuring() {
+                    publish_stats(&stats);
+                }
                 ui.stats.set(stats);
             }
             ServerMsg::Ended { .. } => {

@@ -77,7 +77,7 @@ impl Controller {
         }
         self.watch_track(&stream);
         self.camera.set_value(Some(stream));
-        if self.probe.with_value(|p| p.is_none()) {
+        if measuring() && self.probe.with_value(|p| p.is_none()) {
             if let (Some(preview), Some(output)) =
                 (self.preview.get_untracked(), self.output.get_untracked())
             {
@@ -337,4 +337,18 @@ pub(crate) fn js_err(context: &str, value: wasm_bindgen::JsValue) -> MediaError 
         .and_then(|m| m.as_string())
         .unwrap_or_else(|| format!("{value:?}"));
     MediaError::Browser(format!("{context}: {detail}"))
+}
+
+/// Whether this page measures itself for the benchmark (`?measure` in its address): the
+/// frame-code latency probe and `window.hlsFaceStats`. Off for everyone else, who would pay
+/// for reading every frame of two videos and could not use the result (a real camera shows
+/// no frame codes).
+pub(crate) fn measuring() -> bool {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .is_some_and(|q| {
+            q.trim_start_matches('?')
+                .split('&')
+                .any(|p| p == "measure" || p.starts_with("measure="))
+        })
 }
