@@ -32,7 +32,7 @@ pub const BYTES_IN: &str = "hls_face_bytes_in_total";
 pub const ERRORS: &str = "hls_face_errors_total";
 /// Recordings remuxed to MP4 for download.
 pub const RECORDINGS: &str = "hls_face_recordings_total";
-/// Viewer-link requests served (playlist and segments).
+/// Viewer-link requests: playlist, parts, segments and the viewer page's status.
 pub const VIEWER_REQUESTS: &str = "hls_face_viewer_requests_total";
 /// Frames privacy mode pixelated whole (no detection of their shot covered them).
 pub const FRAMES_HIDDEN: &str = "hls_face_frames_hidden_total";
@@ -118,7 +118,10 @@ fn describe() {
     describe_counter!(BYTES_IN, Unit::Bytes, "Media bytes received from browsers.");
     describe_counter!(ERRORS, "Errors sent to browsers, by kind.");
     describe_counter!(RECORDINGS, "Recordings remuxed to MP4 for download.");
-    describe_counter!(VIEWER_REQUESTS, "Requests served through viewer links.");
+    describe_counter!(
+        VIEWER_REQUESTS,
+        "Requests on viewer links: playlists, parts, segments and the viewer page's status."
+    );
     describe_counter!(
         FRAMES_HIDDEN,
         "Frames privacy mode pixelated whole: no detection of their shot covered them."

@@ -51,6 +51,7 @@ pub async fn serve_viewer(
     let folder = SessionId::parse(&token)
         .and_then(|t| registry.viewer_session(&t))
         .and_then(|id| registry.folder(&id));
+    ::metrics::counter!(metrics::VIEWER_REQUESTS).increment(1);
     if file == VIEWER_STATUS {
         // Every viewer page asks this each second, to say "ended" as soon as it is. A shared
         // cache may answer "live" for a second (100 viewers behind nginx then cost the node
@@ -61,10 +62,7 @@ pub async fn serve_viewer(
         };
     }
     match folder {
-        Some(folder) => {
-            ::metrics::counter!(metrics::VIEWER_REQUESTS).increment(1);
-            serve_stream(folder.stream, &file, query.as_deref()).await
-        }
+        Some(folder) => serve_stream(folder.stream, &file, query.as_deref()).await,
         None => not_found(),
     }
 }
