@@ -36,8 +36,6 @@ const SHUTDOWN_FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 /// time) is cut there and the recording ends with what was encoded.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
-/// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
-/// Origin is this server's.
 /// Set by the cluster's nginx (`deploy/cluster`) on a new page's socket while other nodes
 /// are left to try: a node without room answers 503 before the upgrade and nginx passes the
 /// socket on. nginx's last try comes without it, so that node upgrades and a session it has
@@ -52,6 +50,8 @@ fn room_for_one_more(shared: &super::Shared) -> bool {
     shared.registry.has_room() && shared.capacity.has_room(share).is_ok()
 }
 
+/// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
+/// Origin is this server's; 503 when a cluster node has no room (see [`PASS_ON_HEADER`]).
 pub async fn upgrade(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
