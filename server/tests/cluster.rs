@@ -161,19 +161,34 @@ async fn sessions_spread_over_nodes_viewers_hit_the_cache_and_a_dead_node_ends_o
     }
     drop(c);
 
+    // A streams its whole clip in the background (~7 s), so its stream keeps growing while
+    // the viewer checks below run; B streams half now and the rest after A's node died.
     let clip = std::fs::read(media("face.webm"))?;
-    let (sent_a, sent_b) = tokio::join!(
-        stream_bytes(&mut a, &clip, 30_000, 9),
-        stream_bytes(&mut b, &clip[..clip.len() / 2], 30_000, 9)
-    );
-    sent_a?;
-    sent_b?;
-    for (client, id) in [(&mut a, &sa.session_id), (&mut b, &sb.session_id)] {
-        client
-            .wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
-            .await?;
-        let (p, _) = playlist(&public, &playlist_url(id)).await?;
-        ensure!(p.is_ready(), "{id}: playlist through nginx");
+    let feeder = {
+        let clip = clip.clone();
+        tokio::spawn(async move {
+            let sent = stream_bytes(&mut a, &clip, 30_000, 7).await;
+            (a, sent)
+        })
+    };
+    stream_bytes(&mut b, &clip[..clip.len() / 2], 30_000, 9).await?;
+    b.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    let (p, _) = playlist(&public, &playlist_url(&sb.session_id)).await?;
+    ensure!(p.is_ready(), "B's playlist through nginx");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let ready = playlist(&public, &playlist_url(&sa.session_id))
+            .await
+            .is_ok_and(|(p, _)| p.is_ready());
+        if ready {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "A's playlist never appeared through nginx"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // The viewer link: the page from any node, the stream from A's node, through the cache.
@@ -248,6 +263,8 @@ async fn sessions_spread_over_nodes_viewers_hit_the_cache_and_a_dead_node_ends_o
         second.header("x-cache")
     );
 
+    let (mut a, sent) = feeder.await?;
+    sent?;
     // A's node dies: A's socket closes, its stream and viewer link are gone...
     let (pid_a, _) = cluster.node(na)?;
     // SAFETY: kill only sends a signal to a node this test's cluster started.
