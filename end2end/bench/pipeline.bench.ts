@@ -110,6 +110,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   /** hls.js's view: distance to the live edge, its target, buffer ahead, playback rate. */
   const edges: { latency: number; target: number; buffered: number; rate: number }[] = [];
   const timeline: { t: number; session: number; latency: number }[] = [];
+  /** The first browser's player each second: [t, rate, behind edge, buffered, dropped so far, stalls]. */
+  const playback: number[][] = [];
   const rss: number[] = [];
   const detectMs: number[] = [];
   let last = { server: proc(SERVER_PID), kids: new Map<number, number>() };
@@ -134,6 +136,9 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     );
     probes.forEach((p, i) => {
       if (warm && p.edge) edges.push(p.edge);
+      if (warm && i === 0) {
+        playback.push([now, p.edge?.rate ?? NaN, p.edge?.latency ?? NaN, p.edge?.buffered ?? NaN, p.quality[0][1], p.stalls]);
+      }
       for (const l of p.lat.slice(offsets[i])) timeline.push({ t: now, session: i, latency: l });
       offsets[i] = p.lat.length;
       if (p.stats && warm) detectMs.push(p.stats.detectMs);
@@ -224,6 +229,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     filesWritten: files.length,
     perFrameFiles: perFrameFiles.length,
     timeline: timeline.map((x) => [x.t, x.session, x.latency]),
+    playback,
   };
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify(result));
