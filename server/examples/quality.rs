@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use opencv::core::{Mat, Rect, Scalar, Size, CV_8UC3};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
-use server::config::PipelineConfig;
+use server::config::DetectorConfig;
 use server::pipeline::centerface::CenterFace;
 use server::pipeline::detector::{FaceDetector, HaarDetector, HaarSettings};
 use server::pipeline::frame::{FaceBox, Frame};
@@ -157,15 +157,15 @@ fn main() -> Result<()> {
             .nth(1)
             .unwrap_or_else(|| "target/media".into()),
     );
-    let config = PipelineConfig::default();
+    let config = DetectorConfig::default();
     // The shipped configuration and the variants worth comparing against it.
-    let haar = |c: &PipelineConfig| -> Result<Box<dyn FaceDetector>> {
+    let haar = |c: &DetectorConfig| -> Result<Box<dyn FaceDetector>> {
         Ok(Box::new(HaarDetector::new(
             &c.cascade,
             HaarSettings::from(c),
         )?))
     };
-    let centerface = |c: &PipelineConfig| -> Result<Box<dyn FaceDetector>> {
+    let centerface = |c: &DetectorConfig| -> Result<Box<dyn FaceDetector>> {
         Ok(Box::new(CenterFace::new(
             Path::new(&c.model),
             c.dnn_width,
@@ -180,16 +180,16 @@ fn main() -> Result<()> {
             config.min_face,
         ))
     };
-    let fast_haar = PipelineConfig {
+    let fast_haar = DetectorConfig {
         scale_factor: 1.2,
         min_face: 64,
         ..config.clone()
     };
-    let lbp = PipelineConfig {
+    let lbp = DetectorConfig {
         cascade: "/usr/share/opencv4/lbpcascades/lbpcascade_frontalface_improved.xml".into(),
         ..config.clone()
     };
-    let dnn_at = |dnn_width: u32| PipelineConfig {
+    let dnn_at = |dnn_width: u32| DetectorConfig {
         dnn_width,
         ..config.clone()
     };

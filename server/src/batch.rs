@@ -166,13 +166,18 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         height: info.height,
         fps: info.fps,
         segment_seconds: 2.0,
-        preset: cfg.x264_preset.clone(),
+        preset: cfg.hls.x264_preset.clone(),
     };
     let output = EncoderOutput::Vod(job.out.clone());
     let (encoder, _stdout) = Encoder::start(&cfg.ffmpeg, &settings, &output, enc_rx, pool.clone())?;
     let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
-    let tuning = crate::pipeline::detector::HaarSettings::from(cfg).tunable();
-    let mut path = FramePath::inline(factory_for(cfg)()?, cfg.path_settings(), privacy, tuning);
+    let tuning = crate::pipeline::detector::HaarSettings::from(&cfg.detector).tunable();
+    let mut path = FramePath::inline(
+        factory_for(&cfg.detector)()?,
+        cfg.path_settings(),
+        privacy,
+        tuning,
+    );
     let mut summary = Summary {
         frames: 0,
         frames_with_faces: 0,

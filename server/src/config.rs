@@ -105,7 +105,9 @@ impl Default for SiteConfig {
     }
 }
 
-/// `[pipeline]`: decoding, detection and encoding.
+/// `[pipeline]`: where sessions live and the programs they run; with the `[hls]`,
+/// `[detector]` and `[recording]` sections, which the settings file writes at the top level
+/// and the pipeline receives here together.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct PipelineConfig {
@@ -113,6 +115,20 @@ pub struct PipelineConfig {
     pub runtime_dir: PathBuf,
     /// ffmpeg binary.
     pub ffmpeg: PathBuf,
+    /// Stats push interval.
+    pub stats_interval_ms: u64,
+    /// `[hls]`: the output stream.
+    pub hls: HlsConfig,
+    /// `[detector]`: face detection and the boxes drawn from it.
+    pub detector: DetectorConfig,
+    /// `[recording]`: what a stopped session offers for download.
+    pub recording: RecordingConfig,
+}
+
+/// `[hls]`: the output frame rate, the encoder and the LL-HLS stream's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct HlsConfig {
     /// Output frame rate.
     pub frame_rate: u32,
     /// Segment length in seconds (one keyframe each).
@@ -123,8 +139,14 @@ pub struct PipelineConfig {
     pub playlist_size: u32,
     /// libx264 preset.
     pub x264_preset: String,
+}
+
+/// `[detector]`: which detector, how often and how finely it looks, and how its boxes hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct DetectorConfig {
     /// Face detector.
-    pub detector: DetectorKind,
+    pub kind: DetectorKind,
     /// Haar cascade file.
     pub cascade: PathBuf,
     /// CenterFace ONNX model file.
@@ -145,8 +167,6 @@ pub struct PipelineConfig {
     pub min_neighbors: i32,
     /// Smallest face in full-frame pixels.
     pub min_face: u32,
-    /// Stats push interval.
-    pub stats_interval_ms: u64,
     /// Most detections a session runs per second.
     pub detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
@@ -154,13 +174,49 @@ pub struct PipelineConfig {
     /// Detections between full-frame scans; in between, only the regions around known
     /// faces are scanned. 0 or 1 scans the whole frame every time.
     pub roi_full_scan_every: u32,
-    /// Longest recording kept for download, in seconds (older segments are deleted);
-    /// 0 keeps only the live window and offers no download.
-    pub recording_max_secs: u64,
     /// Longest a live frame waits for a detection at or after it (boxes then sit where the
     /// face is on that frame); privacy mode pixelates whole a frame no detection covered.
     pub max_hold_ms: u64,
 }
+
+/// `[recording]`: the download a stopped session offers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct RecordingConfig {
+    /// Longest recording kept for download, in seconds (older segments are deleted);
+    /// 0 keeps only the live window and offers no download.
+    pub max_secs: u64,
+}
+
+/// The sections the pipeline is made of: written at the top level of the settings file
+/// (`[hls]`, `[detector]`, `[recording]`), received inside [`PipelineConfig`].
+const PIPELINE_SECTIONS: [&str; 3] = ["hls", "detector", "recording"];
+
+/// Keys that lived in `[pipeline]` before it was split, and where they are now: an old
+/// settings file or variable gets told instead of "unknown field".
+const MOVED_KEYS: &[(&str, &str)] = &[
+    ("frame-rate", "[hls] frame-rate"),
+    ("segment-seconds", "[hls] segment-seconds"),
+    ("part-seconds", "[hls] part-seconds"),
+    ("playlist-size", "[hls] playlist-size"),
+    ("x264-preset", "[hls] x264-preset"),
+    ("detector", "[detector] kind"),
+    ("cascade", "[detector] cascade"),
+    ("model", "[detector] model"),
+    ("dnn-width", "[detector] dnn-width"),
+    ("dnn-threshold", "[detector] dnn-threshold"),
+    ("confirm-detections", "[detector] confirm-detections"),
+    ("hold-detections", "[detector] hold-detections"),
+    ("detect-width", "[detector] detect-width"),
+    ("scale-factor", "[detector] scale-factor"),
+    ("min-neighbors", "[detector] min-neighbors"),
+    ("min-face", "[detector] min-face"),
+    ("detect-fps", "[detector] detect-fps"),
+    ("opencv-threads", "[detector] opencv-threads"),
+    ("roi-full-scan-every", "[detector] roi-full-scan-every"),
+    ("max-hold-ms", "[detector] max-hold-ms"),
+    ("recording-max-secs", "[recording] max-secs"),
+];
 
 /// Which face detector sessions and `process` use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -176,34 +232,35 @@ pub enum DetectorKind {
 impl PipelineConfig {
     /// Whether live sessions keep their segments for a recording download.
     pub fn records(&self) -> bool {
-        self.recording_max_secs > 0
+        self.recording.max_secs > 0
     }
 
     /// How the frame path is tuned.
     pub fn path_settings(&self) -> crate::pipeline::frame_path::PathSettings {
-        let max_hold = std::time::Duration::from_millis(self.max_hold_ms);
+        let (d, hls) = (&self.detector, &self.hls);
+        let max_hold = std::time::Duration::from_millis(d.max_hold_ms);
         crate::pipeline::frame_path::PathSettings {
-            confirm: self.confirm_detections,
-            hold: self.hold_detections,
+            confirm: d.confirm_detections,
+            hold: d.hold_detections,
             max_hold,
             // A frame farther from its shot's nearest detection than a held frame can be
             // is one the detector fell behind on.
-            privacy_reach: (self.max_hold_ms * u64::from(self.frame_rate)).div_ceil(1000),
-            detect_every: ((self.part_seconds * f64::from(self.frame_rate)).floor() as u64).max(1),
+            privacy_reach: (d.max_hold_ms * u64::from(hls.frame_rate)).div_ceil(1000),
+            detect_every: ((hls.part_seconds * f64::from(hls.frame_rate)).floor() as u64).max(1),
         }
     }
 
     /// How far behind the live edge players stay, in seconds (`PART-HOLD-BACK`).
     pub fn live_sync_seconds(&self) -> f32 {
-        app::hls_path::live_sync_seconds(self.part_seconds)
+        app::hls_path::live_sync_seconds(self.hls.part_seconds)
     }
 
     /// How the live stream is cut into parts and segments.
     pub fn packager_settings(&self) -> crate::pipeline::packager::PackagerSettings {
         crate::pipeline::packager::PackagerSettings {
-            segment_seconds: self.segment_seconds,
-            part_seconds: self.part_seconds,
-            window: self.playlist_size as usize,
+            segment_seconds: self.hls.segment_seconds,
+            part_seconds: self.hls.part_seconds,
+            window: self.hls.playlist_size as usize,
         }
     }
 }
@@ -213,12 +270,30 @@ impl Default for PipelineConfig {
         PipelineConfig {
             runtime_dir: "target/hls-face-runtime".into(),
             ffmpeg: "ffmpeg".into(),
+            stats_interval_ms: 500,
+            hls: HlsConfig::default(),
+            detector: DetectorConfig::default(),
+            recording: RecordingConfig::default(),
+        }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
             frame_rate: 30,
             segment_seconds: 1.0,
             part_seconds: 0.1,
             playlist_size: 6,
             x264_preset: "ultrafast".into(),
-            detector: DetectorKind::Centerface,
+        }
+    }
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            kind: DetectorKind::Centerface,
             cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
             model: "models/centerface.onnx".into(),
             dnn_width: 224,
@@ -229,13 +304,17 @@ impl Default for PipelineConfig {
             scale_factor: DetectorSettings::DEFAULT_SCALE_FACTOR,
             min_neighbors: DetectorSettings::DEFAULT_MIN_NEIGHBORS as i32,
             min_face: DetectorSettings::DEFAULT_MIN_FACE,
-            stats_interval_ms: 500,
             detect_fps: 10,
             opencv_threads: 1,
             roi_full_scan_every: 10,
-            recording_max_secs: 1800,
             max_hold_ms: 300,
         }
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig { max_secs: 1800 }
     }
 }
 
@@ -366,9 +445,9 @@ impl Config {
         self.site.root = fix(Path::new(&self.site.root))
             .to_string_lossy()
             .into_owned();
-        self.pipeline.model = fix(&self.pipeline.model);
+        self.pipeline.detector.model = fix(&self.pipeline.detector.model);
         self.pipeline.runtime_dir = fix(&self.pipeline.runtime_dir);
-        self.pipeline.cascade = fix(&self.pipeline.cascade);
+        self.pipeline.detector.cascade = fix(&self.pipeline.detector.cascade);
         self.site.tls_cert = self.site.tls_cert.as_deref().map(fix);
         self.site.tls_key = self.site.tls_key.as_deref().map(fix);
         self.site.csrf_key_file = self.site.csrf_key_file.as_deref().map(fix);
@@ -421,6 +500,7 @@ impl Config {
             };
             table.insert(key, env_value(&value));
         }
+        nest_pipeline_sections(&mut root)?;
         let config: Config = toml::Value::Table(root)
             .try_into()
             .map_err(|e: toml::de::Error| ServerError::Config(e.to_string()))?;
@@ -430,66 +510,67 @@ impl Config {
 
     fn validate(&self) -> Result<(), ServerError> {
         let p = &self.pipeline;
+        let (h, d) = (&p.hls, &p.detector);
         let l = &self.limits;
         let checks = [
             (
-                p.frame_rate >= 1 && p.frame_rate <= 60,
-                "pipeline.frame-rate must be 1..=60",
+                h.frame_rate >= 1 && h.frame_rate <= 60,
+                "hls.frame-rate must be 1..=60",
             ),
             (
-                (0.5..=6.0).contains(&p.segment_seconds),
-                "pipeline.segment-seconds must be 0.5..=6",
+                (0.5..=6.0).contains(&h.segment_seconds),
+                "hls.segment-seconds must be 0.5..=6",
             ),
             (
-                p.part_seconds >= 0.03 && p.part_seconds * 2.0 <= p.segment_seconds,
-                "pipeline.part-seconds must be at least 0.03 and at most half of segment-seconds",
+                h.part_seconds >= 0.03 && h.part_seconds * 2.0 <= h.segment_seconds,
+                "hls.part-seconds must be at least 0.03 and at most half of segment-seconds",
             ),
             (
-                p.playlist_size >= 2,
-                "pipeline.playlist-size must be at least 2",
+                h.playlist_size >= 2,
+                "hls.playlist-size must be at least 2",
             ),
             (
-                p.detect_width >= 64,
-                "pipeline.detect-width must be at least 64",
+                d.detect_width >= 64,
+                "detector.detect-width must be at least 64",
             ),
             (
-                (64..=1920).contains(&p.dnn_width),
-                "pipeline.dnn-width must be 64..=1920",
+                (64..=1920).contains(&d.dnn_width),
+                "detector.dnn-width must be 64..=1920",
             ),
             (
-                p.dnn_threshold > 0.0 && p.dnn_threshold < 1.0,
-                "pipeline.dnn-threshold must be in (0, 1)",
+                d.dnn_threshold > 0.0 && d.dnn_threshold < 1.0,
+                "detector.dnn-threshold must be in (0, 1)",
             ),
             (
-                (1..=10).contains(&p.confirm_detections),
-                "pipeline.confirm-detections must be 1..=10",
+                (1..=10).contains(&d.confirm_detections),
+                "detector.confirm-detections must be 1..=10",
             ),
             (
-                (1..=60).contains(&p.detect_fps),
-                "pipeline.detect-fps must be 1..=60",
+                (1..=60).contains(&d.detect_fps),
+                "detector.detect-fps must be 1..=60",
             ),
             (
-                p.opencv_threads >= 0,
-                "pipeline.opencv-threads must not be negative",
+                d.opencv_threads >= 0,
+                "detector.opencv-threads must not be negative",
             ),
             (
-                crate::pipeline::detector::HaarSettings::from(p)
+                crate::pipeline::detector::HaarSettings::from(d)
                     .tunable()
                     .check()
                     .is_ok(),
-                "pipeline.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
+                "detector.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
             ),
             (
-                p.roi_full_scan_every <= 300,
-                "pipeline.roi-full-scan-every must be at most 300",
+                d.roi_full_scan_every <= 300,
+                "detector.roi-full-scan-every must be at most 300",
             ),
             (
-                p.recording_max_secs <= 6 * 3600,
-                "pipeline.recording-max-secs must be at most 21600 (6 hours)",
+                p.recording.max_secs <= 6 * 3600,
+                "recording.max-secs must be at most 21600 (6 hours)",
             ),
             (
-                p.max_hold_ms <= 2000,
-                "pipeline.max-hold-ms must be at most 2000",
+                d.max_hold_ms <= 2000,
+                "detector.max-hold-ms must be at most 2000",
             ),
             (
                 p.stats_interval_ms >= 50,
@@ -578,6 +659,45 @@ fn find_default_file() -> Option<PathBuf> {
 }
 
 /// Maps an environment variable name to the `(section, key)` it overrides.
+/// Moves the top-level `[hls]`, `[detector]` and `[recording]` tables into `[pipeline]`,
+/// where the code receives them; a key that moved out of `[pipeline]` is an error that
+/// says where it went.
+fn nest_pipeline_sections(root: &mut toml::Table) -> Result<(), ServerError> {
+    if let Some(toml::Value::Table(pipeline)) = root.get("pipeline") {
+        let moved = MOVED_KEYS
+            .iter()
+            .find(|(key, _)| pipeline.get(*key).is_some_and(|v| !v.is_table()));
+        if let Some((key, now)) = moved {
+            return Err(ServerError::Config(format!(
+                "pipeline.{key} is now {now} (environment: HLS_FACE_{}_{})",
+                now.trim_start_matches('[')
+                    .split(']')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase(),
+                now.rsplit(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase()
+                    .replace('-', "_")
+            )));
+        }
+    }
+    for section in PIPELINE_SECTIONS {
+        let Some(table) = root.remove(section) else {
+            continue;
+        };
+        let pipeline = root
+            .entry("pipeline")
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        let toml::Value::Table(pipeline) = pipeline else {
+            return Err(ServerError::Config("[pipeline] is not a table".into()));
+        };
+        pipeline.insert(section.into(), table);
+    }
+    Ok(())
+}
+
 fn env_target(name: &str) -> Option<(String, String)> {
     if let Some((key, _)) = SITE_ENV.iter().find(|(_, var)| *var == name) {
         return Some(("site".into(), (*key).into()));
@@ -663,7 +783,9 @@ mod tests {
             env(&[
                 ("HLS_FACE_LIMITS_MAX_CHUNK_BYTES", "2048"),
                 ("HLS_FACE_PIPELINE_RUNTIME_DIR", "/tmp/x"),
-                ("HLS_FACE_PIPELINE_SCALE_FACTOR", "1.3"),
+                ("HLS_FACE_DETECTOR_SCALE_FACTOR", "1.3"),
+                ("HLS_FACE_HLS_PART_SECONDS", "0.2"),
+                ("HLS_FACE_RECORDING_MAX_SECS", "60"),
                 ("HLS_FACE_CONFIG", "ignored.toml"),
                 ("UNRELATED", "1"),
             ]),
@@ -672,7 +794,9 @@ mod tests {
         assert_eq!(c.limits.max_sessions, 3);
         assert_eq!(c.limits.max_chunk_bytes, 2048);
         assert_eq!(c.pipeline.runtime_dir, PathBuf::from("/tmp/x"));
-        assert_eq!(c.pipeline.scale_factor, 1.3);
+        assert_eq!(c.pipeline.detector.scale_factor, 1.3);
+        assert_eq!(c.pipeline.hls.part_seconds, 0.2);
+        assert_eq!(c.pipeline.recording.max_secs, 60);
         let c = Config::from_parts(
             "",
             env(&[("HLS_FACE_SITE_ALLOWED_HOSTS", "[\"cam.example\"]")]),
@@ -686,14 +810,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("hls-face-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("Leptos.toml");
-        std::fs::write(&file, "[pipeline]\nmodel = \"m/x.onnx\"\n").unwrap();
+        std::fs::write(&file, "[detector]\nmodel = \"m/x.onnx\"\n").unwrap();
         let c = Config::load(Some(&file)).unwrap();
-        assert_eq!(c.pipeline.model, dir.join("m/x.onnx"));
+        assert_eq!(c.pipeline.detector.model, dir.join("m/x.onnx"));
         assert_eq!(c.site.root, dir.join("target/site").to_string_lossy());
         assert_eq!(c.pipeline.runtime_dir, dir.join("target/hls-face-runtime"));
         assert_eq!(
-            c.pipeline.cascade,
-            PipelineConfig::default().cascade,
+            c.pipeline.detector.cascade,
+            DetectorConfig::default().cascade,
             "absolute paths stay"
         );
         let err = c.check_site().unwrap_err().to_string();
@@ -703,11 +827,46 @@ mod tests {
     }
 
     #[test]
+    fn sections_are_top_level_and_moved_keys_say_where_they_went() {
+        let c = Config::from_parts(
+            "[hls]\nsegment-seconds = 2.0\n[detector]\nkind = \"haar\"\n[recording]\nmax-secs = 0\n",
+            [],
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.hls.segment_seconds, 2.0);
+        assert_eq!(c.pipeline.detector.kind, DetectorKind::Haar);
+        assert!(!c.pipeline.records());
+        for (text, env_vars, says) in [
+            (
+                "[pipeline]\ndetector = \"haar\"\n",
+                vec![],
+                "[detector] kind",
+            ),
+            (
+                "",
+                vec![("HLS_FACE_PIPELINE_SEGMENT_SECONDS", "2")],
+                "HLS_FACE_HLS_SEGMENT_SECONDS",
+            ),
+            (
+                "[pipeline]\nrecording-max-secs = 5\n",
+                vec![],
+                "HLS_FACE_RECORDING_MAX_SECS",
+            ),
+        ] {
+            let err = Config::from_parts(text, env(&env_vars))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+        }
+    }
+
+    #[test]
     fn typos_and_bad_values_are_errors() {
         assert!(Config::from_parts("[limits]\nmax-sesions = 3\n", []).is_err());
         assert!(Config::from_parts("", env(&[("HLS_FACE_LIMITS_NOPE", "1")])).is_err());
         assert!(Config::from_parts("[limits]\nmax-cpu-percent = 0\n", []).is_err());
-        assert!(Config::from_parts("[pipeline]\nscale-factor = 1.0\n", []).is_err());
+        assert!(Config::from_parts("[detector]\nscale-factor = 1.0\n", []).is_err());
+        assert!(Config::from_parts("[hls]\nnope = 1\n", []).is_err());
         assert!(Config::from_parts("not toml [", []).is_err());
     }
 }

@@ -39,7 +39,7 @@ pub struct RunningServer {
 impl RunningServer {
     /// Binds `config.site.addr` and starts serving, with the Haar detector.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
-        let detector = factory_for(&config.pipeline);
+        let detector = factory_for(&config.pipeline.detector);
         Self::start_with(config, detector).await
     }
 

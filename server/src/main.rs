@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
     after_help = "Environment: every setting of Leptos.toml can be overridden: [site] keys by \
 LEPTOS_SITE_ADDR, LEPTOS_SITE_ROOT, LEPTOS_SITE_PKG_DIR, LEPTOS_OUTPUT_NAME, LEPTOS_ENV, \
 LEPTOS_RELOAD_PORT; any other key by HLS_FACE_<SECTION>_<KEY> (e.g. \
-HLS_FACE_LIMITS_MAX_SESSIONS=4, HLS_FACE_PIPELINE_DETECTOR=haar). HLS_FACE_CONFIG names the \
+HLS_FACE_LIMITS_MAX_SESSIONS=4, HLS_FACE_DETECTOR_KIND=haar). HLS_FACE_CONFIG names the \
 settings file, HLS_FACE_LOG_FORMAT the log format, RUST_LOG the log filter."
 )]
 struct Cli {
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut pipeline = config.pipeline;
             if let Some(detector) = detector {
-                pipeline.detector = detector;
+                pipeline.detector.kind = detector;
             }
             let job = server::batch::Job {
                 input,

@@ -39,7 +39,7 @@ impl Cluster {
             // node and a third finds the cluster full. No CPU refusals: tests share cores.
             .env("HLS_FACE_LIMITS_MAX_SESSIONS", "1")
             .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
-            .env("HLS_FACE_PIPELINE_DETECTOR", "haar")
+            .env("HLS_FACE_DETECTOR_KIND", "haar")
             // Waiting requests always wait for the one on its way (the default, 200 ms, lets
             // them go to the node when it takes longer, as it may on two busy cores).
             .env("LOCK_TIMEOUT", "10s")

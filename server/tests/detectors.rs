@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
-use server::config::PipelineConfig;
+use server::config::DetectorConfig;
 use server::pipeline::centerface::CenterFace;
 use server::pipeline::detector::{FaceDetector, HaarDetector, HaarSettings};
 use server::pipeline::frame::{FaceBox, Frame};
@@ -61,7 +61,7 @@ fn check(detector: &mut dyn FaceDetector) -> Result<()> {
 
 #[test]
 fn haar_finds_the_face_and_nothing_else() -> Result<()> {
-    let config = PipelineConfig::default();
+    let config = DetectorConfig::default();
     check(&mut HaarDetector::new(
         &config.cascade,
         HaarSettings::from(&config),
@@ -70,7 +70,7 @@ fn haar_finds_the_face_and_nothing_else() -> Result<()> {
 
 #[test]
 fn centerface_finds_the_face_and_nothing_else() -> Result<()> {
-    let config = PipelineConfig::default();
+    let config = DetectorConfig::default();
     // The model is fetched by scripts/setup, which the test command runs first.
     let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -89,10 +89,10 @@ fn a_missing_model_is_a_clear_error_and_the_server_falls_back_to_haar() {
         .err()
         .expect("a missing model must fail");
     assert!(err.to_string().contains("missing"), "{err}");
-    let config = PipelineConfig {
-        detector: server::config::DetectorKind::Centerface,
+    let config = DetectorConfig {
+        kind: server::config::DetectorKind::Centerface,
         model: "/nonexistent.onnx".into(),
-        ..PipelineConfig::default()
+        ..DetectorConfig::default()
     };
     let factory = server::pipeline::detector::factory_for(&config);
     assert!(factory().is_ok(), "falls back to Haar");

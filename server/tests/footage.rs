@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
 use opencv::prelude::*;
-use server::config::PipelineConfig;
+use server::config::DetectorConfig;
 use server::pipeline::centerface::CenterFace;
 use server::pipeline::detector::FaceDetector;
 use server::pipeline::frame::{FaceBox, Frame};
@@ -20,7 +20,7 @@ use std::process::Command;
 /// configured working width and score threshold) on every whole output frame, reporting
 /// faces of any size — "a face the detector would find".
 fn reference() -> Result<CenterFace> {
-    let config = PipelineConfig::default();
+    let config = DetectorConfig::default();
     Ok(CenterFace::new(
         &repo_root().join(&config.model),
         config.dnn_width,

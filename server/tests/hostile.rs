@@ -173,7 +173,7 @@ async fn a_second_server_on_the_same_folder_is_refused_and_foreign_files_stay() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_links_reach_only_the_live_window() -> Result<()> {
     // A 2-segment window (2 s): the face clip's first segments leave it while it streams.
-    let server = TestServer::start("window", |c| c.pipeline.playlist_size = 2).await?;
+    let server = TestServer::start("window", |c| c.pipeline.hls.playlist_size = 2).await?;
     let mut c = server.socket().await?;
     c.send(&start_msg()).await?;
     let ServerMsg::Started {

@@ -105,7 +105,7 @@ async fn record_with(server: &TestServer, clip: &str, blur: bool) -> Result<Reco
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn face_clip_comes_back_as_hls_with_boxes_on_the_face() -> Result<()> {
     // A window long enough to keep the whole 6 s clip in the final playlist.
-    let server = TestServer::start("face", |c| c.pipeline.playlist_size = 100).await?;
+    let server = TestServer::start("face", |c| c.pipeline.hls.playlist_size = 100).await?;
     let rec = record(&server, "face.webm").await?;
     ensure!(
         rec.playlist.contains("#EXT-X-ENDLIST"),
@@ -157,7 +157,7 @@ async fn face_clip_comes_back_as_hls_with_boxes_on_the_face() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_face_clip_has_no_boxes() -> Result<()> {
-    let server = TestServer::start("noface", |c| c.pipeline.playlist_size = 100).await?;
+    let server = TestServer::start("noface", |c| c.pipeline.hls.playlist_size = 100).await?;
     let rec = record(&server, "noface.webm").await?;
     ensure!(
         rec.frames.len() >= 60,
@@ -173,7 +173,7 @@ async fn no_face_clip_has_no_boxes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privacy_mode_pixelates_faces_instead_of_boxing_them() -> Result<()> {
-    let server = TestServer::start("blur", |c| c.pipeline.playlist_size = 100).await?;
+    let server = TestServer::start("blur", |c| c.pipeline.hls.playlist_size = 100).await?;
     let rec = record_with(&server, "face.webm", true).await?;
     ensure!(
         rec.frames.len() >= 60,

@@ -169,7 +169,7 @@ async fn a_stopped_session_offers_its_whole_recording_as_one_mp4() -> Result<()>
 async fn recordings_keep_only_the_configured_length_or_none() -> Result<()> {
     // 2 s asked of a 6 s clip: the last two 1 s segments (the very last may be short).
     let server = TestServer::start("recording-limit", |c| {
-        c.pipeline.recording_max_secs = 2;
+        c.pipeline.recording.max_secs = 2;
     })
     .await?;
     let mut client = server.socket().await?;
@@ -188,7 +188,7 @@ async fn recordings_keep_only_the_configured_length_or_none() -> Result<()> {
     server.stop().await?;
 
     let server = TestServer::start("recording-off", |c| {
-        c.pipeline.recording_max_secs = 0;
+        c.pipeline.recording.max_secs = 0;
     })
     .await?;
     let mut client = server.socket().await?;

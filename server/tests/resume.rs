@@ -60,7 +60,7 @@ async fn send_paced(client: &mut Client, chunks: &[Vec<u8>]) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_socket_resumes_the_same_session_and_loses_nothing() -> Result<()> {
-    let server = TestServer::start("resume", |c| c.pipeline.playlist_size = 100).await?;
+    let server = TestServer::start("resume", |c| c.pipeline.hls.playlist_size = 100).await?;
     let host = server.host();
     let (cookie, token) = server.browser_session().await?;
     let mut first = socket_as(&host, &cookie, &token).await?;

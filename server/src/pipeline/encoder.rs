@@ -5,7 +5,7 @@
 
 use super::frame::{Frame, FramePool};
 use crate::child::{reap, ExitReporter, Spawned};
-use crate::config::PipelineConfig;
+use crate::config::HlsConfig;
 use crate::error::{ServerError, Stage};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -36,7 +36,7 @@ pub struct HlsSettings {
 
 impl HlsSettings {
     /// Live settings for a `width`×`height` session from the pipeline config.
-    pub fn live(config: &PipelineConfig, width: u32, height: u32) -> Self {
+    pub fn live(config: &HlsConfig, width: u32, height: u32) -> Self {
         HlsSettings {
             width,
             height,

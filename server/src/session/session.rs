@@ -122,11 +122,11 @@ impl Session {
             });
         }
         let pool = FramePool::default();
-        let (detector, detector_rx) = watch::channel(HaarSettings::from(cfg).tunable());
+        let (detector, detector_rx) = watch::channel(HaarSettings::from(&cfg.detector).tunable());
         let worker = DetectorWorker::started(
             env.detector.clone(),
             format!("detect-{}", &id.as_str()[..8]),
-            Duration::from_secs(1) / cfg.detect_fps.max(1),
+            Duration::from_secs(1) / cfg.detector.detect_fps.max(1),
             pool.clone(),
             detector_rx.clone(),
         )
@@ -138,12 +138,12 @@ impl Session {
             &cfg.ffmpeg,
             width,
             height,
-            cfg.frame_rate,
+            cfg.hls.frame_rate,
             Source::Pipe(chunk_rx, codec),
             frame_tx,
             pool.clone(),
         )?;
-        let settings = HlsSettings::live(cfg, width, height);
+        let settings = HlsSettings::live(&cfg.hls, width, height);
         let (encoder, fragments) = Encoder::start(
             &cfg.ffmpeg,
             &settings,
@@ -152,7 +152,7 @@ impl Session {
             pool.clone(),
         )?;
         let (event_tx, events) = mpsc::channel(8);
-        let keeper = SegmentKeeper::for_live(&dir, cfg.recording_max_secs, cfg.segment_seconds);
+        let keeper = SegmentKeeper::for_live(&dir, cfg.recording.max_secs, cfg.hls.segment_seconds);
         let store = keeper.records().then(|| SegmentStore {
             dir: dir.clone(),
             keeper,

@@ -1,7 +1,7 @@
 //! OpenCV's Haar frontal-face cascade on a downscaled, equalised grey frame.
 
 use super::{DetectorFactory, FaceDetector};
-use crate::config::PipelineConfig;
+use crate::config::DetectorConfig;
 use crate::error::ServerError;
 use crate::pipeline::frame::{FaceBox, Frame};
 use app::protocol::DetectorSettings;
@@ -37,8 +37,8 @@ impl HaarSettings {
     }
 }
 
-impl From<&PipelineConfig> for HaarSettings {
-    fn from(c: &PipelineConfig) -> Self {
+impl From<&DetectorConfig> for HaarSettings {
+    fn from(c: &DetectorConfig) -> Self {
         HaarSettings {
             detect_width: c.detect_width,
             scale_factor: c.scale_factor,
@@ -84,7 +84,7 @@ impl HaarDetector {
     }
 
     /// A factory for the server's sessions, from the pipeline config.
-    pub fn factory(config: &PipelineConfig) -> DetectorFactory {
+    pub fn factory(config: &DetectorConfig) -> DetectorFactory {
         let cascade = config.cascade.clone();
         let settings = HaarSettings::from(config);
         Arc::new(move || {
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn haar_honours_live_settings() {
-        let config = PipelineConfig::default();
+        let config = DetectorConfig::default();
         let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
         assert_eq!(haar.settings.tunable(), DetectorSettings::default());
         let tuned = DetectorSettings {
@@ -167,13 +167,13 @@ mod tests {
 
     #[test]
     fn haar_reports_a_missing_cascade() {
-        let settings = HaarSettings::from(&PipelineConfig::default());
+        let settings = HaarSettings::from(&DetectorConfig::default());
         assert!(HaarDetector::new(Path::new("/nonexistent/cascade.xml"), settings).is_err());
     }
 
     #[test]
     fn haar_finds_no_face_in_a_flat_frame() {
-        let config = PipelineConfig::default();
+        let config = DetectorConfig::default();
         let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
         let boxes = haar.detect(&Frame::filled(640, 480, [90, 90, 90])).unwrap();
         assert!(boxes.is_empty());

@@ -10,7 +10,7 @@ pub use haar::{HaarDetector, HaarSettings};
 pub use worker::{Detection, DetectorCounters, DetectorWorker};
 
 use super::frame::{FaceBox, Frame};
-use crate::config::{DetectorKind, PipelineConfig};
+use crate::config::{DetectorConfig, DetectorKind};
 use crate::error::ServerError;
 use app::protocol::DetectorSettings;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub type DetectorFactory =
 /// full-frame scans when `roi-full-scan-every` > 1 (see [`super::roi`]); CenterFace always
 /// sees the whole frame (it needs the context around a face: in a tight region its boxes
 /// go astray — `scripts/quality` measured it).
-pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
+pub fn factory_for(config: &DetectorConfig) -> DetectorFactory {
     let base = base_factory_for(config);
     let (every, min_face) = (config.roi_full_scan_every, config.min_face);
     if every <= 1 || uses_centerface(config) {
@@ -67,8 +67,8 @@ pub fn factory_for(config: &PipelineConfig) -> DetectorFactory {
 
 /// The whole-frame detector the config asks for: `haar`, or `centerface` when its model
 /// file is present (otherwise Haar, with a warning saying why).
-pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
-    if config.detector == DetectorKind::Centerface {
+pub fn base_factory_for(config: &DetectorConfig) -> DetectorFactory {
+    if config.kind == DetectorKind::Centerface {
         if uses_centerface(config) {
             let (model, width, threshold, threads) = (
                 config.model.clone(),
@@ -90,6 +90,6 @@ pub fn base_factory_for(config: &PipelineConfig) -> DetectorFactory {
 }
 
 /// Whether the config gets CenterFace (asked for, and its model is present).
-fn uses_centerface(config: &PipelineConfig) -> bool {
-    config.detector == DetectorKind::Centerface && config.model.is_file()
+fn uses_centerface(config: &DetectorConfig) -> bool {
+    config.kind == DetectorKind::Centerface && config.model.is_file()
 }
