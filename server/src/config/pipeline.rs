@@ -1,0 +1,219 @@
+//! `[pipeline]` with the sections the pipeline is made of — `[hls]`, `[detector]`,
+//! `[recording]` — and what the pipeline derives from them.
+
+use app::protocol::DetectorSettings;
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// `[pipeline]`: where sessions live and the programs they run; with the `[hls]`,
+/// `[detector]` and `[recording]` sections, which the settings file writes at the top level
+/// and the pipeline receives here together.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct PipelineConfig {
+    /// Parent of the per-session folders.
+    pub runtime_dir: PathBuf,
+    /// ffmpeg binary.
+    pub ffmpeg: PathBuf,
+    /// Stats push interval.
+    pub stats_interval_ms: u64,
+    /// `[hls]`: the output stream.
+    pub hls: HlsConfig,
+    /// `[detector]`: face detection and the boxes drawn from it.
+    pub detector: DetectorConfig,
+    /// `[recording]`: what a stopped session offers for download.
+    pub recording: RecordingConfig,
+}
+
+/// `[hls]`: the output frame rate, the encoder and the LL-HLS stream's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct HlsConfig {
+    /// Output frame rate.
+    pub frame_rate: u32,
+    /// Segment length in seconds (one keyframe each).
+    pub segment_seconds: f64,
+    /// Longest LL-HLS part in seconds (`PART-TARGET`).
+    pub part_seconds: f64,
+    /// Segments kept in the live playlist.
+    pub playlist_size: u32,
+    /// libx264 preset.
+    pub x264_preset: String,
+}
+
+/// `[detector]`: which detector, how often and how finely it looks, and how its boxes hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct DetectorConfig {
+    /// Face detector.
+    pub kind: DetectorKind,
+    /// Haar cascade file.
+    pub cascade: PathBuf,
+    /// CenterFace ONNX model file.
+    pub model: PathBuf,
+    /// Width the frame is scaled to for CenterFace.
+    pub dnn_width: u32,
+    /// Minimum CenterFace score.
+    pub dnn_threshold: f32,
+    /// Detections in a row before a box is drawn.
+    pub confirm_detections: u32,
+    /// Missed detections a drawn box survives.
+    pub hold_detections: u32,
+    /// Detector working width.
+    pub detect_width: u32,
+    /// Haar scale factor.
+    pub scale_factor: f64,
+    /// Haar min neighbours.
+    pub min_neighbors: i32,
+    /// Smallest face in full-frame pixels.
+    pub min_face: u32,
+    /// Most detections a session runs per second.
+    pub detect_fps: u32,
+    /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
+    pub opencv_threads: i32,
+    /// Detections between full-frame scans; in between, only the regions around known
+    /// faces are scanned. 0 or 1 scans the whole frame every time.
+    pub roi_full_scan_every: u32,
+    /// Longest a live frame waits for a detection at or after it (boxes then sit where the
+    /// face is on that frame); privacy mode pixelates whole a frame no detection covered.
+    pub max_hold_ms: u64,
+}
+
+/// `[recording]`: the download a stopped session offers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct RecordingConfig {
+    /// Longest recording kept for download, in seconds (older segments are deleted);
+    /// 0 keeps only the live window and offers no download.
+    pub max_secs: u64,
+}
+
+/// The sections the pipeline is made of: written at the top level of the settings file
+/// (`[hls]`, `[detector]`, `[recording]`), received inside [`PipelineConfig`].
+pub(super) const PIPELINE_SECTIONS: [&str; 3] = ["hls", "detector", "recording"];
+
+/// Keys that lived in `[pipeline]` before it was split, and where they are now: an old
+/// settings file or variable gets told instead of "unknown field".
+pub(super) const MOVED_KEYS: &[(&str, &str)] = &[
+    ("frame-rate", "[hls] frame-rate"),
+    ("segment-seconds", "[hls] segment-seconds"),
+    ("part-seconds", "[hls] part-seconds"),
+    ("playlist-size", "[hls] playlist-size"),
+    ("x264-preset", "[hls] x264-preset"),
+    ("detector", "[detector] kind"),
+    ("cascade", "[detector] cascade"),
+    ("model", "[detector] model"),
+    ("dnn-width", "[detector] dnn-width"),
+    ("dnn-threshold", "[detector] dnn-threshold"),
+    ("confirm-detections", "[detector] confirm-detections"),
+    ("hold-detections", "[detector] hold-detections"),
+    ("detect-width", "[detector] detect-width"),
+    ("scale-factor", "[detector] scale-factor"),
+    ("min-neighbors", "[detector] min-neighbors"),
+    ("min-face", "[detector] min-face"),
+    ("detect-fps", "[detector] detect-fps"),
+    ("opencv-threads", "[detector] opencv-threads"),
+    ("roi-full-scan-every", "[detector] roi-full-scan-every"),
+    ("max-hold-ms", "[detector] max-hold-ms"),
+    ("recording-max-secs", "[recording] max-secs"),
+];
+
+/// Which face detector sessions and `process` use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectorKind {
+    /// OpenCV's Haar frontal-face cascade: fast, but boxes textures (fruit, foliage) as
+    /// faces and misses turned, small or badly lit ones.
+    Haar,
+    /// CenterFace, a small CNN through OpenCV's dnn module: accurate on real footage.
+    Centerface,
+}
+
+impl PipelineConfig {
+    /// Whether live sessions keep their segments for a recording download.
+    pub fn records(&self) -> bool {
+        self.recording.max_secs > 0
+    }
+
+    /// How the frame path is tuned.
+    pub fn path_settings(&self) -> crate::pipeline::frame_path::PathSettings {
+        let (d, hls) = (&self.detector, &self.hls);
+        let max_hold = std::time::Duration::from_millis(d.max_hold_ms);
+        crate::pipeline::frame_path::PathSettings {
+            confirm: d.confirm_detections,
+            hold: d.hold_detections,
+            max_hold,
+            // A frame farther from its shot's nearest detection than a held frame can be
+            // is one the detector fell behind on.
+            privacy_reach: (d.max_hold_ms * u64::from(hls.frame_rate)).div_ceil(1000),
+            detect_every: ((hls.part_seconds * f64::from(hls.frame_rate)).floor() as u64).max(1),
+        }
+    }
+
+    /// How far behind the live edge players stay, in seconds (`PART-HOLD-BACK`).
+    pub fn live_sync_seconds(&self) -> f32 {
+        app::hls_path::live_sync_seconds(self.hls.part_seconds)
+    }
+
+    /// How the live stream is cut into parts and segments.
+    pub fn packager_settings(&self) -> crate::pipeline::packager::PackagerSettings {
+        crate::pipeline::packager::PackagerSettings {
+            segment_seconds: self.hls.segment_seconds,
+            part_seconds: self.hls.part_seconds,
+            window: self.hls.playlist_size as usize,
+        }
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            runtime_dir: "target/hls-face-runtime".into(),
+            ffmpeg: "ffmpeg".into(),
+            stats_interval_ms: 500,
+            hls: HlsConfig::default(),
+            detector: DetectorConfig::default(),
+            recording: RecordingConfig::default(),
+        }
+    }
+}
+
+impl Default for HlsConfig {
+    fn default() -> Self {
+        HlsConfig {
+            frame_rate: 30,
+            segment_seconds: 1.0,
+            part_seconds: 0.1,
+            playlist_size: 6,
+            x264_preset: "ultrafast".into(),
+        }
+    }
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            kind: DetectorKind::Centerface,
+            cascade: "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml".into(),
+            model: "models/centerface.onnx".into(),
+            dnn_width: 224,
+            dnn_threshold: 0.5,
+            confirm_detections: 2,
+            hold_detections: 2,
+            detect_width: 320,
+            scale_factor: DetectorSettings::DEFAULT_SCALE_FACTOR,
+            min_neighbors: DetectorSettings::DEFAULT_MIN_NEIGHBORS as i32,
+            min_face: DetectorSettings::DEFAULT_MIN_FACE,
+            detect_fps: 10,
+            opencv_threads: 1,
+            roi_full_scan_every: 10,
+            max_hold_ms: 300,
+        }
+    }
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        RecordingConfig { max_secs: 1800 }
+    }
+}
