@@ -1,4 +1,7 @@
 //! One live session in the page: socket, recorder and player, wired to the [`Ui`].
+//!
+//! (~420 lines: the socket's events, the server's messages and the reconnection are one
+//! state machine over the same socket, recorder and chunk log; the words are in `ui.rs`.)
 
 use super::player::Player;
 use super::recorder::{self, Recorder};

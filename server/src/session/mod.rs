@@ -7,3 +7,5 @@ pub mod ending;
 pub mod registry;
 #[allow(clippy::module_inception)]
 pub mod session;
+pub mod stats;
+mod supervisor;

@@ -1,5 +1,9 @@
 //! `GET /socket`: the CSRF/Origin-checked upgrade and the per-connection loop that turns
 //! protocol messages into a [`Session`] and pipeline events back into messages.
+//!
+//! Longer than most modules (~630 lines) for a reason: the loop, its deadlines (idle,
+//! length, drain), the resume wait and the message handlers are one state machine over one
+//! socket's state; how a session ends is in `session::ending`, what it does in `session`.
 
 use super::csrf;
 use super::AppState;
@@ -7,7 +11,8 @@ use crate::error::ServerError;
 use crate::metrics;
 use crate::session::ending::{Ending, Retirement};
 use crate::session::registry::{Refusal, SessionId};
-use crate::session::session::{until, Session, SessionEvent, StatsSampler};
+use crate::session::session::{until, Session, SessionEvent};
+use crate::session::stats::StatsSampler;
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
