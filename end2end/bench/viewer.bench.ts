@@ -1,0 +1,55 @@
+/**
+ * One real viewer page (hls.js in Chromium) watching a live session through its viewer link,
+ * for scripts/bench-viewers: how far behind the live edge the player plays, whether it stalls
+ * and how many frames it drops, sampled each second. Skipped unless VIEWER_URL is set.
+ *   VIEWER_URL=http://127.0.0.1:3480/watch/n1-… SECONDS=20 OUT=result.json
+ */
+import { test, expect } from "@playwright/test";
+import fs from "node:fs";
+
+const url = process.env.VIEWER_URL;
+const seconds = Number(process.env.SECONDS ?? 20);
+
+function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.round(q * (s.length - 1)))];
+}
+
+test("a viewer page plays the live session", async ({ page }) => {
+  test.skip(!url, "needs VIEWER_URL (scripts/bench-viewers sets it)");
+  await page.goto(url!);
+  await expect(page.getByTestId("viewer-status")).toHaveAttribute("data-state", "live");
+  const video = page.locator("video");
+  await expect.poll(() => video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(1);
+  await page.evaluate(() => {
+    const w = window as any;
+    w.benchStalls = 0;
+    document.querySelector("video")!.addEventListener("waiting", () => (w.benchStalls += 1));
+  });
+  const behind: number[] = [];
+  const quality = () =>
+    video.evaluate((v: HTMLVideoElement) => {
+      const q = v.getVideoPlaybackQuality();
+      return [q.totalVideoFrames, q.droppedVideoFrames];
+    });
+  const [total0, dropped0] = await quality();
+  for (let i = 0; i < seconds; i++) {
+    await page.waitForTimeout(1000); // a sampling period, not a wait for a condition
+    const edge = await page.evaluate(() => (window as any).hlsFacePlayer ?? null);
+    if (edge && Number.isFinite(edge.latency)) behind.push(edge.latency);
+  }
+  const [total1, dropped1] = await quality();
+  const stalls = await page.evaluate(() => (window as any).benchStalls as number);
+  const result = {
+    url,
+    seconds,
+    behindP50: quantile(behind, 0.5),
+    behindP95: quantile(behind, 0.95),
+    samples: behind.length,
+    stalls,
+    droppedPct: (100 * (dropped1 - dropped0)) / Math.max(1, total1 - total0),
+  };
+  console.log(`viewer-page-json: ${JSON.stringify(result)}`);
+  if (process.env.OUT) fs.writeFileSync(process.env.OUT, JSON.stringify(result));
+});
