@@ -1,6 +1,6 @@
-import { test, expect, type APIRequestContext } from "@playwright/test";
+import { test, expect } from "@playwright/test";
 import { Studio } from "./fixtures/studio";
-import { relay } from "./fixtures/relay";
+import { expectResumedThenStop, relay, resumedCount } from "./fixtures/relay";
 
 /**
  * The page through deploy/cluster's nginx, which scripts/test starts with two nodes
@@ -17,11 +17,6 @@ const nodes = new Map(
     .map((entry) => entry.split("=") as [string, string]),
 );
 const blipPort = Number(process.env.CLUSTER_BLIP_PORT ?? 0);
-
-async function resumedCount(request: APIRequestContext, node: string): Promise<number> {
-  const text = await (await request.get(`http://${node}/metrics`)).text();
-  return Number(/^hls_face_sessions_resumed_total (\d+)/m.exec(text)?.[1] ?? NaN);
-}
 
 test("through the cluster: a session on one node, its viewers from nginx's cache, a blip survived", async ({
   page,
@@ -57,18 +52,10 @@ test("through the cluster: a session on one node, its viewers from nginx's cache
     await other.close();
 
     // The network drops; the page comes back through nginx to its session's node.
-    const before = await resumedCount(request, node!);
+    const origin = `http://${node}`;
+    const before = await resumedCount(request, origin);
     link.cut();
-    await expect
-      .poll(() => resumedCount(request, node!), { message: "the session was resumed on its node" })
-      .toBe(before + 1);
-    await expect(studio.status).not.toContainText("reconnecting");
-    expect(await studio.playlistUrl(), "the same session and playlist").toBe(playlist);
-    await studio.expectPlaying("output", 2);
-
-    await studio.stop.click();
-    await studio.expectState("stopped");
-    await expect(page.getByTestId("download")).toBeVisible();
+    await expectResumedThenStop(studio, request, before, playlist, origin);
   } finally {
     await link.close();
   }

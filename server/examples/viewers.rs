@@ -214,6 +214,15 @@ async fn counter(node: &str, name: &str) -> Result<f64> {
         .sum())
 }
 
+/// `x` with `digits` decimals, or `missing` when there is no figure (no part arrived).
+fn finite_or(x: f64, digits: usize, missing: &str) -> String {
+    if x.is_finite() {
+        format!("{x:.digits$}")
+    } else {
+        missing.into()
+    }
+}
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -286,32 +295,18 @@ async fn main() -> Result<()> {
         total.errors
     );
     // One row of the benchmark's table (scripts/bench-viewers prints the header).
-    let ms = |x: f64| {
-        if x.is_finite() {
-            format!("{x:.0}")
-        } else {
-            "-".into()
-        }
-    };
     println!(
         "viewers-row: | {n} | {} | {node_rps:.1} | {node_cpu:.1} | {} | {client_rps:.0} | {} | {} | {} |",
         if nginx_pid.is_some() { "nginx cache" } else { "node directly" },
         if nginx_pid.is_some() { format!("{nginx_cpu:.1}") } else { "-".into() },
-        ms(p50),
-        ms(p95),
+        finite_or(p50, 0, "-"),
+        finite_or(p95, 0, "-"),
         total.errors
     );
-    let json = |x: f64| {
-        if x.is_finite() {
-            format!("{x:.1}")
-        } else {
-            "null".into()
-        }
-    };
     println!(
         "viewers-json: {{\"viewers\":{n},\"base\":\"{base}\",\"nodeRps\":{node_rps:.2},\"nodeCpuPct\":{node_cpu:.2},\"nginxCpuPct\":{nginx_cpu:.2},\"clientRps\":{client_rps:.1},\"ageP50Ms\":{},\"ageP95Ms\":{},\"parts\":{},\"errors\":{}}}",
-        json(p50),
-        json(p95),
+        finite_or(p50, 1, "null"),
+        finite_or(p95, 1, "null"),
         total.ages.len(),
         total.errors
     );

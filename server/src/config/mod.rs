@@ -311,20 +311,11 @@ fn nest_pipeline_sections(root: &mut toml::Table) -> Result<(), ServerError> {
     if let Some(toml::Value::Table(pipeline)) = root.get("pipeline") {
         let moved = MOVED_KEYS
             .iter()
-            .find(|(key, _)| pipeline.get(*key).is_some_and(|v| !v.is_table()));
-        if let Some((key, now)) = moved {
+            .find(|(old, _, _)| pipeline.get(*old).is_some_and(|v| !v.is_table()));
+        if let Some((old, section, key)) = moved {
             return Err(ServerError::Config(format!(
-                "pipeline.{key} is now {now} (environment: HLS_FACE_{}_{})",
-                now.trim_start_matches('[')
-                    .split(']')
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_uppercase(),
-                now.rsplit(' ')
-                    .next()
-                    .unwrap_or_default()
-                    .to_ascii_uppercase()
-                    .replace('-', "_")
+                "pipeline.{old} is now [{section}] {key} (environment: {})",
+                env_name(section, key)
             )));
         }
     }
@@ -341,6 +332,13 @@ fn nest_pipeline_sections(root: &mut toml::Table) -> Result<(), ServerError> {
         pipeline.insert(section.into(), table);
     }
     Ok(())
+}
+
+/// The variable that overrides `key` of `[section]` (what [`env_target`] reads back).
+fn env_name(section: &str, key: &str) -> String {
+    format!("{ENV_PREFIX}{section}_{key}")
+        .to_ascii_uppercase()
+        .replace('-', "_")
 }
 
 fn env_target(name: &str) -> Option<(String, String)> {

@@ -92,30 +92,30 @@ pub struct RecordingConfig {
 /// (`[hls]`, `[detector]`, `[recording]`), received inside [`PipelineConfig`].
 pub(super) const PIPELINE_SECTIONS: [&str; 3] = ["hls", "detector", "recording"];
 
-/// Keys that lived in `[pipeline]` before it was split, and where they are now: an old
-/// settings file or variable gets told instead of "unknown field".
-pub(super) const MOVED_KEYS: &[(&str, &str)] = &[
-    ("frame-rate", "[hls] frame-rate"),
-    ("segment-seconds", "[hls] segment-seconds"),
-    ("part-seconds", "[hls] part-seconds"),
-    ("playlist-size", "[hls] playlist-size"),
-    ("x264-preset", "[hls] x264-preset"),
-    ("detector", "[detector] kind"),
-    ("cascade", "[detector] cascade"),
-    ("model", "[detector] model"),
-    ("dnn-width", "[detector] dnn-width"),
-    ("dnn-threshold", "[detector] dnn-threshold"),
-    ("confirm-detections", "[detector] confirm-detections"),
-    ("hold-detections", "[detector] hold-detections"),
-    ("detect-width", "[detector] detect-width"),
-    ("scale-factor", "[detector] scale-factor"),
-    ("min-neighbors", "[detector] min-neighbors"),
-    ("min-face", "[detector] min-face"),
-    ("detect-fps", "[detector] detect-fps"),
-    ("opencv-threads", "[detector] opencv-threads"),
-    ("roi-full-scan-every", "[detector] roi-full-scan-every"),
-    ("max-hold-ms", "[detector] max-hold-ms"),
-    ("recording-max-secs", "[recording] max-secs"),
+/// Keys that lived in `[pipeline]` before it was split, and their section and key now: an
+/// old settings file or variable gets told instead of "unknown field".
+pub(super) const MOVED_KEYS: &[(&str, &str, &str)] = &[
+    ("frame-rate", "hls", "frame-rate"),
+    ("segment-seconds", "hls", "segment-seconds"),
+    ("part-seconds", "hls", "part-seconds"),
+    ("playlist-size", "hls", "playlist-size"),
+    ("x264-preset", "hls", "x264-preset"),
+    ("detector", "detector", "kind"),
+    ("cascade", "detector", "cascade"),
+    ("model", "detector", "model"),
+    ("dnn-width", "detector", "dnn-width"),
+    ("dnn-threshold", "detector", "dnn-threshold"),
+    ("confirm-detections", "detector", "confirm-detections"),
+    ("hold-detections", "detector", "hold-detections"),
+    ("detect-width", "detector", "detect-width"),
+    ("scale-factor", "detector", "scale-factor"),
+    ("min-neighbors", "detector", "min-neighbors"),
+    ("min-face", "detector", "min-face"),
+    ("detect-fps", "detector", "detect-fps"),
+    ("opencv-threads", "detector", "opencv-threads"),
+    ("roi-full-scan-every", "detector", "roi-full-scan-every"),
+    ("max-hold-ms", "detector", "max-hold-ms"),
+    ("recording-max-secs", "recording", "max-secs"),
 ];
 
 /// Which face detector sessions and `process` use.

@@ -64,9 +64,9 @@ pub struct DetectorWorker {
 }
 
 impl DetectorWorker {
-    /// Starts the thread and waits (blocking this thread) until the detector is made on it
-    /// by `factory`; a factory failure is returned here, before any frame flows. For code
-    /// outside the async runtime; async code uses [`DetectorWorker::started`].
+    /// [`DetectorWorker::started`] for unit tests outside an async runtime: waits by
+    /// blocking this thread.
+    #[cfg(test)]
     pub fn start(
         factory: DetectorFactory,
         name: String,
@@ -78,8 +78,9 @@ impl DetectorWorker {
         worker.when(ready.blocking_recv())
     }
 
-    /// Like [`DetectorWorker::start`], awaiting the detector (the model loads in ~0.1 s)
-    /// without holding an async worker thread.
+    /// Starts the thread and awaits the detector made on it by `factory` (the model loads in
+    /// ~0.1 s) without holding an async worker thread; a factory failure is returned here,
+    /// before any frame flows.
     pub async fn started(
         factory: DetectorFactory,
         name: String,
