@@ -13,14 +13,11 @@ pub mod web;
 use config::Config;
 use error::ServerError;
 use pipeline::detector::{factory_for, DetectorFactory};
-use session::registry::Registry;
-use session::session::PipelineEnv;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use web::{AppState, Shared};
+use web::AppState;
 
 /// How long shutdown waits for sockets to end their sessions (exit within 5 s in all).
 const SOCKET_DRAIN: Duration = Duration::from_secs(4);
@@ -49,14 +46,6 @@ impl RunningServer {
         detector: DetectorFactory,
     ) -> Result<Self, ServerError> {
         let shutdown = CancellationToken::new();
-        let registry = Arc::new(
-            Registry::new(
-                &config.pipeline.runtime_dir,
-                &config.limits,
-                shutdown.clone(),
-            )?
-            .on_node(&config.site.node),
-        );
         let addr = config.site.addr;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -74,56 +63,19 @@ impl RunningServer {
                 )),
             };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let mut leptos = config.leptos_options();
-        leptos.site_addr = addr;
-        let hosts = web::csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let gauge: Arc<dyn session::capacity::LoadGauge> =
             session::capacity::ProcStat::start(shutdown.clone());
-        let capacity = Arc::new(session::capacity::Capacity::new(
-            Some(gauge),
-            cores,
-            config.limits.max_cpu_percent,
-        ));
-        tracing::info!(
-            "session limit {} ({cores} cores){}",
-            config.limits.effective_max_sessions(),
-            if config.limits.max_cpu_percent < 100 {
-                format!(
-                    ", new sessions wait while the CPU would pass {} %",
-                    config.limits.max_cpu_percent
-                )
-            } else {
-                String::new()
-            }
-        );
-        let csrf = match &config.site.csrf_key_file {
-            Some(path) => web::csrf::CsrfKey::from_file(path)?,
-            None => web::csrf::CsrfKey::random(),
-        };
-        let shared = Arc::new(Shared {
-            hosts,
-            scheme,
-            pipeline: PipelineEnv {
-                config: config.pipeline.clone(),
-                detector,
-                min_free_disk_mb: config.limits.min_free_disk_mb,
-                capacity: capacity.clone(),
-                supervisors: TaskTracker::new(),
-            },
-            capacity,
+        let state = AppState::new(
             config,
-            registry: registry.clone(),
-            csrf,
-            shutdown: shutdown.clone(),
-            sockets: TaskTracker::new(),
-            resumes: web::resume::Resumes::default(),
-            metrics: metrics::install(),
-        });
-        let router = web::app(AppState {
-            leptos,
-            shared: shared.clone(),
-        });
+            detector,
+            addr,
+            scheme,
+            Some(gauge),
+            shutdown.clone(),
+        )?;
+        let shared = state.shared.clone();
+        let registry = shared.registry.clone();
+        let router = web::app(state);
         let token = shutdown.clone();
         let limits = web::listener::Limits {
             max_connections: shared.config.limits.max_connections,

@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use server::config::Config;
 use server::RunningServer;
 use std::path::PathBuf;
@@ -111,12 +112,28 @@ async fn main() -> anyhow::Result<()> {
                 blur,
                 config: pipeline,
             };
-            let mut bar = progress_bar;
-            match server::batch::run(&job, &mut bar).await {
+            let bar = progress_bar();
+            let mut logged: Option<std::time::Instant> = None;
+            let mut report = |done: u64, total: Option<u64>, fps: f64| {
+                if !bar.is_hidden() {
+                    show_progress(&bar, done, total, fps);
+                    return;
+                }
+                // A file or pipe gets a log line every few seconds, not a redrawn bar.
+                let due = logged.is_none_or(|t| t.elapsed() >= PROGRESS_LOG_EVERY);
+                if due || total == Some(done) {
+                    logged = Some(std::time::Instant::now());
+                    let fps = (fps * 10.0).round() / 10.0;
+                    tracing::info!(done, total, fps, "progress");
+                }
+            };
+            let outcome = server::batch::run(&job, &mut report).await;
+            if !bar.is_hidden() {
+                bar.finish();
+                eprintln!(); // the summary goes below the bar, not after it
+            }
+            match outcome {
                 Ok(summary) => {
-                    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-                        eprintln!(); // end the redrawn progress line
-                    }
                     if json {
                         println!("{}", serde_json::to_string(&summary)?);
                     } else {
@@ -140,35 +157,33 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Draws `[=====>     ] done/total frames  fps  ETA` on stderr.
-fn progress_bar(done: u64, total: Option<u64>, fps: f64) {
-    use std::io::Write;
-    const WIDTH: u64 = 30;
-    let line = match total.filter(|t| *t > 0) {
-        Some(total) => {
-            let filled = (done.min(total) * WIDTH / total) as usize;
-            let eta = if fps > 0.0 {
-                total.saturating_sub(done) as f64 / fps
-            } else {
-                0.0
-            };
-            format!(
-                "[{}>{}] {done}/{total} frames  {fps:.1} fps  ETA {eta:.0} s",
-                "=".repeat(filled),
-                " ".repeat(WIDTH as usize - filled)
-            )
+/// How often `process` logs its progress when stderr is not a terminal.
+const PROGRESS_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `process`'s progress bar on stderr, redrawn in place and sized to the terminal; hidden
+/// when stderr is a file or pipe.
+fn progress_bar() -> ProgressBar {
+    ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4))
+}
+
+/// Shows `done` of `total` frames (a bar with ETA when the total is known, else a count).
+fn show_progress(bar: &ProgressBar, done: u64, total: Option<u64>, fps: f64) {
+    let known = total.filter(|t| *t > 0);
+    if bar.length() != known {
+        let template = match known {
+            Some(_) => "[{bar:30}] {pos}/{len} frames  {msg}  ETA {eta}",
+            None => "{spinner} {pos} frames  {msg}",
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style.progress_chars("=> "));
         }
-        None => format!("{done} frames  {fps:.1} fps"),
-    };
-    let mut err = std::io::stderr().lock();
-    // A terminal gets one line redrawn in place; a file or pipe gets whole lines, so a
-    // redirected log holds no carriage-return soup.
-    if std::io::IsTerminal::is_terminal(&err) {
-        let _ = write!(err, "\r{line}   ");
-    } else {
-        let _ = writeln!(err, "{line}");
+        match known {
+            Some(total) => bar.set_length(total),
+            None => bar.unset_length(),
+        }
     }
-    let _ = err.flush();
+    bar.set_message(format!("{fps:.1} fps"));
+    bar.set_position(done);
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

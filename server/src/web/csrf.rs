@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
+use cookie::{Cookie, SameSite};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
@@ -91,10 +92,10 @@ pub fn session_cookie(headers: &HeaderMap, key: &CsrfKey) -> Option<String> {
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .filter(|(name, _)| *name == COOKIE)
-        .find_map(|(_, value)| key.verify_cookie(value))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|cookie| cookie.name() == COOKIE)
+        .find_map(|cookie| key.verify_cookie(cookie.value()))
 }
 
 /// Gives every page request a session cookie (creating one if needed) and puts the
@@ -115,9 +116,12 @@ pub async fn ensure_session_cookie(
     req.extensions_mut().insert(app::LiveSync(live_sync));
     let mut response = next.run(req).await;
     if existing.is_none() {
-        let value = state.shared.csrf.cookie_value(&sid);
-        let cookie = format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict");
-        if let Ok(value) = HeaderValue::from_str(&cookie) {
+        let cookie = Cookie::build((COOKIE, state.shared.csrf.cookie_value(&sid)))
+            .path("/")
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .build();
+        if let Ok(value) = HeaderValue::from_str(&cookie.to_string()) {
             response.headers_mut().append(header::SET_COOKIE, value);
         }
     }

@@ -15,9 +15,11 @@ use crate::pipeline::stream::{Resource, Stream};
 use crate::session::registry::{Folder, SessionId};
 use app::hls_path::{content_type, RECORDING};
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -31,12 +33,12 @@ pub const VIEWER_STATUS: &str = "status";
 pub async fn serve(
     State(state): State<AppState>,
     Path((session, file)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    reload: Result<Query<Reload>, QueryRejection>,
 ) -> Response {
     let folder = SessionId::parse(&session).and_then(|id| state.shared.registry.folder(&id));
     match folder {
         Some(folder) if file == RECORDING => serve_recording(&folder).await,
-        Some(folder) => serve_stream(folder.stream, &file, query.as_deref()).await,
+        Some(folder) => serve_stream(folder.stream, &file, reload.map(|q| q.0)).await,
         None => not_found(),
     }
 }
@@ -45,7 +47,7 @@ pub async fn serve(
 pub async fn serve_viewer(
     State(state): State<AppState>,
     Path((token, file)): Path<(String, String)>,
-    RawQuery(query): RawQuery,
+    reload: Result<Query<Reload>, QueryRejection>,
 ) -> Response {
     let registry = &state.shared.registry;
     let folder = SessionId::parse(&token)
@@ -62,9 +64,19 @@ pub async fn serve_viewer(
         };
     }
     match folder {
-        Some(folder) => serve_stream(folder.stream, &file, query.as_deref()).await,
+        Some(folder) => serve_stream(folder.stream, &file, reload.map(|q| q.0)).await,
         None => not_found(),
     }
+}
+
+/// A playlist request's blocking-reload parameters (RFC 8216bis §6.2.5.2: "deliver the
+/// playlist once it holds part `part` of segment `msn`"); other parameters are ignored.
+#[derive(Debug, Default, Deserialize)]
+pub struct Reload {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<u64>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<usize>,
 }
 
 fn not_found() -> Response {
@@ -154,7 +166,7 @@ fn unavailable(why: &'static str) -> Response {
 async fn serve_stream(
     stream: watch::Receiver<Arc<Stream>>,
     file: &str,
-    query: Option<&str>,
+    reload: Result<Reload, QueryRejection>,
 ) -> Response {
     let (Some(resource), Some(mime)) = (Resource::parse(file), content_type(file)) else {
         return not_found();
@@ -162,12 +174,8 @@ async fn serve_stream(
     let now = stream.borrow().clone();
     let snapshot = match resource {
         Resource::Playlist => {
-            let param = |name| query.and_then(|q| super::query_param(q, name));
-            let msn = param("_HLS_msn").map(|v| v.parse::<u64>());
-            let part = param("_HLS_part").map(|v| v.parse::<usize>());
-            let (msn, part) = match (msn.transpose(), part.transpose()) {
-                (Ok(msn), Ok(part)) => (msn, part),
-                _ => return no_store(StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part"),
+            let Ok(Reload { msn, part }) = reload else {
+                return no_store(StatusCode::BAD_REQUEST, "bad _HLS_msn or _HLS_part");
             };
             if too_far(&now, msn, part) {
                 return no_store(StatusCode::BAD_REQUEST, "_HLS_msn/_HLS_part too far ahead");
@@ -197,7 +205,7 @@ async fn serve_stream(
             _ => not_found(),
         };
     };
-    let blocking = query.is_some_and(|q| super::query_param(q, "_HLS_msn").is_some());
+    let blocking = matches!(resource, Resource::Playlist) && reload.is_ok_and(|r| r.msn.is_some());
     let cache = cache_control(resource, blocking, snapshot.timing.target_duration);
     (
         [
@@ -304,7 +312,11 @@ mod tests {
     }
 
     async fn get(rx: &watch::Receiver<Arc<Stream>>, file: &str, query: Option<&str>) -> Response {
-        serve_stream(rx.clone(), file, query).await
+        let uri: axum::http::Uri = format!("/{file}?{}", query.unwrap_or_default())
+            .parse()
+            .unwrap();
+        let reload = Query::<Reload>::try_from_uri(&uri).map(|q| q.0);
+        serve_stream(rx.clone(), file, reload).await
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,8 +6,12 @@ pub mod hls_files;
 pub mod listener;
 pub mod resume;
 pub mod socket;
+pub mod transport;
 
 use crate::config::Config;
+use crate::error::ServerError;
+use crate::pipeline::detector::DetectorFactory;
+use crate::session::capacity::{Capacity, LoadGauge};
 use crate::session::registry::Registry;
 use crate::session::session::PipelineEnv;
 use app::{shell, App};
@@ -17,6 +21,7 @@ use axum::routing::get;
 use axum::Router;
 use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,14 +62,69 @@ impl FromRef<AppState> for LeptosOptions {
     }
 }
 
-/// The value of query parameter `name` (no percent-decoding: every parameter the server
-/// reads — CSRF tokens, `_HLS_msn` — is plain ASCII).
-pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
+impl AppState {
+    /// Everything the handlers of a server reachable at `addr` over `scheme` share:
+    /// creates the runtime folder's registry, the admission check (`gauge` reads the CPU;
+    /// `None` admits on the session limit alone) and the page-token key. Binds nothing, so
+    /// tests can drive the router and a connection without a network.
+    pub fn new(
+        config: Config,
+        detector: DetectorFactory,
+        addr: SocketAddr,
+        scheme: &'static str,
+        gauge: Option<Arc<dyn LoadGauge>>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, ServerError> {
+        let registry = Arc::new(
+            Registry::new(
+                &config.pipeline.runtime_dir,
+                &config.limits,
+                shutdown.clone(),
+            )?
+            .on_node(&config.site.node),
+        );
+        let mut leptos = config.leptos_options();
+        leptos.site_addr = addr;
+        let hosts = csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let capacity = Arc::new(Capacity::new(gauge, cores, config.limits.max_cpu_percent));
+        tracing::info!(
+            "session limit {} ({cores} cores){}",
+            config.limits.effective_max_sessions(),
+            if config.limits.max_cpu_percent < 100 {
+                format!(
+                    ", new sessions wait while the CPU would pass {} %",
+                    config.limits.max_cpu_percent
+                )
+            } else {
+                String::new()
+            }
+        );
+        let csrf = match &config.site.csrf_key_file {
+            Some(path) => csrf::CsrfKey::from_file(path)?,
+            None => csrf::CsrfKey::random(),
+        };
+        let shared = Arc::new(Shared {
+            hosts,
+            scheme,
+            pipeline: PipelineEnv {
+                config: config.pipeline.clone(),
+                detector,
+                min_free_disk_mb: config.limits.min_free_disk_mb,
+                capacity: capacity.clone(),
+                supervisors: TaskTracker::new(),
+            },
+            capacity,
+            config,
+            registry,
+            csrf,
+            shutdown,
+            sockets: TaskTracker::new(),
+            resumes: resume::Resumes::default(),
+            metrics: crate::metrics::install(),
+        });
+        Ok(AppState { leptos, shared })
+    }
 }
 
 /// The full router.
@@ -110,22 +170,4 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         )],
         crate::metrics::render(state.shared.metrics.as_ref()),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::query_param;
-
-    #[test]
-    fn finds_query_parameters() {
-        assert_eq!(query_param("csrf_token=abc", "csrf_token"), Some("abc"));
-        assert_eq!(
-            query_param("x=1&csrf_token=abc&y=2", "csrf_token"),
-            Some("abc")
-        );
-        assert_eq!(query_param("csrf=abc", "csrf_token"), None);
-        assert_eq!(query_param("", "csrf_token"), None);
-        assert_eq!(query_param("_HLS_msn=12", "_HLS_msn"), Some("12"));
-        assert_eq!(query_param("_HLS_part=0&_HLS_msn=7", "_HLS_msn"), Some("7"));
-    }
 }

@@ -1,7 +1,7 @@
 //! Sockets that dropped mid-session, parked for a grace period: a new socket of the same
 //! browser that presents the session's resume token takes the session over.
 
-use axum::extract::ws::WebSocket;
+use super::transport::Socket;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 struct Parked {
     /// The browser session (cookie) the session belongs to.
     client: String,
-    handover: oneshot::Sender<WebSocket>,
+    handover: oneshot::Sender<Socket>,
 }
 
 /// Parked sessions by resume token.
@@ -26,7 +26,7 @@ impl Resumes {
 
     /// Parks the session of `token` (owned by `client`); the receiver gets the socket that
     /// claims it.
-    pub fn park(&self, token: &str, client: &str) -> oneshot::Receiver<WebSocket> {
+    pub fn park(&self, token: &str, client: &str) -> oneshot::Receiver<Socket> {
         let (handover, socket) = oneshot::channel();
         let parked = Parked {
             client: client.to_string(),
@@ -38,7 +38,7 @@ impl Resumes {
 
     /// Takes the parked session of `token` if `client` owns it; `None` for an unknown or
     /// expired token or another browser's session.
-    pub fn claim(&self, token: &str, client: &str) -> Option<oneshot::Sender<WebSocket>> {
+    pub fn claim(&self, token: &str, client: &str) -> Option<oneshot::Sender<Socket>> {
         let mut parked = self.lock();
         if parked.get(token)?.client != client {
             return None;

@@ -6,6 +6,7 @@
 //! socket's state; how a session ends is in `session::ending`, what it does in `session`.
 
 use super::csrf;
+use super::transport::Socket;
 use super::AppState;
 use crate::error::ServerError;
 use crate::metrics;
@@ -14,9 +15,10 @@ use crate::session::registry::{Refusal, SessionId};
 use crate::session::session::{until, Session, SessionEvent};
 use crate::session::stats::StatsSampler;
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{RawQuery, State};
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -55,19 +57,22 @@ fn room_for_one_more(shared: &super::Shared) -> bool {
     shared.registry.has_room() && shared.capacity.has_room(share).is_ok()
 }
 
+/// The socket URL's query: the page token the page was rendered with.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct PageToken {
+    #[serde(default)]
+    csrf_token: String,
+}
+
 /// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
 /// Origin is this server's; 503 when a cluster node has no room (see [`PASS_ON_HEADER`]).
 pub async fn upgrade(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    token: Result<Query<PageToken>, QueryRejection>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let token = query
-        .as_deref()
-        .and_then(|q| super::query_param(q, "csrf_token"))
-        .unwrap_or_default()
-        .to_string();
+    let token = token.map(|q| q.0.csrf_token).unwrap_or_default();
     let client = csrf::session_cookie(&headers, &state.shared.csrf)
         .filter(|sid| state.shared.csrf.verify(sid, &token));
     let origin_ok = if state.shared.config.site.trust_forwarded {
@@ -91,9 +96,6 @@ pub async fn upgrade(
         );
         return (StatusCode::FORBIDDEN, "forbidden: origin").into_response();
     }
-    let Ok(ws) = ws else {
-        return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
-    };
     if headers.contains_key(PASS_ON_HEADER) && !room_for_one_more(&state.shared) {
         ::metrics::counter!(metrics::PASSED_ON).increment(1);
         return (
@@ -113,6 +115,9 @@ pub async fn upgrade(
         )
             .into_response();
     }
+    let Ok(ws) = ws else {
+        return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
+    };
     // Frames up to twice the chunk limit are read so an oversized chunk gets a typed
     // error; beyond that the WebSocket layer drops the connection itself. With the socket
     // cap this bounds what unfinished frames can hold: max-sockets × 2 × max-chunk-bytes.
@@ -121,7 +126,7 @@ pub async fn upgrade(
     let sockets = state.shared.sockets.clone();
     ws.on_upgrade(move |socket| async move {
         sockets.spawn(
-            Connection::new(socket, state, client)
+            Connection::new(Box::new(socket), state, client)
                 .run()
                 .instrument(tracing::info_span!("session", id = tracing::field::Empty)),
         );
@@ -133,7 +138,7 @@ enum Exit {
     /// The session (if any) ended this way.
     Ended(Ending),
     /// This socket resumed another connection's session: it goes to that connection.
-    HandedOver(tokio::sync::oneshot::Sender<WebSocket>),
+    HandedOver(tokio::sync::oneshot::Sender<Socket>),
 }
 
 const ABANDONED: Exit = Exit::Ended(Ending::Abandoned);
@@ -161,8 +166,8 @@ struct Connection {
     state: AppState,
     /// The browser session (cookie) this connection belongs to.
     client: String,
-    sink: SplitSink<WebSocket, Message>,
-    stream: SplitStream<WebSocket>,
+    sink: SplitSink<Socket, Message>,
+    stream: SplitStream<Socket>,
     session: Option<Session>,
     playlist_ready: bool,
     chunks: u64,
@@ -176,11 +181,11 @@ struct Connection {
     /// Lets a new socket continue this session after a drop (sent in `started`).
     resume_token: Option<String>,
     /// Set when a `resume` message claimed a parked session for this socket.
-    handover: Option<tokio::sync::oneshot::Sender<WebSocket>>,
+    handover: Option<tokio::sync::oneshot::Sender<Socket>>,
 }
 
 impl Connection {
-    fn new(socket: WebSocket, state: AppState, client: String) -> Self {
+    fn new(socket: Socket, state: AppState, client: String) -> Self {
         let (sink, stream) = socket.split();
         Connection {
             state,
@@ -636,3 +641,6 @@ async fn next_event(session: &mut Option<Session>) -> Option<SessionEvent> {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;
