@@ -45,6 +45,8 @@ export default defineConfig({
             // A name for the loopback server that is not "localhost": a page loaded through
             // it is not a secure context, like a phone opening http://<lan-ip>:3000/.
             "--host-resolver-rules=MAP insecure.hls-face.test 127.0.0.1",
+            // Extra switches for experiments (the benchmark's notes say which were tried).
+            ...(process.env.CHROMIUM_EXTRA_ARGS ?? "").split(" ").filter(Boolean),
           ],
         },
       },

@@ -58,7 +58,9 @@ pub fn Viewer() -> impl IntoView {
                 state.set(ViewerState::Ended);
                 return;
             }
-            match crate::media::watch(element, &token, state) {
+            let live = move || state.set(ViewerState::Live);
+            let ended = move || state.set(ViewerState::Ended);
+            match crate::media::watch(element, &token, live, ended) {
                 Ok(p) => player.set_value(Some(p)),
                 Err(_) => state.set(ViewerState::Ended),
             }

@@ -7,7 +7,7 @@ use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::factory_for;
 use crate::pipeline::encoder::{Encoder, EncoderOutput, HlsSettings, PLAYLIST};
 use crate::pipeline::frame::FramePool;
-use crate::pipeline::frame_path::FramePath;
+use crate::pipeline::frame_path::{FramePath, PathSettings};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -174,7 +174,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
     let tuning = crate::pipeline::detector::HaarSettings::from(&cfg.detector).tunable();
     let mut path = FramePath::inline(
         factory_for(&cfg.detector)()?,
-        cfg.path_settings(),
+        PathSettings::from(cfg),
         privacy,
         tuning,
     );

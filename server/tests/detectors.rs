@@ -8,7 +8,7 @@ use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
 use server::config::DetectorConfig;
-use server::pipeline::centerface::CenterFace;
+use server::pipeline::detector::centerface::CenterFace;
 use server::pipeline::detector::{FaceDetector, HaarDetector, HaarSettings};
 use server::pipeline::frame::{FaceBox, Frame};
 use server::pipeline::tracker::iou;

@@ -10,7 +10,7 @@ use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
 use opencv::prelude::*;
 use server::config::DetectorConfig;
-use server::pipeline::centerface::CenterFace;
+use server::pipeline::detector::centerface::CenterFace;
 use server::pipeline::detector::FaceDetector;
 use server::pipeline::frame::{FaceBox, Frame};
 use std::path::{Path, PathBuf};

@@ -12,7 +12,6 @@ mod socket;
 
 use crate::protocol::DetectorSettings;
 use crate::ui::{LiveEvent, Ui};
-use crate::viewer::ViewerState;
 use leptos::html::Video;
 use leptos::prelude::*;
 use live::Live;
@@ -188,11 +187,13 @@ impl Controller {
     }
 }
 
-/// Plays a viewer link's stream in `video`, following it in `state`.
+/// Plays a viewer link's stream in `video`; `on_live` runs when it plays, `on_ended` when
+/// it has ended.
 pub fn watch(
     video: web_sys::HtmlVideoElement,
     token: &str,
-    state: RwSignal<ViewerState>,
+    on_live: impl Fn() + 'static,
+    on_ended: impl Fn() + 'static,
 ) -> Result<player::Player, MediaError> {
     let live_sync = meta_content(crate::LIVE_SYNC_META)
         .and_then(|v| v.parse::<f32>().ok())
@@ -201,8 +202,8 @@ pub fn watch(
         video,
         &crate::hls_path::viewer_playlist(token),
         live_sync,
-        move || state.set(ViewerState::Live),
-        move || state.set(ViewerState::Ended),
+        on_live,
+        on_ended,
     )
 }
 

@@ -199,10 +199,7 @@ impl Config {
                 "detector.opencv-threads must not be negative",
             ),
             (
-                crate::pipeline::detector::HaarSettings::from(d)
-                    .tunable()
-                    .check()
-                    .is_ok(),
+                d.tunable().check().is_ok(),
                 "detector.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
             ),
             (

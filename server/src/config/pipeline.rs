@@ -135,32 +135,20 @@ impl PipelineConfig {
         self.recording.max_secs > 0
     }
 
-    /// How the frame path is tuned.
-    pub fn path_settings(&self) -> crate::pipeline::frame_path::PathSettings {
-        let (d, hls) = (&self.detector, &self.hls);
-        let max_hold = std::time::Duration::from_millis(d.max_hold_ms);
-        crate::pipeline::frame_path::PathSettings {
-            confirm: d.confirm_detections,
-            hold: d.hold_detections,
-            max_hold,
-            // A frame farther from its shot's nearest detection than a held frame can be
-            // is one the detector fell behind on.
-            privacy_reach: (d.max_hold_ms * u64::from(hls.frame_rate)).div_ceil(1000),
-            detect_every: ((hls.part_seconds * f64::from(hls.frame_rate)).floor() as u64).max(1),
-        }
-    }
-
     /// How far behind the live edge players stay, in seconds (`PART-HOLD-BACK`).
     pub fn live_sync_seconds(&self) -> f32 {
         app::hls_path::live_sync_seconds(self.hls.part_seconds)
     }
+}
 
-    /// How the live stream is cut into parts and segments.
-    pub fn packager_settings(&self) -> crate::pipeline::packager::PackagerSettings {
-        crate::pipeline::packager::PackagerSettings {
-            segment_seconds: self.hls.segment_seconds,
-            part_seconds: self.hls.part_seconds,
-            window: self.hls.playlist_size as usize,
+impl DetectorConfig {
+    /// The part of these settings the page may change live (checked against the same
+    /// limits when the settings are loaded).
+    pub fn tunable(&self) -> DetectorSettings {
+        DetectorSettings {
+            scale_factor: self.scale_factor as f32,
+            min_neighbors: self.min_neighbors.max(0) as u32,
+            min_face: self.min_face,
         }
     }
 }

@@ -15,6 +15,7 @@ use super::overlay::{draw_boxes, pixelate_boxes, pixelate_whole};
 use super::scene::SceneCuts;
 use super::timeline::{Detected, Timeline};
 use super::tracker::Tracker;
+use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use app::protocol::DetectorSettings;
 use std::collections::VecDeque;
@@ -50,6 +51,21 @@ pub struct PathSettings {
     /// for that frame's detection therefore cost about one detection of latency, not half
     /// a detection interval, and the encoder gets them in bursts of exactly one part.
     pub detect_every: u64,
+}
+
+impl From<&PipelineConfig> for PathSettings {
+    fn from(config: &PipelineConfig) -> Self {
+        let (d, hls) = (&config.detector, &config.hls);
+        PathSettings {
+            confirm: d.confirm_detections,
+            hold: d.hold_detections,
+            max_hold: Duration::from_millis(d.max_hold_ms),
+            // A frame farther from its shot's nearest detection than a held frame can be
+            // is one the detector fell behind on.
+            privacy_reach: (d.max_hold_ms * u64::from(hls.frame_rate)).div_ceil(1000),
+            detect_every: ((hls.part_seconds * f64::from(hls.frame_rate)).floor() as u64).max(1),
+        }
+    }
 }
 
 /// Where faces come from.

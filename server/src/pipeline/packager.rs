@@ -4,6 +4,7 @@
 
 use super::fmp4::{Fragment, Init};
 use super::stream::{Part, Segment, Stream, Timing};
+use crate::config::HlsConfig;
 use crate::error::ServerError;
 use bytes::{Bytes, BytesMut};
 use std::time::{Duration, SystemTime};
@@ -17,6 +18,16 @@ pub struct PackagerSettings {
     pub part_seconds: f64,
     /// Complete segments kept in the live window.
     pub window: usize,
+}
+
+impl From<&HlsConfig> for PackagerSettings {
+    fn from(hls: &HlsConfig) -> Self {
+        PackagerSettings {
+            segment_seconds: hls.segment_seconds,
+            part_seconds: hls.part_seconds,
+            window: hls.playlist_size as usize,
+        }
+    }
 }
 
 impl PackagerSettings {

@@ -3,6 +3,7 @@
 //! its [`ending`] (what the page is told, retention, the recording offer).
 
 pub mod capacity;
+pub mod deadline;
 pub mod ending;
 pub mod registry;
 #[allow(clippy::module_inception)]

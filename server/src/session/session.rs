@@ -3,6 +3,8 @@
 
 use super::capacity::{Capacity, Reservation};
 use super::registry::{Admission, SessionId};
+use super::stats::Counters;
+pub use super::supervisor::SessionEvent;
 use super::supervisor::{Stage, Supervisor};
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -11,13 +13,14 @@ use crate::pipeline::decoder::{Decoder, Source};
 use crate::pipeline::detector::{DetectorFactory, DetectorWorker, HaarSettings};
 use crate::pipeline::encoder::{Encoder, EncoderOutput, HlsSettings};
 use crate::pipeline::frame::FramePool;
-use crate::pipeline::frame_path::FramePath;
+use crate::pipeline::frame_path::{FramePath, PathSettings};
+use crate::pipeline::packager::PackagerSettings;
 use crate::pipeline::publisher::{Publisher, SegmentStore};
 use crate::pipeline::recording::SegmentKeeper;
 use app::protocol::{DetectorSettings, InputCodec};
 use bytes::Bytes;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -54,27 +57,6 @@ pub struct Media {
     pub codec: InputCodec,
     pub width: u32,
     pub height: u32,
-}
-
-/// Something the socket should hear about.
-#[derive(Debug)]
-pub enum SessionEvent {
-    /// The first segment is listed; the stream can be played.
-    PlaylistReady,
-    /// The pipeline ended; `Err` if a stage failed.
-    Ended(Result<(), ServerError>),
-}
-
-/// Live counters of one session.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub frames_in: AtomicU64,
-    pub frames_out: AtomicU64,
-    pub frames_dropped: AtomicU64,
-    pub faces: AtomicU32,
-    pub detect_micros: AtomicU64,
-    pub segments: AtomicU64,
-    pub detector_skipped: AtomicU64,
 }
 
 /// A running session pipeline.
@@ -155,7 +137,7 @@ impl Session {
         });
         let publisher = Publisher::start(
             fragments,
-            cfg.packager_settings(),
+            PackagerSettings::from(&cfg.hls),
             admission.stream.clone(),
             store,
         );
@@ -163,7 +145,7 @@ impl Session {
         let cancel = CancellationToken::new();
         let blur = Arc::new(AtomicBool::new(blur));
         let stage = Stage {
-            path: FramePath::live(worker, cfg.path_settings(), blur.clone(), detector_rx),
+            path: FramePath::live(worker, PathSettings::from(cfg), blur.clone(), detector_rx),
             frames: frame_rx,
             encoder_input: enc_tx,
             counters: counters.clone(),
@@ -290,13 +272,5 @@ impl Drop for Session {
         // closing the input lets the decoder and encoder finish; the supervisor reaps them.
         self.chunks = None;
         ::metrics::gauge!(metrics::SESSIONS_LIVE).decrement(1.0);
-    }
-}
-
-/// Resolves at `deadline` (never for `None`).
-pub(crate) async fn until(deadline: Option<impl Into<tokio::time::Instant>>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }

@@ -1,9 +1,20 @@
 //! The stats the page shows: live counters turned into rates averaged over a short window.
 
-use super::session::Counters;
 use app::protocol::Stats;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Live counters of one session.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub frames_dropped: AtomicU64,
+    pub faces: AtomicU32,
+    pub detect_micros: AtomicU64,
+    pub segments: AtomicU64,
+    pub detector_skipped: AtomicU64,
+}
 
 /// Rates are averaged over this window: per-interval counts jump (frames arrive in 100 ms
 /// recorder chunks), a 2-second average reads steady at the camera's rate.

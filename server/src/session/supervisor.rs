@@ -3,7 +3,8 @@
 //! decoder and encoder (detection, overlay, dropping what a stalled encoder cannot take).
 
 use super::capacity::Capacity;
-use super::session::{until, Counters, SessionEvent};
+use super::deadline::until;
+use super::stats::Counters;
 use crate::error::ServerError;
 use crate::metrics;
 use crate::pipeline::decoder::Decoder;
@@ -19,6 +20,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+
+/// Something the socket should hear about.
+#[derive(Debug)]
+pub enum SessionEvent {
+    /// The first segment is listed; the stream can be played.
+    PlaylistReady,
+    /// The pipeline ended; `Err` if a stage failed.
+    Ended(Result<(), ServerError>),
+}
 
 /// How long the decoder may take to flush after its input closes.
 const DECODER_GRACE: Duration = Duration::from_secs(5);
@@ -246,6 +256,7 @@ mod tests {
     use crate::config::PipelineConfig;
     use crate::pipeline::detector::FaceDetector;
     use crate::pipeline::frame::FaceBox;
+    use crate::pipeline::frame_path::PathSettings;
     use crate::session::stats::StatsSampler;
     use app::protocol::DetectorSettings;
 
@@ -259,7 +270,7 @@ mod tests {
     }
 
     fn inline_stage(encoder_input: mpsc::Sender<Frame>, counters: Arc<Counters>) -> Stage {
-        let settings = PipelineConfig::default().path_settings();
+        let settings = PathSettings::from(&PipelineConfig::default());
         let (_frame_tx, frames) = mpsc::channel(1);
         Stage {
             path: FramePath::inline(

@@ -1,9 +1,13 @@
 //! Face detection beside the frame path: the [`FaceDetector`] trait and what one detection
-//! [`Found`], the detector the config asks for ([`factory_for`]); the Haar cascade
-//! ([`haar`]); and the [`worker`] thread that runs a detector over the newest frame only and
+//! [`Found`], the detector the config asks for ([`factory_for`]); the detectors: the Haar
+//! cascade ([`haar`]), the CenterFace network ([`centerface`]) and the region-of-interest
+//! wrapper that scans only around known faces between full scans ([`roi`]); and the
+//! [`worker`] thread that runs a detector over the newest frame only and
 //! publishes its boxes, tagged with the number of the frame they were found in.
 
+pub mod centerface;
 pub mod haar;
+pub mod roi;
 pub mod worker;
 
 pub use haar::{HaarDetector, HaarSettings};
@@ -50,7 +54,7 @@ pub type DetectorFactory =
     Arc<dyn Fn() -> Result<Box<dyn FaceDetector>, ServerError> + Send + Sync>;
 
 /// The detector the config asks for. The Haar cascade scans regions of interest between
-/// full-frame scans when `roi-full-scan-every` > 1 (see [`super::roi`]); CenterFace always
+/// full-frame scans when `roi-full-scan-every` > 1 (see [`roi`]); CenterFace always
 /// sees the whole frame (it needs the context around a face: in a tight region its boxes
 /// go astray — `scripts/quality` measured it).
 pub fn factory_for(config: &DetectorConfig) -> DetectorFactory {
@@ -60,7 +64,7 @@ pub fn factory_for(config: &DetectorConfig) -> DetectorFactory {
         return base;
     }
     Arc::new(move || {
-        let roi = super::roi::RoiDetector::new(base()?, every, min_face);
+        let roi = roi::RoiDetector::new(base()?, every, min_face);
         Ok(Box::new(roi) as Box<dyn FaceDetector>)
     })
 }
@@ -77,7 +81,7 @@ pub fn base_factory_for(config: &DetectorConfig) -> DetectorFactory {
                 config.opencv_threads,
             );
             return Arc::new(move || {
-                let d = super::centerface::CenterFace::new(&model, width, threshold, threads)?;
+                let d = centerface::CenterFace::new(&model, width, threshold, threads)?;
                 Ok(Box::new(d) as Box<dyn FaceDetector>)
             });
         }

@@ -4,10 +4,10 @@
 //! `full_every` detections, to find new faces, and at once whenever a region scan loses a
 //! face.
 
-use super::detector::FaceDetector;
-use super::frame::{FaceBox, Frame};
-use super::tracker::iou;
+use super::FaceDetector;
 use crate::error::ServerError;
+use crate::pipeline::frame::{FaceBox, Frame};
+use crate::pipeline::tracker::iou;
 use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Size};
 use opencv::imgproc;

