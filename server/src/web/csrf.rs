@@ -325,6 +325,19 @@ mod tests {
             assert_eq!(session_cookie(&h, &key), None, "{forged}");
         }
         assert_eq!(session_cookie(&HeaderMap::new(), &key), None);
+        // A stale cookie of the same name (an older secret, another path) beside the valid
+        // one, in one header or in two, does not hide it.
+        let stale = CsrfKey::random().cookie_value("ffffffffffffffffffffffffffffffff");
+        let one = headers(&[(
+            header::COOKIE,
+            &format!("{COOKIE}={stale}; {COOKIE}={value}"),
+        )]);
+        assert_eq!(session_cookie(&one, &key).as_deref(), Some(sid));
+        let two = headers(&[
+            (header::COOKIE, &format!("{COOKIE}={stale}")),
+            (header::COOKIE, &format!("a=b; {COOKIE}={value}")),
+        ]);
+        assert_eq!(session_cookie(&two, &key).as_deref(), Some(sid));
     }
 
     #[test]
