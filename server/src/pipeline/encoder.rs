@@ -47,6 +47,12 @@ impl HlsSettings {
     }
 }
 
+/// x264 threads per encoder. One: x264's own choice here (1.5 × cores, sliced threads with
+/// `zerolatency`) spent ~13 % more CPU a frame on the same footage (`scripts/bench`, keyframe
+/// table: 1.19 against 1.04 ms/frame at 640×480 ultrafast), for a frame that leaves 0.25 ms
+/// sooner; with several sessions on a few cores, every session's threads only contend.
+const ENCODER_THREADS: &str = "1";
+
 /// ffmpeg arguments: raw BGR24 on stdin → libx264 → `output`.
 ///
 /// One keyframe per segment (`-g` = `-keyint_min` = fps × segment length, no scene-cut
@@ -80,6 +86,8 @@ pub fn encoder_args(s: &HlsSettings, output: &EncoderOutput) -> Vec<String> {
         &s.preset,
         "-tune",
         "zerolatency",
+        "-threads",
+        ENCODER_THREADS,
         "-pix_fmt",
         "yuv420p",
         "-g",
