@@ -95,6 +95,15 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
         const w = window as any;
         w.benchStalls = 0;
         w.benchStallAt = [];
+        // Counted as they happen: Chromium keeps only 250 resource-timing entries, so
+        // reading performance.getEntriesByType("resource") stops counting after ~12 s.
+        w.benchFetches = { segments: 0, parts: 0 };
+        new PerformanceObserver((list) => {
+          for (const e of list.getEntries()) {
+            if (/\/seg_\d+\.m4s/.test(e.name)) w.benchFetches.segments += 1;
+            else if (/\/part_\d+_\d+\.m4s/.test(e.name)) w.benchFetches.parts += 1;
+          }
+        }).observe({ type: "resource" });
         const v = document.querySelector("video[data-testid=output]") as HTMLVideoElement;
         v.addEventListener("waiting", () => {
           w.benchStalls += 1;
@@ -130,7 +139,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, previewFrames: w.hlsFaceProbe?.previewFrames ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: performance.getEntriesByType("resource").filter((e) => /\/seg_\d+\.m4s/.test(e.name)).length, partFetches: performance.getEntriesByType("resource").filter((e) => /\/part_\d+_\d+\.m4s/.test(e.name)).length, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, previewFrames: w.hlsFaceProbe?.previewFrames ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
