@@ -296,6 +296,11 @@ pub fn Studio() -> impl IntoView {
                     <dd class="hint">"Frames the player showed a second / skipped (with the test clip only)."</dd>
                 </div>
                 <div>
+                    <dt>"player dropped"</dt>
+                    <dd data-stat="player-dropped">{move || ui.playback.get().describe()}</dd>
+                    <dd class="hint">"Frames this browser decoded but could not show in time, by its own count (any camera)."</dd>
+                </div>
+                <div>
                     <dt>"segments"</dt>
                     <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
                     <dd class="hint">"Pieces of the processed stream written so far."</dd>

@@ -52,6 +52,27 @@ pub struct PlayerFigures {
     pub skipped: u64,
 }
 
+/// The output player's own count of the frames it decoded (any camera, any browser that
+/// has `getVideoPlaybackQuality`), since its stream started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Playback {
+    /// Frames the player decoded.
+    pub frames: u32,
+    /// Of those, frames it did not show in time.
+    pub dropped: u32,
+}
+
+impl Playback {
+    /// "12 of 1,500 (0.8 %)", or a dash before any frame.
+    pub fn describe(&self) -> String {
+        if self.frames == 0 {
+            return "—".to_string();
+        }
+        let pct = 100.0 * f64::from(self.dropped) / f64::from(self.frames);
+        format!("{} of {} ({pct:.1} %)", self.dropped, self.frames)
+    }
+}
+
 /// The page's reactive state; `Copy`, so every callback can hold it.
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
@@ -71,6 +92,8 @@ pub struct Ui {
     pub latency_ms: RwSignal<Option<f64>>,
     /// Output player figures, when the camera shows frame codes.
     pub player: RwSignal<PlayerFigures>,
+    /// The output player's dropped frames, by its own count.
+    pub playback: RwSignal<Playback>,
     /// Privacy mode: faces pixelated instead of boxed.
     pub blur: RwSignal<bool>,
     /// Absolute viewer link of the running session.
@@ -99,6 +122,7 @@ impl Ui {
             hydrated: RwSignal::new(false),
             latency_ms: RwSignal::new(None),
             player: RwSignal::new(PlayerFigures::default()),
+            playback: RwSignal::new(Playback::default()),
             blur: RwSignal::new(false),
             viewer_url: RwSignal::new(None),
             recording: RwSignal::new(None),
@@ -252,3 +276,23 @@ impl Ui {
 
 /// The status sentence while video flows and the processed stream is not playing yet.
 const STREAMING: &str = "Streaming… waiting for the first processed segment.";
+
+#[cfg(test)]
+mod tests {
+    use super::Playback;
+
+    #[test]
+    fn playback_reads_as_a_share_of_the_decoded_frames() {
+        assert_eq!(Playback::default().describe(), "—");
+        let p = Playback {
+            frames: 1500,
+            dropped: 12,
+        };
+        assert_eq!(p.describe(), "12 of 1500 (0.8 %)");
+        let none = Playback {
+            frames: 30,
+            dropped: 0,
+        };
+        assert_eq!(none.describe(), "0 of 30 (0.0 %)");
+    }
+}

@@ -48,6 +48,8 @@ test.describe("live pipeline", () => {
     expect((box.y0 + box.y1) / 2).toBeLessThan(frame.height * 0.6);
 
     await expect(studio.stats.locator("[data-stat=faces]")).toHaveText(/^[1-9]/);
+    // The player's own count of frames it could not show, with any camera.
+    await expect(studio.stats.locator("[data-stat=player-dropped]")).toHaveText(/^\d+ of [1-9]\d* \(\d+\.\d %\)$/);
     // The README's screenshot (docs/studio.png is a copy of this).
     await page.screenshot({ path: "../target/studio-live.png" });
 

@@ -303,6 +303,16 @@ impl Inner {
                     publish_stats(&stats);
                 }
                 ui.stats.set(stats);
+                // The player's own count, read with each stats tick (none where the browser
+                // does not keep one).
+                let output = &this.output;
+                if js_sys::Reflect::has(output, &"getVideoPlaybackQuality".into()) == Ok(true) {
+                    let q = output.get_video_playback_quality();
+                    ui.playback.set(crate::ui::Playback {
+                        frames: q.total_video_frames(),
+                        dropped: q.dropped_video_frames(),
+                    });
+                }
             }
             ServerMsg::Ended { .. } => {
                 ui.event(if ui.camera_lost.get_untracked() {
