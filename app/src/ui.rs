@@ -261,8 +261,12 @@ impl Ui {
                     self.say("Stopped. The recording stays playable below.");
                 }
             }
+            // After a failure (the camera lost, the session too long) its sentence stays:
+            // it already says the recording is kept, and the download link shows beside it.
             LiveEvent::RecordingReady => {
-                self.say("Stopped. The recording stays playable below and can be downloaded.")
+                if phase != Phase::Error {
+                    self.say("Stopped. The recording stays playable below and can be downloaded.")
+                }
             }
             LiveEvent::Failed(message) => self.fail(message),
         }
@@ -279,7 +283,30 @@ const STREAMING: &str = "Streaming… waiting for the first processed segment.";
 
 #[cfg(test)]
 mod tests {
-    use super::Playback;
+    use super::{LiveEvent, Phase, Playback, Ui};
+    use leptos::prelude::GetUntracked;
+
+    #[test]
+    fn a_failure_keeps_its_sentence_when_the_recording_is_offered() {
+        let ui = Ui::new();
+        ui.event(LiveEvent::Streaming);
+        ui.event(LiveEvent::Failed(
+            "The camera stopped. The recording so far is kept.".into(),
+        ));
+        ui.event(LiveEvent::RecordingReady);
+        assert_eq!(ui.phase.get_untracked(), Phase::Error);
+        assert_eq!(
+            ui.message.get_untracked(),
+            "The camera stopped. The recording so far is kept."
+        );
+
+        let ui = Ui::new();
+        ui.event(LiveEvent::Streaming);
+        ui.event(LiveEvent::Ended);
+        ui.event(LiveEvent::RecordingReady);
+        assert_eq!(ui.phase.get_untracked(), Phase::Stopped);
+        assert!(ui.message.get_untracked().contains("can be downloaded"));
+    }
 
     #[test]
     fn playback_reads_as_a_share_of_the_decoded_frames() {
