@@ -288,24 +288,27 @@ mod tests {
 
     #[test]
     fn a_failure_keeps_its_sentence_when_the_recording_is_offered() {
-        let ui = Ui::new();
-        ui.event(LiveEvent::Streaming);
-        ui.event(LiveEvent::Failed(
-            "The camera stopped. The recording so far is kept.".into(),
-        ));
-        ui.event(LiveEvent::RecordingReady);
-        assert_eq!(ui.phase.get_untracked(), Phase::Error);
-        assert_eq!(
-            ui.message.get_untracked(),
-            "The camera stopped. The recording so far is kept."
-        );
+        // Signals need a reactive owner (server builds keep them in per-owner arenas).
+        leptos::prelude::Owner::new().with(|| {
+            let ui = Ui::new();
+            ui.event(LiveEvent::Streaming);
+            ui.event(LiveEvent::Failed(
+                "The camera stopped. The recording so far is kept.".into(),
+            ));
+            ui.event(LiveEvent::RecordingReady);
+            assert_eq!(ui.phase.get_untracked(), Phase::Error);
+            assert_eq!(
+                ui.message.get_untracked(),
+                "The camera stopped. The recording so far is kept."
+            );
 
-        let ui = Ui::new();
-        ui.event(LiveEvent::Streaming);
-        ui.event(LiveEvent::Ended);
-        ui.event(LiveEvent::RecordingReady);
-        assert_eq!(ui.phase.get_untracked(), Phase::Stopped);
-        assert!(ui.message.get_untracked().contains("can be downloaded"));
+            let ui = Ui::new();
+            ui.event(LiveEvent::Streaming);
+            ui.event(LiveEvent::Ended);
+            ui.event(LiveEvent::RecordingReady);
+            assert_eq!(ui.phase.get_untracked(), Phase::Stopped);
+            assert!(ui.message.get_untracked().contains("can be downloaded"));
+        });
     }
 
     #[test]
