@@ -171,7 +171,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
     let output = EncoderOutput::Vod(job.out.clone());
     let (encoder, _stdout) = Encoder::start(&cfg.ffmpeg, &settings, &output, enc_rx, pool.clone())?;
     let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
-    let tuning = crate::pipeline::detector::HaarSettings::from(&cfg.detector).tunable();
+    let tuning = cfg.detector.tunable();
     let mut path = FramePath::inline(
         factory_for(&cfg.detector)()?,
         PathSettings::from(cfg),

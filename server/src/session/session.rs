@@ -10,7 +10,7 @@ use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::metrics;
 use crate::pipeline::decoder::{Decoder, Source};
-use crate::pipeline::detector::{DetectorFactory, DetectorWorker, HaarSettings};
+use crate::pipeline::detector::{DetectorFactory, DetectorWorker};
 use crate::pipeline::encoder::{Encoder, EncoderOutput, HlsSettings};
 use crate::pipeline::frame::FramePool;
 use crate::pipeline::frame_path::{FramePath, PathSettings};
@@ -100,7 +100,7 @@ impl Session {
             });
         }
         let pool = FramePool::default();
-        let (detector, detector_rx) = watch::channel(HaarSettings::from(&cfg.detector).tunable());
+        let (detector, detector_rx) = watch::channel(cfg.detector.tunable());
         let worker = DetectorWorker::started(
             env.detector.clone(),
             format!("detect-{}", &id.as_str()[..8]),

@@ -16,34 +16,18 @@ use std::sync::Arc;
 pub struct HaarSettings {
     /// Width of the grey image the cascade scans.
     pub detect_width: u32,
-    /// Pyramid scale step.
-    pub scale_factor: f64,
-    /// Neighbouring hits needed.
-    pub min_neighbors: i32,
-    /// Smallest face, full-frame pixels.
-    pub min_face: u32,
+    /// The live-tunable part: pyramid scale step, neighbouring hits needed, smallest face
+    /// in full-frame pixels (the page may change them; see [`FaceDetector::configure`]).
+    pub tuning: DetectorSettings,
     /// OpenCV threads per detection (0 = OpenCV's default).
     pub threads: i32,
-}
-
-impl HaarSettings {
-    /// The live-tunable part of these settings.
-    pub fn tunable(&self) -> DetectorSettings {
-        DetectorSettings {
-            scale_factor: self.scale_factor as f32,
-            min_neighbors: self.min_neighbors.max(0) as u32,
-            min_face: self.min_face,
-        }
-    }
 }
 
 impl From<&DetectorConfig> for HaarSettings {
     fn from(c: &DetectorConfig) -> Self {
         HaarSettings {
             detect_width: c.detect_width,
-            scale_factor: c.scale_factor,
-            min_neighbors: c.min_neighbors,
-            min_face: c.min_face,
+            tuning: c.tunable(),
             threads: c.opencv_threads,
         }
     }
@@ -113,19 +97,20 @@ impl FaceDetector for HaarDetector {
             imgproc::INTER_AREA,
         )?;
         imgproc::equalize_hist(&self.small, &mut self.equalised)?;
-        let min_side = ((self.settings.min_face as f64 * scale).round() as i32).max(12);
+        let tuning = self.settings.tuning;
+        let min_side = ((tuning.min_face as f64 * scale).round() as i32).max(12);
         let mut found = Vector::<Rect>::new();
         self.cascade.detect_multi_scale(
             &self.equalised,
             &mut found,
-            self.settings.scale_factor,
-            self.settings.min_neighbors,
+            tuning.scale_factor as f64,
+            tuning.min_neighbors as i32,
             0,
             Size::new(min_side, min_side),
             Size::new(0, 0),
         )?;
         let back = |v: i32| (v as f64 / scale).round() as i32;
-        let min_face = self.settings.min_face as i32;
+        let min_face = tuning.min_face as i32;
         Ok(found
             .iter()
             .map(|r| FaceBox {
@@ -141,9 +126,7 @@ impl FaceDetector for HaarDetector {
     }
 
     fn configure(&mut self, settings: &DetectorSettings) {
-        self.settings.scale_factor = settings.scale_factor as f64;
-        self.settings.min_neighbors = settings.min_neighbors as i32;
-        self.settings.min_face = settings.min_face;
+        self.settings.tuning = *settings;
     }
 }
 
@@ -155,14 +138,14 @@ mod tests {
     fn haar_honours_live_settings() {
         let config = DetectorConfig::default();
         let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
-        assert_eq!(haar.settings.tunable(), DetectorSettings::default());
+        assert_eq!(haar.settings.tuning, DetectorSettings::default());
         let tuned = DetectorSettings {
             scale_factor: 1.3,
             min_neighbors: 6,
             min_face: 120,
         };
         haar.configure(&tuned);
-        assert_eq!(haar.settings.tunable(), tuned);
+        assert_eq!(haar.settings.tuning, tuned);
     }
 
     #[test]
