@@ -79,6 +79,11 @@ pub mod testing {
         from_server: mpsc::UnboundedReceiver<Message>,
     }
 
+    /// A protocol message as the page sends it: one text frame.
+    pub fn text(msg: &ClientMsg) -> Message {
+        Message::Text(msg.encode().into())
+    }
+
     /// A connected pair: the socket for the server, the peer for the test.
     pub fn pair() -> (Socket, Peer) {
         let (to_server, incoming) = mpsc::unbounded_channel();
@@ -104,7 +109,7 @@ pub mod testing {
 
         /// Sends a protocol message as text.
         pub fn send(&self, msg: &ClientMsg) {
-            self.send_raw(Message::Text(msg.encode().into()));
+            self.send_raw(text(msg));
         }
 
         /// Breaks the connection without a close frame (a network blip).

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::config::{Config, LimitsConfig};
-use crate::web::transport::testing::{pair, Peer};
+use crate::web::transport::testing::{pair, text, Peer};
 use axum::body::Body;
 use axum::http::{header, Request};
 use std::net::SocketAddr;
@@ -74,19 +74,19 @@ async fn next_error(peer: &mut Peer) -> ErrorKind {
     }
 }
 
-/// Sends `msg` on a fresh connection and returns the error it earns; the server then
-/// closes the connection and its task ends.
-async fn refusal_of(fixture: &Fixture, msg: Message) -> ErrorKind {
-    let (mut peer, task) = fixture.connect();
-    peer.send_raw(msg);
+/// The error the server sends last: it then closes the connection and its task ends.
+async fn closing_error(mut peer: Peer, task: tokio::task::JoinHandle<()>) -> ErrorKind {
     let kind = next_error(&mut peer).await;
     assert_eq!(peer.next().await, None, "closed after the error");
     task.await.expect("the connection task ends");
     kind
 }
 
-fn text(msg: &ClientMsg) -> Message {
-    Message::Text(msg.encode().into())
+/// Sends `msg` on a fresh connection and returns the error it earns (the last message).
+async fn refusal_of(fixture: &Fixture, msg: Message) -> ErrorKind {
+    let (peer, task) = fixture.connect();
+    peer.send_raw(msg);
+    closing_error(peer, task).await
 }
 
 fn start(mime: &str, width: u32, height: u32) -> Message {
@@ -100,15 +100,13 @@ fn start(mime: &str, width: u32, height: u32) -> Message {
 #[tokio::test(start_paused = true)]
 async fn a_socket_that_sends_nothing_is_told_it_idled_and_closed() {
     let fixture = Fixture::new(|l| l.idle_timeout_secs = 20);
-    let (mut peer, task) = fixture.connect();
+    let (peer, task) = fixture.connect();
     let begun = Instant::now();
-    assert_eq!(next_error(&mut peer).await, ErrorKind::Idle);
+    assert_eq!(closing_error(peer, task).await, ErrorKind::Idle);
     assert!(
         begun.elapsed() >= Duration::from_secs(20),
         "not before the timeout"
     );
-    assert_eq!(peer.next().await, None);
-    task.await.expect("the connection task ends");
 }
 
 #[tokio::test(start_paused = true)]
@@ -126,9 +124,7 @@ async fn messages_past_the_rate_limit_end_the_connection() {
     for _ in 0..6 {
         peer.send_raw(privacy());
     }
-    assert_eq!(next_error(&mut peer).await, ErrorKind::RateLimited);
-    assert_eq!(peer.next().await, None);
-    task.await.expect("the connection task ends");
+    assert_eq!(closing_error(peer, task).await, ErrorKind::RateLimited);
 }
 
 #[tokio::test(start_paused = true)]
@@ -220,11 +216,9 @@ async fn a_resume_hands_the_socket_over_only_to_its_own_browser() {
 #[tokio::test(start_paused = true)]
 async fn shutdown_tells_a_connected_page_and_closes() {
     let fixture = Fixture::new(|_| {});
-    let (mut peer, task) = fixture.connect();
+    let (peer, task) = fixture.connect();
     fixture.state.shared.shutdown.cancel();
-    assert_eq!(next_error(&mut peer).await, ErrorKind::ShuttingDown);
-    assert_eq!(peer.next().await, None);
-    task.await.expect("the connection task ends");
+    assert_eq!(closing_error(peer, task).await, ErrorKind::ShuttingDown);
 }
 
 #[tokio::test(start_paused = true)]
