@@ -352,9 +352,8 @@ pub(crate) fn measuring() -> bool {
 
 /// The value of `measure` in the page's address ("" for a bare `?measure`).
 fn measure_param() -> Option<String> {
-    let query = web_sys::window()?.location().search().ok()?;
-    query.trim_start_matches('?').split('&').find_map(|p| {
-        let (key, value) = p.split_once('=').unwrap_or((p, ""));
-        (key == "measure").then(|| value.to_string())
-    })
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()?
+        .get("measure")
 }
