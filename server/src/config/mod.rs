@@ -300,7 +300,6 @@ fn find_default_file() -> Option<PathBuf> {
         .find(|f| f.is_file())
 }
 
-/// Maps an environment variable name to the `(section, key)` it overrides.
 /// Moves the top-level `[hls]`, `[detector]` and `[recording]` tables into `[pipeline]`,
 /// where the code receives them; a key that moved out of `[pipeline]` is an error that
 /// says where it went.
@@ -338,6 +337,7 @@ fn env_name(section: &str, key: &str) -> String {
         .replace('-', "_")
 }
 
+/// Maps an environment variable name to the `(section, key)` it overrides.
 fn env_target(name: &str) -> Option<(String, String)> {
     if let Some((key, _)) = SITE_ENV.iter().find(|(_, var)| *var == name) {
         return Some(("site".into(), (*key).into()));

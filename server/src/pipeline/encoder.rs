@@ -48,8 +48,8 @@ impl HlsSettings {
 }
 
 /// x264 threads per encoder. One: x264's own choice here (1.5 × cores, sliced threads with
-/// `zerolatency`) spent ~13 % more CPU a frame on the same footage (`scripts/bench`, keyframe
-/// table: 1.19 against 1.04 ms/frame at 640×480 ultrafast), for a frame that leaves 0.25 ms
+/// `zerolatency`) spent ~12 % more CPU a frame on the same footage (`scripts/bench`, keyframe
+/// table: 1.16 against 1.02 ms/frame at 640×480 ultrafast), for a frame that leaves 0.25 ms
 /// sooner; with several sessions on a few cores, every session's threads only contend.
 const ENCODER_THREADS: &str = "1";
 
