@@ -126,7 +126,10 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   let last = { server: proc(SERVER_PID), kids: new Map<number, number>() };
   const stageTicks = { decoder: 0, encoder: 0 };
   let serverTicks = 0;
+  /** Seconds from the warm-up sample to the latest one (a sampling period is 1 s plus the
+   * time the samples take, so counting periods would overstate every per-second rate). */
   let sampledSecs = 0;
+  let warmAt = 0;
   const offsets = pages.map(() => 0);
   let startStats: any[] = [];
   let endStats: any[] = [];
@@ -154,6 +157,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     });
     if (!warm && now >= WARMUP) {
       warm = true;
+      warmAt = now;
       startStats = probes;
       timeline.length = 0;
       last = { server: proc(SERVER_PID), kids: new Map() };
@@ -175,7 +179,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       last.kids.set(c.pid, ticks);
     }
     last.server = server;
-    sampledSecs += 1;
+    sampledSecs = now - warmAt;
     filesIn(RUNTIME_DIR, seenFiles);
   }
 
