@@ -35,17 +35,48 @@ pub fn decode(luma: &[u8; BLOCKS]) -> Option<u32> {
 pub struct CodeClock {
     /// When each code was last shown in the preview (ms), if recently.
     shown: Vec<Option<f64>>,
-    last_preview: Option<u32>,
-    last_output: Option<u32>,
+    last_preview: Option<Sighting>,
+    last_output: Option<Sighting>,
     /// Output frames seen with a valid code.
     pub output_frames: u64,
-    /// Codes skipped between consecutive output frames.
+    /// Codes the output covered from its first sighting to its latest (shown or not): the
+    /// base for `output_gaps`.
+    pub output_codes: u64,
+    /// Codes the output player skipped: codes between consecutive sightings that the
+    /// video did not present either (see [`skipped_between`]).
     pub output_gaps: u64,
     /// Preview frames seen following their predecessor, and codes skipped between them:
     /// the control for `output_gaps` (frames the browser itself did not present, with no
     /// network or server involved).
     pub preview_frames: u64,
     pub preview_gaps: u64,
+    /// Codes the preview covered between trusted sightings: the base for `preview_gaps`.
+    pub preview_codes: u64,
+}
+
+/// A frame code read from a video, with the video's count of presented frames at that
+/// moment (`requestVideoFrameCallback`'s `presentedFrames`), where the browser gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sighting {
+    code: u32,
+    presented: Option<u32>,
+}
+
+/// Codes skipped between two sightings `step` codes apart. The frame callback runs at most
+/// once per page rendering, so when rendering runs late the page sees every other frame
+/// although the video presented them all; the video's own count of presented frames tells
+/// those apart from frames it never showed. Without that count every unseen code counts.
+fn skipped_between(step: u32, presented: Option<u32>) -> u64 {
+    let unseen = step.saturating_sub(1);
+    match presented {
+        Some(shown) => u64::from(unseen.saturating_sub(shown.saturating_sub(1))),
+        None => u64::from(unseen),
+    }
+}
+
+/// Frames the video presented from one sighting to the next, if both carry the count.
+fn presented_since(prev: Sighting, presented: Option<u32>) -> Option<u32> {
+    Some(presented?.wrapping_sub(prev.presented?))
 }
 
 /// Latencies above this are not matched: the test clip loops every 6 s, so codes repeat.
@@ -60,27 +91,30 @@ impl Default for CodeClock {
             last_preview: None,
             last_output: None,
             output_frames: 0,
+            output_codes: 0,
             output_gaps: 0,
             preview_frames: 0,
             preview_gaps: 0,
+            preview_codes: 0,
         }
     }
 }
 
 impl CodeClock {
-    /// Records that the preview showed `code` at `now_ms`. A code is trusted only as the
-    /// successor (within 3) of the previous one, so a real camera's random content never
-    /// produces readings.
-    pub fn preview(&mut self, code: u32, now_ms: f64) {
+    /// Records that the preview showed `code` at `now_ms`, when it had presented
+    /// `presented` frames in all. A code is trusted only as the successor (within 3) of the
+    /// previous one, so a real camera's random content never produces readings.
+    pub fn preview(&mut self, code: u32, now_ms: f64, presented: Option<u32>) {
         let step = self
             .last_preview
-            .map(|p| (code + CODES as u32 - p) % CODES as u32);
+            .map(|p| (code + CODES as u32 - p.code) % CODES as u32);
         let follows = step.is_some_and(|s| (1..=3).contains(&s));
-        if let (true, Some(step)) = (follows, step) {
+        if let (true, Some(step), Some(prev)) = (follows, step, self.last_preview) {
             self.preview_frames += 1;
-            self.preview_gaps += u64::from(step - 1);
+            self.preview_codes += u64::from(step);
+            self.preview_gaps += skipped_between(step, presented_since(prev, presented));
         }
-        self.last_preview = Some(code);
+        self.last_preview = Some(Sighting { code, presented });
         let slot = &mut self.shown[code as usize];
         if !follows {
             *slot = None;
@@ -91,22 +125,24 @@ impl CodeClock {
         }
     }
 
-    /// Records that the output showed `code` at `now_ms`; returns the latency in ms if the
-    /// code was seen in the preview recently.
-    pub fn output(&mut self, code: u32, now_ms: f64) -> Option<f64> {
+    /// Records that the output showed `code` at `now_ms`, when it had presented `presented`
+    /// frames in all; returns the latency in ms if the code was seen in the preview recently.
+    pub fn output(&mut self, code: u32, now_ms: f64, presented: Option<u32>) -> Option<f64> {
         let shown = self.shown[code as usize]?;
         let latency = now_ms - shown;
         if !(0.0..=MAX_LATENCY_MS).contains(&latency) {
             return None;
         }
-        if self.last_output != Some(code) {
+        if self.last_output.map(|p| p.code) != Some(code) {
             if let Some(prev) = self.last_output {
-                if code > prev {
-                    self.output_gaps += u64::from(code - prev - 1);
+                if code > prev.code {
+                    self.output_codes += u64::from(code - prev.code);
+                    self.output_gaps +=
+                        skipped_between(code - prev.code, presented_since(prev, presented));
                 }
             }
             self.output_frames += 1;
-            self.last_output = Some(code);
+            self.last_output = Some(Sighting { code, presented });
         }
         Some(latency)
     }
@@ -173,19 +209,19 @@ mod tests {
     fn measures_latency_only_for_codes_seen_in_sequence() {
         let mut clock = CodeClock::default();
         for (i, code) in (10..20).enumerate() {
-            clock.preview(code, 1000.0 + i as f64 * 33.0);
+            clock.preview(code, 1000.0 + i as f64 * 33.0, None);
         }
-        assert_eq!(clock.output(12, 2066.0), Some(1000.0));
-        assert_eq!(clock.output(15, 2200.0), Some(2200.0 - 1165.0));
+        assert_eq!(clock.output(12, 2066.0, None), Some(1000.0));
+        assert_eq!(clock.output(15, 2200.0, None), Some(2200.0 - 1165.0));
         assert_eq!((clock.output_frames, clock.output_gaps), (2, 2));
         assert_eq!(
-            clock.output(500, 2300.0),
+            clock.output(500, 2300.0, None),
             None,
             "never shown in the preview"
         );
         // A random code without its predecessor is not trusted.
-        clock.preview(3000, 3000.0);
-        assert_eq!(clock.output(3000, 3100.0), None);
+        clock.preview(3000, 3000.0, None);
+        assert_eq!(clock.output(3000, 3100.0, None), None);
     }
 
     #[test]
@@ -213,8 +249,40 @@ mod tests {
     fn preview_gaps_count_codes_the_preview_skipped() {
         let mut clock = CodeClock::default();
         for (code, t) in [(10, 0.0), (11, 33.0), (13, 99.0), (14, 133.0), (500, 166.0)] {
-            clock.preview(code, t);
+            clock.preview(code, t, None);
         }
         assert_eq!((clock.preview_frames, clock.preview_gaps), (3, 1));
+    }
+
+    #[test]
+    fn frames_presented_between_callbacks_are_not_skipped() {
+        let mut clock = CodeClock::default();
+        // The preview trusts a code only after its predecessor: start one early.
+        for (i, code) in (9..30).enumerate() {
+            clock.preview(code, i as f64 * 33.0, Some(i as u32));
+        }
+        // Output callbacks: 10 (presented #100), 12 (#102: 11 was shown, its callback
+        // coalesced), 15 (#104: one of 13/14 never shown).
+        for (code, presented) in [(10, Some(100)), (12, Some(102)), (15, Some(104))] {
+            clock.output(code, 1000.0, presented);
+        }
+        assert_eq!((clock.output_frames, clock.output_gaps), (3, 1));
+        // More presented than codes apart (a repeated frame) never counts negative.
+        clock.output(16, 1000.0, Some(107));
+        assert_eq!(clock.output_gaps, 1);
+        // Without the count, every unseen code counts (17, 18 and 19).
+        clock.output(20, 1000.0, None);
+        assert_eq!((clock.output_frames, clock.output_gaps), (5, 4));
+        assert_eq!(clock.output_codes, 10, "codes 11 to 20 were due");
+    }
+
+    #[test]
+    fn preview_gaps_use_the_presented_count_too() {
+        let mut clock = CodeClock::default();
+        for (code, presented) in [(10, 0), (12, 2), (14, 3), (15, 4)] {
+            clock.preview(code, f64::from(presented) * 33.0, Some(presented));
+        }
+        assert_eq!((clock.preview_frames, clock.preview_gaps), (3, 1));
+        assert_eq!(clock.preview_codes, 5);
     }
 }

@@ -1,6 +1,7 @@
 //! The latency probe: on every presented frame of the preview and the output video
 //! (requestVideoFrameCallback) it reads the frame-code strip the test clip carries and
-//! publishes glass-to-glass latency, player fps and skipped frames. With a real camera
+//! publishes glass-to-glass latency, player fps and skipped frames (codes the video did
+//! not present, told apart from frames whose callback the page missed). With a real camera
 //! there is no valid code sequence, and the panel shows "—".
 
 use crate::latency::{quantile, CodeClock, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
@@ -44,7 +45,8 @@ struct Inner {
     ctx: CanvasRenderingContext2d,
     clock: RefCell<CodeClock>,
     recent: RefCell<VecDeque<f64>>,
-    frame_times: RefCell<VecDeque<f64>>,
+    /// The last second's output callbacks: (time, presented frames so far).
+    frame_times: RefCell<VecDeque<(f64, Option<u32>)>>,
     export: js_sys::Object,
     samples: js_sys::Array,
 }
@@ -82,14 +84,15 @@ impl Probe {
         });
         let on_preview = {
             let inner = Rc::downgrade(&inner);
-            move |video: &HtmlVideoElement, now: f64| {
+            move |video: &HtmlVideoElement, now: f64, presented: Option<u32>| {
                 if let Some(inner) = inner.upgrade() {
                     if let Some(code) = inner.read_code(video) {
                         let mut clock = inner.clock.borrow_mut();
-                        clock.preview(code, now);
+                        clock.preview(code, now, presented);
                         for (key, value) in [
                             ("previewFrames", clock.preview_frames),
                             ("previewGaps", clock.preview_gaps),
+                            ("previewCodes", clock.preview_codes),
                         ] {
                             let _ = js_sys::Reflect::set(
                                 &inner.export,
@@ -103,9 +106,9 @@ impl Probe {
         };
         let on_output = {
             let inner = Rc::downgrade(&inner);
-            move |video: &HtmlVideoElement, now: f64| {
+            move |video: &HtmlVideoElement, now: f64, presented: Option<u32>| {
                 if let Some(inner) = inner.upgrade() {
-                    inner.on_output_frame(video, now);
+                    inner.on_output_frame(video, now, presented);
                 }
             }
         };
@@ -155,35 +158,33 @@ impl Inner {
         crate::latency::decode(&luma)
     }
 
-    fn on_output_frame(&self, video: &HtmlVideoElement, now: f64) {
+    fn on_output_frame(&self, video: &HtmlVideoElement, now: f64, presented: Option<u32>) {
         let Some(code) = self.read_code(video) else {
             return;
         };
         let mut clock = self.clock.borrow_mut();
-        let Some(latency) = clock.output(code, now) else {
+        let Some(latency) = clock.output(code, now, presented) else {
             return;
         };
         if self.samples.length() < EXPORTED {
             self.samples.push(&JsValue::from_f64(latency));
         }
-        let _ = js_sys::Reflect::set(
-            &self.export,
-            &"frames".into(),
-            &JsValue::from_f64(clock.output_frames as f64),
-        );
-        let _ = js_sys::Reflect::set(
-            &self.export,
-            &"gaps".into(),
-            &JsValue::from_f64(clock.output_gaps as f64),
-        );
+        for (key, value) in [
+            ("frames", clock.output_frames),
+            ("gaps", clock.output_gaps),
+            ("codes", clock.output_codes),
+        ] {
+            let _ =
+                js_sys::Reflect::set(&self.export, &key.into(), &JsValue::from_f64(value as f64));
+        }
         let mut recent = self.recent.borrow_mut();
         recent.push_back(latency);
         if recent.len() > RECENT {
             recent.pop_front();
         }
         let mut times = self.frame_times.borrow_mut();
-        times.push_back(now);
-        while times.front().is_some_and(|t| now - t > 1000.0) {
+        times.push_back((now, presented));
+        while times.front().is_some_and(|(t, _)| now - t > 1000.0) {
             times.pop_front();
         }
         // Publishing every 10th frame keeps the panel readable and the page cheap.
@@ -191,7 +192,7 @@ impl Inner {
             let samples: Vec<f64> = recent.iter().copied().collect();
             self.ui.latency_ms.set(quantile(&samples, 0.5));
             self.ui.player.set(PlayerFigures {
-                fps: times.len() as f32,
+                fps: frame_rate(&times),
                 frames: clock.output_frames,
                 skipped: clock.output_gaps,
             });
@@ -199,10 +200,24 @@ impl Inner {
     }
 }
 
+/// Frames a second over the last second's callbacks: from the video's presented count
+/// where the browser gives it (the page's callbacks may skip frames the video showed),
+/// else the callbacks themselves.
+fn frame_rate(times: &VecDeque<(f64, Option<u32>)>) -> f32 {
+    if let (Some(&(t0, Some(p0))), Some(&(t1, Some(p1)))) = (times.front(), times.back()) {
+        if t1 > t0 {
+            return (f64::from(p1.wrapping_sub(p0)) * 1000.0 / (t1 - t0)) as f32;
+        }
+    }
+    times.len() as f32
+}
+
 /// The frame callback, shared with itself so it can re-arm.
 type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut(f64, JsValue)>>>>;
 
-/// Calls a function on every presented frame of a video until dropped.
+/// Calls a function on every presented frame of a video until dropped, with the frame's
+/// time and the video's count of presented frames (the callback metadata's
+/// `presentedFrames`; the page may see fewer frames than the video presented).
 struct FrameWatcher {
     video: HtmlVideoElement,
     handle: Rc<Cell<u32>>,
@@ -212,14 +227,18 @@ struct FrameWatcher {
 impl FrameWatcher {
     fn new(
         video: HtmlVideoElement,
-        mut on_frame: impl FnMut(&HtmlVideoElement, f64) + 'static,
+        mut on_frame: impl FnMut(&HtmlVideoElement, f64, Option<u32>) + 'static,
     ) -> Self {
         let handle = Rc::new(Cell::new(0));
         let callback: FrameCallback = Rc::new(RefCell::new(None));
         let weak = Rc::downgrade(&callback);
         let (video_in, handle_in) = (video.clone(), handle.clone());
-        let closure = Closure::<dyn FnMut(f64, JsValue)>::new(move |now: f64, _meta: JsValue| {
-            on_frame(&video_in, now);
+        let closure = Closure::<dyn FnMut(f64, JsValue)>::new(move |now: f64, meta: JsValue| {
+            let presented = js_sys::Reflect::get(&meta, &"presentedFrames".into())
+                .ok()
+                .and_then(|v| v.as_f64())
+                .map(|v| v as u32);
+            on_frame(&video_in, now, presented);
             // Re-arm for the next frame (the callback fires once per registration).
             if let Some(cb) = weak.upgrade() {
                 if let Some(cb) = cb.borrow().as_ref() {
