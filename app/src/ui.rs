@@ -46,9 +46,9 @@ impl Phase {
 pub struct PlayerFigures {
     /// Frames presented in the last second.
     pub fps: f32,
-    /// Frames presented with a readable code.
+    /// Frames whose code the page read.
     pub frames: u64,
-    /// Frames skipped between presented ones.
+    /// Frames the player skipped: codes it never presented.
     pub skipped: u64,
 }
 
