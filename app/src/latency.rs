@@ -37,21 +37,33 @@ pub struct CodeClock {
     shown: Vec<Option<f64>>,
     last_preview: Option<Sighting>,
     last_output: Option<Sighting>,
-    /// Output frames seen with a valid code.
-    pub output_frames: u64,
-    /// Codes the output covered from its first sighting to its latest (shown or not): the
-    /// base for `output_gaps`.
-    pub output_codes: u64,
-    /// Codes the output player skipped: codes between consecutive sightings that the
-    /// video did not present either (see [`skipped_between`]).
-    pub output_gaps: u64,
-    /// Preview frames seen following their predecessor, and codes skipped between them:
-    /// the control for `output_gaps` (frames the browser itself did not present, with no
-    /// network or server involved).
-    pub preview_frames: u64,
-    pub preview_gaps: u64,
-    /// Codes the preview covered between trusted sightings: the base for `preview_gaps`.
-    pub preview_codes: u64,
+    /// The output player: every frame seen with a valid code.
+    pub output: Tally,
+    /// The camera preview, frames seen following their predecessor: the control for the
+    /// output (frames the browser itself did not present, with no network or server
+    /// involved).
+    pub preview: Tally,
+}
+
+/// What the page saw of one video's frame codes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Tally {
+    /// Frames whose code was counted.
+    pub frames: u64,
+    /// Codes due between the counted sightings (shown or not): the base for `gaps`.
+    pub codes: u64,
+    /// Codes the video skipped: between consecutive sightings, and not presented either
+    /// (see [`skipped_between`]).
+    pub gaps: u64,
+}
+
+impl Tally {
+    /// Counts the codes from `prev` to a sighting `step` codes later, when the video had
+    /// presented `presented` frames in all.
+    fn advance(&mut self, prev: Sighting, step: u32, presented: Option<u32>) {
+        self.codes += u64::from(step);
+        self.gaps += skipped_between(step, presented_since(prev, presented));
+    }
 }
 
 /// A frame code read from a video, with the video's count of presented frames at that
@@ -90,12 +102,8 @@ impl Default for CodeClock {
             shown: vec![None; CODES],
             last_preview: None,
             last_output: None,
-            output_frames: 0,
-            output_codes: 0,
-            output_gaps: 0,
-            preview_frames: 0,
-            preview_gaps: 0,
-            preview_codes: 0,
+            output: Tally::default(),
+            preview: Tally::default(),
         }
     }
 }
@@ -110,9 +118,8 @@ impl CodeClock {
             .map(|p| (code + CODES as u32 - p.code) % CODES as u32);
         let follows = step.is_some_and(|s| (1..=3).contains(&s));
         if let (true, Some(step), Some(prev)) = (follows, step, self.last_preview) {
-            self.preview_frames += 1;
-            self.preview_codes += u64::from(step);
-            self.preview_gaps += skipped_between(step, presented_since(prev, presented));
+            self.preview.frames += 1;
+            self.preview.advance(prev, step, presented);
         }
         self.last_preview = Some(Sighting { code, presented });
         let slot = &mut self.shown[code as usize];
@@ -136,12 +143,10 @@ impl CodeClock {
         if self.last_output.map(|p| p.code) != Some(code) {
             if let Some(prev) = self.last_output {
                 if code > prev.code {
-                    self.output_codes += u64::from(code - prev.code);
-                    self.output_gaps +=
-                        skipped_between(code - prev.code, presented_since(prev, presented));
+                    self.output.advance(prev, code - prev.code, presented);
                 }
             }
-            self.output_frames += 1;
+            self.output.frames += 1;
             self.last_output = Some(Sighting { code, presented });
         }
         Some(latency)
@@ -213,7 +218,7 @@ mod tests {
         }
         assert_eq!(clock.output(12, 2066.0, None), Some(1000.0));
         assert_eq!(clock.output(15, 2200.0, None), Some(2200.0 - 1165.0));
-        assert_eq!((clock.output_frames, clock.output_gaps), (2, 2));
+        assert_eq!((clock.output.frames, clock.output.gaps), (2, 2));
         assert_eq!(
             clock.output(500, 2300.0, None),
             None,
@@ -251,7 +256,7 @@ mod tests {
         for (code, t) in [(10, 0.0), (11, 33.0), (13, 99.0), (14, 133.0), (500, 166.0)] {
             clock.preview(code, t, None);
         }
-        assert_eq!((clock.preview_frames, clock.preview_gaps), (3, 1));
+        assert_eq!((clock.preview.frames, clock.preview.gaps), (3, 1));
     }
 
     #[test]
@@ -266,14 +271,14 @@ mod tests {
         for (code, presented) in [(10, Some(100)), (12, Some(102)), (15, Some(104))] {
             clock.output(code, 1000.0, presented);
         }
-        assert_eq!((clock.output_frames, clock.output_gaps), (3, 1));
+        assert_eq!((clock.output.frames, clock.output.gaps), (3, 1));
         // More presented than codes apart (a repeated frame) never counts negative.
         clock.output(16, 1000.0, Some(107));
-        assert_eq!(clock.output_gaps, 1);
+        assert_eq!(clock.output.gaps, 1);
         // Without the count, every unseen code counts (17, 18 and 19).
         clock.output(20, 1000.0, None);
-        assert_eq!((clock.output_frames, clock.output_gaps), (5, 4));
-        assert_eq!(clock.output_codes, 10, "codes 11 to 20 were due");
+        assert_eq!((clock.output.frames, clock.output.gaps), (5, 4));
+        assert_eq!(clock.output.codes, 10, "codes 11 to 20 were due");
     }
 
     #[test]
@@ -282,7 +287,7 @@ mod tests {
         for (code, presented) in [(10, 0), (12, 2), (14, 3), (15, 4)] {
             clock.preview(code, f64::from(presented) * 33.0, Some(presented));
         }
-        assert_eq!((clock.preview_frames, clock.preview_gaps), (3, 1));
-        assert_eq!(clock.preview_codes, 5);
+        assert_eq!((clock.preview.frames, clock.preview.gaps), (3, 1));
+        assert_eq!(clock.preview.codes, 5);
     }
 }

@@ -142,7 +142,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], frames: w.hlsFaceProbe?.frames ?? 0, gaps: w.hlsFaceProbe?.gaps ?? 0, codes: w.hlsFaceProbe?.codes ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], gaps: w.hlsFaceProbe?.gaps ?? 0, codes: w.hlsFaceProbe?.codes ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );

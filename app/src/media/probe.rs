@@ -4,7 +4,7 @@
 //! not present, told apart from frames whose callback the page missed). With a real camera
 //! there is no valid code sequence, and the panel shows "—".
 
-use crate::latency::{quantile, CodeClock, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
+use crate::latency::{quantile, CodeClock, Tally, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
 use crate::ui::{PlayerFigures, Ui};
 use leptos::prelude::Set;
 use std::cell::{Cell, RefCell};
@@ -89,17 +89,7 @@ impl Probe {
                     if let Some(code) = inner.read_code(video) {
                         let mut clock = inner.clock.borrow_mut();
                         clock.preview(code, now, presented);
-                        for (key, value) in [
-                            ("previewFrames", clock.preview_frames),
-                            ("previewGaps", clock.preview_gaps),
-                            ("previewCodes", clock.preview_codes),
-                        ] {
-                            let _ = js_sys::Reflect::set(
-                                &inner.export,
-                                &key.into(),
-                                &JsValue::from_f64(value as f64),
-                            );
-                        }
+                        inner.publish(["previewGaps", "previewCodes"], &clock.preview);
                     }
                 }
             }
@@ -158,6 +148,15 @@ impl Inner {
         crate::latency::decode(&luma)
     }
 
+    /// Puts a video's skipped codes and codes due on `window.hlsFaceProbe` under `keys`,
+    /// for the benchmark.
+    fn publish(&self, keys: [&str; 2], tally: &Tally) {
+        for (key, value) in keys.into_iter().zip([tally.gaps, tally.codes]) {
+            let _ =
+                js_sys::Reflect::set(&self.export, &key.into(), &JsValue::from_f64(value as f64));
+        }
+    }
+
     fn on_output_frame(&self, video: &HtmlVideoElement, now: f64, presented: Option<u32>) {
         let Some(code) = self.read_code(video) else {
             return;
@@ -169,14 +168,7 @@ impl Inner {
         if self.samples.length() < EXPORTED {
             self.samples.push(&JsValue::from_f64(latency));
         }
-        for (key, value) in [
-            ("frames", clock.output_frames),
-            ("gaps", clock.output_gaps),
-            ("codes", clock.output_codes),
-        ] {
-            let _ =
-                js_sys::Reflect::set(&self.export, &key.into(), &JsValue::from_f64(value as f64));
-        }
+        self.publish(["gaps", "codes"], &clock.output);
         let mut recent = self.recent.borrow_mut();
         recent.push_back(latency);
         if recent.len() > RECENT {
@@ -188,13 +180,13 @@ impl Inner {
             times.pop_front();
         }
         // Publishing every 10th frame keeps the panel readable and the page cheap.
-        if clock.output_frames.is_multiple_of(10) {
+        if clock.output.frames.is_multiple_of(10) {
             let samples: Vec<f64> = recent.iter().copied().collect();
             self.ui.latency_ms.set(quantile(&samples, 0.5));
             self.ui.player.set(PlayerFigures {
                 fps: frame_rate(&times),
-                frames: clock.output_frames,
-                skipped: clock.output_gaps,
+                frames: clock.output.frames,
+                skipped: clock.output.gaps,
             });
         }
     }
