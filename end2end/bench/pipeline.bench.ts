@@ -184,24 +184,22 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   }
 
   const lat = timeline.map((x) => x.latency / 1000);
-  const framesIn = endStats.reduce((a, p, i) => a + (p.stats?.framesIn ?? 0) - (startStats[i].stats?.framesIn ?? 0), 0);
-  const framesOut = endStats.reduce((a, p, i) => a + (p.stats?.framesOut ?? 0) - (startStats[i].stats?.framesOut ?? 0), 0);
-  const serverDropped = endStats.reduce((a, p, i) => a + (p.stats?.framesDropped ?? 0) - (startStats[i].stats?.framesDropped ?? 0), 0);
+  /** How much a figure grew from the warm-up sample to the last one, summed over the pages. */
+  const growth = (figure: (p: any) => number) => endStats.reduce((a, p, i) => a + figure(p) - figure(startStats[i]), 0);
+  const framesIn = growth((p) => p.stats?.framesIn ?? 0);
+  const framesOut = growth((p) => p.stats?.framesOut ?? 0);
+  const serverDropped = growth((p) => p.stats?.framesDropped ?? 0);
   // Frame codes the output covered, and those it skipped (neither seen by the page's frame
   // callback nor counted by the video as presented: see app/src/latency.rs).
-  const codes = endStats.reduce((a, p, i) => a + p.codes - startStats[i].codes, 0);
-  const skipped = endStats.reduce((a, p, i) => a + p.gaps - startStats[i].gaps, 0);
-  const stalls = endStats.reduce((a, p, i) => a + p.stalls - startStats[i].stalls, 0);
+  const codes = growth((p) => p.codes);
+  const skipped = growth((p) => p.gaps);
+  const stalls = growth((p) => p.stalls);
   // Chromium's own count of frames it decoded but did not present (late), per video.
-  const quality = (v: number) =>
-    endStats.reduce(
-      (a, p, i) => [a[0] + p.quality[v][0] - startStats[i].quality[v][0], a[1] + p.quality[v][1] - startStats[i].quality[v][1]],
-      [0, 0],
-    );
+  const quality = (v: number) => [growth((p) => p.quality[v][0]), growth((p) => p.quality[v][1])];
   const [outTotal, outDropped] = quality(0);
   const [previewTotal, previewDropped] = quality(1);
-  const previewCodes = endStats.reduce((a, p, i) => a + p.previewCodes - startStats[i].previewCodes, 0);
-  const previewSkipped = endStats.reduce((a, p, i) => a + p.previewGaps - startStats[i].previewGaps, 0);
+  const previewCodes = growth((p) => p.previewCodes);
+  const previewSkipped = growth((p) => p.previewGaps);
   const files = [...seenFiles.keys()];
   const perFrameFiles = files.filter((f) => !/\/(init\.mp4|seg_\d+\.m4s|recording\.mp4)(\.part)?$/.test(f));
   const kbitPerSecond = (8 * (segmentBytes(seenFiles) - segmentBytesAtWarm)) / 1000 / sampledSecs / (SESSIONS + EXTRA);
