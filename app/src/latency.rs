@@ -164,19 +164,35 @@ pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
     Some(sorted[idx])
 }
 
-/// The playback rate that brings a live player back to its target distance from the live
-/// edge without jumping: 1 when it is within 30 ms of the target or has less than 150 ms
-/// buffered ahead (speeding up would only stall it), else a gentle speed-up that grows with
-/// the distance, at most 1.25× (faster makes the browser skip frames).
+/// Within this distance of its target a live player plays at normal speed.
+const SYNC_DEADBAND: f64 = 0.03;
+/// Slowest rate a player falls back at (slower looks like slow motion).
+const MIN_SYNC_RATE: f64 = 0.9;
+/// Fastest rate a player catches up at (faster makes the browser skip frames).
+const MAX_SYNC_RATE: f64 = 1.25;
+
+/// The playback rate that holds a live player at its target distance from the live edge
+/// without jumping: 1 within 30 ms of the target; further behind, a gentle speed-up that
+/// grows with the distance (at most 1.25×, and only with at least 150 ms buffered ahead:
+/// speeding up would only stall it); closer to the edge than the target, a gentle
+/// slow-down the same way (at least 0.9×).
 ///
-/// hls.js's own catch-up only acts with more than a second buffered, which a player 0.3 s
-/// behind the edge never has; the page runs this one instead.
-pub fn catch_up_rate(latency: f64, target: f64, buffered_ahead: f64) -> f64 {
+/// Both ways are needed. A source whose clock runs slow against the player's (a camera's
+/// timestamps, another machine's clock; measured here with Chromium's test camera and with
+/// ffmpeg's `-re` replay, the live edge fell behind the wall clock by 1.3 ms a second)
+/// brings the player up to the edge at normal speed until the buffer runs out and it
+/// stalls; a fast one leaves it further and further behind. hls.js's own catch-up only speeds up, and
+/// only with more than a second buffered, which a player 0.3 s behind the edge never has;
+/// the page runs this one instead.
+pub fn live_sync_rate(latency: f64, target: f64, buffered_ahead: f64) -> f64 {
     let excess = latency - target;
-    if !excess.is_finite() || excess <= 0.03 || buffered_ahead < 0.15 {
+    if !excess.is_finite() || excess.abs() <= SYNC_DEADBAND {
         return 1.0;
     }
-    (1.0 + excess * 0.5).clamp(1.0, 1.25)
+    if excess > 0.0 && buffered_ahead < 0.15 {
+        return 1.0;
+    }
+    (1.0 + excess * 0.5).clamp(MIN_SYNC_RATE, MAX_SYNC_RATE)
 }
 
 #[cfg(test)]
@@ -237,17 +253,23 @@ mod tests {
     }
 
     #[test]
-    fn catch_up_is_gentle_and_never_starves_the_buffer() {
-        assert_eq!(catch_up_rate(0.32, 0.3, 0.3), 1.0, "close enough");
-        assert_eq!(catch_up_rate(0.5, 0.3, 0.3), 1.1);
-        assert_eq!(catch_up_rate(1.5, 0.3, 0.5), 1.25, "capped");
-        assert_eq!(catch_up_rate(1.5, 0.3, 0.1), 1.0, "too little buffered");
-        assert_eq!(
-            catch_up_rate(0.1, 0.3, 1.0),
-            1.0,
-            "ahead of target: normal speed"
+    fn live_sync_is_gentle_both_ways_and_never_starves_the_buffer() {
+        assert_eq!(live_sync_rate(0.32, 0.3, 0.3), 1.0, "close enough");
+        assert_eq!(live_sync_rate(0.28, 0.3, 0.3), 1.0, "close enough");
+        assert_eq!(live_sync_rate(0.5, 0.3, 0.3), 1.1);
+        assert_eq!(live_sync_rate(1.5, 0.3, 0.5), 1.25, "capped");
+        assert_eq!(live_sync_rate(1.5, 0.3, 0.1), 1.0, "too little buffered");
+        assert!(
+            (live_sync_rate(0.2, 0.3, 0.3) - 0.95).abs() < 1e-9,
+            "closer to the edge than the target: falls back"
         );
-        assert_eq!(catch_up_rate(f64::NAN, 0.3, 1.0), 1.0);
+        assert_eq!(
+            live_sync_rate(0.2, 0.3, 0.01),
+            live_sync_rate(0.2, 0.3, 0.3),
+            "falling back never needs a buffer"
+        );
+        assert_eq!(live_sync_rate(-1.0, 0.3, 0.0), 0.9, "capped");
+        assert_eq!(live_sync_rate(f64::NAN, 0.3, 1.0), 1.0);
     }
 
     #[test]

@@ -59,9 +59,10 @@ const STALL_MEMORY_MS: f64 = 5_000.0;
 /// exists; keep little back buffer. The distance to the live edge (`liveSyncDuration`) is
 /// the playlist's `PART-HOLD-BACK`, passed by the server too so the page and the playlist
 /// can never disagree. A stall moves the target back by 0.1 s (hls.js's default, a whole
-/// second, would undo low latency after one hiccup), for [`STALL_MEMORY_MS`]. Catching up is the page's
-/// ([`crate::latency::catch_up_rate`]): hls.js's own (`maxLiveSyncPlaybackRate` > 1) only
-/// acts with more than a second buffered and resets any other rate, so it is off.
+/// second, would undo low latency after one hiccup), for [`STALL_MEMORY_MS`]. Holding the
+/// distance is the page's ([`crate::latency::live_sync_rate`], faster and slower): hls.js's
+/// own (`maxLiveSyncPlaybackRate` > 1) only speeds up, only with more than a second
+/// buffered, and resets any other rate, so it is off.
 const HLS_CONFIG: &str = r#"{
     "lowLatencyMode": true,
     "maxLiveSyncPlaybackRate": 1,
@@ -79,7 +80,7 @@ pub struct Player {
     _on_playing: Closure<dyn FnMut(Event)>,
     _on_hls_error: Option<Closure<dyn FnMut(JsValue, JsValue)>>,
     /// Adjusts the playback rate on every `timeupdate` (hls.js players only).
-    catch_up: Option<Closure<dyn FnMut(Event)>>,
+    live_sync: Option<Closure<dyn FnMut(Event)>>,
 }
 
 impl Player {
@@ -137,7 +138,7 @@ impl Player {
             video.set_onplaying(None);
             return Err(MediaError::Browser("this browser cannot play HLS".into()));
         };
-        let catch_up = hls.as_ref().map(|hls| {
+        let live_sync = hls.as_ref().map(|hls| {
             let hls: Hls = AsRef::<JsValue>::as_ref(hls).clone().unchecked_into();
             let media = video.clone();
             let on_time = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
@@ -153,7 +154,7 @@ impl Player {
                     target = base_target;
                 }
                 let (latency, buffered) = (hls.latency(), ahead(&media));
-                let rate = crate::latency::catch_up_rate(latency, target, buffered);
+                let rate = crate::latency::live_sync_rate(latency, target, buffered);
                 if (media.playback_rate() - rate).abs() > 0.01 {
                     media.set_playback_rate(rate);
                 }
@@ -170,7 +171,7 @@ impl Player {
             hls,
             _on_playing: playing,
             _on_hls_error: on_error,
-            catch_up,
+            live_sync,
         })
     }
 }
@@ -178,7 +179,7 @@ impl Player {
 impl Drop for Player {
     fn drop(&mut self) {
         self.video.set_onplaying(None);
-        if let Some(on_time) = self.catch_up.take() {
+        if let Some(on_time) = self.live_sync.take() {
             let _ = self.video.remove_event_listener_with_callback(
                 "timeupdate",
                 on_time.as_ref().unchecked_ref(),
