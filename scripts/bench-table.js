@@ -11,5 +11,13 @@ for (const r of rows) {
     `| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${f(r.playerDroppedPct)} (${f(r.previewDroppedPct)}) | ${r.serverDropped} | ${r.stalls} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
   );
 }
+lines.push(
+  "",
+  // Long-animation-frame entries in the measuring page(s): frames rendered ≥ 50 ms late, and
+  // those in which the page's own scripts ran ≥ 16 ms (the rest the browser held up itself).
+  `Page frames rendered ≥ 50 ms late (of them, with ≥ 16 ms of the page's own script): ${rows
+    .map((r) => (Number.isFinite(r.lateFrames) ? `${r.lateFrames} (${r.lateFramesScript})` : "—"))
+    .join(", ")}.`,
+);
 lines.push("", `Measured over ${rows.map((r) => Math.round(r.seconds) + " s").join(", ")} after warm-up; latency samples: ${rows.map((r) => r.latencySamples).join(", ")}.`);
 console.log(lines.join("\n"));

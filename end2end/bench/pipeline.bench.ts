@@ -104,6 +104,21 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
             else if (/\/part_\d+_\d+\.m4s/.test(e.name)) w.benchFetches.parts += 1;
           }
         }).observe({ type: "resource" });
+        // Frames the page rendered 50 ms or more late (long-animation-frame entries), and
+        // those of them in which the page's own scripts ran 16 ms or more: whether the page's
+        // code or the browser's own scheduling held rendering up when the player dropped frames.
+        w.benchLateFrames = { all: 0, script: 0 };
+        try {
+          new PerformanceObserver((list) => {
+            for (const e of list.getEntries() as any[]) {
+              w.benchLateFrames.all += 1;
+              const scriptMs = (e.scripts ?? []).reduce((a: number, s: any) => a + s.duration, 0);
+              if (scriptMs >= 16) w.benchLateFrames.script += 1;
+            }
+          }).observe({ type: "long-animation-frame" });
+        } catch {
+          /* a browser without long-animation-frame timing: the counts stay 0 */
+        }
         const v = document.querySelector("video[data-testid=output]") as HTMLVideoElement;
         v.addEventListener("waiting", () => {
           w.benchStalls += 1;
@@ -142,7 +157,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], gaps: w.hlsFaceProbe?.gaps ?? 0, codes: w.hlsFaceProbe?.codes ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], gaps: w.hlsFaceProbe?.gaps ?? 0, codes: w.hlsFaceProbe?.codes ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], late: w.benchLateFrames ?? { all: 0, script: 0 }, edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
@@ -194,6 +209,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const codes = growth((p) => p.codes);
   const skipped = growth((p) => p.gaps);
   const stalls = growth((p) => p.stalls);
+  const lateFrames = growth((p) => p.late.all);
+  const lateFramesScript = growth((p) => p.late.script);
   // Chromium's own count of frames it decoded but did not present (late), per video.
   const quality = (v: number) => [growth((p) => p.quality[v][0]), growth((p) => p.quality[v][1])];
   const [outTotal, outDropped] = quality(0);
@@ -230,6 +247,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     playerBufferS: median(edges.map((e) => e.buffered)),
     playerFasterPct: (100 * edges.filter((e) => e.rate > 1.001).length) / Math.max(1, edges.length),
     stalls,
+    lateFrames,
+    lateFramesScript,
     kbitPerSecond,
     detectMsMedian: median(detectMs),
     decodeMsPerFrame: (stageTicks.decoder * 1000) / TICK / Math.max(1, framesIn),
