@@ -3,7 +3,7 @@ const fs = require("node:fs");
 const rows = process.argv.slice(2).map((f) => JSON.parse(fs.readFileSync(f, "utf8")));
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "—");
 const lines = [
-  "| sessions (browser + load) | latency p50 s (≤0.5) | p95 s (≤0.7) | fps in | fps out | player fps (presented) | frames the player skipped % (frame codes; ≤1) | camera preview frames skipped % (control) | player frames dropped % (Chromium's count; preview) | dropped by server | stalls after warm-up | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
+  "| sessions (browser + load) | latency p50 s (≤0.5) | p95 s (≤0.7) | fps in | fps out | player fps (presented) | frames the player skipped % (its timeline; ≤1) | camera preview frames skipped % (control) | player frames dropped % (Chromium's count; preview) | dropped by server | stalls after warm-up | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {

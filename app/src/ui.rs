@@ -46,9 +46,9 @@ impl Phase {
 pub struct PlayerFigures {
     /// Frames presented in the last second.
     pub fps: f32,
-    /// Frames whose code the page read.
+    /// Frames the player presented (by its own timeline).
     pub frames: u64,
-    /// Frames the player skipped: codes it never presented.
+    /// Frames the player skipped: due by its media time, never presented.
     pub skipped: u64,
 }
 

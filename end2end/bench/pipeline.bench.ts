@@ -157,7 +157,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], gaps: w.hlsFaceProbe?.gaps ?? 0, codes: w.hlsFaceProbe?.codes ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], late: w.benchLateFrames ?? { all: 0, script: 0 }, edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], skipped: w.hlsFaceProbe?.skipped ?? 0, due: w.hlsFaceProbe?.due ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (["output", "preview"] as const).map((id) => { const q = (document.querySelector(`video[data-testid=${id}]`) as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; }), segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], late: w.benchLateFrames ?? { all: 0, script: 0 }, edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
@@ -204,10 +204,10 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const framesIn = growth((p) => p.stats?.framesIn ?? 0);
   const framesOut = growth((p) => p.stats?.framesOut ?? 0);
   const serverDropped = growth((p) => p.stats?.framesDropped ?? 0);
-  // Frame codes the output covered, and those it skipped (neither seen by the page's frame
-  // callback nor counted by the video as presented: see app/src/latency.rs).
-  const codes = growth((p) => p.codes);
-  const skipped = growth((p) => p.gaps);
+  // Frames the output was due to show by its media time, and those it skipped (due, never
+  // presented: see PlayerTimeline in app/src/latency.rs).
+  const due = growth((p) => p.due);
+  const skipped = growth((p) => p.skipped);
   const stalls = growth((p) => p.stalls);
   const lateFrames = growth((p) => p.late.all);
   const lateFramesScript = growth((p) => p.late.script);
@@ -233,10 +233,10 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     fpsOut: framesOut / sampledSecs / SESSIONS,
     // Frames the output presented a second: Chromium's decoded frames less those it dropped.
     playerFps: (outTotal - outDropped) / sampledSecs / SESSIONS,
-    droppedPct: (100 * (skipped + serverDropped)) / Math.max(1, codes + serverDropped),
+    droppedPct: (100 * (skipped + serverDropped)) / Math.max(1, due + serverDropped),
     serverDropped,
     playerSkipped: skipped,
-    skippedPct: (100 * skipped) / Math.max(1, codes),
+    skippedPct: (100 * skipped) / Math.max(1, due),
     playerDroppedPct: (100 * outDropped) / Math.max(1, outTotal),
     previewDroppedPct: (100 * previewDropped) / Math.max(1, previewTotal),
     previewSkippedPct: (100 * previewSkipped) / Math.max(1, previewCodes),

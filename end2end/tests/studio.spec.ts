@@ -61,6 +61,26 @@ test.describe("live pipeline", () => {
     await expect(studio.start).toBeEnabled();
   });
 
+  test("with ?measure the page measures glass-to-glass latency and the player's frames", async ({ page }) => {
+    const studio = new Studio(page);
+    await studio.open("/?measure");
+    await studio.start.click();
+    await studio.expectState("live");
+    const latency = studio.stats.locator("[data-stat=latency]");
+    // The fake camera's clip carries frame codes: read in both videos, they give a latency.
+    await expect
+      .poll(async () => Number((await latency.getAttribute("data-latency-ms")) || NaN), {
+        message: "glass-to-glass latency in ms",
+      })
+      .toBeGreaterThan(30);
+    expect(Number(await latency.getAttribute("data-latency-ms"))).toBeLessThan(5000);
+    await expect(latency).toHaveText(/^\d+\.\d\d s$/);
+    // Frames shown a second and frames skipped, from the output's own timeline.
+    await expect(studio.stats.locator("[data-stat=player]")).toHaveText(/^[1-9]\d* \/ \d+$/);
+    await studio.stop.click();
+    await studio.expectState("stopped");
+  });
+
   test("privacy mode hides faces instead of boxing them", async ({ page }) => {
     const studio = new Studio(page);
     await studio.open();

@@ -1,10 +1,10 @@
 //! The latency probe: on every presented frame of the preview and the output video
 //! (requestVideoFrameCallback) it reads the frame-code strip the test clip carries and
-//! publishes glass-to-glass latency, player fps and skipped frames (codes the video did
-//! not present, told apart from frames whose callback the page missed). With a real camera
-//! there is no valid code sequence, and the panel shows "—".
+//! publishes glass-to-glass latency; from the output's own timeline (media time and
+//! presented count) it publishes player fps and the frames the player skipped. With a real
+//! camera there is no valid code sequence, and the panel shows "—".
 
-use crate::latency::{quantile, CodeClock, Tally, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
+use crate::latency::{quantile, CodeClock, PlayerTimeline, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
 use crate::ui::{PlayerFigures, Ui};
 use leptos::prelude::Set;
 use std::cell::{Cell, RefCell};
@@ -44,7 +44,10 @@ struct Inner {
     ui: Ui,
     ctx: CanvasRenderingContext2d,
     clock: RefCell<CodeClock>,
+    timeline: RefCell<PlayerTimeline>,
     recent: RefCell<VecDeque<f64>>,
+    /// Latency samples taken.
+    measured: Cell<u64>,
     /// The last second's output callbacks: (time, presented frames so far).
     frame_times: RefCell<VecDeque<(f64, Option<u32>)>>,
     export: js_sys::Object,
@@ -77,28 +80,31 @@ impl Probe {
             ui,
             ctx,
             clock: RefCell::new(CodeClock::default()),
+            timeline: RefCell::new(PlayerTimeline::default()),
             recent: RefCell::new(VecDeque::new()),
+            measured: Cell::new(0),
             frame_times: RefCell::new(VecDeque::new()),
             export,
             samples,
         });
         let on_preview = {
             let inner = Rc::downgrade(&inner);
-            move |video: &HtmlVideoElement, now: f64, presented: Option<u32>| {
+            move |video: &HtmlVideoElement, now: f64, frame: Frame| {
                 if let Some(inner) = inner.upgrade() {
                     if let Some(code) = inner.read_code(video) {
                         let mut clock = inner.clock.borrow_mut();
-                        clock.preview(code, now, presented);
-                        inner.publish(["previewGaps", "previewCodes"], &clock.preview);
+                        clock.preview(code, now, frame.presented);
+                        let tally = &clock.preview;
+                        inner.publish([("previewGaps", tally.gaps), ("previewCodes", tally.codes)]);
                     }
                 }
             }
         };
         let on_output = {
             let inner = Rc::downgrade(&inner);
-            move |video: &HtmlVideoElement, now: f64, presented: Option<u32>| {
+            move |video: &HtmlVideoElement, now: f64, frame: Frame| {
                 if let Some(inner) = inner.upgrade() {
-                    inner.on_output_frame(video, now, presented);
+                    inner.on_output_frame(video, now, frame);
                 }
             }
         };
@@ -148,45 +154,48 @@ impl Inner {
         crate::latency::decode(&luma)
     }
 
-    /// Puts a video's skipped codes and codes due on `window.hlsFaceProbe` under `keys`,
-    /// for the benchmark.
-    fn publish(&self, keys: [&str; 2], tally: &Tally) {
-        for (key, value) in keys.into_iter().zip([tally.gaps, tally.codes]) {
+    /// Puts figures on `window.hlsFaceProbe`, for the benchmark.
+    fn publish(&self, figures: [(&str, u64); 2]) {
+        for (key, value) in figures {
             let _ =
                 js_sys::Reflect::set(&self.export, &key.into(), &JsValue::from_f64(value as f64));
         }
     }
 
-    fn on_output_frame(&self, video: &HtmlVideoElement, now: f64, presented: Option<u32>) {
+    fn on_output_frame(&self, video: &HtmlVideoElement, now: f64, frame: Frame) {
+        let mut timeline = self.timeline.borrow_mut();
+        if let (Some(media_time), Some(presented)) = (frame.media_time, frame.presented) {
+            timeline.frame(media_time, presented);
+            self.publish([("skipped", timeline.skipped), ("due", timeline.due)]);
+        }
+        let mut times = self.frame_times.borrow_mut();
+        times.push_back((now, frame.presented));
+        while times.front().is_some_and(|(t, _)| now - t > 1000.0) {
+            times.pop_front();
+        }
         let Some(code) = self.read_code(video) else {
             return;
         };
-        let mut clock = self.clock.borrow_mut();
-        let Some(latency) = clock.output(code, now, presented) else {
+        let Some(latency) = self.clock.borrow().output(code, now) else {
             return;
         };
         if self.samples.length() < EXPORTED {
             self.samples.push(&JsValue::from_f64(latency));
         }
-        self.publish(["gaps", "codes"], &clock.output);
         let mut recent = self.recent.borrow_mut();
         recent.push_back(latency);
         if recent.len() > RECENT {
             recent.pop_front();
         }
-        let mut times = self.frame_times.borrow_mut();
-        times.push_back((now, presented));
-        while times.front().is_some_and(|(t, _)| now - t > 1000.0) {
-            times.pop_front();
-        }
-        // Publishing every 10th frame keeps the panel readable and the page cheap.
-        if clock.output.frames.is_multiple_of(10) {
+        self.measured.set(self.measured.get() + 1);
+        // Publishing every 10th sample keeps the panel readable and the page cheap.
+        if self.measured.get().is_multiple_of(10) {
             let samples: Vec<f64> = recent.iter().copied().collect();
             self.ui.latency_ms.set(quantile(&samples, 0.5));
             self.ui.player.set(PlayerFigures {
                 fps: frame_rate(&times),
-                frames: clock.output.frames,
-                skipped: clock.output.gaps,
+                frames: timeline.presented,
+                skipped: timeline.skipped,
             });
         }
     }
@@ -207,9 +216,18 @@ fn frame_rate(times: &VecDeque<(f64, Option<u32>)>) -> f32 {
 /// The frame callback, shared with itself so it can re-arm.
 type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut(f64, JsValue)>>>>;
 
+/// What a frame callback's metadata says of the frame, where the browser gives it.
+#[derive(Debug, Clone, Copy)]
+struct Frame {
+    /// The video's count of presented frames (`presentedFrames`; the page may see fewer
+    /// frames than the video presented).
+    presented: Option<u32>,
+    /// The frame's media time in seconds (`mediaTime`).
+    media_time: Option<f64>,
+}
+
 /// Calls a function on every presented frame of a video until dropped, with the frame's
-/// time and the video's count of presented frames (the callback metadata's
-/// `presentedFrames`; the page may see fewer frames than the video presented).
+/// time and its [`Frame`] metadata.
 struct FrameWatcher {
     video: HtmlVideoElement,
     handle: Rc<Cell<u32>>,
@@ -219,18 +237,19 @@ struct FrameWatcher {
 impl FrameWatcher {
     fn new(
         video: HtmlVideoElement,
-        mut on_frame: impl FnMut(&HtmlVideoElement, f64, Option<u32>) + 'static,
+        mut on_frame: impl FnMut(&HtmlVideoElement, f64, Frame) + 'static,
     ) -> Self {
         let handle = Rc::new(Cell::new(0));
         let callback: FrameCallback = Rc::new(RefCell::new(None));
         let weak = Rc::downgrade(&callback);
         let (video_in, handle_in) = (video.clone(), handle.clone());
         let closure = Closure::<dyn FnMut(f64, JsValue)>::new(move |now: f64, meta: JsValue| {
-            let presented = js_sys::Reflect::get(&meta, &"presentedFrames".into())
-                .ok()
-                .and_then(|v| v.as_f64())
-                .map(|v| v as u32);
-            on_frame(&video_in, now, presented);
+            let number = |key: &str| js_sys::Reflect::get(&meta, &key.into()).ok()?.as_f64();
+            let frame = Frame {
+                presented: number("presentedFrames").map(|v| v as u32),
+                media_time: number("mediaTime"),
+            };
+            on_frame(&video_in, now, frame);
             // Re-arm for the next frame (the callback fires once per registration).
             if let Some(cb) = weak.upgrade() {
                 if let Some(cb) = cb.borrow().as_ref() {
