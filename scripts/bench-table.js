@@ -3,12 +3,12 @@ const fs = require("node:fs");
 const rows = process.argv.slice(2).map((f) => JSON.parse(fs.readFileSync(f, "utf8")));
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "—");
 const lines = [
-  "| sessions (browser + load) | latency p50 s (≤0.5) | p95 s (≤0.7) | fps in | fps out | player fps (presented) | frames the player skipped % (its timeline; ≤1) | camera preview frames skipped % (control) | player frames dropped % (Chromium's count; preview) | dropped by server | stalls after warm-up | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
+  "| sessions (browser + load) | latency p50 s (≤0.5) | p95 s (≤0.7) | fps in | fps out | player fps (presented) | frames the player skipped % (its timeline; ≤1) | camera preview frames skipped % (control) | player frames dropped % (Chromium's count) | dropped by server | stalls after warm-up | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {
   lines.push(
-    `| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${f(r.playerDroppedPct)} (${f(r.previewDroppedPct)}) | ${r.serverDropped} | ${r.stalls} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
+    `| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${f(r.playerDroppedPct)} | ${r.serverDropped} | ${r.stalls} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
   );
 }
 lines.push(
@@ -19,5 +19,8 @@ lines.push(
     .map((r) => (Number.isFinite(r.lateFrames) ? `${r.lateFrames} (${r.lateFramesScript})` : "—"))
     .join(", ")}.`,
 );
+// The camera preview: painted into a canvas (one video layer on the page) or, as a fallback,
+// its own video (app/src/preview_mode.rs); older results have no such field.
+lines.push("", `Camera preview shown as: ${rows.map((r) => r.previewShown ?? "video (before the canvas preview)").join("; ")}.`);
 lines.push("", `Measured over ${rows.map((r) => Math.round(r.seconds) + " s").join(", ")} after warm-up; latency samples: ${rows.map((r) => r.latencySamples).join(", ")}.`);
 console.log(lines.join("\n"));

@@ -4,6 +4,7 @@
 pub mod chunk_log;
 pub mod hls_path;
 pub mod latency;
+pub mod preview_mode;
 pub mod protocol;
 pub mod studio;
 pub mod ui;

@@ -12,10 +12,11 @@ use leptos::prelude::*;
 pub fn Studio() -> impl IntoView {
     let ui = Ui::new();
     let preview = NodeRef::<leptos::html::Video>::new();
+    let preview_view = NodeRef::<leptos::html::Canvas>::new();
     let output = NodeRef::<leptos::html::Video>::new();
 
     #[cfg(feature = "hydrate")]
-    let controller = crate::media::Controller::new(ui, preview, output);
+    let controller = crate::media::Controller::new(ui, preview, preview_view, output);
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
         ui.hydrated.set(true);
@@ -102,6 +103,14 @@ pub fn Studio() -> impl IntoView {
                         muted=true
                         playsinline=true
                     ></video>
+                    // The camera painted frame by frame once it plays (see preview_mode).
+                    <canvas
+                        data-testid="preview-view"
+                        role="img"
+                        aria-label="Your camera"
+                        node_ref=preview_view
+                        hidden=true
+                    ></canvas>
                     <figcaption>"Camera"</figcaption>
                 </figure>
                 <figure>

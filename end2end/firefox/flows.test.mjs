@@ -59,6 +59,27 @@ function greenPixels(page, id) {
   }, id);
 }
 
+/** Which element shows the camera preview (the painted canvas, or its video as the
+ * fallback), and the mean brightness of its picture. */
+function previewShown(page) {
+  return page.evaluate(() => {
+    const canvas = document.querySelector("canvas[data-testid=preview-view]");
+    const video = document.querySelector("video[data-testid=preview]");
+    const shown = canvas && !canvas.hidden ? canvas : video;
+    const [w, h] = shown === canvas ? [canvas.width, canvas.height] : [video.videoWidth, video.videoHeight];
+    if (!w || !h) return { element: shown.localName, mean: 0 };
+    const c = document.createElement("canvas");
+    c.width = w;
+    c.height = h;
+    const g = c.getContext("2d");
+    g.drawImage(shown, 0, 0);
+    const d = g.getImageData(0, 0, w, h).data;
+    let sum = 0;
+    for (let i = 0; i < d.length; i += 4) sum += (d[i] + d[i + 1] + d[i + 2]) / 3;
+    return { element: shown.localName, mean: sum / (d.length / 4), hidden: [video.hidden, canvas?.hidden] };
+  });
+}
+
 const attr = (page, sel, name) =>
   page.evaluate((s, a) => document.querySelector(s)?.getAttribute(a) ?? null, sel, name);
 
@@ -96,6 +117,8 @@ test("Firefox streams its camera back with boxes, stops, and offers the recordin
   await page.click("[data-testid=start]");
   await until("the session goes live", () => attr(page, "[data-testid=status]", "data-state"), (s) => s === "live");
   await until("green box pixels in the played output", () => greenPixels(page, "output"), (n) => n > 200);
+  // Firefox has requestVideoFrameCallback: the camera shows painted into the canvas.
+  await until("the camera preview painted into its canvas", () => previewShown(page), (p) => p.element === "canvas" && p.mean > 20);
   await page.click("[data-testid=stop]");
   await until("the session stops", () => attr(page, "[data-testid=status]", "data-state"), (s) => s === "stopped");
   const href = await until("the recording is offered", () => attr(page, "[data-testid=download]", "href"));

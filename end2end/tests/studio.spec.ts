@@ -17,6 +17,20 @@ test.describe("page", () => {
     const frame = await studio.readFrame("preview");
     expect(frame.width).toBeGreaterThan(0);
     expect(frame.mean, "the preview frame is not black").toBeGreaterThan(20);
+
+    // The camera shows painted into a canvas, its own video hidden: with two videos playing,
+    // desktop Chromium would lower the display to 30 Hz and the output would skip frames
+    // (app/src/preview_mode.rs).
+    await expect(studio.previewView).toBeVisible();
+    await expect(studio.preview).toBeHidden();
+    const painted = await studio.readFrame("preview-view");
+    expect(painted.width, "the canvas takes the camera's size").toBe(frame.width);
+    expect(painted.height).toBe(frame.height);
+    expect(painted.mean, "the painted preview is not black").toBeGreaterThan(20);
+    // It keeps painting: the clip's frame-code strip changes the picture every frame.
+    await expect
+      .poll(async () => (await studio.readFrame("preview-view")).mean, { message: "the painted preview moves" })
+      .not.toBe(painted.mean);
   });
 
   test("serves the pinned hls.js itself", async ({ request }) => {
@@ -34,6 +48,9 @@ test.describe("live pipeline", () => {
     await expect(studio.stop).toBeEnabled();
     await studio.expectState("live");
     await studio.expectPlaying("output");
+    // One video plays on the page (the output); the camera is the painted canvas.
+    await expect(page.locator("video:visible")).toHaveCount(1);
+    await expect(studio.previewView).toBeVisible();
 
     // A frame of the processed stream carries a green box around the face.
     await expect

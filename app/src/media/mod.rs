@@ -4,15 +4,17 @@
 //! and owns the non-`Send` browser objects through local-only stored values.
 
 mod camera;
+mod frames;
 mod live;
 mod player;
+mod preview;
 mod probe;
 mod recorder;
 mod socket;
 
 use crate::protocol::DetectorSettings;
 use crate::ui::{LiveEvent, Ui};
-use leptos::html::Video;
+use leptos::html::{Canvas, Video};
 use leptos::prelude::*;
 use live::Live;
 use wasm_bindgen::closure::Closure;
@@ -27,23 +29,34 @@ type EventHandler = Closure<dyn FnMut(Event)>;
 pub struct Controller {
     ui: Ui,
     preview: NodeRef<Video>,
+    /// The canvas the preview is painted into (see [`crate::preview_mode`]).
+    preview_view: NodeRef<Canvas>,
     output: NodeRef<Video>,
     camera: StoredValue<Option<MediaStream>, LocalStorage>,
     live: StoredValue<Option<Live>, LocalStorage>,
+    painter: StoredValue<Option<preview::Painter>, LocalStorage>,
     probe: StoredValue<Option<probe::Probe>, LocalStorage>,
     /// Listens for the camera's track ending (unplugged, taken by another app).
     on_track_ended: StoredValue<Option<EventHandler>, LocalStorage>,
 }
 
 impl Controller {
-    /// A controller for the page's two video elements.
-    pub fn new(ui: Ui, preview: NodeRef<Video>, output: NodeRef<Video>) -> Self {
+    /// A controller for the page's camera video, the canvas the camera is painted into,
+    /// and the output video.
+    pub fn new(
+        ui: Ui,
+        preview: NodeRef<Video>,
+        preview_view: NodeRef<Canvas>,
+        output: NodeRef<Video>,
+    ) -> Self {
         Controller {
             ui,
             preview,
+            preview_view,
             output,
             camera: StoredValue::new_local(None),
             live: StoredValue::new_local(None),
+            painter: StoredValue::new_local(None),
             probe: StoredValue::new_local(None),
             on_track_ended: StoredValue::new_local(None),
         }
@@ -73,6 +86,12 @@ impl Controller {
             video.set_src_object(Some(&stream));
             // Autoplay is allowed for muted video; a refusal only delays the preview.
             let _ = video.play();
+            // The previous painter (a camera opened again) shows its video as it goes.
+            self.painter.set_value(None);
+            if let Some(canvas) = self.preview_view.get_untracked() {
+                self.painter
+                    .set_value(preview::Painter::start(video, canvas));
+            }
         }
         self.watch_track(&stream);
         self.camera.set_value(Some(stream));
@@ -103,6 +122,7 @@ impl Controller {
         let on_ended = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
             let ui = self.ui;
             self.camera.set_value(None);
+            self.painter.set_value(None);
             ui.camera_ready.set(false);
             if ui.phase.get_untracked().is_active() {
                 ui.camera_lost.set(true);

@@ -4,26 +4,16 @@
 //! presented count) it publishes player fps and the frames the player skipped. With a real
 //! camera there is no valid code sequence, and the panel shows "—".
 
+use super::frames::{Frame, FrameWatcher};
 use crate::latency::{quantile, CodeClock, PlayerTimeline, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
 use crate::ui::{PlayerFigures, Ui};
 use leptos::prelude::Set;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::JsValue;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, HtmlVideoElement};
-
-#[wasm_bindgen]
-extern "C" {
-    /// A video element seen through the requestVideoFrameCallback API (not in web-sys).
-    #[wasm_bindgen(extends = HtmlVideoElement)]
-    type FrameVideo;
-    #[wasm_bindgen(method, js_name = requestVideoFrameCallback)]
-    fn request_video_frame_callback(this: &FrameVideo, callback: &js_sys::Function) -> u32;
-    #[wasm_bindgen(method, js_name = cancelVideoFrameCallback)]
-    fn cancel_video_frame_callback(this: &FrameVideo, handle: u32);
-}
 
 /// Width of the scratch canvas the strip is drawn into (one 40 px block per code bit).
 const STRIP_W: u32 = 640;
@@ -57,7 +47,7 @@ struct Inner {
 impl Probe {
     /// Watches both videos; `None` if the browser lacks requestVideoFrameCallback.
     pub fn start(ui: Ui, preview: HtmlVideoElement, output: HtmlVideoElement) -> Option<Self> {
-        if !js_sys::Reflect::has(&preview, &"requestVideoFrameCallback".into()).unwrap_or(false) {
+        if !super::frames::supported(&preview) {
             return None;
         }
         let document = web_sys::window()?.document()?;
@@ -211,68 +201,4 @@ fn frame_rate(times: &VecDeque<(f64, Option<u32>)>) -> f32 {
         }
     }
     times.len() as f32
-}
-
-/// The frame callback, shared with itself so it can re-arm.
-type FrameCallback = Rc<RefCell<Option<Closure<dyn FnMut(f64, JsValue)>>>>;
-
-/// What a frame callback's metadata says of the frame, where the browser gives it.
-#[derive(Debug, Clone, Copy)]
-struct Frame {
-    /// The video's count of presented frames (`presentedFrames`; the page may see fewer
-    /// frames than the video presented).
-    presented: Option<u32>,
-    /// The frame's media time in seconds (`mediaTime`).
-    media_time: Option<f64>,
-}
-
-/// Calls a function on every presented frame of a video until dropped, with the frame's
-/// time and its [`Frame`] metadata.
-struct FrameWatcher {
-    video: HtmlVideoElement,
-    handle: Rc<Cell<u32>>,
-    callback: FrameCallback,
-}
-
-impl FrameWatcher {
-    fn new(
-        video: HtmlVideoElement,
-        mut on_frame: impl FnMut(&HtmlVideoElement, f64, Frame) + 'static,
-    ) -> Self {
-        let handle = Rc::new(Cell::new(0));
-        let callback: FrameCallback = Rc::new(RefCell::new(None));
-        let weak = Rc::downgrade(&callback);
-        let (video_in, handle_in) = (video.clone(), handle.clone());
-        let closure = Closure::<dyn FnMut(f64, JsValue)>::new(move |now: f64, meta: JsValue| {
-            let number = |key: &str| js_sys::Reflect::get(&meta, &key.into()).ok()?.as_f64();
-            let frame = Frame {
-                presented: number("presentedFrames").map(|v| v as u32),
-                media_time: number("mediaTime"),
-            };
-            on_frame(&video_in, now, frame);
-            // Re-arm for the next frame (the callback fires once per registration).
-            if let Some(cb) = weak.upgrade() {
-                if let Some(cb) = cb.borrow().as_ref() {
-                    let frames: &FrameVideo = video_in.unchecked_ref();
-                    handle_in.set(frames.request_video_frame_callback(cb.as_ref().unchecked_ref()));
-                }
-            }
-        });
-        let frames: &FrameVideo = video.unchecked_ref();
-        handle.set(frames.request_video_frame_callback(closure.as_ref().unchecked_ref()));
-        *callback.borrow_mut() = Some(closure);
-        FrameWatcher {
-            video,
-            handle,
-            callback,
-        }
-    }
-}
-
-impl Drop for FrameWatcher {
-    fn drop(&mut self) {
-        let frames: &FrameVideo = self.video.unchecked_ref();
-        frames.cancel_video_frame_callback(self.handle.get());
-        self.callback.borrow_mut().take();
-    }
 }
