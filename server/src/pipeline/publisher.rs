@@ -1,6 +1,7 @@
 //! Runs the [`Packager`] on the encoder's output: publishes every new stream snapshot to
 //! the session's readers (one `watch` value all HTTP requests share), keeps complete
-//! segments on disk for the recording. The session follows the same snapshots for its
+//! segments on disk for the recording (written by a task of their own: a slow disk does
+//! not delay the live stream). The session follows the same snapshots for its
 //! progress (ready, segments produced, ended).
 
 use super::fmp4::{Chunk, Fmp4Reader};
@@ -11,9 +12,9 @@ use crate::error::ServerError;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncRead;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Where complete segments go for the recording (`None`: no recording).
@@ -22,19 +23,64 @@ pub struct SegmentStore {
     pub keeper: SegmentKeeper,
 }
 
-impl SegmentStore {
-    /// Writes complete segment `msn` and prunes what the recording no longer keeps.
-    async fn keep(&mut self, msn: u64, bytes: Bytes) {
-        write(self.dir.join(segment_name(msn)), bytes).await;
-        self.keeper.prune(msn + 1);
+/// Recording files waiting for the disk (segments of about a second): a disk this far
+/// behind makes the live stream wait too, rather than lose a part of the recording.
+const WRITE_QUEUE: usize = 8;
+
+/// A write that took longer than this is logged: the disk is falling behind.
+const SLOW_WRITE: Duration = Duration::from_millis(500);
+
+/// A file for the recording.
+enum Write {
+    Init(Bytes),
+    Segment { msn: u64, bytes: Bytes },
+}
+
+/// Writes the recording's files from a task of its own, so a slow disk (another process
+/// flushing, a network volume) does not hold up the live stream's next parts.
+struct StoreWriter {
+    queue: mpsc::Sender<Write>,
+    task: JoinHandle<()>,
+}
+
+impl StoreWriter {
+    fn start(mut store: SegmentStore) -> Self {
+        let (queue, mut writes) = mpsc::channel(WRITE_QUEUE);
+        let task = tokio::spawn(async move {
+            while let Some(w) = writes.recv().await {
+                match w {
+                    Write::Init(bytes) => write(store.dir.join(INIT), bytes).await,
+                    Write::Segment { msn, bytes } => {
+                        write(store.dir.join(segment_name(msn)), bytes).await;
+                        store.keeper.prune(msn + 1);
+                    }
+                }
+            }
+        });
+        StoreWriter { queue, task }
     }
 
-    /// Keeps the segments among `changes`.
-    async fn keep_all(&mut self, changes: Vec<Event>) {
+    /// Queues a file; waits only while the queue is full.
+    async fn send(&self, w: Write) {
+        // The writer task ends only when the queue closes (below) or panics; either way
+        // there is nobody left to write, and the live stream goes on.
+        let _ = self.queue.send(w).await;
+    }
+
+    /// Queues the segments among `changes`.
+    async fn keep_all(&self, changes: Vec<Event>) {
         for change in changes {
             if let Event::Segment { msn, bytes } = change {
-                self.keep(msn, bytes).await;
+                self.send(Write::Segment { msn, bytes }).await;
             }
+        }
+    }
+
+    /// Waits until every queued file is written.
+    async fn finish(self) {
+        drop(self.queue);
+        if let Err(e) = self.task.await {
+            tracing::error!("recording writer failed: {e}");
         }
     }
 }
@@ -70,8 +116,9 @@ async fn run(
     encoder_output: impl AsyncRead + Unpin,
     settings: PackagerSettings,
     stream: watch::Sender<Arc<Stream>>,
-    mut store: Option<SegmentStore>,
+    store: Option<SegmentStore>,
 ) -> Result<(), ServerError> {
+    let store = store.map(StoreWriter::start);
     let mut reader = Fmp4Reader::new(encoder_output);
     let mut packager = Packager::new(settings);
     let result = loop {
@@ -83,7 +130,7 @@ async fn run(
         let changes = match chunk {
             Chunk::Init(init) => {
                 if let Some(store) = &store {
-                    write(store.dir.join(INIT), init.bytes.clone()).await;
+                    store.send(Write::Init(init.bytes.clone())).await;
                 }
                 packager.init(init);
                 Vec::new()
@@ -97,7 +144,7 @@ async fn run(
             continue;
         }
         stream.send_replace(Arc::new(packager.stream().clone()));
-        if let Some(store) = &mut store {
+        if let Some(store) = &store {
             store.keep_all(changes).await;
         }
     };
@@ -108,8 +155,11 @@ async fn run(
         packager.abandon();
         Vec::new()
     };
-    if let Some(store) = &mut store {
+    // The recording is complete on disk before the final snapshot says the stream ended
+    // (the session assembles the recording then).
+    if let Some(store) = store {
         store.keep_all(last).await;
+        store.finish().await;
     }
     stream.send_replace(Arc::new(packager.stream().clone()));
     result
@@ -118,8 +168,17 @@ async fn run(
 /// Writes a recording file; a failure (disk full) is logged: the live stream goes on, and
 /// the session's disk check ends it before the recording matters.
 async fn write(path: PathBuf, bytes: Bytes) {
+    let started = Instant::now();
     if let Err(e) = tokio::fs::write(&path, bytes).await {
         tracing::warn!("cannot write {}: {e}", path.display());
+    }
+    let took = started.elapsed();
+    if took > SLOW_WRITE {
+        tracing::warn!(
+            "slow disk: writing {} took {} ms",
+            path.display(),
+            took.as_millis()
+        );
     }
 }
 
@@ -159,6 +218,56 @@ mod tests {
         assert!(stream.get(Resource::Part(1, 4)).is_some());
         assert!(String::from_utf8_lossy(&stream.playlist).ends_with("#EXT-X-ENDLIST\n"));
         assert!(dir.join(INIT).is_file() && dir.join(segment_name(1)).is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stuck_disk_does_not_hold_up_the_live_stream() {
+        let dir = std::env::temp_dir().join(format!("hls-face-pub-slow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Writing the first segment blocks until someone reads this FIFO: a disk that stopped.
+        let stuck = dir.join(segment_name(0));
+        let made = std::process::Command::new("mkfifo")
+            .arg(&stuck)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let mut bytes = init(15360);
+        for n in 0..75u64 {
+            bytes.extend(fragment(n * 512, n.is_multiple_of(30), b"f"));
+        }
+        let (tx, mut rx) = watch::channel(Arc::new(Stream::new(Timing::default())));
+        let store = SegmentStore {
+            dir: dir.clone(),
+            keeper: SegmentKeeper::new(&dir, None),
+        };
+        let settings = PackagerSettings {
+            segment_seconds: 1.0,
+            part_seconds: 0.1,
+            window: 6,
+        };
+        let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
+        // Two segments complete and the third one's parts are published while the first
+        // segment's write is still stuck.
+        let live = rx.wait_for(|s| s.produced >= 2 && s.get(Resource::Part(2, 4)).is_some());
+        tokio::time::timeout(Duration::from_secs(60), live)
+            .await
+            .expect("parts published while the disk is stuck")
+            .unwrap();
+        assert!(
+            !rx.borrow().ended,
+            "the stream ends only once the recording is on disk"
+        );
+        // The disk comes back: everything is written, then the stream ends.
+        let drain = tokio::task::spawn_blocking(move || std::fs::read(&stuck).unwrap());
+        publisher.finished().await.unwrap();
+        assert!(
+            !drain.await.unwrap().is_empty(),
+            "segment 0 reached the disk"
+        );
+        assert!(rx.borrow_and_update().ended);
+        assert!(dir.join(segment_name(1)).is_file() && dir.join(segment_name(2)).is_file());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
