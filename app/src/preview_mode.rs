@@ -25,42 +25,53 @@ pub enum Shown {
 /// the last one gives the canvas up. A camera in dim light still gives several frames a second.
 pub const CHECK_EVERY_MS: u32 = 1500;
 
-/// The preview's state: what is shown, and whether frames arrived since the last check.
-#[derive(Debug, Clone)]
-pub struct PreviewMode {
-    shown: Shown,
-    painted_since_check: bool,
-    given_up: bool,
+/// Where the preview is in its life: what it shows follows from this.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Stage {
+    /// No frame painted yet: the video shows.
+    #[default]
+    Waiting,
+    /// Frames are painted: the canvas shows.
+    Painting,
+    /// Frames stopped: the video shows, for good.
+    GivenUp,
 }
 
-impl Default for PreviewMode {
-    fn default() -> Self {
-        PreviewMode {
-            shown: Shown::Video,
-            painted_since_check: false,
-            given_up: false,
-        }
-    }
+/// The preview's state: its stage, and whether frames arrived since the last check.
+#[derive(Debug, Clone, Default)]
+pub struct PreviewMode {
+    stage: Stage,
+    painted_since_check: bool,
 }
 
 impl PreviewMode {
     /// What is shown now.
     pub fn shown(&self) -> Shown {
-        self.shown
+        match self.stage {
+            Stage::Painting => Shown::Canvas,
+            Stage::Waiting | Stage::GivenUp => Shown::Video,
+        }
     }
 
     /// Whether frames should still be painted (false once the canvas is given up).
     pub fn painting(&self) -> bool {
-        !self.given_up
+        self.stage != Stage::GivenUp
     }
 
     /// A frame was painted into the canvas; returns the element to show if that changes.
     pub fn painted(&mut self) -> Option<Shown> {
-        if self.given_up {
-            return None;
+        match self.stage {
+            Stage::GivenUp => None,
+            Stage::Painting => {
+                self.painted_since_check = true;
+                None
+            }
+            Stage::Waiting => {
+                self.painted_since_check = true;
+                self.stage = Stage::Painting;
+                Some(Shown::Canvas)
+            }
         }
-        self.painted_since_check = true;
-        self.switch(Shown::Canvas)
     }
 
     /// The periodic check; `visible` is whether the page is visible (a hidden page renders
@@ -69,18 +80,11 @@ impl PreviewMode {
         // A hidden page's check counts as a painted one, so the first check after the page
         // shows again gives the frames a whole period to resume.
         let painted = std::mem::replace(&mut self.painted_since_check, !visible);
-        if !visible || painted || self.shown == Shown::Video {
+        if !visible || painted || self.stage != Stage::Painting {
             return None;
         }
-        self.given_up = true;
-        self.switch(Shown::Video)
-    }
-
-    fn switch(&mut self, to: Shown) -> Option<Shown> {
-        (self.shown != to).then(|| {
-            self.shown = to;
-            to
-        })
+        self.stage = Stage::GivenUp;
+        Some(Shown::Video)
     }
 }
 
