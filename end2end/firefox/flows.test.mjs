@@ -42,43 +42,36 @@ function fakeCamera(base64) {
   };
 }
 
-/** Green box pixels in the current frame of `video[data-testid=id]`. */
-function greenPixels(page, id) {
-  return page.evaluate((which) => {
-    const v = document.querySelector(`video[data-testid=${which}]`);
-    if (!v || !v.videoWidth) return 0;
-    const c = document.createElement("canvas");
-    c.width = v.videoWidth;
-    c.height = v.videoHeight;
-    const g = c.getContext("2d");
-    g.drawImage(v, 0, 0);
-    const d = g.getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i + 1] > 180 && d[i] < 100 && d[i + 2] < 100) n++;
-    return n;
-  }, id);
-}
-
-/** Which element shows the camera preview (the painted canvas, or its video as the
- * fallback), and the mean brightness of its picture. */
-function previewShown(page) {
-  return page.evaluate(() => {
-    const canvas = document.querySelector("canvas[data-testid=preview-view]");
-    const video = document.querySelector("video[data-testid=preview]");
-    const shown = canvas && !canvas.hidden ? canvas : video;
-    const [w, h] = shown === canvas ? [canvas.width, canvas.height] : [video.videoWidth, video.videoHeight];
-    if (!w || !h) return { element: shown.localName, mean: 0 };
+/** The picture of the first element matching `selector` (a video's current frame, or a
+ * canvas): which element it is, its mean brightness and its green box pixels. */
+function readPicture(page, selector) {
+  return page.evaluate((sel) => {
+    const el = document.querySelector(sel);
+    if (!el) return { element: null, mean: 0, green: 0 };
+    const [w, h] = el.localName === "video" ? [el.videoWidth, el.videoHeight] : [el.width, el.height];
+    if (!w || !h) return { element: el.localName, mean: 0, green: 0 };
     const c = document.createElement("canvas");
     c.width = w;
     c.height = h;
     const g = c.getContext("2d");
-    g.drawImage(shown, 0, 0);
+    g.drawImage(el, 0, 0);
     const d = g.getImageData(0, 0, w, h).data;
     let sum = 0;
-    for (let i = 0; i < d.length; i += 4) sum += (d[i] + d[i + 1] + d[i + 2]) / 3;
-    return { element: shown.localName, mean: sum / (d.length / 4), hidden: [video.hidden, canvas?.hidden] };
-  });
+    let green = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      sum += (d[i] + d[i + 1] + d[i + 2]) / 3;
+      if (d[i + 1] > 180 && d[i] < 100 && d[i + 2] < 100) green++;
+    }
+    return { element: el.localName, mean: sum / (d.length / 4), green };
+  }, selector);
 }
+
+/** Green box pixels in the current frame of `video[data-testid=id]`. */
+const greenPixels = async (page, id) => (await readPicture(page, `video[data-testid=${id}]`)).green;
+
+/** The camera preview as shown: the painted canvas, or its video as the fallback (whichever
+ * is not hidden). */
+const SHOWN_PREVIEW = "canvas[data-testid=preview-view]:not([hidden]), video[data-testid=preview]:not([hidden])";
 
 const attr = (page, sel, name) =>
   page.evaluate((s, a) => document.querySelector(s)?.getAttribute(a) ?? null, sel, name);
@@ -118,7 +111,7 @@ test("Firefox streams its camera back with boxes, stops, and offers the recordin
   await until("the session goes live", () => attr(page, "[data-testid=status]", "data-state"), (s) => s === "live");
   await until("green box pixels in the played output", () => greenPixels(page, "output"), (n) => n > 200);
   // Firefox has requestVideoFrameCallback: the camera shows painted into the canvas.
-  await until("the camera preview painted into its canvas", () => previewShown(page), (p) => p.element === "canvas" && p.mean > 20);
+  await until("the camera preview painted into its canvas", () => readPicture(page, SHOWN_PREVIEW), (p) => p.element === "canvas" && p.mean > 20);
   await page.click("[data-testid=stop]");
   await until("the session stops", () => attr(page, "[data-testid=status]", "data-state"), (s) => s === "stopped");
   const href = await until("the recording is offered", () => attr(page, "[data-testid=download]", "href"));
