@@ -10,11 +10,11 @@ use opencv::core::{Mat, Rect, Scalar, Size, CV_8UC3};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
 use server::config::DetectorConfig;
-use server::pipeline::detector::centerface::CenterFace;
-use server::pipeline::detector::roi::RoiDetector;
-use server::pipeline::detector::{FaceDetector, HaarDetector, HaarSettings};
-use server::pipeline::frame::{FaceBox, Frame};
-use server::pipeline::tracker::{iou, Tracker};
+use server::video::detector::centerface::CenterFace;
+use server::video::detector::roi::RoiDetector;
+use server::video::detector::{FaceDetector, HaarDetector, HaarSettings};
+use server::video::frame::{FaceBox, Frame};
+use server::video::tracker::{iou, Tracker};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

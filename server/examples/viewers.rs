@@ -18,8 +18,8 @@
 //! is the distribution delay, what a cache adds or saves, on the same machine's clock.
 
 use anyhow::{bail, Context, Result};
-use server::pipeline::playlist::{ListedPart, LlPlaylist};
-use server::pipeline::stream::Resource;
+use server::hls::playlist::{ListedPart, LlPlaylist};
+use server::hls::stream::Resource;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Default)]

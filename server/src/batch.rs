@@ -3,11 +3,11 @@
 
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
-use crate::pipeline::decoder::{Decoder, Source};
-use crate::pipeline::detector::factory_for;
-use crate::pipeline::encoder::{Encoder, EncoderOutput, HlsSettings, PLAYLIST};
-use crate::pipeline::frame::FramePool;
-use crate::pipeline::frame_path::{FramePath, PathSettings};
+use crate::video::decoder::{Decoder, Source};
+use crate::video::detector::factory_for;
+use crate::video::encoder::{Encoder, EncoderOutput, HlsSettings, PLAYLIST};
+use crate::video::frame::FramePool;
+use crate::video::frame_path::{FramePath, PathSettings};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -69,7 +69,7 @@ pub async fn probe(ffmpeg: &Path, input: &Path) -> Result<VideoInfo, ServerError
         .output()
         .await
         .map_err(|source| ServerError::Spawn {
-            stage: crate::error::Stage::Probe,
+            role: crate::error::Role::Probe,
             program: ffprobe.clone(),
             source,
         })?;

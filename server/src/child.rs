@@ -1,7 +1,7 @@
 //! One helper for every ffmpeg child: spawn with piped stdio, stderr drained into `tracing`
 //! (keeping a tail for error reports), and a graceful stop that always reaps.
 
-use crate::error::{ServerError, Stage};
+use crate::error::{Role, ServerError};
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
@@ -38,13 +38,13 @@ pub struct Spawned {
     pub child: Child,
     pub stdin: ChildStdin,
     pub stdout: ChildStdout,
-    pub stage: Stage,
+    pub role: Role,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Spawned {
     /// Starts `program args…` with all three pipes; stderr goes to `tracing` at debug level.
-    pub fn spawn(stage: Stage, program: &Path, args: &[String]) -> Result<Self, ServerError> {
+    pub fn spawn(role: Role, program: &Path, args: &[String]) -> Result<Self, ServerError> {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -53,7 +53,7 @@ impl Spawned {
             .kill_on_drop(true)
             .spawn()
             .map_err(|source| ServerError::Spawn {
-                stage,
+                role,
                 program: program.to_owned(),
                 source,
             })?;
@@ -61,7 +61,7 @@ impl Spawned {
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(ServerError::Pipe {
-                stage,
+                role,
                 source: std::io::Error::other("child pipes missing"),
             });
         };
@@ -85,13 +85,13 @@ impl Spawned {
                     }
                 }
             }
-            .instrument(tracing::debug_span!("stderr", stage = stage.as_str())),
+            .instrument(tracing::debug_span!("stderr", role = role.as_str())),
         );
         Ok(Spawned {
             child,
             stdin,
             stdout,
-            stage,
+            role,
             stderr_tail,
         })
     }
@@ -103,7 +103,7 @@ impl Spawned {
             self.stdin,
             self.stdout,
             ExitReporter {
-                stage: self.stage,
+                role: self.role,
                 stderr_tail: self.stderr_tail,
                 _gauge: Arc::new(ChildGauge::new()),
             },
@@ -131,7 +131,7 @@ impl Drop for ChildGauge {
 /// The child counts as live (for `/metrics`) while its reporter exists.
 #[derive(Clone)]
 pub struct ExitReporter {
-    stage: Stage,
+    role: Role,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
     _gauge: Arc<ChildGauge>,
 }
@@ -149,7 +149,7 @@ impl ExitReporter {
         }
     }
 
-    /// An exit error for this stage.
+    /// An exit error for this role.
     pub fn error(&self, status: String) -> ServerError {
         let stderr_tail = self
             .stderr_tail
@@ -157,7 +157,7 @@ impl ExitReporter {
             .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
             .unwrap_or_default();
         ServerError::ChildExit {
-            stage: self.stage,
+            role: self.role,
             status,
             stderr_tail,
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// A child process's role in the pipeline: in errors, logs and the `role` label of
 /// `hls_face_ffmpeg_failures_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
+pub enum Role {
     Decoder,
     Encoder,
     Remuxer,
@@ -14,19 +14,19 @@ pub enum Stage {
     Probe,
 }
 
-impl Stage {
+impl Role {
     /// The name used in logs and as the metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Stage::Decoder => "decoder",
-            Stage::Encoder => "encoder",
-            Stage::Remuxer => "remuxer",
-            Stage::Probe => "probe",
+            Role::Decoder => "decoder",
+            Role::Encoder => "encoder",
+            Role::Remuxer => "remuxer",
+            Role::Probe => "probe",
         }
     }
 }
 
-impl fmt::Display for Stage {
+impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -48,23 +48,20 @@ pub enum ServerError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot start {stage} ({program}): {source}")]
+    #[error("cannot start {role} ({program}): {source}")]
     Spawn {
-        stage: Stage,
+        role: Role,
         program: PathBuf,
         source: std::io::Error,
     },
-    #[error("{stage} exited with {status}; stderr tail: {stderr_tail}")]
+    #[error("{role} exited with {status}; stderr tail: {stderr_tail}")]
     ChildExit {
-        stage: Stage,
+        role: Role,
         status: String,
         stderr_tail: String,
     },
-    #[error("{stage} pipe failed: {source}")]
-    Pipe {
-        stage: Stage,
-        source: std::io::Error,
-    },
+    #[error("{role} pipe failed: {source}")]
+    Pipe { role: Role, source: std::io::Error },
     #[error("{0}")]
     Input(String),
     #[error("encoder output is not the fragmented MP4 expected: {0}")]
@@ -136,7 +133,7 @@ mod tests {
     fn wrapped_errors_keep_their_source() {
         let io = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone");
         let pipe = ServerError::Pipe {
-            stage: Stage::Remuxer,
+            role: Role::Remuxer,
             source: io(),
         };
         assert_eq!(pipe.to_string(), "remuxer pipe failed: gone");

@@ -5,18 +5,19 @@ pub mod child;
 pub mod config;
 pub mod disk;
 pub mod error;
+pub mod hls;
 pub mod metrics;
-pub mod pipeline;
 pub mod session;
+pub mod video;
 pub mod web;
 
 use config::Config;
 use error::ServerError;
-use pipeline::detector::{factory_for, DetectorFactory};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use video::detector::{factory_for, DetectorFactory};
 use web::AppState;
 
 /// How long shutdown waits for sockets to end their sessions (exit within 5 s in all).

@@ -10,8 +10,8 @@ use anyhow::{bail, ensure, Context, Result};
 use app::hls_path::{node_of, playlist_url, viewer_playlist};
 use app::protocol::{ErrorKind, ServerMsg};
 use common::*;
-use server::pipeline::playlist::LlPlaylist;
-use server::pipeline::stream::Resource;
+use server::hls::playlist::LlPlaylist;
+use server::hls::stream::Resource;
 use std::time::{Duration, Instant};
 
 /// `deploy/cluster` with one session per node; stopped (nginx and nodes) when dropped.

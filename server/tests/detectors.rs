@@ -8,10 +8,10 @@ use opencv::core::{Mat, Size};
 use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
 use server::config::DetectorConfig;
-use server::pipeline::detector::centerface::CenterFace;
-use server::pipeline::detector::{FaceDetector, HaarDetector, HaarSettings};
-use server::pipeline::frame::{FaceBox, Frame};
-use server::pipeline::tracker::iou;
+use server::video::detector::centerface::CenterFace;
+use server::video::detector::{FaceDetector, HaarDetector, HaarSettings};
+use server::video::frame::{FaceBox, Frame};
+use server::video::tracker::iou;
 
 /// The photo scaled to 640×480 as a frame.
 fn frame_of(photo: &str) -> Result<Frame> {
@@ -94,6 +94,6 @@ fn a_missing_model_is_a_clear_error_and_the_server_falls_back_to_haar() {
         model: "/nonexistent.onnx".into(),
         ..DetectorConfig::default()
     };
-    let factory = server::pipeline::detector::factory_for(&config);
+    let factory = server::video::detector::factory_for(&config);
     assert!(factory().is_ok(), "falls back to Haar");
 }

@@ -10,9 +10,9 @@ use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
 use opencv::prelude::*;
 use server::config::DetectorConfig;
-use server::pipeline::detector::centerface::CenterFace;
-use server::pipeline::detector::FaceDetector;
-use server::pipeline::frame::{FaceBox, Frame};
+use server::video::detector::centerface::CenterFace;
+use server::video::detector::FaceDetector;
+use server::video::frame::{FaceBox, Frame};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

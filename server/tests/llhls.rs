@@ -8,8 +8,8 @@ mod common;
 use anyhow::{bail, ensure, Context, Result};
 use app::protocol::ServerMsg;
 use common::*;
-use server::pipeline::playlist::LlPlaylist;
-use server::pipeline::stream::Resource;
+use server::hls::playlist::LlPlaylist;
+use server::hls::stream::Resource;
 use std::time::{Duration, Instant};
 
 /// Fetches and checks a playlist; returns it parsed.
@@ -71,7 +71,7 @@ async fn live_playlists_keep_the_rules_and_blocking_reloads_wait_for_their_part(
             break;
         }
         if let Some((msn, part)) = next {
-            let listed = |s: &[server::pipeline::playlist::ListedPart]| {
+            let listed = |s: &[server::hls::playlist::ListedPart]| {
                 s.iter()
                     .any(|x| Resource::parse(&x.uri) == Some(Resource::Part(msn, part)))
             };

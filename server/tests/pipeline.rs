@@ -6,7 +6,7 @@ mod common;
 use anyhow::{ensure, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
-use server::pipeline::playlist::LlPlaylist;
+use server::hls::playlist::LlPlaylist;
 
 const W: usize = 640;
 const H: usize = 480;

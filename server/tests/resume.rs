@@ -8,7 +8,7 @@ mod common;
 use anyhow::{bail, ensure, Context, Result};
 use app::protocol::{ClientMsg, ErrorKind, ServerMsg};
 use common::*;
-use server::pipeline::playlist::LlPlaylist;
+use server::hls::playlist::LlPlaylist;
 use std::time::{Duration, Instant};
 
 /// Starts a session; returns (session id, resume token).

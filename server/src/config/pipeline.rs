@@ -205,3 +205,13 @@ impl Default for RecordingConfig {
         RecordingConfig { max_secs: 1800 }
     }
 }
+
+impl From<&HlsConfig> for crate::hls::packager::PackagerSettings {
+    fn from(hls: &HlsConfig) -> Self {
+        crate::hls::packager::PackagerSettings {
+            segment_seconds: hls.segment_seconds,
+            part_seconds: hls.part_seconds,
+            window: hls.playlist_size as usize,
+        }
+    }
+}

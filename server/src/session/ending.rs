@@ -4,8 +4,8 @@
 use super::registry::Registry;
 use super::session::Session;
 use crate::config::{LimitsConfig, PipelineConfig};
-use crate::error::{ServerError, Stage};
-use crate::pipeline::recording;
+use crate::error::{Role, ServerError};
+use crate::hls::recording;
 use app::protocol::{ErrorKind, ServerMsg};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,7 +49,7 @@ impl Ending {
                 // not the announced video.
                 let kind = match e {
                     ServerError::ChildExit {
-                        stage: Stage::Decoder,
+                        role: Role::Decoder,
                         ..
                     } if frames == 0 => ErrorKind::BadMedia,
                     _ => ErrorKind::Pipeline,
@@ -120,9 +120,9 @@ impl Retirement<'_> {
 mod tests {
     use super::*;
 
-    fn child_exit(stage: Stage) -> ServerError {
+    fn child_exit(role: Role) -> ServerError {
         ServerError::ChildExit {
-            stage,
+            role,
             status: "exit status: 1".into(),
             stderr_tail: String::new(),
         }
@@ -147,16 +147,16 @@ mod tests {
             "what was recorded before the disk filled up is kept"
         );
         assert_eq!(
-            Ending::of_pipeline(&Err(child_exit(Stage::Decoder)), false, 0),
+            Ending::of_pipeline(&Err(child_exit(Role::Decoder)), false, 0),
             (Ending::Abandoned, Some(ErrorKind::BadMedia)),
             "a decoder failing before any frame was given something else than video"
         );
         assert_eq!(
-            Ending::of_pipeline(&Err(child_exit(Stage::Decoder)), false, 5),
+            Ending::of_pipeline(&Err(child_exit(Role::Decoder)), false, 5),
             (Ending::Abandoned, Some(ErrorKind::Pipeline))
         );
         assert_eq!(
-            Ending::of_pipeline(&Err(child_exit(Stage::Encoder)), true, 0),
+            Ending::of_pipeline(&Err(child_exit(Role::Encoder)), true, 0),
             (Ending::Abandoned, Some(ErrorKind::Pipeline))
         );
     }

@@ -2,7 +2,7 @@
 
 use crate::config::LimitsConfig;
 use crate::error::ServerError;
-use crate::pipeline::stream::{Stream, Timing};
+use crate::hls::stream::{Stream, Timing};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Path, PathBuf};

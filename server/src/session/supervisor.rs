@@ -6,14 +6,14 @@ use super::capacity::Capacity;
 use super::deadline::until;
 use super::stats::Counters;
 use crate::error::ServerError;
+use crate::hls::publisher::Publisher;
+use crate::hls::stream::Stream;
 use crate::metrics;
-use crate::pipeline::decoder::Decoder;
-use crate::pipeline::detector::Detection;
-use crate::pipeline::encoder::Encoder;
-use crate::pipeline::frame::Frame;
-use crate::pipeline::frame_path::{FramePath, Output};
-use crate::pipeline::publisher::Publisher;
-use crate::pipeline::stream::Stream;
+use crate::video::decoder::Decoder;
+use crate::video::detector::Detection;
+use crate::video::encoder::Encoder;
+use crate::video::frame::Frame;
+use crate::video::frame_path::{FramePath, Output};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -243,8 +243,8 @@ impl Supervisor {
                 (Ok(()), Ok(())) => Ok(()),
             }
         };
-        if let Err(ServerError::ChildExit { stage, .. }) = &result {
-            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => stage.as_str()).increment(1);
+        if let Err(ServerError::ChildExit { role, .. }) = &result {
+            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => role.as_str()).increment(1);
         }
         let _ = events.send(SessionEvent::Ended(result)).await;
     }
@@ -254,10 +254,10 @@ impl Supervisor {
 mod tests {
     use super::*;
     use crate::config::PipelineConfig;
-    use crate::pipeline::detector::FaceDetector;
-    use crate::pipeline::frame::FaceBox;
-    use crate::pipeline::frame_path::PathSettings;
     use crate::session::stats::StatsSampler;
+    use crate::video::detector::FaceDetector;
+    use crate::video::frame::FaceBox;
+    use crate::video::frame_path::PathSettings;
     use app::protocol::DetectorSettings;
 
     struct NoFaces;

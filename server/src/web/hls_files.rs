@@ -10,8 +10,8 @@
 //! the live stream, and only while its session runs.
 
 use super::AppState;
+use crate::hls::stream::{Resource, Stream};
 use crate::metrics;
-use crate::pipeline::stream::{Resource, Stream};
 use crate::session::registry::{Folder, SessionId};
 use app::hls_path::{content_type, RECORDING};
 use axum::body::Body;
@@ -272,8 +272,8 @@ async fn serve_recording(folder: &Folder) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::fmp4::{Fragment, Init};
-    use crate::pipeline::packager::{Packager, PackagerSettings};
+    use crate::hls::fmp4::{Fragment, Init};
+    use crate::hls::packager::{Packager, PackagerSettings};
     use bytes::Bytes;
     use std::time::UNIX_EPOCH;
 

@@ -10,10 +10,10 @@ pub mod transport;
 
 use crate::config::Config;
 use crate::error::ServerError;
-use crate::pipeline::detector::DetectorFactory;
 use crate::session::capacity::{Capacity, LoadGauge};
 use crate::session::registry::Registry;
 use crate::session::session::PipelineEnv;
+use crate::video::detector::DetectorFactory;
 use app::{shell, App};
 use axum::extract::FromRef;
 use axum::response::IntoResponse;

@@ -33,7 +33,7 @@ impl Fixture {
         let mut config = Config::default();
         config.pipeline.runtime_dir = dir.clone();
         limits(&mut config.limits);
-        let detector = crate::pipeline::detector::factory_for(&config.pipeline.detector);
+        let detector = crate::video::detector::factory_for(&config.pipeline.detector);
         let addr: SocketAddr = ADDR.parse().expect("address");
         let shutdown = tokio_util::sync::CancellationToken::new();
         let state =

@@ -4,7 +4,6 @@
 
 use super::fmp4::{Fragment, Init};
 use super::stream::{Part, Segment, Stream, Timing};
-use crate::config::HlsConfig;
 use crate::error::ServerError;
 use bytes::{Bytes, BytesMut};
 use std::time::{Duration, SystemTime};
@@ -18,16 +17,6 @@ pub struct PackagerSettings {
     pub part_seconds: f64,
     /// Complete segments kept in the live window.
     pub window: usize,
-}
-
-impl From<&HlsConfig> for PackagerSettings {
-    fn from(hls: &HlsConfig) -> Self {
-        PackagerSettings {
-            segment_seconds: hls.segment_seconds,
-            part_seconds: hls.part_seconds,
-            window: hls.playlist_size as usize,
-        }
-    }
 }
 
 impl PackagerSettings {
@@ -259,8 +248,8 @@ impl Packager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::playlist::LlPlaylist;
-    use crate::pipeline::stream::Resource;
+    use crate::hls::playlist::LlPlaylist;
+    use crate::hls::stream::Resource;
     use std::time::UNIX_EPOCH;
 
     const FRAME: u64 = 512; // ffmpeg's mp4 timescale for 30 fps is 15360

@@ -185,8 +185,8 @@ async fn write(path: PathBuf, bytes: Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::fmp4::tests::{fragment, init};
-    use crate::pipeline::stream::{Resource, Timing};
+    use crate::hls::fmp4::tests::{fragment, init};
+    use crate::hls::stream::{Resource, Timing};
 
     #[tokio::test]
     async fn publishes_parts_keeps_segments_and_ends_the_playlist() {

@@ -5,7 +5,7 @@
 use super::{DetectorFactory, FaceDetector};
 use crate::error::ServerError;
 use crate::metrics;
-use crate::pipeline::frame::{FaceBox, Frame, FramePool};
+use crate::video::frame::{FaceBox, Frame, FramePool};
 use app::protocol::DetectorSettings;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

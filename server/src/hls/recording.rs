@@ -4,7 +4,7 @@
 
 use super::stream::{Resource, INIT};
 use crate::child::{reap, Spawned};
-use crate::error::{ServerError, Stage};
+use crate::error::{Role, ServerError};
 use crate::metrics;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,7 +130,7 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
     let partial = dir.join(format!("{RECORDING}.part"));
     let out = dir.join(RECORDING);
     let (mut child, mut stdin, _stdout, exit) =
-        Spawned::spawn(Stage::Remuxer, ffmpeg, &remux_args(&partial))?.into_parts();
+        Spawned::spawn(Role::Remuxer, ffmpeg, &remux_args(&partial))?.into_parts();
     let feed = tokio::spawn(async move {
         for part in parts {
             // A segment pruned meanwhile is skipped; anything else ends the feed.
@@ -143,7 +143,7 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
                 .write_all(&bytes)
                 .await
                 .map_err(|source| ServerError::Pipe {
-                    stage: Stage::Remuxer,
+                    role: Role::Remuxer,
                     source,
                 })?;
         }
@@ -157,7 +157,7 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
         })
     });
     if let Err(e) = exit.check(status).and(fed) {
-        ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => Stage::Remuxer.as_str())
+        ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => Role::Remuxer.as_str())
             .increment(1);
         let _ = tokio::fs::remove_file(&partial).await;
         return Err(ServerError::Remux {

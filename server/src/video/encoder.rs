@@ -1,12 +1,12 @@
 //! The encoder stage: one long-lived ffmpeg per session turning raw BGR frames (stdin) into
 //! H.264. Live, it writes fragmented MP4 to stdout, one fragment per frame, for the
-//! [`super::packager`]; for `process` it writes a VOD HLS playlist and segments into a folder.
+//! [`crate::hls::packager`]; for `process` it writes a VOD HLS playlist and segments into a folder.
 //! Closing stdin makes ffmpeg flush the last frame (and write `#EXT-X-ENDLIST`).
 
 use super::frame::{Frame, FramePool};
 use crate::child::{reap, ExitReporter, Spawned};
 use crate::config::HlsConfig;
-use crate::error::{ServerError, Stage};
+use crate::error::{Role, ServerError};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout};
@@ -153,7 +153,7 @@ impl Encoder {
     ) -> Result<(Self, ChildStdout), ServerError> {
         let args = encoder_args(settings, output);
         let (child, mut stdin, stdout, exit) =
-            Spawned::spawn(Stage::Encoder, ffmpeg, &args)?.into_parts();
+            Spawned::spawn(Role::Encoder, ffmpeg, &args)?.into_parts();
         tokio::spawn(async move {
             while let Some(frame) = frames.recv().await {
                 let started = std::time::Instant::now();

@@ -3,7 +3,7 @@
 use super::{DetectorFactory, FaceDetector};
 use crate::config::DetectorConfig;
 use crate::error::ServerError;
-use crate::pipeline::frame::{FaceBox, Frame};
+use crate::video::frame::{FaceBox, Frame};
 use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Size, Vector};
 use opencv::objdetect::CascadeClassifier;

@@ -3,7 +3,7 @@
 
 use super::frame::{Frame, FramePool};
 use crate::child::{reap, ExitReporter, Spawned};
-use crate::error::{ServerError, Stage};
+use crate::error::{Role, ServerError};
 use app::protocol::InputCodec;
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
@@ -136,7 +136,7 @@ impl Decoder {
             Source::File(path) => (decoder_args(Input::File(&path), width, height, fps), None),
         };
         let (child, mut stdin, mut stdout, exit) =
-            Spawned::spawn(Stage::Decoder, ffmpeg, &args)?.into_parts();
+            Spawned::spawn(Role::Decoder, ffmpeg, &args)?.into_parts();
         tokio::spawn(async move {
             let Some(chunks) = chunks.as_mut() else {
                 return; // a file source: stdin closes at once

@@ -3,7 +3,7 @@
 
 use super::{FaceDetector, Found};
 use crate::error::ServerError;
-use crate::pipeline::frame::{FaceBox, Frame};
+use crate::video::frame::{FaceBox, Frame};
 use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Scalar, Size, Vector, CV_32F};
 use opencv::dnn;

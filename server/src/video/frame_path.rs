@@ -321,9 +321,9 @@ fn grow(b: &FaceBox, distance: u64) -> FaceBox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::detector::DetectorFactory;
-    use crate::pipeline::frame::FramePool;
-    use crate::pipeline::overlay::BOX_BGR;
+    use crate::video::detector::DetectorFactory;
+    use crate::video::frame::FramePool;
+    use crate::video::overlay::BOX_BGR;
 
     /// Detector settings that draw faces of any size.
     fn tiny() -> DetectorSettings {

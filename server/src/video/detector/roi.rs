@@ -6,8 +6,8 @@
 
 use super::FaceDetector;
 use crate::error::ServerError;
-use crate::pipeline::frame::{FaceBox, Frame};
-use crate::pipeline::tracker::iou;
+use crate::video::frame::{FaceBox, Frame};
+use crate::video::tracker::iou;
 use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Size};
 use opencv::imgproc;

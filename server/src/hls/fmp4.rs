@@ -150,7 +150,7 @@ impl<R: AsyncRead + Unpin> Fmp4Reader<R> {
 
 fn pipe(source: std::io::Error) -> ServerError {
     ServerError::Pipe {
-        stage: crate::error::Stage::Encoder,
+        role: crate::error::Role::Encoder,
         source,
     }
 }
