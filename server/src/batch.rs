@@ -1,17 +1,25 @@
 //! The `process` command: a video file through the same decoder → detector → overlay →
 //! encoder stages as a live session, written as a VOD HLS playlist with every segment.
 
+use crate::child::Ffmpeg;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
-use crate::video::decoder::{Decoder, Source};
+use crate::pipeline::{Pipeline, Queues, Sink};
+use crate::source::Source;
 use crate::video::detector::factory_for;
-use crate::video::encoder::{Encoder, EncoderOutput, HlsSettings, PLAYLIST};
+use crate::video::encoder::{EncoderSettings, PLAYLIST};
 use crate::video::frame::FramePool;
 use crate::video::frame_path::{FramePath, PathSettings};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+
+/// Frames between the stages: offline every frame waits its turn (nothing is dropped), so
+/// a few frames keep the decoder and encoder busy while the frame path works.
+const QUEUES: Queues = Queues {
+    frames: 4,
+    encoder: 8,
+};
 
 /// Largest output size; bigger videos are scaled down (aspect kept).
 const MAX_SIDE: (u32, u32) = (1920, 1080);
@@ -150,26 +158,27 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
     );
     let started = Instant::now();
     let pool = FramePool::default();
-    let (frame_tx, mut frames) = mpsc::channel(4);
-    let (enc_tx, enc_rx) = mpsc::channel(8);
-    let decoder = Decoder::start(
-        &cfg.ffmpeg,
-        info.width,
-        info.height,
-        info.fps,
-        Source::File(job.input.clone()),
-        frame_tx,
-        pool.clone(),
-    )?;
-    let settings = HlsSettings {
+    let settings = EncoderSettings {
         width: info.width,
         height: info.height,
         fps: info.fps,
         segment_seconds: 2.0,
         preset: cfg.hls.x264_preset.clone(),
     };
-    let output = EncoderOutput::Vod(job.out.clone());
-    let (encoder, _stdout) = Encoder::start(&cfg.ffmpeg, &settings, &output, enc_rx, pool.clone())?;
+    let Pipeline {
+        decoder,
+        mut frames,
+        encoder,
+        encoder_input: enc_tx,
+        ..
+    } = Pipeline::start(
+        &*Ffmpeg::new(&cfg.ffmpeg),
+        Source::File(job.input.clone()),
+        &settings,
+        Sink::Vod(job.out.clone()),
+        QUEUES,
+        &pool,
+    )?;
     let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
     let tuning = cfg.detector.tunable();
     let mut path = FramePath::inline(

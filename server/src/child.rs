@@ -1,14 +1,18 @@
-//! One helper for every ffmpeg child: spawn with piped stdio, stderr drained into `tracing`
-//! (keeping a tail for error reports), and a graceful stop that always reaps.
+//! The seam to child processes: a [`Spawner`] starts one (real ffmpeg through [`Ffmpeg`], or
+//! an in-process stand-in in tests) and hands back its pipes, a [`Process`] handle and the
+//! [`TaskTracker`] its helper tasks run on; [`reap`] stops one gracefully and always reaps.
 
 use crate::error::{Role, ServerError};
 use std::collections::VecDeque;
-use std::path::Path;
-use std::process::Stdio;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::process::{Child, Command};
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// Lines of stderr kept for the error message when a child fails.
@@ -20,6 +24,124 @@ const STDERR_TAIL_LINES: usize = 8;
 /// CPU cost of moving frames here).
 const PIPE_BYTES: i32 = 1024 * 1024;
 
+/// A child's stdin.
+pub type Input = Pin<Box<dyn AsyncWrite + Send>>;
+/// A child's stdout.
+pub type Output = Pin<Box<dyn AsyncRead + Send>>;
+/// A boxed future of a child's exit.
+pub type Exit<'a> = Pin<Box<dyn Future<Output = std::io::Result<ExitStatus>> + Send + 'a>>;
+
+/// A running child: ask it to die, wait for its exit.
+pub trait Process: Send {
+    /// Asks the child to die now; returns at once.
+    fn start_kill(&mut self) -> std::io::Result<()>;
+    /// Resolves with the exit status; cancel-safe (may be polled again after a drop).
+    fn wait(&mut self) -> Exit<'_>;
+}
+
+impl Process for Child {
+    fn start_kill(&mut self) -> std::io::Result<()> {
+        Child::start_kill(self)
+    }
+
+    fn wait(&mut self) -> Exit<'_> {
+        Box::pin(Child::wait(self))
+    }
+}
+
+/// Starts children with `args` in a given role (moonfire-nvr's `Opener`, for ffmpeg).
+pub trait Spawner: Send + Sync {
+    fn spawn(&self, role: Role, args: &[String]) -> Result<Spawned, ServerError>;
+}
+
+/// A shared spawner, as sessions hold it.
+pub type SharedSpawner = Arc<dyn Spawner>;
+
+/// A started child with its pipes taken out for the caller.
+pub struct Spawned {
+    pub process: Box<dyn Process>,
+    pub stdin: Input,
+    pub stdout: Output,
+    pub exit: ExitReporter,
+    /// Where the child's helper tasks run (stderr drain, and the caller's pipe tasks):
+    /// closed and waited for when the child is finished.
+    pub tasks: TaskTracker,
+}
+
+/// The real thing: `program` (ffmpeg) with all three pipes, stderr drained into `tracing`.
+#[derive(Debug, Clone)]
+pub struct Ffmpeg {
+    pub program: PathBuf,
+}
+
+impl Ffmpeg {
+    pub fn new(program: impl Into<PathBuf>) -> Arc<Self> {
+        Arc::new(Ffmpeg {
+            program: program.into(),
+        })
+    }
+}
+
+impl Spawner for Ffmpeg {
+    fn spawn(&self, role: Role, args: &[String]) -> Result<Spawned, ServerError> {
+        spawn_program(role, &self.program, args)
+    }
+}
+
+/// Starts `program args…` with all three pipes; stderr goes to `tracing` at debug level.
+pub fn spawn_program(role: Role, program: &Path, args: &[String]) -> Result<Spawned, ServerError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ServerError::Spawn {
+            role,
+            program: program.to_owned(),
+            source,
+        })?;
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return Err(ServerError::Pipe {
+            role,
+            source: std::io::Error::other("child pipes missing"),
+        });
+    };
+    {
+        use std::os::fd::AsRawFd;
+        grow_pipe(stdin.as_raw_fd());
+        grow_pipe(stdout.as_raw_fd());
+    }
+    let exit = ExitReporter::new(role);
+    let tail = exit.stderr_tail.clone();
+    let tasks = TaskTracker::new();
+    tasks.spawn(
+        async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "server::ffmpeg", "{line}");
+                if let Ok(mut tail) = tail.lock() {
+                    if tail.len() == STDERR_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            }
+        }
+        .instrument(tracing::debug_span!("stderr", role = role.as_str())),
+    );
+    Ok(Spawned {
+        process: Box::new(child),
+        stdin: Box::pin(stdin),
+        stdout: Box::pin(stdout),
+        exit,
+        tasks,
+    })
+}
+
 /// Grows a pipe's buffer; best effort (a refusal only costs more wake-ups).
 fn grow_pipe(fd: std::os::fd::RawFd) {
     // SAFETY: fcntl(F_SETPIPE_SZ) only changes the capacity of an fd we own; on any
@@ -30,84 +152,6 @@ fn grow_pipe(fd: std::os::fd::RawFd) {
             "could not grow pipe {fd}: {}",
             std::io::Error::last_os_error()
         );
-    }
-}
-
-/// A running child with its stdin/stdout taken out for the caller.
-pub struct Spawned {
-    pub child: Child,
-    pub stdin: ChildStdin,
-    pub stdout: ChildStdout,
-    pub role: Role,
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Spawned {
-    /// Starts `program args…` with all three pipes; stderr goes to `tracing` at debug level.
-    pub fn spawn(role: Role, program: &Path, args: &[String]) -> Result<Self, ServerError> {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| ServerError::Spawn {
-                role,
-                program: program.to_owned(),
-                source,
-            })?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(ServerError::Pipe {
-                role,
-                source: std::io::Error::other("child pipes missing"),
-            });
-        };
-        {
-            use std::os::fd::AsRawFd;
-            grow_pipe(stdin.as_raw_fd());
-            grow_pipe(stdout.as_raw_fd());
-        }
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let tail = stderr_tail.clone();
-        tokio::spawn(
-            async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(target: "server::ffmpeg", "{line}");
-                    if let Ok(mut tail) = tail.lock() {
-                        if tail.len() == STDERR_TAIL_LINES {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
-                    }
-                }
-            }
-            .instrument(tracing::debug_span!("stderr", role = role.as_str())),
-        );
-        Ok(Spawned {
-            child,
-            stdin,
-            stdout,
-            role,
-            stderr_tail,
-        })
-    }
-
-    /// Splits off the child and a reporter that turns its exit status into an error.
-    pub fn into_parts(self) -> (Child, ChildStdin, ChildStdout, ExitReporter) {
-        (
-            self.child,
-            self.stdin,
-            self.stdout,
-            ExitReporter {
-                role: self.role,
-                stderr_tail: self.stderr_tail,
-                _gauge: Arc::new(ChildGauge::new()),
-            },
-        )
     }
 }
 
@@ -137,11 +181,17 @@ pub struct ExitReporter {
 }
 
 impl ExitReporter {
+    /// A reporter for a child in `role`, with an empty stderr tail.
+    pub fn new(role: Role) -> Self {
+        ExitReporter {
+            role,
+            stderr_tail: Arc::default(),
+            _gauge: Arc::new(ChildGauge::new()),
+        }
+    }
+
     /// `Ok` for a successful exit, otherwise the error with context.
-    pub fn check(
-        &self,
-        status: std::io::Result<std::process::ExitStatus>,
-    ) -> Result<(), ServerError> {
+    pub fn check(&self, status: std::io::Result<ExitStatus>) -> Result<(), ServerError> {
         match status {
             Ok(status) if status.success() => Ok(()),
             Ok(status) => Err(self.error(status.to_string())),
@@ -165,13 +215,25 @@ impl ExitReporter {
 }
 
 /// Waits up to `grace` for `child` to exit on its own, then kills it; always reaps.
-pub async fn reap(child: &mut Child, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+pub async fn reap(
+    child: &mut dyn Process,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
             tracing::warn!("child did not exit within {grace:?}; killing it");
-            child.kill().await?;
+            child.start_kill()?;
             child.wait().await
         }
     }
+}
+
+/// Ends a reaped child's helper `tasks`: `cancel` stops the caller's pipe tasks (a reaped
+/// child takes no more input and its output is no longer read), the stderr drain ends at
+/// the closed pipe. Nothing of a finished child is left running.
+pub async fn join_tasks(tasks: &TaskTracker, cancel: &tokio_util::sync::CancellationToken) {
+    cancel.cancel();
+    tasks.close();
+    tasks.wait().await;
 }

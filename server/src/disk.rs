@@ -19,7 +19,7 @@ pub fn free_bytes(path: &Path) -> std::io::Result<u64> {
 /// Whether the filesystem holding `path` has fewer than `min_mb` MiB left (a failed check
 /// counts as enough: the write itself will then say what is wrong).
 pub fn below(path: &Path, min_mb: u64) -> bool {
-    free_bytes(path).is_ok_and(|free| free < min_mb * 1024 * 1024)
+    free_bytes(path).is_ok_and(|free| free < min_mb.saturating_mul(1024 * 1024))
 }
 
 #[cfg(test)]
@@ -32,6 +32,7 @@ mod tests {
         assert!(free > 0);
         assert!(!below(&std::env::temp_dir(), 0));
         assert!(below(&std::env::temp_dir(), u64::MAX / (2 << 20)));
+        assert!(below(&std::env::temp_dir(), u64::MAX), "no overflow");
         assert!(free_bytes(Path::new("/nonexistent/x")).is_err());
     }
 }

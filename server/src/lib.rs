@@ -5,9 +5,13 @@ pub mod child;
 pub mod config;
 pub mod disk;
 pub mod error;
+#[cfg(test)]
+mod fake_ffmpeg;
 pub mod hls;
 pub mod metrics;
+pub mod pipeline;
 pub mod session;
+pub mod source;
 pub mod video;
 pub mod web;
 

@@ -3,7 +3,7 @@
 //! download after Stop.
 
 use super::stream::{Resource, INIT};
-use crate::child::{reap, Spawned};
+use crate::child::{reap, spawn_program, Spawned};
 use crate::error::{Role, ServerError};
 use crate::metrics;
 use std::path::{Path, PathBuf};
@@ -129,8 +129,12 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
     parts.insert(0, dir.join(INIT));
     let partial = dir.join(format!("{RECORDING}.part"));
     let out = dir.join(RECORDING);
-    let (mut child, mut stdin, _stdout, exit) =
-        Spawned::spawn(Role::Remuxer, ffmpeg, &remux_args(&partial))?.into_parts();
+    let Spawned {
+        mut process,
+        mut stdin,
+        exit,
+        ..
+    } = spawn_program(Role::Remuxer, ffmpeg, &remux_args(&partial))?;
     let feed = tokio::spawn(async move {
         for part in parts {
             // A segment pruned meanwhile is skipped; anything else ends the feed.
@@ -149,7 +153,7 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
         }
         Ok(())
     });
-    let status = reap(&mut child, REMUX_LIMIT).await;
+    let status = reap(process.as_mut(), REMUX_LIMIT).await;
     let fed = feed.await.unwrap_or_else(|source| {
         Err(ServerError::Task {
             what: "feeding segments to the remuxer",

@@ -6,15 +6,17 @@ use super::registry::{Admission, SessionId};
 use super::stats::Counters;
 pub use super::supervisor::SessionEvent;
 use super::supervisor::{Stage, Supervisor};
+use crate::child::SharedSpawner;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::hls::packager::PackagerSettings;
-use crate::hls::publisher::{Publisher, SegmentStore};
+use crate::hls::publisher::SegmentStore;
 use crate::hls::recording::SegmentKeeper;
 use crate::metrics;
-use crate::video::decoder::{Decoder, Source};
+use crate::pipeline::{Pipeline, Queues, Sink};
+use crate::source::Source;
 use crate::video::detector::{DetectorFactory, DetectorWorker};
-use crate::video::encoder::{Encoder, EncoderOutput, HlsSettings};
+use crate::video::encoder::EncoderSettings;
 use crate::video::frame::FramePool;
 use crate::video::frame_path::{FramePath, PathSettings};
 use app::protocol::{DetectorSettings, InputCodec};
@@ -31,16 +33,20 @@ use tracing::Instrument;
 /// Recorder chunks buffered toward the decoder (~3 s of 100 ms chunks). When full, the
 /// socket stops reading, so a flood from the client turns into TCP backpressure.
 const CHUNK_QUEUE: usize = 32;
-/// Decoded frames buffered toward the overlay/encoder; a few frames absorb jitter.
-const FRAME_QUEUE: usize = 4;
-/// Frames buffered toward the encoder (~0.5 s at 30 fps); past that, frames are dropped
-/// and counted rather than letting latency grow.
-const ENCODER_QUEUE: usize = 15;
+/// Decoded frames buffered toward the frame path (a few frames absorb jitter), and frames
+/// toward the encoder (~0.5 s at 30 fps; past that, frames are dropped and counted rather
+/// than letting latency grow).
+const QUEUES: Queues = Queues {
+    frames: 4,
+    encoder: 15,
+};
 
 /// What the pipeline needs from the server: settings and how to make a detector.
 #[derive(Clone)]
 pub struct PipelineEnv {
     pub config: PipelineConfig,
+    /// Starts the decoder and encoder children (ffmpeg, or a stand-in in tests).
+    pub spawner: SharedSpawner,
     pub detector: DetectorFactory,
     /// Free disk space (MiB) a session needs to start and to go on.
     pub min_free_disk_mb: u64,
@@ -109,45 +115,39 @@ impl Session {
             detector_rx.clone(),
         )
         .await?;
-        let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
-        let (frame_tx, frame_rx) = mpsc::channel(FRAME_QUEUE);
-        let (enc_tx, enc_rx) = mpsc::channel(ENCODER_QUEUE);
-        let decoder = Decoder::start(
-            &cfg.ffmpeg,
-            width,
-            height,
-            cfg.hls.frame_rate,
-            Source::Pipe(chunk_rx, codec),
-            frame_tx,
-            pool.clone(),
-        )?;
-        let settings = HlsSettings::live(&cfg.hls, width, height);
-        let (encoder, fragments) = Encoder::start(
-            &cfg.ffmpeg,
-            &settings,
-            &EncoderOutput::Fragments,
-            enc_rx,
-            pool.clone(),
-        )?;
-        let (event_tx, events) = mpsc::channel(8);
+        let (chunk_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
         let keeper = SegmentKeeper::for_live(&dir, cfg.recording.max_secs, cfg.hls.segment_seconds);
         let store = keeper.records().then(|| SegmentStore {
             dir: dir.clone(),
             keeper,
         });
-        let publisher = Publisher::start(
-            fragments,
-            PackagerSettings::from(&cfg.hls),
-            admission.stream.clone(),
+        let sink = Sink::Live {
+            packager: PackagerSettings::from(&cfg.hls),
+            stream: admission.stream.clone(),
             store,
-        );
+        };
+        let Pipeline {
+            decoder,
+            frames,
+            encoder,
+            encoder_input,
+            publisher,
+        } = Pipeline::start(
+            env.spawner.as_ref(),
+            Source::Chunks { chunks, codec },
+            &EncoderSettings::live(&cfg.hls, width, height),
+            sink,
+            QUEUES,
+            &pool,
+        )?;
+        let (event_tx, events) = mpsc::channel(8);
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let blur = Arc::new(AtomicBool::new(blur));
         let stage = Stage {
             path: FramePath::live(worker, PathSettings::from(cfg), blur.clone(), detector_rx),
-            frames: frame_rx,
-            encoder_input: enc_tx,
+            frames,
+            encoder_input,
             counters: counters.clone(),
             capacity: env.capacity.clone(),
         };

@@ -113,12 +113,43 @@ async fn detection(detections: &mut Option<watch::Receiver<Detection>>) {
     }
 }
 
+/// Why a running pipeline stopped decoding before its input ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cut {
+    /// The session asked (a drain that overran): finish with what was encoded.
+    Asked,
+    /// The disk fell below the free space sessions need.
+    DiskFull,
+}
+
+/// Where one pipeline's run stands: the whole policy of its end in one value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    /// Frames come in from the decoder.
+    Running,
+    /// No more frames come in (the input ended, or it was cut): the held frames leave.
+    Draining { cut: Option<Cut> },
+}
+
+/// How the run loop ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Outcome {
+    /// Every frame left the path after the decoder's output ended.
+    Drained { cut: Option<Cut> },
+    /// Killed from outside (shutdown, a vanished client).
+    Cancelled,
+    /// The encoder exited or stopped taking frames before its input closed.
+    EncoderFailed,
+    /// Nobody follows the stream any more.
+    StreamGone,
+}
+
 /// Drives one session's pipeline until it ends, then reports how.
 pub(super) struct Supervisor {
     pub(super) stage: Stage,
     pub(super) decoder: Decoder,
     pub(super) encoder: Encoder,
-    pub(super) publisher: Publisher,
+    pub(super) publisher: Option<Publisher>,
     /// The published stream, followed for progress (ready, segments, ended).
     pub(super) stream: watch::Receiver<Arc<Stream>>,
     pub(super) events: mpsc::Sender<SessionEvent>,
@@ -132,88 +163,104 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    pub(super) async fn run(self) {
-        let Supervisor {
-            mut stage,
-            mut decoder,
-            mut encoder,
-            publisher,
-            mut stream,
-            events,
-            cancel,
-            cut,
-            dir,
-            min_free_mb,
-        } = self;
-        let counters = stage.counters.clone();
-        let mut failed = false;
-        let mut was_cut = false;
-        let mut disk_full = false;
+    pub(super) async fn run(mut self) {
+        let outcome = self.run_loop().await;
+        let events = self.events.clone();
+        let result = self.finish(outcome).await;
+        if let Err(ServerError::ChildExit { role, .. }) = &result {
+            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => role.as_str()).increment(1);
+        }
+        let _ = events.send(SessionEvent::Ended(result)).await;
+    }
+
+    /// Moves frames until the pipeline is over one way or another.
+    async fn run_loop(&mut self) -> Outcome {
+        let mut state = State::Running;
         let mut ready = false;
-        let mut decoding = true;
-        let mut detections = stage.path.detections();
+        let mut detections = self.stage.path.detections();
         loop {
-            if !decoding && stage.path.waiting() == 0 {
-                break; // the decoder ended and every frame has left
+            if let State::Draining { cut } = state {
+                if self.stage.path.waiting() == 0 {
+                    return Outcome::Drained { cut };
+                }
             }
-            let deadline = stage.path.deadline();
+            let deadline = self.stage.path.deadline();
+            let running = state == State::Running;
+            let cuttable = matches!(state, State::Running | State::Draining { cut: None });
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break,
-                _ = encoder.exited() => {
-                    // The encoder must outlive its input; exiting now means it failed.
-                    failed = true;
-                    break;
+                _ = self.cancel.cancelled() => return Outcome::Cancelled,
+                // The encoder must outlive its input; exiting now means it failed.
+                _ = self.encoder.exited() => return Outcome::EncoderFailed,
+                _ = self.cut.cancelled(), if cuttable => {
+                    state = self.cut_now(Cut::Asked);
                 }
-                _ = cut.cancelled(), if !was_cut => {
-                    was_cut = true;
-                    decoding = false;
-                    decoder.stop();
-                }
-                changed = stream.changed() => {
+                changed = self.stream.changed() => {
                     if changed.is_err() {
-                        break; // the session's stream is gone: nothing more to do
+                        return Outcome::StreamGone;
                     }
-                    let segments = stream.borrow_and_update().produced;
+                    let segments = self.stream.borrow_and_update().produced;
                     if segments > 0 && !ready {
                         ready = true;
-                        let _ = events.send(SessionEvent::PlaylistReady).await;
+                        let _ = self.events.send(SessionEvent::PlaylistReady).await;
                     }
-                    let before = counters.segments.swap(segments, Ordering::Relaxed);
+                    let before = self.stage.counters.segments.swap(segments, Ordering::Relaxed);
                     if segments > before {
                         ::metrics::counter!(metrics::SEGMENTS).increment(segments - before);
-                        if !disk_full && crate::disk::below(&dir, min_free_mb) {
+                        if cuttable && crate::disk::below(&self.dir, self.min_free_mb) {
                             // Stop before the disk is full: the publisher can still write
                             // the last segment and ENDLIST.
-                            tracing::warn!("less than {min_free_mb} MiB free; ending the session");
-                            disk_full = true;
-                            was_cut = true;
-                            decoding = false;
-                            decoder.stop();
+                            tracing::warn!(
+                                "less than {} MiB free; ending the session",
+                                self.min_free_mb
+                            );
+                            state = self.cut_now(Cut::DiskFull);
                         }
                     }
                 }
-                frame = stage.frames.recv(), if decoding => match frame {
-                    Some(frame) => stage.accept(frame),
-                    None => decoding = false, // decoder output ended: let the held frames out
+                frame = self.stage.frames.recv(), if running => match frame {
+                    Some(frame) => self.stage.accept(frame),
+                    // The decoder's output ended: let the held frames out.
+                    None => state = State::Draining { cut: None },
                 },
                 _ = detection(&mut detections) => {}
                 _ = until(deadline) => {}
             }
-            if stage.release().is_err() {
-                failed = true;
-                break;
+            if self.stage.release().is_err() {
+                return Outcome::EncoderFailed;
             }
         }
+    }
+
+    /// Stops decoding for `cut`: the frames already decoded still leave.
+    fn cut_now(&mut self, cut: Cut) -> State {
+        self.decoder.stop();
+        State::Draining { cut: Some(cut) }
+    }
+
+    /// Ends every part after `outcome` (the recording is finished where possible) and
+    /// says how the session ended.
+    async fn finish(self, outcome: Outcome) -> Result<(), ServerError> {
+        let Supervisor {
+            stage,
+            mut decoder,
+            encoder,
+            publisher,
+            stream,
+            dir,
+            min_free_mb,
+            ..
+        } = self;
         let Stage {
             path,
             encoder_input,
+            counters,
             ..
         } = stage;
         drop(encoder_input); // encoder stdin closes → last segment + ENDLIST
                              // Joining the detector thread may wait for one detection; keep it off the executor.
         let join_detector = tokio::task::spawn_blocking(move || drop(path));
-        if cancel.is_cancelled() || failed {
+        if matches!(outcome, Outcome::Cancelled | Outcome::EncoderFailed) {
             // The input may still be open (the client is connected): the decoder would
             // never see EOF, so a failed or cancelled pipeline stops it at once.
             decoder.stop();
@@ -223,30 +270,33 @@ impl Supervisor {
         let encoder_result = encoder.finish(ENCODER_GRACE).await;
         let _ = join_detector.await;
         // The encoder's output has ended: the publisher writes the last segment and ENDLIST.
-        let published = publisher.finished().await;
+        let published = match publisher {
+            Some(publisher) => publisher.finished().await,
+            None => Ok(()),
+        };
         counters
             .segments
             .store(stream.borrow().produced, Ordering::Relaxed);
-        // A cut decoder was killed on purpose: how it exited says nothing.
-        let decoder_result = if was_cut { Ok(()) } else { decoder_result };
-        let result = if cancel.is_cancelled() {
-            Ok(())
-        } else if disk_full {
-            Err(ServerError::DiskFull {
+        match outcome {
+            Outcome::Cancelled => Ok(()),
+            Outcome::Drained {
+                cut: Some(Cut::DiskFull),
+            } => Err(ServerError::DiskFull {
                 dir,
                 min_mb: min_free_mb,
-            })
-        } else {
-            match (encoder_result.and(published), decoder_result) {
-                (Err(e), _) | (Ok(()), Err(e)) => Err(e),
-                (Ok(()), Ok(())) if failed => Err(stalled),
-                (Ok(()), Ok(())) => Ok(()),
+            }),
+            // A cut decoder was killed on purpose: how it exited says nothing.
+            Outcome::Drained {
+                cut: Some(Cut::Asked),
+            } => encoder_result.and(published),
+            Outcome::Drained { cut: None } | Outcome::StreamGone => {
+                encoder_result.and(published).and(decoder_result)
             }
-        };
-        if let Err(ServerError::ChildExit { role, .. }) = &result {
-            ::metrics::counter!(metrics::FFMPEG_FAILURES, "role" => role.as_str()).increment(1);
+            Outcome::EncoderFailed => encoder_result
+                .and(published)
+                .and(decoder_result)
+                .and(Err(stalled)),
         }
-        let _ = events.send(SessionEvent::Ended(result)).await;
     }
 }
 
@@ -254,6 +304,7 @@ impl Supervisor {
 mod tests {
     use super::*;
     use crate::config::PipelineConfig;
+    use crate::fake_ffmpeg::{FakeFfmpeg, BYTES_PER_FRAME};
     use crate::session::stats::StatsSampler;
     use crate::video::detector::FaceDetector;
     use crate::video::frame::FaceBox;
@@ -313,5 +364,184 @@ mod tests {
         let mut stage = inline_stage(encoder_input, Arc::default());
         stage.accept(Frame::filled(8, 8, [0, 0, 0]));
         assert!(stage.release().is_err());
+    }
+
+    /// A supervised pipeline on fake ffmpeg children, and the handles a session holds.
+    struct Run {
+        chunks: Option<mpsc::Sender<bytes::Bytes>>,
+        events: mpsc::Receiver<SessionEvent>,
+        cancel: CancellationToken,
+        cut: CancellationToken,
+        stream: watch::Receiver<Arc<Stream>>,
+        counters: Arc<Counters>,
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        _stream: watch::Sender<Arc<Stream>>,
+    }
+
+    fn supervised(fake: FakeFfmpeg, min_free_mb: u64) -> Run {
+        use crate::hls::packager::PackagerSettings;
+        use crate::pipeline::{Pipeline, Queues, Sink};
+        use crate::source::Source;
+        use crate::video::encoder::EncoderSettings;
+        use crate::video::frame::FramePool;
+        let running = fake.running.clone();
+        let (chunk_tx, chunks) = mpsc::channel(64);
+        let (stream_tx, stream) = watch::channel(Arc::new(Stream::new(Default::default())));
+        let pipeline = Pipeline::start(
+            &fake,
+            Source::Chunks {
+                chunks,
+                codec: app::protocol::InputCodec::Vp9,
+            },
+            &EncoderSettings {
+                width: 16,
+                height: 16,
+                fps: 30,
+                segment_seconds: 1.0,
+                preset: "ultrafast".into(),
+            },
+            Sink::Live {
+                packager: PackagerSettings {
+                    segment_seconds: 1.0,
+                    part_seconds: 0.1,
+                    window: 6,
+                },
+                stream: stream_tx.clone(),
+                store: None,
+            },
+            Queues {
+                frames: 4,
+                encoder: 64,
+            },
+            &FramePool::default(),
+        )
+        .unwrap();
+        let counters = Arc::new(Counters::default());
+        let mut stage = inline_stage(pipeline.encoder_input, counters.clone());
+        stage.frames = pipeline.frames;
+        let (events_tx, events) = mpsc::channel(8);
+        let (cancel, cut) = (CancellationToken::new(), CancellationToken::new());
+        let supervisor = Supervisor {
+            stage,
+            decoder: pipeline.decoder,
+            encoder: pipeline.encoder,
+            publisher: pipeline.publisher,
+            stream: stream.clone(),
+            events: events_tx,
+            cancel: cancel.clone(),
+            cut: cut.clone(),
+            dir: std::env::temp_dir(),
+            min_free_mb,
+        };
+        tokio::spawn(supervisor.run());
+        Run {
+            chunks: Some(chunk_tx),
+            events,
+            cancel,
+            cut,
+            stream,
+            counters,
+            running,
+            _stream: stream_tx,
+        }
+    }
+
+    impl Run {
+        /// Sends the input of `frames` decoded frames.
+        async fn send_frames(&self, frames: usize) {
+            let tx = self.chunks.as_ref().unwrap();
+            for _ in 0..frames {
+                tx.send(vec![0u8; BYTES_PER_FRAME].into()).await.unwrap();
+            }
+        }
+
+        /// The next event, within 60 s of (paused) time.
+        async fn event(&mut self) -> SessionEvent {
+            tokio::time::timeout(Duration::from_secs(60), self.events.recv())
+                .await
+                .expect("an event within 60 s")
+                .expect("the supervisor reports before it ends")
+        }
+
+        /// The end of the run, skipping the ready event.
+        async fn ended(&mut self) -> Result<(), ServerError> {
+            loop {
+                if let SessionEvent::Ended(result) = self.event().await {
+                    assert_eq!(self.running.load(Ordering::SeqCst), 0, "children reaped");
+                    return result;
+                }
+            }
+        }
+
+        async fn ready(&mut self) {
+            assert!(matches!(self.event().await, SessionEvent::PlaylistReady));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_input_drains_every_frame_and_ends_the_playlist() {
+        let mut run = supervised(FakeFfmpeg::default(), 0);
+        run.send_frames(45).await;
+        run.ready().await;
+        run.chunks = None; // the client's Stop
+        assert!(run.ended().await.is_ok());
+        assert_eq!(run.counters.frames_out.load(Ordering::Relaxed), 45);
+        assert_eq!(run.counters.frames_dropped.load(Ordering::Relaxed), 0);
+        let stream = run.stream.borrow().clone();
+        assert!(stream.render().contains("#EXT-X-ENDLIST"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cut_finishes_the_recording_while_the_input_is_still_open() {
+        let mut run = supervised(FakeFfmpeg::default(), 0);
+        run.send_frames(45).await;
+        run.ready().await;
+        run.cut.cancel();
+        // The input stays open (the client is still connected): the cut ends it anyway.
+        assert!(run.ended().await.is_ok());
+        assert!(run.chunks.is_some());
+        assert!(run.stream.borrow().render().contains("#EXT-X-ENDLIST"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_disk_ends_the_session_after_its_first_segment() {
+        let mut run = supervised(FakeFfmpeg::default(), u64::MAX);
+        run.send_frames(45).await;
+        run.ready().await;
+        let result = run.ended().await;
+        assert!(
+            matches!(result, Err(ServerError::DiskFull { .. })),
+            "{result:?}"
+        );
+        assert!(run.stream.borrow().render().contains("#EXT-X-ENDLIST"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_encoder_that_dies_fails_the_session() {
+        let fake = FakeFfmpeg {
+            encoder_dies_after: Some(5),
+            ..Default::default()
+        };
+        let mut run = supervised(fake, 0);
+        run.send_frames(20).await;
+        let result = run.ended().await;
+        assert!(
+            matches!(
+                result,
+                Err(ServerError::ChildExit {
+                    role: crate::error::Role::Encoder,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancel_kills_both_children_at_once() {
+        let mut run = supervised(FakeFfmpeg::default(), 0);
+        run.send_frames(5).await;
+        run.cancel.cancel();
+        assert!(run.ended().await.is_ok());
     }
 }

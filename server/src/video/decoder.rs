@@ -1,24 +1,16 @@
 //! The decoder stage: one long-lived ffmpeg per session turning the recorder's WebM chunks
 //! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
 
-use super::frame::{Frame, FramePool};
-use crate::child::{reap, ExitReporter, Spawned};
+use super::frame::{Frame, FramePool, Shape};
+use crate::child::{join_tasks, reap, ExitReporter, Process, Spawned, Spawner};
 use crate::error::{Role, ServerError};
+use crate::source::Source;
 use app::protocol::InputCodec;
-use bytes::Bytes;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::process::Child;
 use tokio::sync::mpsc;
-
-/// Where the decoder reads its video.
-pub enum Source {
-    /// A live recorder stream: WebM chunks written to ffmpeg's stdin as they arrive, in the
-    /// codec the recorder announced (the only one decoded).
-    Pipe(mpsc::Receiver<Bytes>, InputCodec),
-    /// A file ffmpeg can read (the `process` command).
-    File(PathBuf),
-}
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What the decoder reads, for its arguments.
 #[derive(Debug, Clone, Copy)]
@@ -112,74 +104,98 @@ pub fn decoder_args(input: Input, width: u32, height: u32, fps: u32) -> Vec<Stri
 /// A running decoder: chunks go in through the channel given to [`Decoder::start`],
 /// frames come out of the other.
 pub struct Decoder {
-    child: Child,
+    process: Box<dyn Process>,
     exit: ExitReporter,
+    /// The stdin writer, the stdout reader and the stderr drain.
+    tasks: TaskTracker,
+    /// Stops the pipe tasks once the child is reaped.
+    cancel: CancellationToken,
 }
 
 impl Decoder {
-    /// Spawns ffmpeg; a task writes `chunks` to its stdin (closing stdin when the channel
-    /// closes) and another reads frame-sized blocks from stdout into `frames`.
+    /// Spawns the decoder; a task writes the source's chunks to its stdin (closing stdin
+    /// when the channel closes) and another reads frame-sized blocks from stdout into
+    /// `frames`.
     pub fn start(
-        ffmpeg: &Path,
-        width: u32,
-        height: u32,
-        fps: u32,
+        spawner: &dyn Spawner,
         source: Source,
+        shape: Shape,
         frames: mpsc::Sender<Frame>,
         pool: FramePool,
     ) -> Result<Self, ServerError> {
-        let (args, mut chunks) = match source {
-            Source::Pipe(chunks, codec) => (
+        let Shape { width, height, fps } = shape;
+        let (args, chunks) = match source {
+            Source::Chunks { chunks, codec } => (
                 decoder_args(Input::Pipe(codec), width, height, fps),
                 Some(chunks),
             ),
             Source::File(path) => (decoder_args(Input::File(&path), width, height, fps), None),
         };
-        let (child, mut stdin, mut stdout, exit) =
-            Spawned::spawn(Role::Decoder, ffmpeg, &args)?.into_parts();
-        tokio::spawn(async move {
-            let Some(chunks) = chunks.as_mut() else {
-                return; // a file source: stdin closes at once
-            };
-            while let Some(chunk) = chunks.recv().await {
-                if let Err(e) = stdin.write_all(&chunk).await {
-                    tracing::debug!("decoder stdin closed: {e}");
-                    return;
+        let Spawned {
+            process,
+            mut stdin,
+            mut stdout,
+            exit,
+            tasks,
+        } = spawner.spawn(Role::Decoder, &args)?;
+        let cancel = CancellationToken::new();
+        if let Some(mut chunks) = chunks {
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                loop {
+                    let chunk = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        chunk = chunks.recv() => chunk,
+                    };
+                    // None: dropping stdin sends EOF, ffmpeg flushes its last frames and exits.
+                    let Some(chunk) = chunk else { return };
+                    if let Err(e) = stdin.write_all(&chunk).await {
+                        tracing::debug!("decoder stdin closed: {e}");
+                        return;
+                    }
                 }
-            }
-            // Dropping stdin here sends EOF: ffmpeg flushes its last frames and exits.
-        });
+            });
+        } // a file source: stdin closes at once
         let frame_len = Frame::byte_len(width, height);
-        tokio::spawn(async move {
+        let reader_cancel = cancel.clone();
+        tasks.spawn(async move {
             loop {
                 let mut data = pool.take(frame_len);
-                match stdout.read_exact(&mut data).await {
-                    Ok(_) => {
-                        let frame = Frame {
-                            width,
-                            height,
-                            data,
-                        };
-                        if frames.send(frame).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => return, // EOF (or a partial last frame): the decoder ended.
+                // EOF (or a partial last frame): the decoder ended.
+                if stdout.read_exact(&mut data).await.is_err() {
+                    return;
+                }
+                let frame = Frame {
+                    width,
+                    height,
+                    data,
+                };
+                tokio::select! {
+                    _ = reader_cancel.cancelled() => return,
+                    sent = frames.send(frame) => if sent.is_err() { return },
                 }
             }
         });
-        Ok(Decoder { child, exit })
+        Ok(Decoder {
+            process,
+            exit,
+            tasks,
+            cancel,
+        })
     }
 
     /// Stops decoding at once (for a failed, cancelled or cut pipeline: an open input would
     /// never end on its own).
     pub fn stop(&mut self) {
-        let _ = self.child.start_kill();
+        let _ = self.process.start_kill();
     }
 
-    /// Waits up to `grace` for the decoder to exit (then kills it) and reports how it ended.
+    /// Waits up to `grace` for the decoder to exit (then kills it), ends its pipe tasks and
+    /// reports how it ended.
     pub async fn finish(mut self, grace: std::time::Duration) -> Result<(), ServerError> {
-        self.exit.check(reap(&mut self.child, grace).await)
+        let status = reap(self.process.as_mut(), grace).await;
+        join_tasks(&self.tasks, &self.cancel).await;
+        self.exit.check(status)
     }
 }
 

@@ -4,13 +4,14 @@
 //! Closing stdin makes ffmpeg flush the last frame (and write `#EXT-X-ENDLIST`).
 
 use super::frame::{Frame, FramePool};
-use crate::child::{reap, ExitReporter, Spawned};
+use crate::child::{join_tasks, reap, ExitReporter, Output, Process, Spawned, Spawner};
 use crate::config::HlsConfig;
 use crate::error::{Role, ServerError};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdout};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use app::hls_path::PLAYLIST;
 
@@ -25,7 +26,7 @@ pub enum EncoderOutput {
 
 /// How the H.264 output is cut.
 #[derive(Debug, Clone)]
-pub struct HlsSettings {
+pub struct EncoderSettings {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
@@ -34,10 +35,10 @@ pub struct HlsSettings {
     pub preset: String,
 }
 
-impl HlsSettings {
+impl EncoderSettings {
     /// Live settings for a `width`×`height` session from the pipeline config.
     pub fn live(config: &HlsConfig, width: u32, height: u32) -> Self {
-        HlsSettings {
+        EncoderSettings {
             width,
             height,
             fps: config.frame_rate,
@@ -60,7 +61,7 @@ const ENCODER_THREADS: &str = "1";
 /// `zerolatency` disables frame look-ahead and B-frames so a frame leaves the encoder as
 /// soon as it arrives. Live, `frag_every_frame` + `flush_packets` hand each frame to the
 /// packager at once (it groups frames into parts); `empty_moov` puts the init segment first.
-pub fn encoder_args(s: &HlsSettings, output: &EncoderOutput) -> Vec<String> {
+pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> {
     let gop = ((s.fps as f64 * s.segment_seconds).round() as u32)
         .max(1)
         .to_string();
@@ -134,28 +135,43 @@ pub fn encoder_args(s: &HlsSettings, output: &EncoderOutput) -> Vec<String> {
 
 /// A running encoder: frames go in through the channel given to [`Encoder::start`].
 pub struct Encoder {
-    child: Child,
+    process: Box<dyn Process>,
     exit: ExitReporter,
     /// Set once the child has exited (seen by [`Encoder::exited`]).
     status: Option<std::io::Result<std::process::ExitStatus>>,
+    /// The stdin writer and the stderr drain.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 impl Encoder {
-    /// Spawns ffmpeg writing `output`; a task writes `frames` to its stdin and closes
+    /// Spawns the encoder writing `output`; a task writes `frames` to its stdin and closes
     /// stdin (→ the last frame flushed) when the channel closes. Returns the encoder and
     /// its stdout (the fragments, for [`EncoderOutput::Fragments`]).
     pub fn start(
-        ffmpeg: &Path,
-        settings: &HlsSettings,
+        spawner: &dyn Spawner,
+        settings: &EncoderSettings,
         output: &EncoderOutput,
         mut frames: mpsc::Receiver<Frame>,
         pool: FramePool,
-    ) -> Result<(Self, ChildStdout), ServerError> {
+    ) -> Result<(Self, Output), ServerError> {
         let args = encoder_args(settings, output);
-        let (child, mut stdin, stdout, exit) =
-            Spawned::spawn(Role::Encoder, ffmpeg, &args)?.into_parts();
-        tokio::spawn(async move {
-            while let Some(frame) = frames.recv().await {
+        let Spawned {
+            process,
+            mut stdin,
+            stdout,
+            exit,
+            tasks,
+        } = spawner.spawn(Role::Encoder, &args)?;
+        let cancel = CancellationToken::new();
+        let writer_cancel = cancel.clone();
+        tasks.spawn(async move {
+            loop {
+                let frame = tokio::select! {
+                    _ = writer_cancel.cancelled() => return,
+                    frame = frames.recv() => frame,
+                };
+                let Some(frame) = frame else { return };
                 let started = std::time::Instant::now();
                 if let Err(e) = stdin.write_all(&frame.data).await {
                     tracing::debug!("encoder stdin closed: {e}");
@@ -167,9 +183,11 @@ impl Encoder {
             }
         });
         let encoder = Encoder {
-            child,
+            process,
             exit,
             status: None,
+            tasks,
+            cancel,
         };
         Ok((encoder, stdout))
     }
@@ -180,16 +198,17 @@ impl Encoder {
         if self.status.is_some() {
             return std::future::pending().await;
         }
-        self.status = Some(self.child.wait().await);
+        self.status = Some(self.process.wait().await);
     }
 
     /// Waits up to `grace` for the encoder to finish its last segment and ENDLIST (its
-    /// input must be closed first), then kills it; reports how it ended.
+    /// input must be closed first), then kills it; ends its tasks and reports how it ended.
     pub async fn finish(mut self, grace: std::time::Duration) -> Result<(), ServerError> {
         let status = match self.status.take() {
             Some(status) => status,
-            None => reap(&mut self.child, grace).await,
+            None => reap(self.process.as_mut(), grace).await,
         };
+        join_tasks(&self.tasks, &self.cancel).await;
         self.exit.check(status)
     }
 
@@ -203,8 +222,8 @@ impl Encoder {
 mod tests {
     use super::*;
 
-    fn settings() -> HlsSettings {
-        HlsSettings {
+    fn settings() -> EncoderSettings {
+        EncoderSettings {
             width: 640,
             height: 480,
             fps: 30,

@@ -1,5 +1,13 @@
 //! Raw video frames (packed BGR24, as ffmpeg's `rawvideo` writes them) and face boxes.
 
+/// The size and rate of a stream's frames, the same from decoder to encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
 /// One packed BGR24 frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {

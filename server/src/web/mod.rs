@@ -108,6 +108,7 @@ impl AppState {
             hosts,
             scheme,
             pipeline: PipelineEnv {
+                spawner: crate::child::Ffmpeg::new(&config.pipeline.ffmpeg),
                 config: config.pipeline.clone(),
                 detector,
                 min_free_disk_mb: config.limits.min_free_disk_mb,

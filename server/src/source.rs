@@ -1,0 +1,20 @@
+//! Where encoded media comes from: the browser's recorder over the WebSocket (chunks on a
+//! channel, in the codec its Start announced) or a file (`process`). The decoder reads any
+//! of them the same way; a camera or a push from a streaming tool is another variant here.
+
+use app::protocol::InputCodec;
+use bytes::Bytes;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+/// A source of encoded media for [`crate::pipeline::Pipeline::start`].
+pub enum Source {
+    /// A live stream in pieces (a recorder's WebM/MP4 chunks), written to the decoder's
+    /// stdin as they arrive, decoded as `codec` (the only one accepted).
+    Chunks {
+        chunks: mpsc::Receiver<Bytes>,
+        codec: InputCodec,
+    },
+    /// A file ffmpeg can read.
+    File(PathBuf),
+}
