@@ -2,6 +2,8 @@
 //! with its counters, its events for the socket, and a graceful or forced end.
 
 use super::capacity::{Capacity, Reservation};
+use super::deadline::until;
+use super::life::{Due, Life, Rules, DRAIN_LIMIT};
 use super::registry::{Admission, SessionId};
 use super::stats::Counters;
 pub use super::supervisor::SessionEvent;
@@ -26,6 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -76,6 +79,10 @@ pub struct Session {
     cut: CancellationToken,
     blur: Arc<AtomicBool>,
     detector: watch::Sender<DetectorSettings>,
+    /// The session's deadlines: idle, maximum length, drain.
+    life: Life,
+    /// Whether any media bytes came (bytes that never decode are bad media, not idleness).
+    bytes_came: AtomicBool,
     admission: Admission,
     _reservation: Reservation,
 }
@@ -90,6 +97,7 @@ impl Session {
         media: Media,
         env: &PipelineEnv,
         blur: bool,
+        rules: Rules,
     ) -> Result<Self, ServerError> {
         let Media {
             codec,
@@ -177,6 +185,8 @@ impl Session {
             cut,
             blur,
             detector,
+            life: Life::new(rules, Instant::now()),
+            bytes_came: AtomicBool::new(false),
             admission,
             _reservation: reservation,
         })
@@ -185,6 +195,9 @@ impl Session {
     /// Queues one recorder chunk for the decoder, waiting while the queue is full.
     /// Returns false when the pipeline no longer takes input.
     pub async fn push(&self, chunk: Bytes) -> bool {
+        if !chunk.is_empty() {
+            self.bytes_came.store(true, Ordering::Relaxed);
+        }
         match &self.chunks {
             Some(tx) => tx.send(chunk).await.is_ok(),
             None => false,
@@ -195,6 +208,7 @@ impl Session {
     /// [`SessionEvent::Ended`] follows.
     pub fn finish_input(&mut self) {
         self.chunks = None;
+        self.life.input_closed(Instant::now());
     }
 
     /// Whether [`Session::finish_input`] was called.
@@ -213,9 +227,32 @@ impl Session {
         self.cut.cancel();
     }
 
-    /// The next pipeline event; `None` once the pipeline task is gone.
+    /// The next pipeline event or passed deadline; `None` once the pipeline task is gone.
+    /// The session keeps its own deadlines: a drain that overran is cut here.
     pub async fn event(&mut self) -> Option<SessionEvent> {
-        self.events.recv().await
+        loop {
+            let frames = || self.counters.frames_in.load(Ordering::Relaxed);
+            self.life.observe(frames(), Instant::now());
+            tokio::select! {
+                biased;
+                event = self.events.recv() => return event,
+                _ = until(self.life.deadline()) => {}
+            }
+            let bytes_came = self.bytes_came.load(Ordering::Relaxed);
+            match self.life.due(frames(), bytes_came, Instant::now()) {
+                None => {}
+                Some(Due::DrainOverran) => {
+                    tracing::info!("the pipeline did not drain within {DRAIN_LIMIT:?}; cutting it");
+                    self.cut();
+                }
+                Some(Due::TooLong) => {
+                    tracing::info!("the session reached its maximum length; ending it");
+                    self.chunks = None;
+                    return Some(SessionEvent::Due(Due::TooLong));
+                }
+                Some(due @ Due::Idle { .. }) => return Some(SessionEvent::Due(due)),
+            }
+        }
     }
 
     /// Ends the recording (the last segment and ENDLIST) within `limit`, else kills the

@@ -28,6 +28,9 @@ pub enum SessionEvent {
     PlaylistReady,
     /// The pipeline ended; `Err` if a stage failed.
     Ended(Result<(), ServerError>),
+    /// One of the session's own deadlines passed ([`super::life`]): idle, or too long (its
+    /// input is then closed already). A drain that overran is cut without a word.
+    Due(super::life::Due),
 }
 
 /// How long the decoder may take to flush after its input closes.

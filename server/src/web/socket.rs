@@ -10,8 +10,8 @@ use super::transport::Socket;
 use super::AppState;
 use crate::error::ServerError;
 use crate::metrics;
-use crate::session::deadline::until;
 use crate::session::ending::{Ending, Retirement};
+use crate::session::life::{Due, Rules};
 use crate::session::registry::{Refusal, SessionId};
 use crate::session::session::{Session, SessionEvent};
 use crate::session::stats::StatsSampler;
@@ -39,10 +39,6 @@ const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
 /// During shutdown, sessions get this long to end their playlists (exit within 5 s).
 const SHUTDOWN_FINISH_TIMEOUT: Duration = Duration::from_secs(3);
-/// After Stop, the pipeline has this long to turn the frames already received into the
-/// last segments; a stream that would take longer (a client that sent far more than real
-/// time) is cut there and the recording ends with what was encoded.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Set by the cluster's nginx (`deploy/cluster`) on a new page's socket while other nodes
 /// are left to try: a node without room answers 503 before the upgrade and nginx passes the
@@ -209,14 +205,9 @@ impl Connection {
         let shared = self.state.shared.clone();
         let limits = shared.config.limits.clone();
         let idle = Duration::from_secs(limits.idle_timeout_secs);
-        // Idle means "no decoded frame": bytes that decode to nothing (garbage after a
-        // valid header, a byte every few seconds) do not keep a session alive.
-        let mut idle_deadline = Instant::now() + idle;
-        let mut frames_seen = 0;
-        let max_length = Duration::from_secs(limits.max_session_secs);
-        let mut length_deadline = None;
-        let mut drain_deadline = None;
-        let mut cut = false;
+        // A socket must start (or resume) a session within the idle time; once it has, the
+        // session keeps its own deadlines (idle, length, drain).
+        let start_deadline = Instant::now() + idle;
         let mut rate = RateLimit {
             window_start: Instant::now(),
             count: 0,
@@ -229,17 +220,6 @@ impl Connection {
 
         let exit = loop {
             let stopping = self.session.as_ref().is_some_and(|s| s.input_finished());
-            if let Some(session) = &self.session {
-                length_deadline.get_or_insert_with(|| Instant::now() + max_length);
-                let frames = session.counters().frames_in.load(Ordering::Relaxed);
-                if frames > frames_seen {
-                    frames_seen = frames;
-                    idle_deadline = Instant::now() + idle;
-                }
-                if stopping && !cut {
-                    drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_LIMIT);
-                }
-            }
             tokio::select! {
                 biased;
                 _ = shared.shutdown.cancelled() => {
@@ -253,7 +233,10 @@ impl Connection {
                         self.send_playlist_ready().await;
                     }
                     Some(SessionEvent::Ended(result)) => {
-                        let (ending, error) = Ending::of_pipeline(&result, stopping, frames_seen);
+                        let frames = self.session.as_ref().map_or(0, |s| {
+                            s.counters().frames_in.load(Ordering::Relaxed)
+                        });
+                        let (ending, error) = Ending::of_pipeline(&result, stopping, frames);
                         if let Some(kind) = error {
                             self.send(ServerMsg::error(kind)).await;
                         } else {
@@ -263,34 +246,23 @@ impl Connection {
                         }
                         break Exit::Ended(ending);
                     }
+                    Some(SessionEvent::Due(Due::Idle { bad_media })) => {
+                        // Data that never made a frame is not video; data that stopped
+                        // making frames is an idle session.
+                        let kind = if bad_media { ErrorKind::BadMedia } else { ErrorKind::Idle };
+                        tracing::info!("no decoded frame for {idle:?}; ending ({})", kind.code());
+                        self.fail(kind).await;
+                        break ABANDONED;
+                    }
+                    // The session closed its input: it drains and ends with its recording.
+                    Some(SessionEvent::Due(_)) => self.fail(ErrorKind::TooLong).await,
                     None => break ABANDONED,
                 },
                 _ = stats_tick.tick(), if self.session.is_some() => self.send_stats().await,
-                _ = sleep_until(idle_deadline), if !stopping => {
-                    // Data that never made a frame is not video; data that stopped making
-                    // frames is an idle session.
-                    let kind = if self.chunks > 0 && frames_seen == 0 {
-                        ErrorKind::BadMedia
-                    } else {
-                        ErrorKind::Idle
-                    };
-                    tracing::info!("no decoded frame for {idle:?}; ending ({})", kind.code());
-                    self.fail(kind).await;
+                _ = sleep_until(start_deadline), if self.session.is_none() => {
+                    tracing::info!("no session started within {idle:?}; closing the socket");
+                    self.fail(ErrorKind::Idle).await;
                     break ABANDONED;
-                }
-                _ = until(length_deadline), if !stopping => {
-                    tracing::info!("session reached its maximum length of {max_length:?}; ending it");
-                    self.fail(ErrorKind::TooLong).await;
-                    if let Some(session) = &mut self.session {
-                        session.finish_input();
-                    }
-                }
-                _ = until(drain_deadline), if !cut => {
-                    tracing::info!("the pipeline did not drain within {DRAIN_LIMIT:?} of Stop; cutting it");
-                    cut = true;
-                    if let Some(session) = &self.session {
-                        session.cut();
-                    }
                 }
                 msg = self.stream.next() => {
                     let msg = match msg {
@@ -315,10 +287,7 @@ impl Connection {
                     }
                     let outcome = match msg {
                         Message::Text(text) => self.on_text(text.as_str()).await,
-                        Message::Binary(data) => {
-                            idle_deadline = Instant::now() + idle;
-                            self.on_chunk(data).await
-                        }
+                        Message::Binary(data) => self.on_chunk(data).await,
                         _ => Ok(()),
                     };
                     if let Err(kind) = outcome {
@@ -381,6 +350,9 @@ impl Connection {
                         self.playlist_ready = true;
                         ready_meanwhile = true;
                     }
+                    // No frames come while the page is away; the grace period decides.
+                    // A session too long has closed its input and ends on its own.
+                    Some(SessionEvent::Due(_)) => {}
                     // The pipeline ended meanwhile: nothing is left to resume.
                     _ => break None,
                 },
@@ -521,8 +493,19 @@ impl Connection {
             height,
         };
         // Starting awaits the detector's model loading on its own thread (~0.1 s).
-        let started =
-            Session::start(admission, reservation, media, &shared.pipeline, self.blur).await;
+        let rules = Rules {
+            idle: Duration::from_secs(shared.config.limits.idle_timeout_secs),
+            max_length: Duration::from_secs(shared.config.limits.max_session_secs),
+        };
+        let started = Session::start(
+            admission,
+            reservation,
+            media,
+            &shared.pipeline,
+            self.blur,
+            rules,
+        )
+        .await;
         let session = match started {
             Ok(s) => s,
             Err(e @ ServerError::DiskFull { .. }) => {
