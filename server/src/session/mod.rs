@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod deadline;
 pub mod ending;
+pub mod ids;
 pub mod life;
 pub mod registry;
 #[allow(clippy::module_inception)]

@@ -4,7 +4,6 @@ use crate::config::LimitsConfig;
 use crate::error::ServerError;
 use crate::hls::stream::{Stream, Timing};
 use std::collections::{HashMap, VecDeque};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,46 +11,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// A session id: 128 random bits as 32 lowercase hex digits; unguessable, path-safe.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
-
-impl SessionId {
-    /// A fresh random id.
-    pub fn random() -> Self {
-        let mut bytes = [0u8; 16];
-        // The OS RNG failing is not recoverable for a server handing out secrets.
-        getrandom::fill(&mut bytes).expect("operating system random source failed");
-        SessionId(hex::encode(bytes))
-    }
-
-    /// A fresh random id made by `node` of a cluster (`n2-…`; a plain id if `node` is
-    /// empty), so a proxy routes the requests that carry it to that node.
-    pub fn random_on(node: &str) -> Self {
-        let id = Self::random();
-        if node.is_empty() {
-            id
-        } else {
-            SessionId(format!("{node}-{id}"))
-        }
-    }
-
-    /// Accepts only the shapes [`SessionId::random_on`] produces (`app::hls_path::is_id`).
-    pub fn parse(text: &str) -> Option<Self> {
-        app::hls_path::is_id(text).then(|| SessionId(text.to_string()))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use super::ids::{ClientId, SessionId, ViewerToken};
 
 /// A session's folder and its published LL-HLS stream, as the HLS routes see them.
 #[derive(Debug, Clone)]
@@ -68,17 +28,17 @@ pub struct Admission {
     pub dir: PathBuf,
     /// Where the session publishes its stream.
     pub stream: watch::Sender<Arc<Stream>>,
-    viewer: SessionId,
-    viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
-    client: String,
-    clients: Arc<Mutex<HashMap<String, usize>>>,
+    viewer: ViewerToken,
+    viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
+    client: ClientId,
+    clients: Arc<Mutex<HashMap<ClientId, usize>>>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl Admission {
     /// The session's viewer token: a second unguessable id, valid while the session runs.
-    pub fn viewer_token(&self) -> &str {
-        self.viewer.as_str()
+    pub fn viewer_token(&self) -> &ViewerToken {
+        &self.viewer
     }
 }
 
@@ -129,9 +89,9 @@ pub struct Registry {
     max_retained: usize,
     folders: Mutex<HashMap<SessionId, Folder>>,
     /// Live viewer tokens → their sessions.
-    viewers: Arc<Mutex<HashMap<SessionId, SessionId>>>,
+    viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
     /// Running sessions per client (browser session cookie).
-    clients: Arc<Mutex<HashMap<String, usize>>>,
+    clients: Arc<Mutex<HashMap<ClientId, usize>>>,
     per_client: usize,
     slots: Arc<Semaphore>,
     cleanup: TaskTracker,
@@ -199,13 +159,13 @@ impl Registry {
     }
 
     /// A place for a new session of `client` and its folder, or why not.
-    pub fn admit(&self, client: &str) -> Result<Result<Admission, Refusal>, ServerError> {
+    pub fn admit(&self, client: &ClientId) -> Result<Result<Admission, Refusal>, ServerError> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return Ok(Err(Refusal::Full));
         };
         {
             let mut clients = lock(&self.clients);
-            let n = clients.entry(client.to_string()).or_insert(0);
+            let n = clients.entry(client.clone()).or_insert(0);
             if *n >= self.per_client {
                 return Ok(Err(Refusal::Client));
             }
@@ -234,7 +194,7 @@ impl Registry {
                 stream: receiver,
             },
         );
-        let viewer = SessionId::random_on(&self.node);
+        let viewer = ViewerToken::random_on(&self.node);
         lock(&self.viewers).insert(viewer.clone(), id.clone());
         Ok(Ok(Admission {
             id,
@@ -242,14 +202,14 @@ impl Registry {
             stream,
             viewer,
             viewers: self.viewers.clone(),
-            client: client.to_string(),
+            client: client.clone(),
             clients: self.clients.clone(),
             _permit: permit,
         }))
     }
 
     /// The session a live viewer token belongs to (`None` once the session has ended).
-    pub fn viewer_session(&self, token: &SessionId) -> Option<SessionId> {
+    pub fn viewer_session(&self, token: &ViewerToken) -> Option<SessionId> {
         lock(&self.viewers).get(token).cloned()
     }
 
@@ -357,17 +317,13 @@ impl RuntimeLock {
 mod tests {
     use super::*;
 
-    fn temp_root(name: &str) -> PathBuf {
-        std::env::temp_dir().join(format!("hls-face-reg-{name}-{}", std::process::id()))
+    /// The same browser for the same name.
+    fn client(name: &str) -> ClientId {
+        ClientId::parse(&format!("{:0>32}", hex::encode(name))).expect("a hex id")
     }
 
-    #[test]
-    fn ids_are_random_and_strictly_parsed() {
-        let a = SessionId::random();
-        assert_ne!(a, SessionId::random());
-        assert_eq!(SessionId::parse(a.as_str()), Some(a));
-        // The accepted shape is app::hls_path::is_hex_id, tested there.
-        assert_eq!(SessionId::parse("../etc"), None);
+    fn temp_root(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("hls-face-reg-{name}-{}", std::process::id()))
     }
 
     #[tokio::test]
@@ -397,17 +353,21 @@ mod tests {
             err.to_string().contains(&std::process::id().to_string()),
             "{err}"
         );
-        let a = reg.admit("x").unwrap().unwrap();
-        let b = reg.admit("y").unwrap().unwrap();
+        let a = reg.admit(&client("x")).unwrap().unwrap();
+        let b = reg.admit(&client("y")).unwrap().unwrap();
         assert_eq!(
-            reg.admit("z").unwrap().err(),
+            reg.admit(&client("z")).unwrap().err(),
             Some(Refusal::Full),
             "third session is refused"
         );
         assert!(a.dir.is_dir() && b.dir.is_dir());
         let (id, dir) = (a.id.clone(), a.dir.clone());
-        let viewer = SessionId::parse(a.viewer_token()).expect("tokens are ids");
-        assert_ne!(viewer, id, "the viewer token is not the session id");
+        let viewer = a.viewer_token().clone();
+        assert_ne!(
+            viewer.as_str(),
+            id.as_str(),
+            "the viewer token is not the session id"
+        );
         assert_eq!(reg.viewer_session(&viewer), Some(id.clone()));
         drop(a);
         assert_eq!(
@@ -416,7 +376,7 @@ mod tests {
             "revoked when the session ends"
         );
         assert!(
-            reg.admit("z").unwrap().is_ok(),
+            reg.admit(&client("z")).unwrap().is_ok(),
             "a freed place can be reused"
         );
         reg.retire(id.clone(), Duration::from_secs(3600));
@@ -442,13 +402,19 @@ mod tests {
             ..LimitsConfig::default()
         };
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
-        let a = reg.admit("me").unwrap().unwrap();
-        let _b = reg.admit("me").unwrap().unwrap();
-        assert_eq!(reg.admit("me").unwrap().err(), Some(Refusal::Client));
-        assert!(reg.admit("you").unwrap().is_ok(), "others are not affected");
+        let a = reg.admit(&client("me")).unwrap().unwrap();
+        let _b = reg.admit(&client("me")).unwrap().unwrap();
+        assert_eq!(
+            reg.admit(&client("me")).unwrap().err(),
+            Some(Refusal::Client)
+        );
+        assert!(
+            reg.admit(&client("you")).unwrap().is_ok(),
+            "others are not affected"
+        );
         drop(a);
         assert!(
-            reg.admit("me").unwrap().is_ok(),
+            reg.admit(&client("me")).unwrap().is_ok(),
             "a place freed is the client's again"
         );
         std::fs::remove_dir_all(&root).unwrap();
@@ -464,7 +430,7 @@ mod tests {
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let a = reg.admit("c").unwrap().unwrap();
+            let a = reg.admit(&client("c")).unwrap().unwrap();
             ids.push(a.id.clone());
             drop(a);
             reg.retire(ids.last().unwrap().clone(), Duration::from_secs(3600));

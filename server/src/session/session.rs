@@ -293,7 +293,7 @@ impl Session {
     }
 
     /// The read-only viewer token of this session.
-    pub fn viewer_token(&self) -> &str {
+    pub fn viewer_token(&self) -> &crate::session::ids::ViewerToken {
         self.admission.viewer_token()
     }
 

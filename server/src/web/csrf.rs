@@ -106,10 +106,10 @@ pub async fn ensure_session_cookie(
     next: Next,
 ) -> Response {
     let existing = session_cookie(req.headers(), &state.shared.csrf);
-    // A browser session id has the same shape and randomness as a streaming session id.
+    // A browser session id has the same shape and randomness as every other id.
     let sid = existing
         .clone()
-        .unwrap_or_else(|| crate::session::registry::SessionId::random().to_string());
+        .unwrap_or_else(|| crate::session::ids::ClientId::random().to_string());
     let token = state.shared.csrf.token_for(&sid);
     req.extensions_mut().insert(CsrfToken(token));
     let live_sync = state.shared.config.pipeline.live_sync_seconds();

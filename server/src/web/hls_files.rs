@@ -12,7 +12,7 @@
 use super::AppState;
 use crate::hls::stream::{Resource, Stream};
 use crate::metrics;
-use crate::session::registry::{Folder, SessionId};
+use crate::session::registry::{Folder, SessionId, ViewerToken};
 use app::hls_path::{content_type, RECORDING};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -50,7 +50,7 @@ pub async fn serve_viewer(
     reload: Result<Query<Reload>, QueryRejection>,
 ) -> Response {
     let registry = &state.shared.registry;
-    let folder = SessionId::parse(&token)
+    let folder = ViewerToken::parse(&token)
         .and_then(|t| registry.viewer_session(&t))
         .and_then(|id| registry.folder(&id));
     ::metrics::counter!(metrics::VIEWER_REQUESTS).increment(1);

@@ -11,8 +11,9 @@ use super::AppState;
 use crate::error::ServerError;
 use crate::metrics;
 use crate::session::ending::{Ending, Retirement};
+use crate::session::ids::{ClientId, ResumeToken};
 use crate::session::life::{Due, Rules};
-use crate::session::registry::{Refusal, SessionId};
+use crate::session::registry::Refusal;
 use crate::session::session::{Session, SessionEvent};
 use crate::session::stats::StatsSampler;
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
@@ -71,7 +72,8 @@ pub async fn upgrade(
 ) -> Response {
     let token = token.map(|q| q.0.csrf_token).unwrap_or_default();
     let client = csrf::session_cookie(&headers, &state.shared.csrf)
-        .filter(|sid| state.shared.csrf.verify(sid, &token));
+        .filter(|sid| state.shared.csrf.verify(sid, &token))
+        .and_then(|sid| ClientId::parse(&sid));
     let origin_ok = if state.shared.config.site.trust_forwarded {
         csrf::same_forwarded_origin(&headers, state.shared.scheme)
     } else {
@@ -162,7 +164,7 @@ impl RateLimit {
 struct Connection {
     state: AppState,
     /// The browser session (cookie) this connection belongs to.
-    client: String,
+    client: ClientId,
     sink: SplitSink<Socket, Message>,
     stream: SplitStream<Socket>,
     session: Option<Session>,
@@ -176,13 +178,13 @@ struct Connection {
     blur: bool,
     stats: StatsSampler,
     /// Lets a new socket continue this session after a drop (sent in `started`).
-    resume_token: Option<String>,
+    resume_token: Option<ResumeToken>,
     /// Set when a `resume` message claimed a parked session for this socket.
     handover: Option<tokio::sync::oneshot::Sender<Socket>>,
 }
 
 impl Connection {
-    fn new(socket: Socket, state: AppState, client: String) -> Self {
+    fn new(socket: Socket, state: AppState, client: ClientId) -> Self {
         let (sink, stream) = socket.split();
         Connection {
             state,
@@ -422,7 +424,9 @@ impl Connection {
                 if self.session.is_some() {
                     return Err(ErrorKind::Protocol);
                 }
-                match self.state.shared.resumes.claim(&token, &self.client) {
+                let claimed = ResumeToken::parse(&token)
+                    .and_then(|token| self.state.shared.resumes.claim(&token, &self.client));
+                match claimed {
                     Some(handover) => {
                         self.handover = Some(handover);
                         Ok(())
@@ -519,13 +523,13 @@ impl Connection {
                 return Err(ErrorKind::Pipeline);
             }
         };
-        let resume_token = SessionId::random().to_string();
+        let resume_token = ResumeToken::random();
         self.resume_token = Some(resume_token.clone());
         let started = ServerMsg::Started {
             session_id: id.to_string(),
-            viewer_url: app::hls_path::viewer_page(session.viewer_token()),
+            viewer_url: app::hls_path::viewer_page(session.viewer_token().as_str()),
             detector: session.detector_settings(),
-            resume_token,
+            resume_token: resume_token.to_string(),
             resume_grace_secs: self.state.shared.config.limits.resume_grace_secs,
         };
         self.session = Some(session);

@@ -14,7 +14,15 @@ use tower::ServiceExt;
 
 const ADDR: &str = "127.0.0.1:3000";
 /// The browser session every test connection belongs to.
+fn client(id: &str) -> ClientId {
+    ClientId::parse(id).expect("a client id")
+}
+
 const BROWSER: &str = "0123456789abcdef0123456789abcdef";
+/// Resume tokens of this browser's and another browser's parked sessions.
+const MINE: &str = "11111111111111111111111111111111";
+const THEIRS: &str = "22222222222222222222222222222222";
+const ANOTHER_BROWSER: &str = "fedcba9876543210fedcba9876543210";
 
 /// A server's shared state (no listener) over its own runtime folder, removed on drop.
 struct Fixture {
@@ -43,7 +51,8 @@ impl Fixture {
 
     /// A session slot held for `client` as long as the result lives.
     fn occupy(&self, client: &str) -> crate::session::registry::Admission {
-        match self.state.shared.registry.admit(client) {
+        let id = crate::session::ids::ClientId::parse(client).expect("a client id");
+        match self.state.shared.registry.admit(&id) {
             Ok(Ok(admission)) => admission,
             _ => panic!("no room for {client}"),
         }
@@ -52,7 +61,7 @@ impl Fixture {
     /// A connection of [`BROWSER`] over an in-memory socket, running on its own task.
     fn connect(&self) -> (Peer, tokio::task::JoinHandle<()>) {
         let (socket, peer) = pair();
-        let run = Connection::new(socket, self.state.clone(), BROWSER.into()).run();
+        let run = Connection::new(socket, self.state.clone(), client(BROWSER)).run();
         (peer, tokio::spawn(run))
     }
 }
@@ -163,7 +172,7 @@ async fn a_start_the_server_cannot_decode_is_refused_before_any_session() {
 #[tokio::test(start_paused = true)]
 async fn a_start_past_the_limits_is_refused_with_the_reason() {
     let full = Fixture::new(|l| l.max_sessions = 1);
-    let _taken = full.occupy("another browser");
+    let _taken = full.occupy(ANOTHER_BROWSER);
     let start = || start("video/webm;codecs=vp8", 640, 480);
     assert_eq!(refusal_of(&full, start()).await, ErrorKind::Busy);
 
@@ -188,17 +197,20 @@ async fn a_resume_hands_the_socket_over_only_to_its_own_browser() {
         refusal_of(&fixture, resume("unknown")).await,
         ErrorKind::ResumeFailed
     );
-    let _other = resumes.park("theirs", "another browser");
+    let _other = resumes.park(
+        &ResumeToken::parse(THEIRS).unwrap(),
+        &client(ANOTHER_BROWSER),
+    );
     assert_eq!(
-        refusal_of(&fixture, resume("theirs")).await,
+        refusal_of(&fixture, resume(THEIRS)).await,
         ErrorKind::ResumeFailed
     );
 
     // The owner's socket goes to the parked session, still open: what the page sends
     // next arrives there.
-    let parked = resumes.park("mine", BROWSER);
+    let parked = resumes.park(&ResumeToken::parse(MINE).unwrap(), &client(BROWSER));
     let (mut peer, task) = fixture.connect();
-    peer.send_raw(resume("mine"));
+    peer.send_raw(resume(MINE));
     let mut socket = parked.await.expect("the socket is handed over");
     task.await.expect("the new connection's loop ends");
     peer.send(&ClientMsg::Stop);
@@ -311,7 +323,7 @@ async fn the_upgrade_refuses_in_order_token_origin_room_then_non_sockets() {
             .expect("request")
     };
     assert_eq!(fixture.oneshot(marked()).await.0, StatusCode::BAD_REQUEST);
-    let _taken = fixture.occupy("another browser");
+    let _taken = fixture.occupy(ANOTHER_BROWSER);
     let response = crate::web::app(fixture.state.clone())
         .oneshot(marked())
         .await
