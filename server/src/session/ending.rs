@@ -1,8 +1,8 @@
 //! How a session ends: what its pipeline's last word means for the page, how long its
 //! folder is kept afterwards, and the recording it offers. The socket only relays these.
 
+use super::live::Session;
 use super::registry::Registry;
-use super::session::Session;
 use crate::config::{LimitsConfig, PipelineConfig};
 use crate::error::{Role, ServerError};
 use crate::hls::recording;

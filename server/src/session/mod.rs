@@ -1,14 +1,14 @@
-//! Sessions: the [`registry`] of ids, folders and limits, the [`capacity`] check that
-//! admits only what the machine holds, the running [`session`] pipeline of one client, and
-//! its [`ending`] (what the page is told, retention, the recording offer).
+//! Sessions: the [`registry`] of [`ids`], folders and limits, the [`capacity`] check that
+//! admits only what the machine holds, the [`live`] session of one client (its pipeline
+//! run by the [`supervisor`], its [`life`] deadlines), and its [`ending`] (what the page is
+//! told, retention, the recording offer).
 
 pub mod capacity;
 pub mod deadline;
 pub mod ending;
 pub mod ids;
 pub mod life;
+pub mod live;
 pub mod registry;
-#[allow(clippy::module_inception)]
-pub mod session;
 pub mod stats;
 mod supervisor;

@@ -77,6 +77,8 @@ pub enum Refusal {
     Full,
     /// This client already runs as many sessions as one client may.
     Client,
+    /// The session's folder could not be made (the error is logged where it happened).
+    Storage,
 }
 
 /// The server's sessions.
@@ -159,15 +161,15 @@ impl Registry {
     }
 
     /// A place for a new session of `client` and its folder, or why not.
-    pub fn admit(&self, client: &ClientId) -> Result<Result<Admission, Refusal>, ServerError> {
+    pub fn admit(&self, client: &ClientId) -> Result<Admission, Refusal> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-            return Ok(Err(Refusal::Full));
+            return Err(Refusal::Full);
         };
         {
             let mut clients = lock(&self.clients);
             let n = clients.entry(client.clone()).or_insert(0);
             if *n >= self.per_client {
-                return Ok(Err(Refusal::Client));
+                return Err(Refusal::Client);
             }
             *n += 1;
         }
@@ -184,7 +186,8 @@ impl Registry {
         let dir = self.root.join(id.as_str());
         if let Err(e) = std::fs::create_dir(&dir) {
             undo();
-            return Err(ServerError::io("cannot create session dir", &dir, e));
+            tracing::error!("{}", ServerError::io("cannot create session dir", &dir, e));
+            return Err(Refusal::Storage);
         }
         let (stream, receiver) = watch::channel(Arc::new(Stream::new(Timing::default())));
         lock(&self.folders).insert(
@@ -196,7 +199,7 @@ impl Registry {
         );
         let viewer = ViewerToken::random_on(&self.node);
         lock(&self.viewers).insert(viewer.clone(), id.clone());
-        Ok(Ok(Admission {
+        Ok(Admission {
             id,
             dir,
             stream,
@@ -205,7 +208,7 @@ impl Registry {
             client: client.clone(),
             clients: self.clients.clone(),
             _permit: permit,
-        }))
+        })
     }
 
     /// The session a live viewer token belongs to (`None` once the session has ended).
@@ -353,10 +356,10 @@ mod tests {
             err.to_string().contains(&std::process::id().to_string()),
             "{err}"
         );
-        let a = reg.admit(&client("x")).unwrap().unwrap();
-        let b = reg.admit(&client("y")).unwrap().unwrap();
+        let a = reg.admit(&client("x")).unwrap();
+        let b = reg.admit(&client("y")).unwrap();
         assert_eq!(
-            reg.admit(&client("z")).unwrap().err(),
+            reg.admit(&client("z")).err(),
             Some(Refusal::Full),
             "third session is refused"
         );
@@ -376,7 +379,7 @@ mod tests {
             "revoked when the session ends"
         );
         assert!(
-            reg.admit(&client("z")).unwrap().is_ok(),
+            reg.admit(&client("z")).is_ok(),
             "a freed place can be reused"
         );
         reg.retire(id.clone(), Duration::from_secs(3600));
@@ -402,19 +405,13 @@ mod tests {
             ..LimitsConfig::default()
         };
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
-        let a = reg.admit(&client("me")).unwrap().unwrap();
-        let _b = reg.admit(&client("me")).unwrap().unwrap();
-        assert_eq!(
-            reg.admit(&client("me")).unwrap().err(),
-            Some(Refusal::Client)
-        );
-        assert!(
-            reg.admit(&client("you")).unwrap().is_ok(),
-            "others are not affected"
-        );
+        let a = reg.admit(&client("me")).unwrap();
+        let _b = reg.admit(&client("me")).unwrap();
+        assert_eq!(reg.admit(&client("me")).err(), Some(Refusal::Client));
+        assert!(reg.admit(&client("you")).is_ok(), "others are not affected");
         drop(a);
         assert!(
-            reg.admit(&client("me")).unwrap().is_ok(),
+            reg.admit(&client("me")).is_ok(),
             "a place freed is the client's again"
         );
         std::fs::remove_dir_all(&root).unwrap();
@@ -430,7 +427,7 @@ mod tests {
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let a = reg.admit(&client("c")).unwrap().unwrap();
+            let a = reg.admit(&client("c")).unwrap();
             ids.push(a.id.clone());
             drop(a);
             reg.retire(ids.last().unwrap().clone(), Duration::from_secs(3600));

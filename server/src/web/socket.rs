@@ -13,8 +13,8 @@ use crate::metrics;
 use crate::session::ending::{Ending, Retirement};
 use crate::session::ids::{ClientId, ResumeToken};
 use crate::session::life::{Due, Rules};
+use crate::session::live::{Session, SessionEvent};
 use crate::session::registry::Refusal;
-use crate::session::session::{Session, SessionEvent};
 use crate::session::stats::StatsSampler;
 use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
 use axum::extract::rejection::QueryRejection;
@@ -474,24 +474,21 @@ impl Connection {
             }
         };
         let admission = match shared.registry.admit(&self.client) {
-            Ok(Ok(a)) => a,
-            Ok(Err(Refusal::Full)) => {
+            Ok(a) => a,
+            Err(Refusal::Full) => {
                 ::metrics::counter!(metrics::REFUSED, "why" => "limit").increment(1);
                 return Err(ErrorKind::Busy);
             }
-            Ok(Err(Refusal::Client)) => {
+            Err(Refusal::Client) => {
                 ::metrics::counter!(metrics::REFUSED, "why" => "client").increment(1);
                 return Err(ErrorKind::ClientLimit);
             }
-            Err(e) => {
-                tracing::error!("cannot admit a session: {e}");
-                return Err(ErrorKind::Pipeline);
-            }
+            Err(Refusal::Storage) => return Err(ErrorKind::Pipeline),
         };
         let id = admission.id.clone();
         tracing::Span::current().record("id", id.as_str());
         tracing::info!(session = %id, mime, width, height, "session starting");
-        let media = crate::session::session::Media {
+        let media = crate::session::live::Media {
             codec,
             width,
             height,

@@ -53,7 +53,7 @@ impl Fixture {
     fn occupy(&self, client: &str) -> crate::session::registry::Admission {
         let id = crate::session::ids::ClientId::parse(client).expect("a client id");
         match self.state.shared.registry.admit(&id) {
-            Ok(Ok(admission)) => admission,
+            Ok(admission) => admission,
             _ => panic!("no room for {client}"),
         }
     }
