@@ -3,6 +3,51 @@
 use serde::Deserialize;
 
 impl LimitsConfig {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        super::first_failure(&[
+            (
+                (1..=100).contains(&self.max_cpu_percent),
+                "limits.max-cpu-percent must be 1..=100",
+            ),
+            (
+                self.max_chunk_bytes >= 1024,
+                "limits.max-chunk-bytes must be at least 1024",
+            ),
+            (
+                self.max_messages_per_second >= 1,
+                "limits.max-messages-per-second must be at least 1",
+            ),
+            (
+                self.resume_grace_secs < self.idle_timeout_secs,
+                "limits.resume-grace-secs must be less than idle-timeout-secs",
+            ),
+            (
+                self.idle_timeout_secs >= 1,
+                "limits.idle-timeout-secs must be at least 1",
+            ),
+            (
+                self.max_session_secs >= 1,
+                "limits.max-session-secs must be at least 1",
+            ),
+            (
+                self.max_sessions_per_client >= 1,
+                "limits.max-sessions-per-client must be at least 1",
+            ),
+            (
+                self.header_timeout_secs >= 1,
+                "limits.header-timeout-secs must be at least 1",
+            ),
+            (
+                self.max_connections >= self.max_sockets,
+                "limits.max-connections must be at least limits.max-sockets",
+            ),
+            (
+                self.max_sockets >= self.effective_max_sessions(),
+                "limits.max-sockets must be at least limits.max-sessions",
+            ),
+        ])
+    }
+
     /// The session limit in force: `max-sessions`, or when 0, what this machine holds.
     pub fn effective_max_sessions(&self) -> usize {
         if self.max_sessions > 0 {

@@ -6,10 +6,12 @@ use leptos::config::LeptosOptions;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+mod checks;
 mod limits;
 mod pipeline;
 mod site;
 
+pub(crate) use checks::first_failure;
 pub use limits::LimitsConfig;
 pub use pipeline::{DetectorConfig, DetectorKind, HlsConfig, PipelineConfig, RecordingConfig};
 use pipeline::{MOVED_KEYS, PIPELINE_SECTIONS};
@@ -153,120 +155,15 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks every section's values (each section owns its checks); the first failure is
+    /// the error, with the key it names.
     fn validate(&self) -> Result<(), ServerError> {
-        let p = &self.pipeline;
-        let (h, d) = (&p.hls, &p.detector);
-        let l = &self.limits;
-        let checks = [
-            (
-                h.frame_rate >= 1 && h.frame_rate <= 60,
-                "hls.frame-rate must be 1..=60",
-            ),
-            (
-                (0.5..=6.0).contains(&h.segment_seconds),
-                "hls.segment-seconds must be 0.5..=6",
-            ),
-            (
-                h.part_seconds >= 0.03 && h.part_seconds * 2.0 <= h.segment_seconds,
-                "hls.part-seconds must be at least 0.03 and at most half of segment-seconds",
-            ),
-            (
-                h.playlist_size >= 2,
-                "hls.playlist-size must be at least 2",
-            ),
-            (
-                d.detect_width >= 64,
-                "detector.detect-width must be at least 64",
-            ),
-            (
-                (64..=1920).contains(&d.dnn_width),
-                "detector.dnn-width must be 64..=1920",
-            ),
-            (
-                d.dnn_threshold > 0.0 && d.dnn_threshold < 1.0,
-                "detector.dnn-threshold must be in (0, 1)",
-            ),
-            (
-                (1..=10).contains(&d.confirm_detections),
-                "detector.confirm-detections must be 1..=10",
-            ),
-            (
-                (1..=60).contains(&d.detect_fps),
-                "detector.detect-fps must be 1..=60",
-            ),
-            (
-                d.opencv_threads >= 0,
-                "detector.opencv-threads must not be negative",
-            ),
-            (
-                d.tunable().check().is_ok(),
-                "detector.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
-            ),
-            (
-                d.roi_full_scan_every <= 300,
-                "detector.roi-full-scan-every must be at most 300",
-            ),
-            (
-                p.recording.max_secs <= 6 * 3600,
-                "recording.max-secs must be at most 21600 (6 hours)",
-            ),
-            (
-                d.max_hold_ms <= 2000,
-                "detector.max-hold-ms must be at most 2000",
-            ),
-            (
-                p.stats_interval_ms >= 50,
-                "pipeline.stats-interval-ms must be at least 50",
-            ),
-            (
-                self.site.node.is_empty() || app::hls_path::is_node_name(&self.site.node),
-                "site.node must be 1 to 16 lowercase letters and digits (or empty)",
-            ),
-            (
-                (1..=100).contains(&l.max_cpu_percent),
-                "limits.max-cpu-percent must be 1..=100",
-            ),
-            (
-                l.max_chunk_bytes >= 1024,
-                "limits.max-chunk-bytes must be at least 1024",
-            ),
-            (
-                l.max_messages_per_second >= 1,
-                "limits.max-messages-per-second must be at least 1",
-            ),
-            (
-                l.resume_grace_secs < l.idle_timeout_secs,
-                "limits.resume-grace-secs must be less than idle-timeout-secs",
-            ),
-            (
-                l.idle_timeout_secs >= 1,
-                "limits.idle-timeout-secs must be at least 1",
-            ),
-            (
-                l.max_session_secs >= 1,
-                "limits.max-session-secs must be at least 1",
-            ),
-            (
-                l.max_sessions_per_client >= 1,
-                "limits.max-sessions-per-client must be at least 1",
-            ),
-            (
-                l.header_timeout_secs >= 1,
-                "limits.header-timeout-secs must be at least 1",
-            ),
-            (
-                l.max_connections >= l.max_sockets,
-                "limits.max-connections must be at least limits.max-sockets",
-            ),
-            (
-                l.max_sockets >= l.effective_max_sessions(),
-                "limits.max-sockets must be at least limits.max-sessions",
-            ),
-        ];
-        match checks.iter().find(|(ok, _)| !ok) {
-            Some((_, why)) => Err(ServerError::Config((*why).to_string())),
-            None => Ok(()),
-        }
+        let failure = self
+            .pipeline
+            .check()
+            .and_then(|()| self.site.check())
+            .and_then(|()| self.limits.check());
+        failure.map_err(|why| ServerError::Config(why.to_string()))
     }
 
     /// The Leptos options for rendering and serving the site.

@@ -130,6 +130,22 @@ pub enum DetectorKind {
 }
 
 impl PipelineConfig {
+    /// The pipeline's own values, then its sections'.
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        self.hls.check()?;
+        self.detector.check()?;
+        super::first_failure(&[
+            (
+                self.recording.max_secs <= 6 * 3600,
+                "recording.max-secs must be at most 21600 (6 hours)",
+            ),
+            (
+                self.stats_interval_ms >= 50,
+                "pipeline.stats-interval-ms must be at least 50",
+            ),
+        ])
+    }
+
     /// Whether live sessions keep their segments for a recording download.
     pub fn records(&self) -> bool {
         self.recording.max_secs > 0
@@ -142,6 +158,47 @@ impl PipelineConfig {
 }
 
 impl DetectorConfig {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        super::first_failure(&[
+            (
+                self.detect_width >= 64,
+                "detector.detect-width must be at least 64",
+            ),
+            (
+                (64..=1920).contains(&self.dnn_width),
+                "detector.dnn-width must be 64..=1920",
+            ),
+            (
+                self.dnn_threshold > 0.0 && self.dnn_threshold < 1.0,
+                "detector.dnn-threshold must be in (0, 1)",
+            ),
+            (
+                (1..=10).contains(&self.confirm_detections),
+                "detector.confirm-detections must be 1..=10",
+            ),
+            (
+                (1..=60).contains(&self.detect_fps),
+                "detector.detect-fps must be 1..=60",
+            ),
+            (
+                self.opencv_threads >= 0,
+                "detector.opencv-threads must not be negative",
+            ),
+            (
+                self.tunable().check().is_ok(),
+                "detector.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
+            ),
+            (
+                self.roi_full_scan_every <= 300,
+                "detector.roi-full-scan-every must be at most 300",
+            ),
+            (
+                self.max_hold_ms <= 2000,
+                "detector.max-hold-ms must be at most 2000",
+            ),
+        ])
+    }
+
     /// The part of these settings the page may change live (checked against the same
     /// limits when the settings are loaded).
     pub fn tunable(&self) -> DetectorSettings {
@@ -163,6 +220,29 @@ impl Default for PipelineConfig {
             detector: DetectorConfig::default(),
             recording: RecordingConfig::default(),
         }
+    }
+}
+
+impl HlsConfig {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        super::first_failure(&[
+            (
+                self.frame_rate >= 1 && self.frame_rate <= 60,
+                "hls.frame-rate must be 1..=60",
+            ),
+            (
+                (0.5..=6.0).contains(&self.segment_seconds),
+                "hls.segment-seconds must be 0.5..=6",
+            ),
+            (
+                self.part_seconds >= 0.03 && self.part_seconds * 2.0 <= self.segment_seconds,
+                "hls.part-seconds must be at least 0.03 and at most half of segment-seconds",
+            ),
+            (
+                self.playlist_size >= 2,
+                "hls.playlist-size must be at least 2",
+            ),
+        ])
     }
 }
 

@@ -63,6 +63,15 @@ pub struct SiteConfig {
     pub csrf_key_file: Option<PathBuf>,
 }
 
+impl SiteConfig {
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        super::first_failure(&[(
+            self.node.is_empty() || app::hls_path::is_node_name(&self.node),
+            "site.node must be 1 to 16 lowercase letters and digits (or empty)",
+        )])
+    }
+}
+
 impl Default for SiteConfig {
     fn default() -> Self {
         SiteConfig {
