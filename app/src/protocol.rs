@@ -59,57 +59,202 @@ pub enum ClientMsg {
     SetDetector(DetectorSettings),
 }
 
-/// The face detector's tunable settings, as the page shows them.
+/// The face detector's live settings: each detector has its own, and the page shows only
+/// those of the detector the server runs (`started` names it by this value's `kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DetectorSettings {
-    /// Pyramid step of the Haar cascade: smaller finds more faces and costs more.
-    pub scale_factor: f32,
-    /// Neighbouring hits the Haar cascade needs: higher means fewer false boxes.
-    pub min_neighbors: u32,
-    /// Smallest face reported, in frame pixels (both detectors).
-    pub min_face: u32,
+#[serde(
+    tag = "kind",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+pub enum DetectorSettings {
+    /// OpenCV's Haar cascade.
+    Haar {
+        /// Pyramid step: smaller finds more faces and costs more.
+        scale_factor: f32,
+        /// Neighbouring hits needed: higher means fewer false boxes.
+        min_neighbors: u32,
+        /// Smallest face reported, in frame pixels.
+        min_face: u32,
+    },
+    /// The CenterFace network (the default).
+    CenterFace {
+        /// Lowest confidence (0–1) a face is boxed at.
+        threshold: f32,
+        /// Smallest face reported, in frame pixels.
+        min_face: u32,
+    },
 }
 
 impl Default for DetectorSettings {
     fn default() -> Self {
-        DetectorSettings {
-            scale_factor: Self::DEFAULT_SCALE_FACTOR as f32,
-            min_neighbors: Self::DEFAULT_MIN_NEIGHBORS,
-            min_face: Self::DEFAULT_MIN_FACE,
+        Self::center_face()
+    }
+}
+
+/// One setting a detector may have, with the limits the page and the server hold it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    ScaleFactor,
+    MinNeighbors,
+    MinFace,
+    Threshold,
+}
+
+impl Setting {
+    /// The words on the page.
+    pub fn label(self) -> &'static str {
+        match self {
+            Setting::ScaleFactor => "Scale factor",
+            Setting::MinNeighbors => "Min neighbours",
+            Setting::MinFace => "Min face size",
+            Setting::Threshold => "Confidence threshold",
+        }
+    }
+
+    /// Its name in tests and element ids.
+    pub fn id(self) -> &'static str {
+        match self {
+            Setting::ScaleFactor => "scale-factor",
+            Setting::MinNeighbors => "min-neighbors",
+            Setting::MinFace => "min-face",
+            Setting::Threshold => "threshold",
+        }
+    }
+
+    /// Allowed values (inclusive) and the slider's step. Scale factors below 1.05 make a
+    /// detection several times longer, above 1.5 faces between pyramid levels are missed;
+    /// a face may be as large as the largest frame; a threshold under 0.1 boxes noise and
+    /// one over 0.95 boxes almost nothing.
+    pub fn limits(self) -> (f64, f64, f64) {
+        match self {
+            Setting::ScaleFactor => (1.05, 1.5, 0.05),
+            Setting::MinNeighbors => (1.0, 10.0, 1.0),
+            Setting::MinFace => (16.0, MAX_HEIGHT as f64, 8.0),
+            Setting::Threshold => (0.1, 0.95, 0.05),
+        }
+    }
+
+    /// A value as the page shows it.
+    pub fn show(self, value: f64) -> String {
+        match self {
+            Setting::ScaleFactor | Setting::Threshold => format!("{value:.2}"),
+            Setting::MinNeighbors => format!("{value:.0}"),
+            Setting::MinFace => format!("{value:.0} px"),
         }
     }
 }
 
 impl DetectorSettings {
-    /// The defaults, stated once for the page and the server's `[pipeline]` settings
+    /// The defaults, stated once for the page and the server's `[detector]` settings
     /// (whose shipped `Leptos.toml` a test holds to them).
     pub const DEFAULT_SCALE_FACTOR: f64 = 1.1;
     pub const DEFAULT_MIN_NEIGHBORS: u32 = 3;
     pub const DEFAULT_MIN_FACE: u32 = 48;
+    pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
-    /// Allowed scale factors: below 1.05 a detection takes several times longer, above
-    /// 1.5 faces between pyramid levels are missed.
-    pub const SCALE_FACTOR: (f32, f32) = (1.05, 1.5);
-    /// Allowed neighbour counts.
-    pub const MIN_NEIGHBORS: (u32, u32) = (1, 10);
-    /// Allowed smallest face sizes in pixels (up to the largest frame height).
-    pub const MIN_FACE: (u32, u32) = (16, MAX_HEIGHT);
+    /// The Haar cascade's defaults.
+    pub fn haar() -> Self {
+        DetectorSettings::Haar {
+            scale_factor: Self::DEFAULT_SCALE_FACTOR as f32,
+            min_neighbors: Self::DEFAULT_MIN_NEIGHBORS,
+            min_face: Self::DEFAULT_MIN_FACE,
+        }
+    }
+
+    /// CenterFace's defaults.
+    pub fn center_face() -> Self {
+        DetectorSettings::CenterFace {
+            threshold: Self::DEFAULT_THRESHOLD,
+            min_face: Self::DEFAULT_MIN_FACE,
+        }
+    }
+
+    /// The detector's name, as the page says it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DetectorSettings::Haar { .. } => "Haar cascade",
+            DetectorSettings::CenterFace { .. } => "CenterFace",
+        }
+    }
+
+    /// The settings this detector has, in the order the page shows them.
+    pub fn settings(&self) -> &'static [Setting] {
+        match self {
+            DetectorSettings::Haar { .. } => &[
+                Setting::ScaleFactor,
+                Setting::MinNeighbors,
+                Setting::MinFace,
+            ],
+            DetectorSettings::CenterFace { .. } => &[Setting::Threshold, Setting::MinFace],
+        }
+    }
+
+    /// The value of `setting` (`None` if this detector has no such setting).
+    pub fn get(&self, setting: Setting) -> Option<f64> {
+        match (*self, setting) {
+            (DetectorSettings::Haar { scale_factor, .. }, Setting::ScaleFactor) => {
+                Some(scale_factor.into())
+            }
+            (DetectorSettings::Haar { min_neighbors, .. }, Setting::MinNeighbors) => {
+                Some(min_neighbors.into())
+            }
+            (DetectorSettings::CenterFace { threshold, .. }, Setting::Threshold) => {
+                Some(threshold.into())
+            }
+            (
+                DetectorSettings::Haar { min_face, .. }
+                | DetectorSettings::CenterFace { min_face, .. },
+                Setting::MinFace,
+            ) => Some(min_face.into()),
+            _ => None,
+        }
+    }
+
+    /// Sets `setting` to `value` (rounded for counts); false if this detector has no such
+    /// setting. Limits are not applied here: [`DetectorSettings::check`] says.
+    pub fn set(&mut self, setting: Setting, value: f64) -> bool {
+        match (self, setting) {
+            (DetectorSettings::Haar { scale_factor, .. }, Setting::ScaleFactor) => {
+                *scale_factor = value as f32
+            }
+            (DetectorSettings::Haar { min_neighbors, .. }, Setting::MinNeighbors) => {
+                *min_neighbors = value.round().max(0.0) as u32
+            }
+            (DetectorSettings::CenterFace { threshold, .. }, Setting::Threshold) => {
+                *threshold = value as f32
+            }
+            (
+                DetectorSettings::Haar { min_face, .. }
+                | DetectorSettings::CenterFace { min_face, .. },
+                Setting::MinFace,
+            ) => *min_face = value.round().max(0.0) as u32,
+            _ => return false,
+        }
+        true
+    }
+
+    /// Whether `other` is the same detector's settings.
+    pub fn same_detector(&self, other: &DetectorSettings) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
 
     /// `Ok` when every value is within its limits, else a sentence naming the first that is
     /// not (shown to the user).
     pub fn check(&self) -> Result<(), String> {
-        let (lo, hi) = Self::SCALE_FACTOR;
-        if !(lo..=hi).contains(&self.scale_factor) {
-            return Err(format!("Scale factor must be between {lo} and {hi}."));
-        }
-        let (lo, hi) = Self::MIN_NEIGHBORS;
-        if !(lo..=hi).contains(&self.min_neighbors) {
-            return Err(format!("Min neighbours must be between {lo} and {hi}."));
-        }
-        let (lo, hi) = Self::MIN_FACE;
-        if !(lo..=hi).contains(&self.min_face) {
-            return Err(format!("Min face size must be between {lo} and {hi} px."));
+        for &setting in self.settings() {
+            let (lo, hi, _) = setting.limits();
+            let value = self.get(setting).unwrap_or(f64::NAN);
+            // Compared as the f32 the value travels as: 1.05 as f32 is not below 1.05.
+            let within = |v: f64| (lo as f32 as f64..=hi as f32 as f64).contains(&v);
+            if !within(value) {
+                return Err(format!(
+                    "{} must be between {} and {}.",
+                    setting.label(),
+                    setting.show(lo),
+                    setting.show(hi)
+                ));
+            }
         }
         Ok(())
     }
@@ -601,47 +746,57 @@ mod tests {
     #[test]
     fn detector_settings_have_the_documented_shape_and_limits() {
         let msg = ClientMsg::decode(
-            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":5,"minFace":80}"#,
+            r#"{"type":"setDetector","kind":"haar","scaleFactor":1.2,"minNeighbors":5,"minFace":80}"#,
         )
         .unwrap();
-        let ClientMsg::SetDetector(settings) = msg else {
+        let ClientMsg::SetDetector(haar) = msg else {
             panic!("unexpected {msg:?}");
         };
-        assert_eq!(settings.check(), Ok(()));
-        assert_eq!(DetectorSettings::default().check(), Ok(()));
-        let bad = [
-            DetectorSettings {
-                scale_factor: 1.0,
-                ..Default::default()
-            },
-            DetectorSettings {
-                scale_factor: f32::NAN,
-                ..Default::default()
-            },
-            DetectorSettings {
-                min_neighbors: 0,
-                ..Default::default()
-            },
-            DetectorSettings {
-                min_neighbors: 11,
-                ..Default::default()
-            },
-            DetectorSettings {
-                min_face: 8,
-                ..Default::default()
-            },
-            DetectorSettings {
-                min_face: 5000,
-                ..Default::default()
-            },
+        assert_eq!(haar.check(), Ok(()));
+        assert_eq!(haar.name(), "Haar cascade");
+        let msg = ClientMsg::decode(
+            r#"{"type":"setDetector","kind":"centerFace","threshold":0.7,"minFace":80}"#,
+        )
+        .unwrap();
+        let ClientMsg::SetDetector(center) = msg else {
+            panic!("unexpected {msg:?}");
+        };
+        assert_eq!(center.get(Setting::Threshold), Some(0.7f32 as f64));
+        assert!(!center.same_detector(&haar));
+        assert_eq!(center.settings(), &[Setting::Threshold, Setting::MinFace]);
+        assert_eq!(center.get(Setting::ScaleFactor), None, "not CenterFace's");
+        for ok in [DetectorSettings::haar(), DetectorSettings::center_face()] {
+            assert_eq!(ok.check(), Ok(()));
+        }
+        let out_of_range = [
+            (DetectorSettings::haar(), Setting::ScaleFactor, 1.0),
+            (DetectorSettings::haar(), Setting::ScaleFactor, f64::NAN),
+            (DetectorSettings::haar(), Setting::MinNeighbors, 0.0),
+            (DetectorSettings::haar(), Setting::MinNeighbors, 11.0),
+            (DetectorSettings::haar(), Setting::MinFace, 8.0),
+            (DetectorSettings::center_face(), Setting::MinFace, 5000.0),
+            (DetectorSettings::center_face(), Setting::Threshold, 0.0),
+            (DetectorSettings::center_face(), Setting::Threshold, 0.99),
         ];
-        for settings in bad {
+        for (mut settings, setting, value) in out_of_range {
+            assert!(settings.set(setting, value));
             assert!(settings.check().is_err(), "{settings:?}");
         }
-        // Negative or fractional counts are not settings at all.
+        assert_eq!(
+            {
+                let mut s = DetectorSettings::center_face();
+                s.set(Setting::Threshold, 0.99);
+                s.check()
+            },
+            Err("Confidence threshold must be between 0.10 and 0.95.".into())
+        );
+        // A setting the detector lacks is refused, not silently stored.
+        assert!(!DetectorSettings::center_face().set(Setting::MinNeighbors, 3.0));
+        // Negative or fractional counts, missing fields or no kind are not settings at all.
         for text in [
-            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":-1,"minFace":80}"#,
-            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":3}"#,
+            r#"{"type":"setDetector","kind":"haar","scaleFactor":1.2,"minNeighbors":-1,"minFace":80}"#,
+            r#"{"type":"setDetector","kind":"haar","scaleFactor":1.2,"minNeighbors":3}"#,
+            r#"{"type":"setDetector","scaleFactor":1.2,"minNeighbors":3,"minFace":80}"#,
         ] {
             assert_eq!(
                 ClientMsg::decode(text).unwrap_err().kind(),

@@ -3,7 +3,7 @@
 //! The view and its state live here and render on both sides; everything that touches
 //! browser media is delegated to [`crate::media`], which exists only in the hydrated build.
 
-use crate::protocol::{DetectorSettings, Stats};
+use crate::protocol::{Setting, Stats};
 use crate::ui::{live_message, Phase, Ui};
 use leptos::prelude::*;
 
@@ -59,17 +59,14 @@ pub fn Studio() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         controller.set_privacy(ui.blur.get_untracked());
     };
-    let on_detector = move |change: fn(&mut DetectorSettings, f64)| {
-        move |ev: leptos::ev::Event| {
-            let Ok(value) = event_target_value(&ev).parse::<f64>() else {
-                return;
-            };
-            ui.detector.update(|s| change(s, value));
-            ui.detector_touched.set(true);
-            ui.notice.set(String::new());
-            #[cfg(feature = "hydrate")]
-            controller.set_detector(ui.detector.get_untracked());
-        }
+    let on_detector = move |setting: Setting, value: f64| {
+        ui.detector.update(|s| {
+            s.set(setting, value);
+        });
+        ui.detector_touched.set(true);
+        ui.notice.set(String::new());
+        #[cfg(feature = "hydrate")]
+        controller.set_detector(ui.detector.get_untracked());
     };
     let on_copy = move |_| {
         #[cfg(feature = "hydrate")]
@@ -211,42 +208,7 @@ pub fn Studio() -> impl IntoView {
                         })
                 }}
             </section>
-            <fieldset class="detector" data-testid="detector">
-                <legend>"Detector settings (applied from the next detection)"</legend>
-                {setting_slider(
-                    ui,
-                    "Scale factor",
-                    "scale-factor",
-                    DetectorSettings::SCALE_FACTOR,
-                    0.05,
-                    |s| s.scale_factor.into(),
-                    |v| format!("{v:.2}"),
-                    on_detector(|s, v| s.scale_factor = v as f32),
-                )}
-                {setting_slider(
-                    ui,
-                    "Min neighbours",
-                    "min-neighbors",
-                    DetectorSettings::MIN_NEIGHBORS,
-                    1.0,
-                    |s| s.min_neighbors.into(),
-                    |v| format!("{v:.0}"),
-                    on_detector(|s, v| s.min_neighbors = v as u32),
-                )}
-                {setting_slider(
-                    ui,
-                    "Min face size",
-                    "min-face",
-                    DetectorSettings::MIN_FACE,
-                    8.0,
-                    |s| s.min_face.into(),
-                    |v| format!("{v:.0} px"),
-                    on_detector(|s, v| s.min_face = v as u32),
-                )}
-                <p data-testid="notice" class="notice" aria-live="polite">
-                    {move || ui.notice.get()}
-                </p>
-            </fieldset>
+            <DetectorControls ui=ui on_change=on_detector />
             <dl data-testid="stats" class="stats">
                 <div>
                     <dt>"fps in / out"</dt>
@@ -319,32 +281,61 @@ pub fn Studio() -> impl IntoView {
     }
 }
 
-/// One detector setting as a range input between its `limits`, its value shown beside it.
-#[allow(clippy::too_many_arguments)]
-fn setting_slider<T: ToString>(
+/// The settings of the detector the server runs, and only those: a slider per setting
+/// between its limits, its value beside it. The list follows the detector's kind (named by
+/// the server in `started`), not every value change, so a slider keeps its focus.
+#[component]
+fn DetectorControls(
     ui: Ui,
-    label: &'static str,
-    testid: &'static str,
-    limits: (T, T),
-    step: f64,
-    get: fn(&DetectorSettings) -> f64,
-    show: fn(f64) -> String,
-    on_change: impl Fn(leptos::ev::Event) + 'static,
+    on_change: impl Fn(Setting, f64) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
+    let kind = Memo::new(move |_| ui.detector.with(|d| d.name()));
+    view! {
+        <fieldset class="detector" data-testid="detector">
+            <legend>
+                {move || format!("Detector settings: {} (applied from the next detection)", kind.get())}
+            </legend>
+            {move || {
+                kind.track();
+                ui.detector
+                    .with_untracked(|d| d.settings())
+                    .iter()
+                    .map(|&setting| setting_slider(ui, setting, on_change))
+                    .collect_view()
+            }}
+            <p data-testid="notice" class="notice" aria-live="polite">
+                {move || ui.notice.get()}
+            </p>
+        </fieldset>
+    }
+}
+
+/// One detector setting as a range input between its limits, its value shown beside it.
+fn setting_slider(
+    ui: Ui,
+    setting: Setting,
+    on_change: impl Fn(Setting, f64) + 'static,
+) -> impl IntoView {
+    let (min, max, step) = setting.limits();
+    let value = move || ui.detector.with(|d| d.get(setting)).unwrap_or(min);
     view! {
         <label>
-            {label}
+            {setting.label()}
             " "
             <input
                 type="range"
-                data-testid=testid
-                min=limits.0.to_string()
-                max=limits.1.to_string()
+                data-testid=setting.id()
+                min=min.to_string()
+                max=max.to_string()
                 step=step
-                prop:value=move || ui.detector.with(get).to_string()
-                on:change=on_change
+                prop:value=move || value().to_string()
+                on:change=move |ev| {
+                    if let Ok(v) = event_target_value(&ev).parse::<f64>() {
+                        on_change(setting, v);
+                    }
+                }
             />
-            <output>{move || show(ui.detector.with(get))}</output>
+            <output>{move || setting.show(value())}</output>
         </label>
     }
 }

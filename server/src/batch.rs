@@ -180,7 +180,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         &pool,
     )?;
     let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
-    let tuning = cfg.detector.tunable();
+    let tuning = crate::video::detector::Tuning::from(&cfg.detector);
     let mut path = FramePath::inline(
         factory_for(&cfg.detector)()?,
         PathSettings::from(cfg),

@@ -9,7 +9,7 @@ use opencv::prelude::*;
 use opencv::{imgcodecs, imgproc};
 use server::config::DetectorConfig;
 use server::video::detector::centerface::CenterFace;
-use server::video::detector::{FaceDetector, HaarDetector, HaarSettings};
+use server::video::detector::{FaceDetector, HaarDetector, HaarSettings, Tuning};
 use server::video::frame::{FaceBox, Frame};
 use server::video::tracker::iou;
 
@@ -96,4 +96,24 @@ fn a_missing_model_is_a_clear_error_and_the_server_falls_back_to_haar() {
     };
     let factory = server::video::detector::factory_for(&config);
     assert!(factory().is_ok(), "falls back to Haar");
+}
+
+/// CenterFace's live setting is its threshold: the astronaut's face (scored between 0.8
+/// and 0.9 here) is boxed at the default, not at the page's highest, and again after.
+#[test]
+fn centerface_threshold_decides_what_is_boxed() -> Result<()> {
+    let config = DetectorConfig::default();
+    let model = common::repo_root().join(&config.model);
+    let mut cf = CenterFace::new(&model, config.dnn_width, config.dnn_threshold, 1)?;
+    let frame = frame_of("astronaut.png")?;
+    let at = |threshold: f32| Tuning {
+        threshold,
+        ..Tuning::default()
+    };
+    ensure!(cf.detect(&frame)?.len() == 1, "found at the default");
+    cf.configure(&at(0.95));
+    ensure!(cf.detect(&frame)?.is_empty(), "nothing sure enough at 0.95");
+    cf.configure(&at(config.dnn_threshold));
+    ensure!(cf.detect(&frame)?.len() == 1, "found again");
+    Ok(())
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use anyhow::{bail, ensure, Context, Result};
-use app::protocol::{ClientMsg, DetectorSettings, ErrorKind, ServerMsg};
+use app::protocol::{ClientMsg, DetectorSettings, ErrorKind, ServerMsg, Setting};
 use common::*;
 use std::time::Duration;
 
@@ -276,10 +276,9 @@ async fn detector_settings_apply_live_and_bad_ones_change_nothing() -> Result<()
     let mut client = server.socket().await?;
     start(&mut client).await?;
 
-    let too_small = DetectorSettings {
-        min_face: 4,
-        ..Default::default()
-    };
+    // The server runs CenterFace (the default): the page's settings are that detector's.
+    let mut too_small = DetectorSettings::center_face();
+    too_small.set(Setting::MinFace, 4.0);
     client.send(&ClientMsg::SetDetector(too_small)).await?;
     match client.next().await? {
         Some(ServerMsg::Error { kind, message }) => {
@@ -297,10 +296,23 @@ async fn detector_settings_apply_live_and_bad_ones_change_nothing() -> Result<()
         .await
         .context("the face is found with the default settings (the bad ones changed nothing)")?;
 
-    let huge = DetectorSettings {
-        min_face: 1080,
-        ..Default::default()
+    let mut huge = DetectorSettings::center_face();
+    huge.set(Setting::MinFace, 1080.0);
+    // Another detector's settings change nothing and say which detector runs.
+    client
+        .send(&ClientMsg::SetDetector(DetectorSettings::haar()))
+        .await?;
+    let message = loop {
+        match client.next().await? {
+            Some(ServerMsg::Error {
+                kind: ErrorKind::InvalidSettings,
+                message,
+            }) => break message,
+            Some(ServerMsg::PlaylistReady { .. }) => continue,
+            other => bail!("expected an invalidSettings error, got {other:?}"),
+        }
     };
+    ensure!(message.contains("CenterFace"), "{message}");
     client.send(&ClientMsg::SetDetector(huge)).await?;
     stream_bytes(&mut client, second, 30_000, 20).await?;
     client

@@ -185,8 +185,11 @@ impl DetectorConfig {
                 "detector.opencv-threads must not be negative",
             ),
             (
-                self.tunable().check().is_ok(),
-                "detector.scale-factor, min-neighbors and min-face must be within the limits the page allows (1.05-1.5, 1-10, 16-1080)",
+                [DetectorKind::Haar, DetectorKind::Centerface]
+                    .iter()
+                    .all(|&kind| self.page_settings_of(kind).check().is_ok()),
+                "detector.scale-factor, min-neighbors, dnn-threshold and min-face must be within \
+                 the limits the page allows (1.05-1.5, 1-10, 0.1-0.95, 16-1080)",
             ),
             (
                 self.roi_full_scan_every <= 300,
@@ -199,13 +202,24 @@ impl DetectorConfig {
         ])
     }
 
-    /// The part of these settings the page may change live (checked against the same
-    /// limits when the settings are loaded).
-    pub fn tunable(&self) -> DetectorSettings {
-        DetectorSettings {
-            scale_factor: self.scale_factor as f32,
-            min_neighbors: self.min_neighbors.max(0) as u32,
-            min_face: self.min_face,
+    /// The part of these settings the page may change live, as the page shows it for this
+    /// detector (checked against the same limits when the settings are loaded).
+    pub fn page_settings(&self) -> DetectorSettings {
+        self.page_settings_of(self.kind)
+    }
+
+    /// [`DetectorConfig::page_settings`] as they would be for detector `kind`.
+    fn page_settings_of(&self, kind: DetectorKind) -> DetectorSettings {
+        match kind {
+            DetectorKind::Haar => DetectorSettings::Haar {
+                scale_factor: self.scale_factor as f32,
+                min_neighbors: self.min_neighbors.max(0) as u32,
+                min_face: self.min_face,
+            },
+            DetectorKind::Centerface => DetectorSettings::CenterFace {
+                threshold: self.dnn_threshold,
+                min_face: self.min_face,
+            },
         }
     }
 }

@@ -17,11 +17,11 @@ use crate::hls::recording::SegmentKeeper;
 use crate::metrics;
 use crate::pipeline::{Pipeline, Queues, Sink};
 use crate::source::Source;
-use crate::video::detector::{DetectorFactory, DetectorWorker};
+use crate::video::detector::{DetectorFactory, DetectorWorker, Tuning};
 use crate::video::encoder::EncoderSettings;
 use crate::video::frame::FramePool;
 use crate::video::frame_path::{FramePath, PathSettings};
-use app::protocol::{DetectorSettings, InputCodec};
+use app::protocol::InputCodec;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +51,8 @@ pub struct PipelineEnv {
     /// Starts the decoder and encoder children (ffmpeg, or a stand-in in tests).
     pub spawner: SharedSpawner,
     pub detector: DetectorFactory,
+    /// The detector it makes (its settings are the ones the page shows).
+    pub detector_kind: crate::config::DetectorKind,
     /// Free disk space (MiB) a session needs to start and to go on.
     pub min_free_disk_mb: u64,
     /// Told when a session falls behind (new sessions then wait).
@@ -78,7 +80,7 @@ pub struct Session {
     cancel: CancellationToken,
     cut: CancellationToken,
     blur: Arc<AtomicBool>,
-    detector: watch::Sender<DetectorSettings>,
+    detector: watch::Sender<Tuning>,
     /// The session's deadlines: idle, maximum length, drain.
     life: Life,
     /// Whether any media bytes came (bytes that never decode are bad media, not idleness).
@@ -114,7 +116,7 @@ impl Session {
             });
         }
         let pool = FramePool::default();
-        let (detector, detector_rx) = watch::channel(cfg.detector.tunable());
+        let (detector, detector_rx) = watch::channel(Tuning::from(&cfg.detector));
         let worker = DetectorWorker::started(
             env.detector.clone(),
             format!("detect-{}", &id.as_str()[..8]),
@@ -283,12 +285,12 @@ impl Session {
     }
 
     /// Applies detector settings (already range-checked) from the next detection.
-    pub fn set_detector(&self, settings: DetectorSettings) {
+    pub fn set_detector(&self, settings: Tuning) {
         self.detector.send_replace(settings);
     }
 
     /// The detector settings in force.
-    pub fn detector_settings(&self) -> DetectorSettings {
+    pub fn detector_settings(&self) -> Tuning {
         *self.detector.borrow()
     }
 

@@ -310,9 +310,9 @@ mod tests {
     use crate::fake_ffmpeg::{FakeFfmpeg, BYTES_PER_FRAME};
     use crate::session::stats::StatsSampler;
     use crate::video::detector::FaceDetector;
+    use crate::video::detector::Tuning;
     use crate::video::frame::FaceBox;
     use crate::video::frame_path::PathSettings;
-    use app::protocol::DetectorSettings;
 
     struct NoFaces;
     impl FaceDetector for NoFaces {
@@ -320,7 +320,7 @@ mod tests {
             Ok(vec![])
         }
 
-        fn configure(&mut self, _: &DetectorSettings) {}
+        fn configure(&mut self, _: &Tuning) {}
     }
 
     fn inline_stage(encoder_input: mpsc::Sender<Frame>, counters: Arc<Counters>) -> Stage {
@@ -331,7 +331,7 @@ mod tests {
                 Box::new(NoFaces),
                 settings,
                 Arc::default(),
-                DetectorSettings::default(),
+                Tuning::default(),
             ),
             frames,
             encoder_input,

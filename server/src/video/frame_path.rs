@@ -17,7 +17,7 @@ use super::timeline::{Detected, Timeline};
 use super::tracker::Tracker;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
-use app::protocol::DetectorSettings;
+use crate::video::detector::Tuning;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -107,7 +107,7 @@ pub struct FramePath {
     privacy: Arc<AtomicBool>,
     /// The live detector settings: boxes are drawn only for faces of at least their
     /// smallest face size (privacy mode hides smaller ones too).
-    tuning: watch::Receiver<DetectorSettings>,
+    tuning: watch::Receiver<Tuning>,
     /// The latest detection's duration, in milliseconds.
     detect_millis: f32,
 }
@@ -118,7 +118,7 @@ impl FramePath {
         worker: DetectorWorker,
         settings: PathSettings,
         privacy: Arc<AtomicBool>,
-        tuning: watch::Receiver<DetectorSettings>,
+        tuning: watch::Receiver<Tuning>,
     ) -> Self {
         let results = worker.subscribe();
         // Privacy mode detects as often as the detector can: a face then never moves far
@@ -132,7 +132,7 @@ impl FramePath {
         mut detector: Box<dyn FaceDetector>,
         settings: PathSettings,
         privacy: Arc<AtomicBool>,
-        tuning: DetectorSettings,
+        tuning: Tuning,
     ) -> Self {
         detector.configure(&tuning);
         let (_, tuning) = watch::channel(tuning);
@@ -143,7 +143,7 @@ impl FramePath {
         faces: Faces,
         settings: PathSettings,
         privacy: Arc<AtomicBool>,
-        tuning: watch::Receiver<DetectorSettings>,
+        tuning: watch::Receiver<Tuning>,
     ) -> Self {
         FramePath {
             tuning,
@@ -326,10 +326,10 @@ mod tests {
     use crate::video::overlay::BOX_BGR;
 
     /// Detector settings that draw faces of any size.
-    fn tiny() -> DetectorSettings {
-        DetectorSettings {
+    fn tiny() -> Tuning {
+        Tuning {
             min_face: 1,
-            ..DetectorSettings::default()
+            ..Tuning::default()
         }
     }
 
@@ -360,7 +360,7 @@ mod tests {
             })
         }
 
-        fn configure(&mut self, _: &DetectorSettings) {}
+        fn configure(&mut self, _: &Tuning) {}
     }
 
     /// A grey frame (no cut between two of them) whose first byte is `v`.
@@ -400,7 +400,7 @@ mod tests {
             }])
         }
 
-        fn configure(&mut self, _: &DetectorSettings) {}
+        fn configure(&mut self, _: &Tuning) {}
     }
 
     /// Never finds anything: every detection fails.
@@ -410,7 +410,7 @@ mod tests {
         fn detect(&mut self, _: &Frame) -> Result<Vec<FaceBox>, ServerError> {
             Err(ServerError::Detector("always fails".into()))
         }
-        fn configure(&mut self, _: &DetectorSettings) {}
+        fn configure(&mut self, _: &Tuning) {}
     }
 
     /// A live path over `detector`, privacy mode per `privacy`.
@@ -426,7 +426,7 @@ mod tests {
             "path".into(),
             Duration::ZERO,
             FramePool::default(),
-            watch::channel(DetectorSettings::default()).1,
+            watch::channel(Tuning::default()).1,
         )
         .unwrap();
         FramePath::live(worker, s, privacy, watch::channel(tiny()).1)
@@ -523,9 +523,9 @@ mod tests {
     #[test]
     fn faces_under_the_smallest_size_are_not_boxed_but_are_hidden() {
         let privacy = Arc::new(AtomicBool::new(false));
-        let big = DetectorSettings {
+        let big = Tuning {
             min_face: 20,
-            ..DetectorSettings::default()
+            ..Tuning::default()
         };
         // Mover's faces are 12 pixels.
         let mut path = FramePath::inline(Box::new(Mover), settings(1, 0), privacy.clone(), big);

@@ -7,6 +7,7 @@ pub mod listener;
 pub mod resume;
 pub mod socket;
 pub mod transport;
+pub mod tuning;
 
 use crate::config::Config;
 use crate::error::ServerError;
@@ -109,6 +110,7 @@ impl AppState {
             scheme,
             pipeline: PipelineEnv {
                 spawner: crate::child::Ffmpeg::new(&config.pipeline.ffmpeg),
+                detector_kind: crate::video::detector::running_kind(&config.pipeline.detector),
                 config: config.pipeline.clone(),
                 detector,
                 min_free_disk_mb: config.limits.min_free_disk_mb,

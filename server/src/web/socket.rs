@@ -403,10 +403,12 @@ impl Connection {
                 let Some(session) = &self.session else {
                     return Err(ErrorKind::Protocol);
                 };
-                match settings.check() {
-                    Ok(()) => {
-                        tracing::info!(?settings, "detector settings changed");
-                        session.set_detector(settings);
+                let kind = self.state.shared.pipeline.detector_kind;
+                match super::tuning::from_page(kind, session.detector_settings(), settings) {
+                    Ok(tuning) => {
+                        // Debug: a page may send several a second while a slider moves.
+                        tracing::debug!(?tuning, "detector settings changed");
+                        session.set_detector(tuning);
                     }
                     Err(why) => {
                         // Not fatal: the session goes on with its current settings.
@@ -525,7 +527,10 @@ impl Connection {
         let started = ServerMsg::Started {
             session_id: id.to_string(),
             viewer_url: app::hls_path::viewer_page(session.viewer_token().as_str()),
-            detector: session.detector_settings(),
+            detector: super::tuning::to_page(
+                shared.pipeline.detector_kind,
+                session.detector_settings(),
+            ),
             resume_token: resume_token.to_string(),
             resume_grace_secs: self.state.shared.config.limits.resume_grace_secs,
         };

@@ -3,8 +3,8 @@
 
 use super::{FaceDetector, Found};
 use crate::error::ServerError;
+use crate::video::detector::Tuning;
 use crate::video::frame::{FaceBox, Frame};
-use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Scalar, Size, Vector, CV_32F};
 use opencv::dnn;
 use opencv::prelude::*;
@@ -158,5 +158,7 @@ impl FaceDetector for CenterFace {
     /// The network has no pyramid or neighbour count, and it reports every face it finds,
     /// however small: the frame path applies the smallest face to the boxes it draws (and
     /// privacy mode hides small faces too).
-    fn configure(&mut self, _settings: &DetectorSettings) {}
+    fn configure(&mut self, settings: &Tuning) {
+        self.threshold = settings.threshold;
+    }
 }

@@ -3,8 +3,8 @@
 use super::{DetectorFactory, FaceDetector};
 use crate::config::DetectorConfig;
 use crate::error::ServerError;
+use crate::video::detector::Tuning;
 use crate::video::frame::{FaceBox, Frame};
-use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Rect, Size, Vector};
 use opencv::objdetect::CascadeClassifier;
 use opencv::prelude::*;
@@ -18,7 +18,7 @@ pub struct HaarSettings {
     pub detect_width: u32,
     /// The live-tunable part: pyramid scale step, neighbouring hits needed, smallest face
     /// in full-frame pixels (the page may change them; see [`FaceDetector::configure`]).
-    pub tuning: DetectorSettings,
+    pub tuning: Tuning,
     /// OpenCV threads per detection (0 = OpenCV's default).
     pub threads: i32,
 }
@@ -27,7 +27,7 @@ impl From<&DetectorConfig> for HaarSettings {
     fn from(c: &DetectorConfig) -> Self {
         HaarSettings {
             detect_width: c.detect_width,
-            tuning: c.tunable(),
+            tuning: Tuning::from(c),
             threads: c.opencv_threads,
         }
     }
@@ -125,7 +125,7 @@ impl FaceDetector for HaarDetector {
             .collect())
     }
 
-    fn configure(&mut self, settings: &DetectorSettings) {
+    fn configure(&mut self, settings: &Tuning) {
         self.settings.tuning = *settings;
     }
 }
@@ -138,11 +138,12 @@ mod tests {
     fn haar_honours_live_settings() {
         let config = DetectorConfig::default();
         let mut haar = HaarDetector::new(&config.cascade, HaarSettings::from(&config)).unwrap();
-        assert_eq!(haar.settings.tuning, DetectorSettings::default());
-        let tuned = DetectorSettings {
+        assert_eq!(haar.settings.tuning, Tuning::default());
+        let tuned = Tuning {
             scale_factor: 1.3,
             min_neighbors: 6,
             min_face: 120,
+            ..Tuning::default()
         };
         haar.configure(&tuned);
         assert_eq!(haar.settings.tuning, tuned);

@@ -16,7 +16,6 @@ pub use worker::{Detection, DetectorCounters, DetectorWorker};
 use super::frame::{FaceBox, Frame};
 use crate::config::{DetectorConfig, DetectorKind};
 use crate::error::ServerError;
-use app::protocol::DetectorSettings;
 use std::sync::Arc;
 
 /// What one detection found.
@@ -26,6 +25,39 @@ pub struct Found {
     pub sure: Vec<FaceBox>,
     /// Candidates just under it: not boxed, but privacy mode hides them too.
     pub faint: Vec<FaceBox>,
+}
+
+/// The detector's live settings, as the pipeline holds them (the socket converts the page's
+/// per-detector settings into these). Each detector reads what it has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// Haar: pyramid step.
+    pub scale_factor: f32,
+    /// Haar: neighbouring hits needed.
+    pub min_neighbors: u32,
+    /// CenterFace: lowest confidence (0–1) a face is boxed at.
+    pub threshold: f32,
+    /// Every detector: the smallest face reported, in frame pixels.
+    pub min_face: u32,
+}
+
+impl From<&DetectorConfig> for Tuning {
+    /// The settings a session starts with.
+    fn from(c: &DetectorConfig) -> Self {
+        Tuning {
+            scale_factor: c.scale_factor as f32,
+            min_neighbors: c.min_neighbors.max(0) as u32,
+            threshold: c.dnn_threshold,
+            min_face: c.min_face,
+        }
+    }
+}
+
+impl Default for Tuning {
+    /// The shipped defaults.
+    fn default() -> Self {
+        Tuning::from(&DetectorConfig::default())
+    }
 }
 
 /// Finds faces in a frame.
@@ -43,10 +75,10 @@ pub trait FaceDetector: Send {
     }
 
     /// Applies settings changed live from the page (already range-checked). Detectors
-    /// apply what they have: the Haar cascade all three (the smallest face bounds its
-    /// search); CenterFace none. The frame path draws only faces of at least the smallest
-    /// face size, whatever the detector.
-    fn configure(&mut self, settings: &DetectorSettings);
+    /// apply what they have: the Haar cascade its scale factor, neighbours and smallest
+    /// face (which bounds its search); CenterFace its threshold. The frame path draws only
+    /// faces of at least the smallest face size, whatever the detector.
+    fn configure(&mut self, settings: &Tuning);
 }
 
 /// Makes a detector on the detector thread (OpenCV objects stay on the thread that made them).
@@ -94,6 +126,16 @@ pub fn base_factory_for(config: &DetectorConfig) -> DetectorFactory {
 }
 
 /// Whether the config gets CenterFace (asked for, and its model is present).
+/// The detector [`factory_for`] really makes: CenterFace falls back to the Haar cascade
+/// when its model is missing. The page's settings follow this one.
+pub fn running_kind(config: &DetectorConfig) -> DetectorKind {
+    if config.kind == DetectorKind::Centerface && !uses_centerface(config) {
+        DetectorKind::Haar
+    } else {
+        config.kind
+    }
+}
+
 fn uses_centerface(config: &DetectorConfig) -> bool {
     config.kind == DetectorKind::Centerface && config.model.is_file()
 }

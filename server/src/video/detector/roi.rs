@@ -6,9 +6,9 @@
 
 use super::FaceDetector;
 use crate::error::ServerError;
+use crate::video::detector::Tuning;
 use crate::video::frame::{FaceBox, Frame};
 use crate::video::tracker::iou;
-use app::protocol::DetectorSettings;
 use opencv::core::{Mat, Size};
 use opencv::imgproc;
 use opencv::prelude::*;
@@ -134,7 +134,7 @@ impl FaceDetector for RoiDetector {
         Ok(found)
     }
 
-    fn configure(&mut self, settings: &DetectorSettings) {
+    fn configure(&mut self, settings: &Tuning) {
         self.inner.configure(settings);
         self.min_face = settings.min_face;
         // New settings may find different faces: start over with a full scan.
@@ -227,7 +227,7 @@ mod tests {
             .collect())
         }
 
-        fn configure(&mut self, _: &DetectorSettings) {}
+        fn configure(&mut self, _: &Tuning) {}
     }
 
     fn frame_with_square(x: u32, y: u32, side: u32) -> Frame {

@@ -5,8 +5,8 @@
 use super::{DetectorFactory, FaceDetector};
 use crate::error::ServerError;
 use crate::metrics;
+use crate::video::detector::Tuning;
 use crate::video::frame::{FaceBox, Frame, FramePool};
-use app::protocol::DetectorSettings;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -72,7 +72,7 @@ impl DetectorWorker {
         name: String,
         min_interval: Duration,
         pool: FramePool,
-        settings: watch::Receiver<DetectorSettings>,
+        settings: watch::Receiver<Tuning>,
     ) -> Result<Self, ServerError> {
         let (worker, ready) = Self::spawn(factory, name, min_interval, pool, settings)?;
         worker.when(ready.blocking_recv())
@@ -86,7 +86,7 @@ impl DetectorWorker {
         name: String,
         min_interval: Duration,
         pool: FramePool,
-        settings: watch::Receiver<DetectorSettings>,
+        settings: watch::Receiver<Tuning>,
     ) -> Result<Self, ServerError> {
         let (worker, ready) = Self::spawn(factory, name, min_interval, pool, settings)?;
         worker.when(ready.await)
@@ -111,7 +111,7 @@ impl DetectorWorker {
         name: String,
         min_interval: Duration,
         pool: FramePool,
-        settings: watch::Receiver<DetectorSettings>,
+        settings: watch::Receiver<Tuning>,
     ) -> Result<(Self, oneshot::Receiver<Result<(), ServerError>>), ServerError> {
         let slot = Arc::new(LatestSlot::default());
         let counters = Arc::new(DetectorCounters::default());
@@ -233,7 +233,7 @@ fn detect_loop(
     tx: &watch::Sender<Detection>,
     min_interval: Duration,
     pool: &FramePool,
-    mut settings: watch::Receiver<DetectorSettings>,
+    mut settings: watch::Receiver<Tuning>,
 ) {
     detector.configure(&settings.borrow_and_update());
     let mut not_before = Instant::now();
@@ -304,8 +304,8 @@ mod tests {
     use super::*;
 
     /// Settings that never change.
-    fn no_settings() -> watch::Receiver<DetectorSettings> {
-        watch::channel(DetectorSettings::default()).1
+    fn no_settings() -> watch::Receiver<Tuning> {
+        watch::channel(Tuning::default()).1
     }
 
     /// Reports one box per call whose x is the frame's first byte and whose width is the
@@ -322,7 +322,7 @@ mod tests {
             }])
         }
 
-        fn configure(&mut self, settings: &DetectorSettings) {
+        fn configure(&mut self, settings: &Tuning) {
             self.1 = settings.min_face;
         }
     }
@@ -449,7 +449,7 @@ mod tests {
     fn settings_changed_live_apply_from_the_next_detection() {
         let factory: DetectorFactory =
             Arc::new(|| Ok(Box::new(Marker(Duration::ZERO, 0)) as Box<dyn FaceDetector>));
-        let (tx, rx) = watch::channel(DetectorSettings::default());
+        let (tx, rx) = watch::channel(Tuning::default());
         let worker = DetectorWorker::start(
             factory,
             "tuned".into(),
@@ -467,7 +467,7 @@ mod tests {
         };
         let first = detect(1);
         assert_eq!(first.boxes[0].width, 48, "the initial settings are applied");
-        tx.send_replace(DetectorSettings {
+        tx.send_replace(Tuning {
             min_face: 200,
             ..Default::default()
         });
