@@ -2,7 +2,6 @@
 //! channel, in the codec its Start announced) or a file (`process`). The decoder reads any
 //! of them the same way; a camera or a push from a streaming tool is another variant here.
 
-use app::protocol::InputCodec;
 use bytes::Bytes;
 use std::path::PathBuf;
 use tokio::sync::mpsc;
@@ -13,8 +12,27 @@ pub enum Source {
     /// stdin as they arrive, decoded as `codec` (the only one accepted).
     Chunks {
         chunks: mpsc::Receiver<Bytes>,
-        codec: InputCodec,
+        codec: Codec,
     },
     /// A file ffmpeg can read.
     File(PathBuf),
+}
+
+/// A live stream's video codec: the only one its decoder accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl Codec {
+    /// The name of ffmpeg's decoder for this codec.
+    pub fn ffmpeg_decoder(self) -> &'static str {
+        match self {
+            Codec::Vp8 => "vp8",
+            Codec::Vp9 => "vp9",
+            Codec::H264 => "h264",
+        }
+    }
 }

@@ -21,10 +21,10 @@ pub const SESSION_CORE_SHARE: f64 = 0.235;
 pub const VPX_SESSION_CORE_SHARE: f64 = 0.295;
 
 /// What one session of `codec` is planned to cost, in cores.
-pub fn session_share(codec: app::protocol::InputCodec) -> f64 {
+pub fn session_share(codec: crate::source::Codec) -> f64 {
     match codec {
-        app::protocol::InputCodec::H264 => SESSION_CORE_SHARE,
-        app::protocol::InputCodec::Vp8 | app::protocol::InputCodec::Vp9 => VPX_SESSION_CORE_SHARE,
+        crate::source::Codec::H264 => SESSION_CORE_SHARE,
+        crate::source::Codec::Vp8 | crate::source::Codec::Vp9 => VPX_SESSION_CORE_SHARE,
     }
 }
 

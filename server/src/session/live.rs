@@ -16,12 +16,12 @@ use crate::hls::publisher::SegmentStore;
 use crate::hls::recording::SegmentKeeper;
 use crate::metrics;
 use crate::pipeline::{Pipeline, Queues, Sink};
+use crate::source::Codec;
 use crate::source::Source;
 use crate::video::detector::{DetectorFactory, DetectorWorker, Tuning};
 use crate::video::encoder::EncoderSettings;
 use crate::video::frame::FramePool;
 use crate::video::frame_path::{FramePath, PathSettings};
-use app::protocol::InputCodec;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,7 +65,7 @@ pub struct PipelineEnv {
 /// The stream a session receives, as its Start message announced it.
 #[derive(Debug, Clone, Copy)]
 pub struct Media {
-    pub codec: InputCodec,
+    pub codec: Codec,
     pub width: u32,
     pub height: u32,
 }

@@ -394,7 +394,7 @@ mod tests {
             &fake,
             Source::Chunks {
                 chunks,
-                codec: app::protocol::InputCodec::Vp9,
+                codec: crate::source::Codec::Vp9,
             },
             &EncoderSettings {
                 width: 16,

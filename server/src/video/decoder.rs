@@ -4,8 +4,8 @@
 use super::frame::{Frame, FramePool, Shape};
 use crate::child::{join_tasks, reap, ExitReporter, Process, Spawned, Spawner};
 use crate::error::{Role, ServerError};
+use crate::source::Codec;
 use crate::source::Source;
-use app::protocol::InputCodec;
 use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
     /// A live recorder stream on stdin.
-    Pipe(InputCodec),
+    Pipe(Codec),
     /// A file.
     File(&'a Path),
 }
@@ -205,7 +205,7 @@ mod tests {
 
     #[test]
     fn arguments_pin_the_frame_format() {
-        let args = decoder_args(Input::Pipe(InputCodec::Vp9), 640, 480, 30).join(" ");
+        let args = decoder_args(Input::Pipe(Codec::Vp9), 640, 480, 30).join(" ");
         assert!(args.contains(
             "-max_pixels 384000 -c:v vp9 -probesize 32 -analyzeduration 0 -threads 1 -i pipe:0"
         ));

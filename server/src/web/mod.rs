@@ -7,7 +7,7 @@ pub mod listener;
 pub mod resume;
 pub mod socket;
 pub mod transport;
-pub mod tuning;
+pub mod wire;
 
 use crate::config::Config;
 use crate::error::ServerError;

@@ -51,7 +51,7 @@ pub const PASS_ON_HEADER: &str = "x-hls-face-pass-on";
 /// Whether a new session would be admitted now (the session limit and the CPU check for
 /// the cheapest input; the Start message names the real one, checked again then).
 fn room_for_one_more(shared: &super::Shared) -> bool {
-    let share = crate::session::capacity::session_share(app::protocol::InputCodec::H264);
+    let share = crate::session::capacity::session_share(crate::source::Codec::H264);
     shared.registry.has_room() && shared.capacity.has_room(share).is_ok()
 }
 
@@ -404,7 +404,7 @@ impl Connection {
                     return Err(ErrorKind::Protocol);
                 };
                 let kind = self.state.shared.pipeline.detector_kind;
-                match super::tuning::from_page(kind, session.detector_settings(), settings) {
+                match super::wire::from_page(kind, session.detector_settings(), settings) {
                     Ok(tuning) => {
                         // Debug: a page may send several a second while a slider moves.
                         tracing::debug!(?tuning, "detector settings changed");
@@ -466,6 +466,7 @@ impl Connection {
         };
         self.container = container;
         let shared = self.state.shared.clone();
+        let codec = super::wire::codec(codec);
         let share = crate::session::capacity::session_share(codec);
         let reservation = match shared.capacity.reserve(share) {
             Ok(r) => r,
@@ -527,7 +528,7 @@ impl Connection {
         let started = ServerMsg::Started {
             session_id: id.to_string(),
             viewer_url: app::hls_path::viewer_page(session.viewer_token().as_str()),
-            detector: super::tuning::to_page(
+            detector: super::wire::to_page(
                 shared.pipeline.detector_kind,
                 session.detector_settings(),
             ),

@@ -1,9 +1,20 @@
-//! The page's per-detector settings (a wire type) ↔ the pipeline's [`Tuning`]: converted
-//! here, at the socket, so the pipeline never sees the browser's types.
+//! The browser's wire types ↔ the pipeline's own, converted here at the socket so the
+//! pipeline never sees the browser's types: the recorder's codec, and the page's
+//! per-detector settings ↔ the detector's [`Tuning`].
 
 use crate::config::DetectorKind;
+use crate::source::Codec;
 use crate::video::detector::Tuning;
-use app::protocol::DetectorSettings;
+use app::protocol::{DetectorSettings, InputCodec};
+
+/// The codec a recorder announced, as the decoder reads it.
+pub fn codec(codec: InputCodec) -> Codec {
+    match codec {
+        InputCodec::Vp8 => Codec::Vp8,
+        InputCodec::Vp9 => Codec::Vp9,
+        InputCodec::H264 => Codec::H264,
+    }
+}
 
 /// `tuning` as the page shows it for the server's detector `kind`.
 pub fn to_page(kind: DetectorKind, tuning: Tuning) -> DetectorSettings {
