@@ -2,6 +2,7 @@
 //! sides share. Browser-only media code lives in [`media`] (feature `hydrate`).
 
 pub mod chunk_log;
+pub mod connection;
 pub mod hls_path;
 pub mod latency;
 pub mod preview_mode;

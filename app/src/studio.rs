@@ -4,7 +4,7 @@
 //! browser media is delegated to [`crate::media`], which exists only in the hydrated build.
 
 use crate::protocol::{Setting, Stats};
-use crate::ui::{live_message, Phase, Ui};
+use crate::ui::{LiveEvent, Phase, Ui};
 use leptos::prelude::*;
 
 /// The one page of the app.
@@ -19,7 +19,7 @@ pub fn Studio() -> impl IntoView {
     let controller = crate::media::Controller::new(ui, preview, preview_view, output);
     #[cfg(feature = "hydrate")]
     Effect::new(move |_| {
-        ui.hydrated.set(true);
+        ui.event(LiveEvent::Hydrated);
         controller.open_camera();
     });
 
@@ -51,20 +51,12 @@ pub fn Studio() -> impl IntoView {
         }
     };
     let on_privacy = move |ev: leptos::ev::Event| {
-        let blur = event_target_checked(&ev);
-        ui.blur.set(blur);
-        if ui.phase.get_untracked() == Phase::Live {
-            ui.message.set(live_message(blur).into());
-        }
+        ui.event(LiveEvent::PrivacyChanged(event_target_checked(&ev)));
         #[cfg(feature = "hydrate")]
         controller.set_privacy(ui.blur.get_untracked());
     };
     let on_detector = move |setting: Setting, value: f64| {
-        ui.detector.update(|s| {
-            s.set(setting, value);
-        });
-        ui.detector_touched.set(true);
-        ui.notice.set(String::new());
+        ui.event(LiveEvent::DetectorChanged(setting, value));
         #[cfg(feature = "hydrate")]
         controller.set_detector(ui.detector.get_untracked());
     };
@@ -74,13 +66,6 @@ pub fn Studio() -> impl IntoView {
             controller.copy(url);
         }
     };
-    // After an error (camera denied or lost) Start tries again: it reopens the camera.
-    let can_start = move || {
-        let phase = ui.phase.get();
-        !phase.is_active() && (ui.camera_ready.get() || phase == Phase::Error)
-    };
-    let can_stop = move || ui.phase.get().is_active();
-    let stat = move |f: fn(&Stats) -> String| move || ui.stats.with(f);
 
     view! {
         <main class="studio" data-hydrated=move || ui.hydrated.get().to_string()>
@@ -90,194 +75,258 @@ pub fn Studio() -> impl IntoView {
                     "Your camera → server-side face detection → HLS, back in this page."
                 </p>
             </header>
-            <section class="videos">
-                <figure>
-                    <video
-                        data-testid="preview"
-                        aria-label="Your camera"
-                        node_ref=preview
-                        autoplay=true
-                        muted=true
-                        playsinline=true
-                    ></video>
-                    // The camera painted frame by frame once it plays (see preview_mode).
-                    <canvas
-                        data-testid="preview-view"
-                        role="img"
-                        aria-label="Your camera"
-                        node_ref=preview_view
-                        hidden=true
-                    ></canvas>
-                    <figcaption>"Camera"</figcaption>
-                </figure>
-                <figure>
-                    <video
-                        data-testid="output"
-                        aria-label="Processed stream, as the server sends it back"
-                        node_ref=output
-                        data-playlist=move || ui.playlist.get().unwrap_or_default()
-                        autoplay=true
-                        muted=true
-                        playsinline=true
-                        controls=true
-                    ></video>
-                    <figcaption>"Processed stream"</figcaption>
-                </figure>
-            </section>
-            <div class="controls">
-                <button
-                    data-testid="start"
-                    node_ref=start_button
-                    on:click=on_start
-                    disabled=move || !can_start()
-                >
-                    "Start"
-                </button>
-                <button
-                    data-testid="stop"
-                    node_ref=stop_button
-                    on:click=on_stop
-                    disabled=move || !can_stop()
-                >
-                    "Stop"
-                </button>
-                <label class="privacy">
-                    <input
-                        type="checkbox"
-                        data-testid="privacy"
-                        prop:checked=move || ui.blur.get()
-                        on:change=on_privacy
-                    />
-                    "Blur faces"
-                </label>
-                <p
-                    data-testid="status"
-                    class="status"
-                    tabindex="-1"
-                    node_ref=status_line
-                    role="status"
-                    aria-live="polite"
-                    data-state=move || ui.phase.get().as_str()
-                >
-                    {move || ui.message.get()}
-                </p>
-            </div>
-            <section class="share">
-                {move || {
-                    ui.viewer_url
-                        .get()
-                        .map(|url| {
-                            view! {
-                                <p class="viewer-link">
-                                    "Viewer link (watch-only, ends with the session): "
-                                    <a
-                                        data-testid="viewer-link"
-                                        href=url.clone()
-                                        target="_blank"
-                                        rel="noopener noreferrer"
-                                    >
-                                        {url.clone()}
-                                    </a>
-                                    " "
-                                    <button data-testid="copy-viewer-link" on:click=on_copy>
-                                        "Copy"
-                                    </button>
-                                </p>
-                            }
-                        })
-                }}
-                {move || {
-                    ui.recording
-                        .get()
-                        .map(|(url, secs)| {
-                            view! {
-                                <p class="recording">
-                                    <a
-                                        data-testid="download"
-                                        class="download"
-                                        href=url
-                                        download="hls-face-recording.mp4"
-                                    >
-                                        "Download recording (MP4)"
-                                    </a>
-                                    <span class="notice">
-                                        {format!(" kept for {} min", secs.div_ceil(60))}
-                                    </span>
-                                </p>
-                            }
-                        })
-                }}
-            </section>
+            <Videos ui=ui preview=preview preview_view=preview_view output=output />
+            <Controls
+                ui=ui
+                on_start=on_start
+                on_stop=on_stop
+                on_privacy=on_privacy
+                start_button=start_button
+                stop_button=stop_button
+                status_line=status_line
+            />
+            <Share ui=ui on_copy=on_copy />
             <DetectorControls ui=ui on_change=on_detector />
-            <dl data-testid="stats" class="stats">
-                <div>
-                    <dt>"fps in / out"</dt>
-                    <dd data-stat="fps">
-                        {stat(|s| format!("{:.1} / {:.1}", s.fps_in, s.fps_out))}
-                    </dd>
-                    <dd class="hint">"Frames a second the server decodes from your camera / sends back (2 s average)."</dd>
-                </div>
-                <div>
-                    <dt>"faces"</dt>
-                    <dd data-stat="faces">{stat(|s| s.faces.to_string())}</dd>
-                    <dd class="hint">"Faces boxed (or hidden) in the latest frame."</dd>
-                </div>
-                <div>
-                    <dt>"detector"</dt>
-                    <dd data-stat="detect-ms">{stat(|s| format!("{:.1} ms", s.detect_ms))}</dd>
-                    <dd class="hint">"Time the face detector took on the latest frame it checked."</dd>
-                </div>
-                <div>
-                    <dt>"frames dropped"</dt>
-                    <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
-                    <dd class="hint">"Frames the server skipped because its encoder was busy (0 is normal)."</dd>
-                </div>
-                <div>
-                    <dt>"latency (glass to glass)"</dt>
-                    <dd
-                        data-stat="latency"
-                        data-latency-ms=move || {
-                            ui.latency_ms.get().map(|ms| format!("{ms:.0}")).unwrap_or_default()
-                        }
-                    >
-                        {move || match ui.latency_ms.get() {
-                            Some(ms) => format!("{:.2} s", ms / 1000.0),
-                            None => "—".to_string(),
-                        }}
-                    </dd>
-                    <dd class="hint">
-                        {move || match ui.latency_ms.get() {
-                            Some(_) => "From the camera to the played stream, measured in this page.",
-                            None => "Measured only with ?measure in the address and the test clip's frame codes in the camera (scripts/bench); not with a real camera.",
-                        }}
-                    </dd>
-                </div>
-                <div>
-                    <dt>"player fps / skipped"</dt>
-                    <dd data-stat="player">
-                        {move || {
-                            let p = ui.player.get();
-                            if p.frames == 0 {
-                                "—".to_string()
-                            } else {
-                                format!("{:.0} / {}", p.fps, p.skipped)
-                            }
-                        }}
-                    </dd>
-                    <dd class="hint">"Frames the player showed a second / skipped (with the test clip only)."</dd>
-                </div>
-                <div>
-                    <dt>"player dropped"</dt>
-                    <dd data-stat="player-dropped">{move || ui.playback.get().describe()}</dd>
-                    <dd class="hint">"Frames this browser decoded but could not show in time, by its own count (any camera)."</dd>
-                </div>
-                <div>
-                    <dt>"segments"</dt>
-                    <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
-                    <dd class="hint">"Pieces of the processed stream written so far."</dd>
-                </div>
-            </dl>
+            <StatsPanel ui=ui />
         </main>
+    }
+}
+
+/// The camera preview (a video, then the canvas it is painted into) and the processed
+/// stream's player.
+#[component]
+fn Videos(
+    ui: Ui,
+    preview: NodeRef<leptos::html::Video>,
+    preview_view: NodeRef<leptos::html::Canvas>,
+    output: NodeRef<leptos::html::Video>,
+) -> impl IntoView {
+    view! {
+    <section class="videos">
+        <figure>
+            <video
+                data-testid="preview"
+                aria-label="Your camera"
+                node_ref=preview
+                autoplay=true
+                muted=true
+                playsinline=true
+            ></video>
+            // The camera painted frame by frame once it plays (see preview_mode).
+            <canvas
+                data-testid="preview-view"
+                role="img"
+                aria-label="Your camera"
+                node_ref=preview_view
+                hidden=true
+            ></canvas>
+            <figcaption>"Camera"</figcaption>
+        </figure>
+        <figure>
+            <video
+                data-testid="output"
+                aria-label="Processed stream, as the server sends it back"
+                node_ref=output
+                data-playlist=move || ui.playlist.get().unwrap_or_default()
+                autoplay=true
+                muted=true
+                playsinline=true
+                controls=true
+            ></video>
+            <figcaption>"Processed stream"</figcaption>
+        </figure>
+    </section>
+    }
+}
+
+/// Start, Stop, the privacy switch and the status line.
+#[component]
+fn Controls(
+    ui: Ui,
+    on_start: impl Fn(leptos::ev::MouseEvent) + 'static,
+    on_stop: impl Fn(leptos::ev::MouseEvent) + 'static,
+    on_privacy: impl Fn(leptos::ev::Event) + 'static,
+    start_button: NodeRef<leptos::html::Button>,
+    stop_button: NodeRef<leptos::html::Button>,
+    status_line: NodeRef<leptos::html::P>,
+) -> impl IntoView {
+    // After an error (camera denied or lost) Start tries again: it reopens the camera.
+    let can_start = move || {
+        let phase = ui.phase.get();
+        !phase.is_active() && (ui.camera_ready.get() || phase == Phase::Error)
+    };
+    let can_stop = move || ui.phase.get().is_active();
+    view! {
+    <div class="controls">
+        <button
+            data-testid="start"
+            node_ref=start_button
+            on:click=on_start
+            disabled=move || !can_start()
+        >
+            "Start"
+        </button>
+        <button
+            data-testid="stop"
+            node_ref=stop_button
+            on:click=on_stop
+            disabled=move || !can_stop()
+        >
+            "Stop"
+        </button>
+        <label class="privacy">
+            <input
+                type="checkbox"
+                data-testid="privacy"
+                prop:checked=move || ui.blur.get()
+                on:change=on_privacy
+            />
+            "Blur faces"
+        </label>
+        <p
+            data-testid="status"
+            class="status"
+            tabindex="-1"
+            node_ref=status_line
+            role="status"
+            aria-live="polite"
+            data-state=move || ui.phase.get().as_str()
+        >
+            {move || ui.message.get()}
+        </p>
+    </div>
+    }
+}
+
+/// The running session's viewer link, and the stopped session's download.
+#[component]
+fn Share(
+    ui: Ui,
+    on_copy: impl Fn(leptos::ev::MouseEvent) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    view! {
+    <section class="share">
+        {move || {
+            ui.viewer_url
+                .get()
+                .map(|url| {
+                    view! {
+                        <p class="viewer-link">
+                            "Viewer link (watch-only, ends with the session): "
+                            <a
+                                data-testid="viewer-link"
+                                href=url.clone()
+                                target="_blank"
+                                rel="noopener noreferrer"
+                            >
+                                {url.clone()}
+                            </a>
+                            " "
+                            <button data-testid="copy-viewer-link" on:click=on_copy>
+                                "Copy"
+                            </button>
+                        </p>
+                    }
+                })
+        }}
+        {move || {
+            ui.recording
+                .get()
+                .map(|(url, secs)| {
+                    view! {
+                        <p class="recording">
+                            <a
+                                data-testid="download"
+                                class="download"
+                                href=url
+                                download="hls-face-recording.mp4"
+                            >
+                                "Download recording (MP4)"
+                            </a>
+                            <span class="notice">
+                                {format!(" kept for {} min", secs.div_ceil(60))}
+                            </span>
+                        </p>
+                    }
+                })
+        }}
+    </section>
+    }
+}
+
+/// The figures the server pushes, and the page's own measurements.
+#[component]
+fn StatsPanel(ui: Ui) -> impl IntoView {
+    let stat = move |f: fn(&Stats) -> String| move || ui.stats.with(f);
+    view! {
+    <dl data-testid="stats" class="stats">
+        <div>
+            <dt>"fps in / out"</dt>
+            <dd data-stat="fps">
+                {stat(|s| format!("{:.1} / {:.1}", s.fps_in, s.fps_out))}
+            </dd>
+            <dd class="hint">"Frames a second the server decodes from your camera / sends back (2 s average)."</dd>
+        </div>
+        <div>
+            <dt>"faces"</dt>
+            <dd data-stat="faces">{stat(|s| s.faces.to_string())}</dd>
+            <dd class="hint">"Faces boxed (or hidden) in the latest frame."</dd>
+        </div>
+        <div>
+            <dt>"detector"</dt>
+            <dd data-stat="detect-ms">{stat(|s| format!("{:.1} ms", s.detect_ms))}</dd>
+            <dd class="hint">"Time the face detector took on the latest frame it checked."</dd>
+        </div>
+        <div>
+            <dt>"frames dropped"</dt>
+            <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
+            <dd class="hint">"Frames the server skipped because its encoder was busy (0 is normal)."</dd>
+        </div>
+        <div>
+            <dt>"latency (glass to glass)"</dt>
+            <dd
+                data-stat="latency"
+                data-latency-ms=move || {
+                    ui.latency_ms.get().map(|ms| format!("{ms:.0}")).unwrap_or_default()
+                }
+            >
+                {move || match ui.latency_ms.get() {
+                    Some(ms) => format!("{:.2} s", ms / 1000.0),
+                    None => "—".to_string(),
+                }}
+            </dd>
+            <dd class="hint">
+                {move || match ui.latency_ms.get() {
+                    Some(_) => "From the camera to the played stream, measured in this page.",
+                    None => "Measured only with ?measure in the address and the test clip's frame codes in the camera (scripts/bench); not with a real camera.",
+                }}
+            </dd>
+        </div>
+        <div>
+            <dt>"player fps / skipped"</dt>
+            <dd data-stat="player">
+                {move || {
+                    let p = ui.player.get();
+                    if p.frames == 0 {
+                        "—".to_string()
+                    } else {
+                        format!("{:.0} / {}", p.fps, p.skipped)
+                    }
+                }}
+            </dd>
+            <dd class="hint">"Frames the player showed a second / skipped (with the test clip only)."</dd>
+        </div>
+        <div>
+            <dt>"player dropped"</dt>
+            <dd data-stat="player-dropped">{move || ui.playback.get().describe()}</dd>
+            <dd class="hint">"Frames this browser decoded but could not show in time, by its own count (any camera)."</dd>
+        </div>
+        <div>
+            <dt>"segments"</dt>
+            <dd data-stat="segments">{stat(|s| s.segments.to_string())}</dd>
+            <dd class="hint">"Pieces of the processed stream written so far."</dd>
+        </div>
+    </dl>
     }
 }
 

@@ -2,7 +2,7 @@
 //! session [`Phase`] — and the page's words: media code reports what happened as a
 //! [`LiveEvent`], and [`Ui::event`] alone decides the phase and the sentence shown.
 
-use crate::protocol::{DetectorSettings, Stats};
+use crate::protocol::{DetectorSettings, Setting, Stats};
 use leptos::prelude::*;
 
 /// Where a session stands, as shown in `data-state` on the status element.
@@ -73,75 +73,134 @@ impl Playback {
     }
 }
 
-/// The page's reactive state; `Copy`, so every callback can hold it.
+/// The page's reactive state; `Copy`, so every callback can hold it. Everyone reads it;
+/// only [`Ui::event`] writes it (the writers are private to this module).
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
     /// Session phase.
-    pub phase: RwSignal<Phase>,
+    pub phase: ReadSignal<Phase>,
     /// The sentence in the status element.
-    pub message: RwSignal<String>,
+    pub message: ReadSignal<String>,
     /// Whether the camera preview is running.
-    pub camera_ready: RwSignal<bool>,
+    pub camera_ready: ReadSignal<bool>,
     /// Latest figures pushed by the server.
-    pub stats: RwSignal<Stats>,
+    pub stats: ReadSignal<Stats>,
     /// URL of the processed stream's playlist, once ready.
-    pub playlist: RwSignal<Option<String>>,
+    pub playlist: ReadSignal<Option<String>>,
     /// Set once the page has hydrated (a hook for tests).
-    pub hydrated: RwSignal<bool>,
+    pub hydrated: ReadSignal<bool>,
     /// Median recent glass-to-glass latency in ms, when the camera shows frame codes.
-    pub latency_ms: RwSignal<Option<f64>>,
+    pub latency_ms: ReadSignal<Option<f64>>,
     /// Output player figures, when the camera shows frame codes.
-    pub player: RwSignal<PlayerFigures>,
+    pub player: ReadSignal<PlayerFigures>,
     /// The output player's dropped frames, by its own count.
-    pub playback: RwSignal<Playback>,
+    pub playback: ReadSignal<Playback>,
     /// Privacy mode: faces pixelated instead of boxed.
-    pub blur: RwSignal<bool>,
+    pub blur: ReadSignal<bool>,
     /// Absolute viewer link of the running session.
-    pub viewer_url: RwSignal<Option<String>>,
+    pub viewer_url: ReadSignal<Option<String>>,
     /// Download URL of the stopped session's recording, once remuxed, and until when
     /// (the minutes it stays, as told by the server).
-    pub recording: RwSignal<Option<(String, u64)>>,
+    pub recording: ReadSignal<Option<(String, u64)>>,
     /// Detector settings shown (and sent) by the page.
-    pub detector: RwSignal<DetectorSettings>,
+    pub detector: ReadSignal<DetectorSettings>,
     /// Whether the user changed the detector settings (they then win over the server's).
-    pub detector_touched: RwSignal<bool>,
+    pub detector_touched: ReadSignal<bool>,
     /// A passing note that does not change the session (settings refused, link copied).
-    pub notice: RwSignal<String>,
+    pub notice: ReadSignal<String>,
     /// The camera stopped during the session (its end is then an error, not a Stop).
-    pub camera_lost: RwSignal<bool>,
+    pub camera_lost: ReadSignal<bool>,
+    w: Writers,
+}
+
+/// The write halves of [`Ui`]'s signals.
+#[derive(Debug, Clone, Copy)]
+struct Writers {
+    phase: WriteSignal<Phase>,
+    message: WriteSignal<String>,
+    camera_ready: WriteSignal<bool>,
+    stats: WriteSignal<Stats>,
+    playlist: WriteSignal<Option<String>>,
+    hydrated: WriteSignal<bool>,
+    latency_ms: WriteSignal<Option<f64>>,
+    player: WriteSignal<PlayerFigures>,
+    playback: WriteSignal<Playback>,
+    blur: WriteSignal<bool>,
+    viewer_url: WriteSignal<Option<String>>,
+    recording: WriteSignal<Option<(String, u64)>>,
+    detector: WriteSignal<DetectorSettings>,
+    detector_touched: WriteSignal<bool>,
+    notice: WriteSignal<String>,
+    camera_lost: WriteSignal<bool>,
 }
 
 impl Ui {
     pub(crate) fn new() -> Self {
+        let (phase, w_phase) = signal(Phase::Idle);
+        let (message, w_message) = signal("Loading…".to_string());
+        let (camera_ready, w_camera_ready) = signal(false);
+        let (stats, w_stats) = signal(Stats::default());
+        let (playlist, w_playlist) = signal(None);
+        let (hydrated, w_hydrated) = signal(false);
+        let (latency_ms, w_latency_ms) = signal(None);
+        let (player, w_player) = signal(PlayerFigures::default());
+        let (playback, w_playback) = signal(Playback::default());
+        let (blur, w_blur) = signal(false);
+        let (viewer_url, w_viewer_url) = signal(None);
+        let (recording, w_recording) = signal(None);
+        let (detector, w_detector) = signal(DetectorSettings::default());
+        let (detector_touched, w_detector_touched) = signal(false);
+        let (notice, w_notice) = signal(String::new());
+        let (camera_lost, w_camera_lost) = signal(false);
         Ui {
-            phase: RwSignal::new(Phase::Idle),
-            message: RwSignal::new("Loading…".to_string()),
-            camera_ready: RwSignal::new(false),
-            stats: RwSignal::new(Stats::default()),
-            playlist: RwSignal::new(None),
-            hydrated: RwSignal::new(false),
-            latency_ms: RwSignal::new(None),
-            player: RwSignal::new(PlayerFigures::default()),
-            playback: RwSignal::new(Playback::default()),
-            blur: RwSignal::new(false),
-            viewer_url: RwSignal::new(None),
-            recording: RwSignal::new(None),
-            detector: RwSignal::new(DetectorSettings::default()),
-            detector_touched: RwSignal::new(false),
-            notice: RwSignal::new(String::new()),
-            camera_lost: RwSignal::new(false),
+            phase,
+            message,
+            camera_ready,
+            stats,
+            playlist,
+            hydrated,
+            latency_ms,
+            player,
+            playback,
+            blur,
+            viewer_url,
+            recording,
+            detector,
+            detector_touched,
+            notice,
+            camera_lost,
+            w: Writers {
+                phase: w_phase,
+                message: w_message,
+                camera_ready: w_camera_ready,
+                stats: w_stats,
+                playlist: w_playlist,
+                hydrated: w_hydrated,
+                latency_ms: w_latency_ms,
+                player: w_player,
+                playback: w_playback,
+                blur: w_blur,
+                viewer_url: w_viewer_url,
+                recording: w_recording,
+                detector: w_detector,
+                detector_touched: w_detector_touched,
+                notice: w_notice,
+                camera_lost: w_camera_lost,
+            },
         }
     }
 
     /// Moves to `phase` with a status sentence.
-    pub fn set(&self, phase: Phase, message: impl Into<String>) {
-        self.phase.set(phase);
-        self.message.set(message.into());
+    fn set(&self, phase: Phase, message: impl Into<String>) {
+        self.w.phase.set(phase);
+        self.w.message.set(message.into());
     }
 
-    /// Moves to the error phase with a user-facing reason.
-    pub fn fail(&self, message: impl Into<String>) {
+    /// Moves to the error phase with a user-facing reason; the session is over, so its
+    /// viewer link goes.
+    fn fail(&self, message: impl Into<String>) {
         self.set(Phase::Error, message);
+        self.w.viewer_url.set(None);
     }
 }
 
@@ -156,7 +215,7 @@ pub fn live_message(blur: bool) -> &'static str {
 
 /// What happened to the camera or the live session, as the media code reports it. The
 /// sentences the page shows for them are in [`Ui::event`] and nowhere else.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum LiveEvent {
     /// The browser is asked for the camera.
     AskingForCamera,
@@ -194,11 +253,45 @@ pub enum LiveEvent {
     Ended,
     /// The server closed the socket after the end without offering a download.
     EndedWithoutDownload,
-    /// The recording can be downloaded.
-    RecordingReady,
     /// A failure whose sentence its typed error carries (`user_message()`, or the
     /// server's message for a fatal error kind).
     Failed(String),
+    /// The page has hydrated.
+    Hydrated,
+    /// The camera shows (the preview runs).
+    CameraOn,
+    /// The camera's track ended (unplugged, taken by another app): mid-session, the
+    /// session's end is then an error.
+    CameraOff,
+    /// A new session starts: what the last one showed is cleared.
+    NewSession,
+    /// The user switched privacy mode.
+    PrivacyChanged(bool),
+    /// The user moved a detector setting.
+    DetectorChanged(Setting, f64),
+    /// The server started the session: its viewer link and its detector's settings (shown
+    /// unless the user already chose their own).
+    SessionStarted {
+        viewer_url: String,
+        detector: DetectorSettings,
+    },
+    /// The processed stream's playlist is ready.
+    PlaylistReady(String),
+    /// New figures from the server.
+    Stats(Stats),
+    /// The output player's own count of its frames.
+    Playback(Playback),
+    /// The page's own measurements (with `?measure`).
+    Measured {
+        latency_ms: Option<f64>,
+        player: PlayerFigures,
+    },
+    /// The recording can be downloaded from `url` for `secs` seconds.
+    RecordingReady { url: String, secs: u64 },
+    /// The offer of `url` ran out (the server removes the file then).
+    RecordingExpired(String),
+    /// A passing note (settings refused, link copied).
+    Notice(String),
 }
 
 impl Ui {
@@ -233,7 +326,6 @@ impl Ui {
             LiveEvent::ConnectionLost => {
                 if phase.is_active() {
                     self.fail("The connection to the server was lost.");
-                    self.viewer_url.set(None);
                 }
             }
             LiveEvent::Garbled => {
@@ -252,10 +344,13 @@ impl Ui {
                     self.set(Phase::Stopped, "Stopped.");
                 }
             }
-            LiveEvent::Ended => self.set(
-                Phase::Stopped,
-                "Stopped. The recording stays playable below; preparing the download…",
-            ),
+            LiveEvent::Ended => {
+                self.set(
+                    Phase::Stopped,
+                    "Stopped. The recording stays playable below; preparing the download…",
+                );
+                self.w.viewer_url.set(None);
+            }
             LiveEvent::EndedWithoutDownload => {
                 if phase == Phase::Stopped && self.recording.get_untracked().is_none() {
                     self.say("Stopped. The recording stays playable below.");
@@ -263,18 +358,78 @@ impl Ui {
             }
             // After a failure (the camera lost, the session too long) its sentence stays:
             // it already says the recording is kept, and the download link shows beside it.
-            LiveEvent::RecordingReady => {
+            LiveEvent::RecordingReady { url, secs } => {
+                self.w.recording.set(Some((url, secs)));
                 if phase != Phase::Error {
                     self.say("Stopped. The recording stays playable below and can be downloaded.")
                 }
             }
+            LiveEvent::RecordingExpired(url) => {
+                if self
+                    .recording
+                    .with_untracked(|r| r.as_ref().map(|r| &r.0) == Some(&url))
+                {
+                    self.w.recording.set(None);
+                }
+            }
             LiveEvent::Failed(message) => self.fail(message),
+            LiveEvent::Hydrated => self.w.hydrated.set(true),
+            LiveEvent::CameraOn => self.w.camera_ready.set(true),
+            LiveEvent::CameraOff => {
+                self.w.camera_ready.set(false);
+                if phase.is_active() {
+                    self.w.camera_lost.set(true);
+                }
+            }
+            LiveEvent::NewSession => {
+                self.w.camera_lost.set(false);
+                self.w.playlist.set(None);
+                self.w.stats.set(Stats::default());
+                self.w.recording.set(None);
+                self.w.viewer_url.set(None);
+                self.w.notice.set(String::new());
+            }
+            LiveEvent::PrivacyChanged(blur) => {
+                self.w.blur.set(blur);
+                if phase == Phase::Live {
+                    self.say(live_message(blur));
+                }
+            }
+            LiveEvent::DetectorChanged(setting, value) => {
+                self.w.detector.update(|d| {
+                    d.set(setting, value);
+                });
+                self.w.detector_touched.set(true);
+                self.w.notice.set(String::new());
+            }
+            LiveEvent::SessionStarted {
+                viewer_url,
+                detector,
+            } => {
+                self.w.viewer_url.set(Some(viewer_url));
+                // The user's own choice for another detector cannot apply: the server's
+                // detector and its settings are shown instead.
+                let ours = self.detector_touched.get_untracked()
+                    && self.detector.with_untracked(|d| d.same_detector(&detector));
+                if !ours {
+                    self.w.detector.set(detector);
+                    self.w.detector_touched.set(false);
+                }
+            }
+            LiveEvent::PlaylistReady(url) => self.w.playlist.set(Some(url)),
+            LiveEvent::Stats(stats) => self.w.stats.set(stats),
+            LiveEvent::Playback(playback) => self.w.playback.set(playback),
+            LiveEvent::Measured { latency_ms, player } => {
+                self.w.latency_ms.set(latency_ms);
+                self.w.player.set(player);
+            }
+            LiveEvent::Notice(text) => self.w.notice.set(text),
         }
     }
 
     /// A new sentence in the same phase.
     fn say(&self, message: &str) {
-        self.message.set(message.into());
+        self.w.message.set(message.into());
     }
 }
 
@@ -295,7 +450,10 @@ mod tests {
             ui.event(LiveEvent::Failed(
                 "The camera stopped. The recording so far is kept.".into(),
             ));
-            ui.event(LiveEvent::RecordingReady);
+            ui.event(LiveEvent::RecordingReady {
+                url: "/r".into(),
+                secs: 600,
+            });
             assert_eq!(ui.phase.get_untracked(), Phase::Error);
             assert_eq!(
                 ui.message.get_untracked(),
@@ -305,9 +463,62 @@ mod tests {
             let ui = Ui::new();
             ui.event(LiveEvent::Streaming);
             ui.event(LiveEvent::Ended);
-            ui.event(LiveEvent::RecordingReady);
+            ui.event(LiveEvent::RecordingReady {
+                url: "/r".into(),
+                secs: 600,
+            });
             assert_eq!(ui.phase.get_untracked(), Phase::Stopped);
             assert!(ui.message.get_untracked().contains("can be downloaded"));
+        });
+    }
+
+    #[test]
+    fn the_page_keeps_its_own_detector_settings_only_for_the_same_detector() {
+        use crate::protocol::{DetectorSettings, Setting};
+        leptos::prelude::Owner::new().with(|| {
+            let started = |detector| LiveEvent::SessionStarted {
+                viewer_url: "https://x/watch/t".into(),
+                detector,
+            };
+            // Untouched: the server's settings are shown.
+            let ui = Ui::new();
+            ui.event(started(DetectorSettings::haar()));
+            assert_eq!(ui.detector.get_untracked(), DetectorSettings::haar());
+            assert_eq!(
+                ui.viewer_url.get_untracked().as_deref(),
+                Some("https://x/watch/t")
+            );
+            // Moved before Start, same detector: the user's value stays (and is sent).
+            let ui = Ui::new();
+            ui.event(LiveEvent::DetectorChanged(Setting::Threshold, 0.7));
+            ui.event(started(DetectorSettings::center_face()));
+            assert_eq!(
+                ui.detector.get_untracked().get(Setting::Threshold),
+                Some(0.7f32 as f64)
+            );
+            assert!(ui.detector_touched.get_untracked());
+            // Moved for another detector than the server runs: the server's are shown.
+            let ui = Ui::new();
+            ui.event(LiveEvent::DetectorChanged(Setting::MinFace, 200.0));
+            ui.event(started(DetectorSettings::haar()));
+            assert_eq!(ui.detector.get_untracked(), DetectorSettings::haar());
+            assert!(!ui.detector_touched.get_untracked());
+        });
+    }
+
+    #[test]
+    fn a_camera_that_stops_mid_session_is_lost_and_a_new_session_forgets_it() {
+        leptos::prelude::Owner::new().with(|| {
+            let ui = Ui::new();
+            ui.event(LiveEvent::CameraOn);
+            ui.event(LiveEvent::CameraOff);
+            assert!(!ui.camera_lost.get_untracked(), "no session: not lost");
+            ui.event(LiveEvent::Streaming);
+            ui.event(LiveEvent::CameraOff);
+            assert!(ui.camera_lost.get_untracked());
+            assert!(!ui.camera_ready.get_untracked());
+            ui.event(LiveEvent::NewSession);
+            assert!(!ui.camera_lost.get_untracked());
         });
     }
 

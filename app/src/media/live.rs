@@ -1,13 +1,13 @@
-//! One live session in the page: socket, recorder and player, wired to the [`Ui`].
-//!
-//! (~420 lines: the socket's events, the server's messages and the reconnection are one
-//! state machine over the same socket, recorder and chunk log; the words are in `ui.rs`.)
+//! One live session in the page: socket, recorder and player, wired to the [`Ui`]. What
+//! the socket's events mean is decided by the pure [`Connection`]; this file performs its
+//! [`Action`]s and relays the server's messages as [`LiveEvent`]s (the words are in `ui.rs`).
 
 use super::player::Player;
 use super::recorder::{self, Recorder};
 use super::socket::{Socket, SocketEvent};
 use super::MediaError;
 use crate::chunk_log::ChunkLog;
+use crate::connection::{Action, Connection};
 use crate::protocol::{ClientMsg, DetectorSettings, ServerMsg};
 use crate::ui::{LiveEvent, Ui};
 use std::cell::RefCell;
@@ -25,20 +25,10 @@ struct Inner {
     socket: RefCell<Option<Socket>>,
     recorder: RefCell<Option<Recorder>>,
     player: RefCell<Option<Player>>,
-    /// The socket opened at least once.
-    opened: std::cell::Cell<bool>,
-    /// A refused socket was retried once with a fresh token.
-    retried: std::cell::Cell<bool>,
-    /// The session's resume token and the server's grace period in ms (from `started`),
-    /// to continue it after a dropped socket.
-    resume_token: RefCell<Option<String>>,
-    resume_grace_ms: std::cell::Cell<f64>,
-    /// The cluster node holding the session (from its id), which a reconnection must reach.
-    node: RefCell<Option<String>>,
+    /// What the socket's events mean now (opening, open, reconnecting).
+    connection: RefCell<Connection>,
     /// Chunks sent lately, to send again what the server missed while the socket was down.
     chunks: RefCell<ChunkLog<web_sys::Blob>>,
-    /// While the socket is down mid-session: when the page stops trying (page clock, ms).
-    reconnecting: std::cell::Cell<Option<f64>>,
 }
 
 /// Recorder chunks kept for a resume: ~30 s of 640×480 video, more than the grace period.
@@ -63,13 +53,8 @@ impl Live {
             socket: RefCell::new(None),
             recorder: RefCell::new(None),
             player: RefCell::new(None),
-            opened: std::cell::Cell::new(false),
-            retried: std::cell::Cell::new(false),
-            resume_token: RefCell::new(None),
-            resume_grace_ms: std::cell::Cell::new(0.0),
-            node: RefCell::new(None),
+            connection: RefCell::new(Connection::default()),
             chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
-            reconnecting: std::cell::Cell::new(None),
         });
         ui.event(LiveEvent::Connecting);
         Inner::connect(&inner, &csrf)?;
@@ -105,7 +90,7 @@ impl Inner {
     /// Opens the socket with `csrf`, feeding its events to this session.
     fn connect(this: &Rc<Self>, csrf: &str) -> Result<(), MediaError> {
         let weak = Rc::downgrade(this);
-        let node = this.node.borrow().clone();
+        let node = this.connection.borrow().node().map(String::from);
         let socket = Socket::open(csrf, node.as_deref(), move |event| {
             if let Some(inner) = weak.upgrade() {
                 Inner::on_socket(&inner, event);
@@ -118,11 +103,6 @@ impl Inner {
     /// The socket was refused before it opened: the page's token may predate a server
     /// restart. Fetch a fresh one and try once more; then tell the user to reload.
     fn retry_with_fresh_token(this: &Rc<Self>) {
-        let ui = this.ui;
-        if this.retried.replace(true) {
-            ui.event(LiveEvent::Refused);
-            return;
-        }
         let weak = Rc::downgrade(this);
         wasm_bindgen_futures::spawn_local(async move {
             let token = super::fetch_text("/token").await;
@@ -143,44 +123,28 @@ impl Inner {
         self.socket.borrow().as_ref().is_some_and(|s| s.send(msg))
     }
 
-    /// The socket dropped mid-session: keep recording (chunks go to the log) and try to
-    /// get the session back on a new socket until the grace period ends.
-    fn begin_reconnect(this: &Rc<Self>) {
-        if this.reconnecting.get().is_none() {
-            this.reconnecting
-                .set(Some(super::now_ms() + this.resume_grace_ms.get()));
-            this.ui.event(LiveEvent::Reconnecting);
-        }
+    /// Tries the connection again in a moment (the socket is down mid-session; recording
+    /// goes on, chunks wait in the log).
+    fn reconnect_later(this: &Rc<Self>) {
         let weak = Rc::downgrade(this);
         leptos::prelude::set_timeout(
             move || {
                 let Some(inner) = weak.upgrade() else { return };
-                let Some(until) = inner.reconnecting.get() else {
-                    return;
-                };
-                if super::now_ms() > until || !inner.ui.phase.get_untracked().is_active() {
-                    inner.reconnecting.set(None);
-                    inner.give_up();
-                    return;
-                }
-                if Inner::connect(&inner, &csrf_token()).is_err() {
-                    Inner::begin_reconnect(&inner);
-                }
+                let active = inner.ui.phase.get_untracked().is_active();
+                let action = inner
+                    .connection
+                    .borrow_mut()
+                    .reconnect_due(active, super::now_ms());
+                Inner::act(&inner, action);
             },
             RECONNECT_EVERY,
         );
     }
 
-    /// The connection is gone for good.
-    fn give_up(&self) {
-        self.ui.event(LiveEvent::ConnectionLost);
-        self.recorder.borrow_mut().take();
-    }
-
     /// The server has the first `chunks` chunks: send the rest, then go on as before.
     fn resumed(&self, chunks: u64) {
         let ui = self.ui;
-        self.reconnecting.set(None);
+        self.connection.borrow_mut().resumed();
         let log = self.chunks.borrow();
         let Some(missing) = log.since(chunks) else {
             ui.event(LiveEvent::Failed(
@@ -201,14 +165,35 @@ impl Inner {
 
     fn on_socket(this: &Rc<Self>, event: SocketEvent) {
         let ui = this.ui;
-        match event {
-            SocketEvent::Open if this.reconnecting.get().is_some() => {
-                if let Some(token) = this.resume_token.borrow().clone() {
-                    this.send(&ClientMsg::Resume { token });
-                }
+        let action = match event {
+            SocketEvent::Open => this.connection.borrow_mut().opened(),
+            SocketEvent::Message(msg) => return Self::on_message(this, msg),
+            SocketEvent::Garbled => {
+                ui.event(LiveEvent::Garbled);
+                this.shutdown();
+                return;
             }
-            SocketEvent::Open => {
-                this.opened.set(true);
+            SocketEvent::Closed => {
+                let active = ui.phase.get_untracked().is_active();
+                let recording = this
+                    .recorder
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|r| r.is_recording());
+                this.connection
+                    .borrow_mut()
+                    .closed(active, recording, super::now_ms())
+            }
+        };
+        Self::act(this, action);
+    }
+
+    /// Does what the connection decided.
+    fn act(this: &Rc<Self>, action: Action) {
+        let ui = this.ui;
+        match action {
+            Action::None => {}
+            Action::Start => {
                 let (width, height) = frame_size(&this.stream);
                 this.send(&ClientMsg::Start {
                     mime_type: recorder::announced(this.mime).to_string(),
@@ -219,32 +204,26 @@ impl Inner {
                     this.send(&ClientMsg::SetPrivacy { blur: true });
                 }
             }
-            SocketEvent::Message(msg) => Self::on_message(this, msg),
-            SocketEvent::Garbled => {
-                ui.event(LiveEvent::Garbled);
-                this.shutdown();
+            Action::Resume(token) => {
+                this.send(&ClientMsg::Resume { token });
             }
-            SocketEvent::Closed if this.reconnecting.get().is_some() => {
-                Self::begin_reconnect(this);
+            Action::RetryWithFreshToken => Self::retry_with_fresh_token(this),
+            Action::Refused => ui.event(LiveEvent::Refused),
+            Action::BeginReconnecting => {
+                ui.event(LiveEvent::Reconnecting);
+                Self::reconnect_later(this);
             }
-            SocketEvent::Closed if !this.opened.get() && ui.phase.get_untracked().is_active() => {
-                Self::retry_with_fresh_token(this);
+            Action::RetryLater => Self::reconnect_later(this),
+            Action::Reconnect => {
+                if Inner::connect(this, &csrf_token()).is_err() {
+                    Self::reconnect_later(this);
+                }
             }
-            // A drop mid-session (not one the server chose: that comes after an error or
-            // the end, which leave the active phases).
-            SocketEvent::Closed
-                if ui.phase.get_untracked().is_active()
-                    && this.resume_token.borrow().is_some()
-                    && this.resume_grace_ms.get() > 0.0
-                    && this
-                        .recorder
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|r| r.is_recording()) =>
-            {
-                Self::begin_reconnect(this);
+            Action::GiveUp => {
+                ui.event(LiveEvent::ConnectionLost);
+                this.recorder.borrow_mut().take();
             }
-            SocketEvent::Closed => {
+            Action::Lost => {
                 ui.event(LiveEvent::ConnectionLost);
                 ui.event(LiveEvent::EndedWithoutDownload);
                 this.recorder.borrow_mut().take();
@@ -262,15 +241,17 @@ impl Inner {
                 resume_token,
                 resume_grace_secs,
             } => {
-                *this.resume_token.borrow_mut() = Some(resume_token);
-                *this.node.borrow_mut() = crate::hls_path::node_of(&session_id).map(Into::into);
-                this.resume_grace_ms.set(resume_grace_secs as f64 * 1000.0);
-                ui.viewer_url.set(Some(absolute_url(&viewer_url)));
+                let node = crate::hls_path::node_of(&session_id).map(Into::into);
+                this.connection
+                    .borrow_mut()
+                    .started(resume_token, resume_grace_secs, node);
+                ui.event(LiveEvent::SessionStarted {
+                    viewer_url: absolute_url(&viewer_url),
+                    detector,
+                });
                 if ui.detector_touched.get_untracked() {
                     // Settings chosen before Start apply to this session too.
                     this.send(&ClientMsg::SetDetector(ui.detector.get_untracked()));
-                } else {
-                    ui.detector.set(detector);
                 }
                 if let Err(err) = Self::start_recorder(this) {
                     ui.event(LiveEvent::Failed(err.user_message()));
@@ -283,7 +264,7 @@ impl Inner {
                 url,
                 live_sync_seconds,
             } => {
-                ui.playlist.set(Some(url.clone()));
+                ui.event(LiveEvent::PlaylistReady(url.clone()));
                 let on_playing = move || ui.event(LiveEvent::Playing);
                 let on_fatal = move || ui.event(LiveEvent::PlayerFailed);
                 match Player::attach(
@@ -302,16 +283,16 @@ impl Inner {
                 if super::measuring() {
                     publish_stats(&stats);
                 }
-                ui.stats.set(stats);
+                ui.event(LiveEvent::Stats(stats));
                 // The player's own count, read with each stats tick (none where the browser
                 // does not keep one).
                 let output = &this.output;
                 if js_sys::Reflect::has(output, &"getVideoPlaybackQuality".into()) == Ok(true) {
                     let q = output.get_video_playback_quality();
-                    ui.playback.set(crate::ui::Playback {
+                    ui.event(LiveEvent::Playback(crate::ui::Playback {
                         frames: q.total_video_frames(),
                         dropped: q.dropped_video_frames(),
-                    });
+                    }));
                 }
             }
             ServerMsg::Ended { .. } => {
@@ -320,7 +301,6 @@ impl Inner {
                 } else {
                     LiveEvent::Ended
                 });
-                ui.viewer_url.set(None);
                 // The socket stays open for the download offer; the server closes it.
                 if let Some(recorder) = this.recorder.borrow().as_ref() {
                     recorder.stop();
@@ -330,27 +310,22 @@ impl Inner {
                 url,
                 available_secs,
             } => {
-                ui.recording.set(Some((url.clone(), available_secs)));
                 // The server removes the file then: stop offering it.
+                let expired = url.clone();
                 leptos::prelude::set_timeout(
-                    move || {
-                        if ui
-                            .recording
-                            .with_untracked(|r| r.as_ref().map(|r| &r.0) == Some(&url))
-                        {
-                            ui.recording.set(None);
-                        }
-                    },
+                    move || ui.event(LiveEvent::RecordingExpired(expired)),
                     std::time::Duration::from_secs(available_secs),
                 );
-                ui.event(LiveEvent::RecordingReady);
+                ui.event(LiveEvent::RecordingReady {
+                    url,
+                    secs: available_secs,
+                });
             }
             ServerMsg::Error { kind, message } if !kind.is_fatal() => {
-                ui.notice.set(message);
+                ui.event(LiveEvent::Notice(message));
             }
             ServerMsg::Error { message, .. } => {
                 ui.event(LiveEvent::Failed(message));
-                ui.viewer_url.set(None);
                 this.shutdown();
             }
         }
@@ -364,7 +339,7 @@ impl Inner {
                     let size = blob.size() as usize;
                     inner.chunks.borrow_mut().push(blob.clone(), size);
                     // While reconnecting, chunks wait in the log for `resumed`.
-                    if inner.reconnecting.get().is_none() {
+                    if inner.connection.borrow().sends_chunks() {
                         if let Some(socket) = inner.socket.borrow().as_ref() {
                             socket.send_chunk(&blob);
                         }
@@ -435,5 +410,5 @@ fn absolute_url(path: &str) -> String {
     format!("{origin}{path}")
 }
 
-use leptos::prelude::{GetUntracked, Set, WithUntracked};
+use leptos::prelude::GetUntracked;
 use wasm_bindgen::JsCast;

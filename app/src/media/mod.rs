@@ -104,7 +104,7 @@ impl Controller {
                     .set_value(probe::Probe::start(ui, preview, output));
             }
         }
-        ui.camera_ready.set(true);
+        ui.event(LiveEvent::CameraOn);
         true
     }
 
@@ -123,9 +123,8 @@ impl Controller {
             let ui = self.ui;
             self.camera.set_value(None);
             self.painter.set_value(None);
-            ui.camera_ready.set(false);
+            ui.event(LiveEvent::CameraOff);
             if ui.phase.get_untracked().is_active() {
-                ui.camera_lost.set(true);
                 self.stop();
             }
             ui.event(LiveEvent::Failed(MediaError::CameraLost.user_message()));
@@ -146,17 +145,12 @@ impl Controller {
             });
             return;
         };
-        self.ui.camera_lost.set(false);
         let Some(output) = self.output.get_untracked() else {
             return;
         };
         // Dropping the previous session releases its socket, recorder and player.
         self.live.set_value(None);
-        self.ui.playlist.set(None);
-        self.ui.stats.set(Default::default());
-        self.ui.recording.set(None);
-        self.ui.viewer_url.set(None);
-        self.ui.notice.set(String::new());
+        self.ui.event(LiveEvent::NewSession);
         match Live::start(self.ui, stream, output) {
             Ok(live) => self.live.set_value(Some(live)),
             Err(err) => self.ui.event(LiveEvent::Failed(err.user_message())),
@@ -190,10 +184,10 @@ impl Controller {
         let promise = window.navigator().clipboard().write_text(&text);
         wasm_bindgen_futures::spawn_local(async move {
             let done = wasm_bindgen_futures::JsFuture::from(promise).await;
-            ui.notice.set(match done {
+            ui.event(LiveEvent::Notice(match done {
                 Ok(_) => "Viewer link copied.".into(),
                 Err(_) => "The browser did not allow copying; select the link instead.".into(),
-            });
+            }));
         });
     }
 

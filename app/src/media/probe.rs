@@ -6,8 +6,7 @@
 
 use super::frames::{Frame, FrameWatcher};
 use crate::latency::{quantile, CodeClock, PlayerTimeline, BLOCKS, STRIP_HEIGHT, STRIP_TOP};
-use crate::ui::{PlayerFigures, Ui};
-use leptos::prelude::Set;
+use crate::ui::{LiveEvent, PlayerFigures, Ui};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -181,11 +180,13 @@ impl Inner {
         // Publishing every 10th sample keeps the panel readable and the page cheap.
         if self.measured.get().is_multiple_of(10) {
             let samples: Vec<f64> = recent.iter().copied().collect();
-            self.ui.latency_ms.set(quantile(&samples, 0.5));
-            self.ui.player.set(PlayerFigures {
-                fps: frame_rate(&times),
-                frames: timeline.presented,
-                skipped: timeline.skipped,
+            self.ui.event(LiveEvent::Measured {
+                latency_ms: quantile(&samples, 0.5),
+                player: PlayerFigures {
+                    fps: frame_rate(&times),
+                    frames: timeline.presented,
+                    skipped: timeline.skipped,
+                },
             });
         }
     }
