@@ -47,11 +47,11 @@ pub enum ClientMsg {
         /// The session's resume token.
         token: String,
     },
-    /// Privacy mode: pixelate faces (`blur: true`) instead of boxing them; applies from
-    /// the next frame, and to the next session if sent before Start.
+    /// Privacy mode: faces pixelated (`on: true`) instead of boxed; applies from the next
+    /// frame not yet encoded, and to the next session if sent before Start.
     SetPrivacy {
-        /// Whether faces are hidden.
-        blur: bool,
+        /// Whether privacy mode is on.
+        on: bool,
     },
     /// Face detector settings, applied from the next detection; checked against
     /// [`DetectorSettings::check`] (out-of-range values get an `invalidSettings` error and
@@ -651,7 +651,7 @@ mod tests {
                 height: 480,
             },
             ClientMsg::Stop,
-            ClientMsg::SetPrivacy { blur: true },
+            ClientMsg::SetPrivacy { on: true },
             ClientMsg::SetDetector(DetectorSettings::default()),
         ];
         for msg in msgs {

@@ -53,7 +53,7 @@ pub fn Studio() -> impl IntoView {
     let on_privacy = move |ev: leptos::ev::Event| {
         ui.event(LiveEvent::PrivacyChanged(event_target_checked(&ev)));
         #[cfg(feature = "hydrate")]
-        controller.set_privacy(ui.blur.get_untracked());
+        controller.set_privacy(ui.privacy.get_untracked());
     };
     let on_detector = move |setting: Setting, value: f64| {
         ui.event(LiveEvent::DetectorChanged(setting, value));
@@ -178,7 +178,7 @@ fn Controls(
             <input
                 type="checkbox"
                 data-testid="privacy"
-                prop:checked=move || ui.blur.get()
+                prop:checked=move || ui.privacy.get()
                 on:change=on_privacy
             />
             "Blur faces"

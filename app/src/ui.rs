@@ -96,7 +96,7 @@ pub struct Ui {
     /// The output player's dropped frames, by its own count.
     pub playback: ReadSignal<Playback>,
     /// Privacy mode: faces pixelated instead of boxed.
-    pub blur: ReadSignal<bool>,
+    pub privacy: ReadSignal<bool>,
     /// Absolute viewer link of the running session.
     pub viewer_url: ReadSignal<Option<String>>,
     /// Download URL of the stopped session's recording, once remuxed, and until when
@@ -125,7 +125,7 @@ struct Writers {
     latency_ms: WriteSignal<Option<f64>>,
     player: WriteSignal<PlayerFigures>,
     playback: WriteSignal<Playback>,
-    blur: WriteSignal<bool>,
+    privacy: WriteSignal<bool>,
     viewer_url: WriteSignal<Option<String>>,
     recording: WriteSignal<Option<(String, u64)>>,
     detector: WriteSignal<DetectorSettings>,
@@ -145,7 +145,7 @@ impl Ui {
         let (latency_ms, w_latency_ms) = signal(None);
         let (player, w_player) = signal(PlayerFigures::default());
         let (playback, w_playback) = signal(Playback::default());
-        let (blur, w_blur) = signal(false);
+        let (privacy, w_blur) = signal(false);
         let (viewer_url, w_viewer_url) = signal(None);
         let (recording, w_recording) = signal(None);
         let (detector, w_detector) = signal(DetectorSettings::default());
@@ -162,7 +162,7 @@ impl Ui {
             latency_ms,
             player,
             playback,
-            blur,
+            privacy,
             viewer_url,
             recording,
             detector,
@@ -179,7 +179,7 @@ impl Ui {
                 latency_ms: w_latency_ms,
                 player: w_player,
                 playback: w_playback,
-                blur: w_blur,
+                privacy: w_blur,
                 viewer_url: w_viewer_url,
                 recording: w_recording,
                 detector: w_detector,
@@ -205,8 +205,8 @@ impl Ui {
 }
 
 /// The status sentence while live, for privacy mode on or off.
-pub fn live_message(blur: bool) -> &'static str {
-    if blur {
+pub fn live_message(privacy: bool) -> &'static str {
+    if privacy {
         "Live: faces are pixelated (privacy mode)."
     } else {
         "Live: faces are boxed in green."
@@ -297,7 +297,7 @@ pub enum LiveEvent {
 impl Ui {
     /// Applies `event`: the phase it leads to and the sentence for it.
     pub fn event(&self, event: LiveEvent) {
-        let live = live_message(self.blur.get_untracked());
+        let live = live_message(self.privacy.get_untracked());
         let phase = self.phase.get_untracked();
         match event {
             LiveEvent::AskingForCamera => self.say("Asking for the camera…"),
@@ -389,10 +389,10 @@ impl Ui {
                 self.w.viewer_url.set(None);
                 self.w.notice.set(String::new());
             }
-            LiveEvent::PrivacyChanged(blur) => {
-                self.w.blur.set(blur);
+            LiveEvent::PrivacyChanged(privacy) => {
+                self.w.privacy.set(privacy);
                 if phase == Phase::Live {
-                    self.say(live_message(blur));
+                    self.say(live_message(privacy));
                 }
             }
             LiveEvent::DetectorChanged(setting, value) => {

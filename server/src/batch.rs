@@ -29,7 +29,7 @@ pub struct Job {
     pub input: PathBuf,
     pub out: PathBuf,
     /// Pixelate faces instead of boxing them.
-    pub blur: bool,
+    pub privacy: bool,
     pub config: PipelineConfig,
 }
 
@@ -179,7 +179,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         QUEUES,
         &pool,
     )?;
-    let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.blur));
+    let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(job.privacy));
     let tuning = crate::video::detector::Tuning::from(&cfg.detector);
     let mut path = FramePath::inline(
         factory_for(&cfg.detector)()?,

@@ -59,9 +59,9 @@ enum Command {
         /// Output folder for playlist.m3u8 and its segments (created if missing).
         #[arg(long)]
         out: PathBuf,
-        /// Pixelate faces instead of drawing boxes around them.
-        #[arg(long)]
-        blur: bool,
+        /// Privacy mode: pixelate faces instead of drawing boxes around them.
+        #[arg(long, alias = "blur")]
+        privacy: bool,
         /// Print the summary as JSON instead of one line.
         #[arg(long)]
         json: bool,
@@ -98,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Process {
             input,
             out,
-            blur,
+            privacy,
             json,
             detector,
         } => {
@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             let job = server::batch::Job {
                 input,
                 out,
-                blur,
+                privacy,
                 config: pipeline,
             };
             let bar = progress_bar();

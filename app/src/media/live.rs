@@ -62,8 +62,8 @@ impl Live {
     }
 
     /// Asks the server to pixelate (or box) faces from the next frame.
-    pub fn set_privacy(&self, blur: bool) {
-        self.0.send(&ClientMsg::SetPrivacy { blur });
+    pub fn set_privacy(&self, privacy: bool) {
+        self.0.send(&ClientMsg::SetPrivacy { on: privacy });
     }
 
     /// Asks the server to use `settings` from its next detection.
@@ -200,8 +200,8 @@ impl Inner {
                     width,
                     height,
                 });
-                if ui.blur.get_untracked() {
-                    this.send(&ClientMsg::SetPrivacy { blur: true });
+                if ui.privacy.get_untracked() {
+                    this.send(&ClientMsg::SetPrivacy { on: true });
                 }
             }
             Action::Resume(token) => {

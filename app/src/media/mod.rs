@@ -158,10 +158,10 @@ impl Controller {
     }
 
     /// Switches privacy mode for the current session (and the next ones).
-    pub fn set_privacy(self, blur: bool) {
+    pub fn set_privacy(self, privacy: bool) {
         self.live.with_value(|live| {
             if let Some(live) = live {
-                live.set_privacy(blur);
+                live.set_privacy(privacy);
             }
         });
     }

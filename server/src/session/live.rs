@@ -79,7 +79,7 @@ pub struct Session {
     counters: Arc<Counters>,
     cancel: CancellationToken,
     cut: CancellationToken,
-    blur: Arc<AtomicBool>,
+    privacy: Arc<AtomicBool>,
     detector: watch::Sender<Tuning>,
     /// The session's deadlines: idle, maximum length, drain.
     life: Life,
@@ -98,7 +98,7 @@ impl Session {
         reservation: Reservation,
         media: Media,
         env: &PipelineEnv,
-        blur: bool,
+        privacy: bool,
         rules: Rules,
     ) -> Result<Self, ServerError> {
         let Media {
@@ -153,9 +153,14 @@ impl Session {
         let (event_tx, events) = mpsc::channel(8);
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
-        let blur = Arc::new(AtomicBool::new(blur));
+        let privacy = Arc::new(AtomicBool::new(privacy));
         let stage = Stage {
-            path: FramePath::live(worker, PathSettings::from(cfg), blur.clone(), detector_rx),
+            path: FramePath::live(
+                worker,
+                PathSettings::from(cfg),
+                privacy.clone(),
+                detector_rx,
+            ),
             frames,
             encoder_input,
             counters: counters.clone(),
@@ -185,7 +190,7 @@ impl Session {
             counters,
             cancel,
             cut,
-            blur,
+            privacy,
             detector,
             life: Life::new(rules, Instant::now()),
             bytes_came: AtomicBool::new(false),
@@ -280,8 +285,8 @@ impl Session {
     }
 
     /// Switches privacy mode (pixelated faces instead of boxes) from the next frame.
-    pub fn set_blur(&self, blur: bool) {
-        self.blur.store(blur, Ordering::Relaxed);
+    pub fn set_privacy(&self, privacy: bool) {
+        self.privacy.store(privacy, Ordering::Relaxed);
     }
 
     /// Applies detector settings (already range-checked) from the next detection.

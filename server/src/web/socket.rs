@@ -175,7 +175,7 @@ struct Connection {
     /// The container the Start message announced.
     container: protocol::Container,
     /// Privacy mode asked for by the page.
-    blur: bool,
+    privacy: bool,
     stats: StatsSampler,
     /// Lets a new socket continue this session after a drop (sent in `started`).
     resume_token: Option<ResumeToken>,
@@ -196,7 +196,7 @@ impl Connection {
             chunks: 0,
             prefix: Vec::new(),
             container: protocol::Container::Matroska,
-            blur: false,
+            privacy: false,
             stats: StatsSampler::new(),
             resume_token: None,
             handover: None,
@@ -392,10 +392,10 @@ impl Connection {
                 width,
                 height,
             }) => self.start(&mime_type, width, height).await,
-            Ok(ClientMsg::SetPrivacy { blur }) => {
-                self.blur = blur;
+            Ok(ClientMsg::SetPrivacy { on: privacy }) => {
+                self.privacy = privacy;
                 if let Some(session) = &self.session {
-                    session.set_blur(blur);
+                    session.set_privacy(privacy);
                 }
                 Ok(())
             }
@@ -506,7 +506,7 @@ impl Connection {
             reservation,
             media,
             &shared.pipeline,
-            self.blur,
+            self.privacy,
             rules,
         )
         .await;

@@ -122,7 +122,7 @@ async fn a_socket_that_sends_nothing_is_told_it_idled_and_closed() {
 async fn messages_past_the_rate_limit_end_the_connection() {
     let fixture = Fixture::new(|l| l.max_messages_per_second = 5);
     let (mut peer, task) = fixture.connect();
-    let privacy = || text(&ClientMsg::SetPrivacy { blur: true });
+    let privacy = || text(&ClientMsg::SetPrivacy { on: true });
     for _ in 0..5 {
         peer.send_raw(privacy());
     }
