@@ -142,6 +142,35 @@ pub fn spawn_program(role: Role, program: &Path, args: &[String]) -> Result<Spaw
     })
 }
 
+/// Writes every item of `items` into a child's `stdin` from a task of its own on `tasks`,
+/// until the channel closes (then stdin is dropped: the child sees EOF and finishes), the
+/// child stops reading, or `cancel`. `written` gets each item back once it is written.
+pub fn feed<T: Send + 'static>(
+    tasks: &TaskTracker,
+    mut stdin: Input,
+    mut items: tokio::sync::mpsc::Receiver<T>,
+    cancel: tokio_util::sync::CancellationToken,
+    bytes: fn(&T) -> &[u8],
+    mut written: impl FnMut(T, Duration) + Send + 'static,
+) {
+    use tokio::io::AsyncWriteExt;
+    tasks.spawn(async move {
+        loop {
+            let item = tokio::select! {
+                _ = cancel.cancelled() => return,
+                item = items.recv() => item,
+            };
+            let Some(item) = item else { return };
+            let started = std::time::Instant::now();
+            if let Err(e) = stdin.write_all(bytes(&item)).await {
+                tracing::debug!("child stdin closed: {e}");
+                return;
+            }
+            written(item, started.elapsed());
+        }
+    });
+}
+
 /// Grows a pipe's buffer; best effort (a refusal only costs more wake-ups).
 fn grow_pipe(fd: std::os::fd::RawFd) {
     // SAFETY: fcntl(F_SETPIPE_SZ) only changes the capacity of an fd we own; on any

@@ -2,12 +2,12 @@
 //! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
 
 use super::frame::{Frame, FramePool, Shape};
-use crate::child::{join_tasks, reap, ExitReporter, Process, Spawned, Spawner};
+use crate::child::{feed, join_tasks, reap, ExitReporter, Process, Spawned, Spawner};
 use crate::error::{Role, ServerError};
 use crate::source::Codec;
 use crate::source::Source;
 use std::path::Path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -133,29 +133,16 @@ impl Decoder {
         };
         let Spawned {
             process,
-            mut stdin,
+            stdin,
             mut stdout,
             exit,
             tasks,
         } = spawner.spawn(Role::Decoder, &args)?;
         let cancel = CancellationToken::new();
-        if let Some(mut chunks) = chunks {
-            let cancel = cancel.clone();
-            tasks.spawn(async move {
-                loop {
-                    let chunk = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        chunk = chunks.recv() => chunk,
-                    };
-                    // None: dropping stdin sends EOF, ffmpeg flushes its last frames and exits.
-                    let Some(chunk) = chunk else { return };
-                    if let Err(e) = stdin.write_all(&chunk).await {
-                        tracing::debug!("decoder stdin closed: {e}");
-                        return;
-                    }
-                }
-            });
-        } // a file source: stdin closes at once
+        // A file source has no chunks: stdin closes at once.
+        if let Some(chunks) = chunks {
+            feed(&tasks, stdin, chunks, cancel.clone(), |c| c, |_, _| {});
+        }
         let frame_len = Frame::byte_len(width, height);
         let reader_cancel = cancel.clone();
         tasks.spawn(async move {

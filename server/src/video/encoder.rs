@@ -4,11 +4,10 @@
 //! Closing stdin makes ffmpeg flush the last frame (and write `#EXT-X-ENDLIST`).
 
 use super::frame::{Frame, FramePool};
-use crate::child::{join_tasks, reap, ExitReporter, Output, Process, Spawned, Spawner};
+use crate::child::{feed, join_tasks, reap, ExitReporter, Output, Process, Spawned, Spawner};
 use crate::config::HlsConfig;
 use crate::error::{Role, ServerError};
 use std::path::PathBuf;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -152,36 +151,29 @@ impl Encoder {
         spawner: &dyn Spawner,
         settings: &EncoderSettings,
         output: &EncoderOutput,
-        mut frames: mpsc::Receiver<Frame>,
+        frames: mpsc::Receiver<Frame>,
         pool: FramePool,
     ) -> Result<(Self, Output), ServerError> {
         let args = encoder_args(settings, output);
         let Spawned {
             process,
-            mut stdin,
+            stdin,
             stdout,
             exit,
             tasks,
         } = spawner.spawn(Role::Encoder, &args)?;
         let cancel = CancellationToken::new();
-        let writer_cancel = cancel.clone();
-        tasks.spawn(async move {
-            loop {
-                let frame = tokio::select! {
-                    _ = writer_cancel.cancelled() => return,
-                    frame = frames.recv() => frame,
-                };
-                let Some(frame) = frame else { return };
-                let started = std::time::Instant::now();
-                if let Err(e) = stdin.write_all(&frame.data).await {
-                    tracing::debug!("encoder stdin closed: {e}");
-                    return;
-                }
-                ::metrics::histogram!(crate::metrics::ENCODE_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
+        feed(
+            &tasks,
+            stdin,
+            frames,
+            cancel.clone(),
+            |frame: &Frame| &frame.data,
+            move |frame, took| {
+                ::metrics::histogram!(crate::metrics::ENCODE_SECONDS).record(took.as_secs_f64());
                 pool.give(frame.data);
-            }
-        });
+            },
+        );
         let encoder = Encoder {
             process,
             exit,
