@@ -8,6 +8,7 @@
 pub mod decoder;
 pub mod detector;
 pub mod encoder;
+pub mod follower;
 pub mod frame;
 pub mod frame_path;
 pub mod overlay;
