@@ -172,6 +172,75 @@ async fn live_privacy_shows_no_face_from_the_first_frame_and_across_cuts() -> Re
     server.stop().await
 }
 
+/// Streams `clip` live with the default settings (frames never wait; detections are
+/// carried to the frames between them) and returns the recording's frames.
+async fn live_frames(name: &str, clip: &str) -> Result<Vec<Vec<u8>>> {
+    let server = TestServer::start(name, |_| {}).await?;
+    let mut c = server.socket().await?;
+    let id = c.start_session().await?;
+    // Real time: 30 KB chunks of a ~1.7 Mbit/s clip, 8 a second.
+    stream_file(&mut c, &media(clip), 30_000, 8).await?;
+    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    c.stop_and_wait().await?;
+    let frames = frames_in(&server.runtime.join(&id))?;
+    server.stop().await?;
+    Ok(frames)
+}
+
+/// The live quality gates, where boxes come from rare detections carried by the follower:
+/// of the recorded frames in which the reference detector finds the face, ≥ 95 % have a
+/// green box on it; face-free footage gets a box in ≤ 1 % of its frames.
+#[tokio::test(flavor = "multi_thread")]
+async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
+    let frames = live_frames("boxes-live", "real-face.webm").await?;
+    ensure!(frames.len() > 200, "only {} frames came out", frames.len());
+    let mut reference = reference()?;
+    let (mut faces, mut boxed) = (0, 0);
+    for data in &frames {
+        let frame = Frame {
+            width: 640,
+            height: 480,
+            data: data.clone(),
+        };
+        let Some(face) = reference.detect(&frame)?.into_iter().next() else {
+            continue;
+        };
+        faces += 1;
+        if let (_, Some((x0, y0, x1, y1))) = green_pixels(data, 640) {
+            let drawn = FaceBox {
+                x: x0 as i32,
+                y: y0 as i32,
+                width: (x1 - x0) as i32,
+                height: (y1 - y0) as i32,
+            };
+            boxed += usize::from(server::video::tracker::iou(&drawn, &face) >= 0.3);
+        }
+    }
+    ensure!(
+        faces > frames.len() / 2,
+        "the reference finds the face in {faces} frames"
+    );
+    let share = boxed as f64 / faces as f64;
+    ensure!(
+        share >= 0.95,
+        "boxed on the face in {boxed} of {faces} frames ({:.1} %)",
+        100.0 * share
+    );
+
+    let frames = live_frames("noboxes-live", "real-noface.webm").await?;
+    let with_box = frames
+        .iter()
+        .filter(|f| green_pixels(f, 640).0 > 50)
+        .count();
+    ensure!(
+        with_box * 100 <= frames.len(),
+        "boxes on face-free footage in {with_box} of {} frames",
+        frames.len()
+    );
+    Ok(())
+}
+
 #[test]
 fn the_binary_runs_from_another_folder_and_refuses_without_a_built_site() -> Result<()> {
     let empty = tempdir("no-site")?;

@@ -75,7 +75,8 @@ pub struct DetectorConfig {
     /// faces are scanned. 0 or 1 scans the whole frame every time.
     pub roi_full_scan_every: u32,
     /// Longest a live frame waits for a detection at or after it (boxes then sit where the
-    /// face is on that frame); privacy mode pixelates whole a frame no detection covered.
+    /// face is on that frame); 0, the default: frames never wait, the follower carries the
+    /// newest detection's faces to them.
     pub max_hold_ms: u64,
 }
 
@@ -289,7 +290,7 @@ impl Default for DetectorConfig {
             detect_fps: 10,
             opencv_threads: 1,
             roi_full_scan_every: 10,
-            max_hold_ms: 300,
+            max_hold_ms: 0,
         }
     }
 }

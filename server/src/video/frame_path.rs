@@ -10,10 +10,11 @@
 //! whole rather than shown.
 
 use super::detector::{Detection, DetectorWorker, FaceDetector, Found};
+use super::follower::{Follower, Grey};
 use super::frame::{FaceBox, Frame};
 use super::overlay::{draw_boxes, pixelate_boxes, pixelate_whole};
 use super::scene::SceneCuts;
-use super::timeline::{Detected, Timeline};
+use super::timeline::{Detected, FrameBoxes, Timeline};
 use super::tracker::Tracker;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -32,6 +33,11 @@ const HIDE_MARGIN: f32 = 0.35;
 /// their face by about a tenth of its size a frame).
 const HIDE_MARGIN_PER_FRAME: f32 = 0.1;
 
+/// In privacy mode a frame whose faces come from a detection older than this (or the
+/// longest hold, if longer) is pixelated whole: the detector runs uncapped there, so a
+/// detection this old means it fell behind.
+const PRIVACY_REACH_MS: u64 = 300;
+
 /// How the frame path is tuned.
 #[derive(Debug, Clone)]
 pub struct PathSettings {
@@ -39,17 +45,15 @@ pub struct PathSettings {
     pub confirm: u32,
     /// Missed detections a drawn box survives.
     pub hold: u32,
-    /// Longest a frame waits for a detection before it leaves anyway.
+    /// Longest a frame waits for a detection before it leaves anyway (0: frames never
+    /// wait; the follower carries the newest detection's faces to them).
     pub max_hold: Duration,
     /// In privacy mode, a frame farther than this many frames from the nearest detection
     /// of its shot is pixelated whole.
     pub privacy_reach: u64,
     /// Live, only every this many frames is offered to the detector (besides scene cuts,
-    /// and every frame in privacy mode): the first frame of each LL-HLS part. The encoder's
-    /// muxer emits a frame's fragment only when the next frame comes in, so a part is
-    /// published when the first frame of the next part enters the encoder; frames waiting
-    /// for that frame's detection therefore cost about one detection of latency, not half
-    /// a detection interval, and the encoder gets them in bursts of exactly one part.
+    /// and every frame in privacy mode): the detection rate's share of the frame rate. The
+    /// follower carries faces to the frames in between.
     pub detect_every: u64,
 }
 
@@ -60,10 +64,11 @@ impl From<&PipelineConfig> for PathSettings {
             confirm: d.confirm_detections,
             hold: d.hold_detections,
             max_hold: Duration::from_millis(d.max_hold_ms),
-            // A frame farther from its shot's nearest detection than a held frame can be
-            // is one the detector fell behind on.
-            privacy_reach: (d.max_hold_ms * u64::from(hls.frame_rate)).div_ceil(1000),
-            detect_every: ((hls.part_seconds * f64::from(hls.frame_rate)).floor() as u64).max(1),
+            // A frame farther from its shot's nearest detection than this is one the
+            // detector fell behind on.
+            privacy_reach: (d.max_hold_ms.max(PRIVACY_REACH_MS) * u64::from(hls.frame_rate))
+                .div_ceil(1000),
+            detect_every: (u64::from(hls.frame_rate) / u64::from(d.detect_fps.max(1))).max(1),
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct FramePath {
     tracker: Tracker,
     cuts: SceneCuts,
     timeline: Timeline,
+    /// Live: carries the newest detection's faces to the frames after it.
+    follower: Option<Follower>,
     held: VecDeque<Held>,
     next_seq: u64,
     privacy: Arc<AtomicBool>,
@@ -147,6 +154,7 @@ impl FramePath {
     ) -> Self {
         FramePath {
             tuning,
+            follower: matches!(faces, Faces::Live { .. }).then(Follower::default),
             faces,
             tracker: Tracker::new(settings.confirm, settings.hold),
             settings,
@@ -166,6 +174,9 @@ impl FramePath {
         let cut = self.cuts.is_cut(&frame);
         if cut {
             self.timeline.cut(seq);
+        }
+        if let Some(follower) = &mut self.follower {
+            follower.frame(seq, cut, Grey::of(&frame));
         }
         match &mut self.faces {
             // After a cut nothing is known about the new shot: detect it at once.
@@ -195,17 +206,33 @@ impl FramePath {
     pub fn next_ready(&mut self, now: Instant) -> Option<Output> {
         self.poll();
         let front = self.held.front()?;
-        if !self.timeline.settled(front.seq) && now < front.deadline {
+        let settled = self.timeline.settled(front.seq);
+        if !settled && now < front.deadline {
             return None;
         }
         let Held { seq, mut frame, .. } = self.held.pop_front()?;
-        let boxes = self.timeline.boxes(seq);
+        // A detection at or after the frame places its boxes exactly (interpolated); before
+        // one exists, the follower has carried the newest detection's faces to it.
+        let (boxes, lost) = match (&self.follower, settled) {
+            (Some(follower), false) => {
+                let carried = follower.carried(seq);
+                let boxes = FrameBoxes {
+                    drawn: carried.drawn,
+                    hidden: carried.hidden,
+                    distance: carried.distance,
+                };
+                (boxes, carried.lost)
+            }
+            _ => (self.timeline.boxes(seq), false),
+        };
         self.timeline.forget_before(seq);
         let privacy = self.privacy.load(Ordering::Relaxed);
+        // Fail closed: a face the follower lost may be anywhere.
         let hidden_whole = privacy
-            && boxes
-                .distance
-                .is_none_or(|d| d > self.settings.privacy_reach);
+            && (lost
+                || boxes
+                    .distance
+                    .is_none_or(|d| d > self.settings.privacy_reach));
         let faces = if !privacy {
             draw_boxes(&mut frame, &boxes.drawn);
             boxes.drawn.len()
@@ -299,6 +326,9 @@ impl FramePath {
         let drawn = self.tracker.update(&large);
         let mut raw = found.sure;
         raw.extend(found.faint);
+        if let Some(follower) = &mut self.follower {
+            follower.detected(seq, &drawn, &raw);
+        }
         self.timeline.detected(Detected { seq, drawn, raw });
     }
 }
