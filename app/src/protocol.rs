@@ -372,8 +372,10 @@ pub enum ErrorKind {
     TooLarge,
     /// Messages arrived faster than allowed.
     RateLimited,
-    /// The server is at its session limit.
+    /// The server is at its session limit: its sessions take the room.
     Busy,
+    /// The machine is under heavy load from other work than its sessions: no room now.
+    Overloaded,
     /// The video could not be processed (decoder or encoder failed).
     Pipeline,
     /// The session was idle for too long.
@@ -397,7 +399,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for listing them (metrics register one series per kind).
-    pub const ALL: [ErrorKind; 16] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::BadMessage,
         ErrorKind::Protocol,
         ErrorKind::UnsupportedMedia,
@@ -405,6 +407,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::RateLimited,
         ErrorKind::Busy,
+        ErrorKind::Overloaded,
         ErrorKind::Pipeline,
         ErrorKind::Idle,
         ErrorKind::ShuttingDown,
@@ -428,6 +431,9 @@ impl ErrorKind {
             ErrorKind::TooLarge => "A piece of video was larger than the server accepts.",
             ErrorKind::RateLimited => "The page sent data faster than the server accepts.",
             ErrorKind::Busy => "The server is busy with other sessions; please try again later.",
+            ErrorKind::Overloaded => {
+                "The server is under heavy load right now (not from other sessions); please try again in a minute."
+            }
             ErrorKind::Pipeline => "The server could not process the video stream.",
             ErrorKind::Idle => "The session was closed because no video arrived for a while.",
             ErrorKind::ShuttingDown => "The server is shutting down; the recording was ended.",
@@ -467,6 +473,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "tooLarge",
             ErrorKind::RateLimited => "rateLimited",
             ErrorKind::Busy => "busy",
+            ErrorKind::Overloaded => "overloaded",
             ErrorKind::Pipeline => "pipeline",
             ErrorKind::Idle => "idle",
             ErrorKind::ShuttingDown => "shuttingDown",
@@ -808,7 +815,7 @@ mod tests {
     #[test]
     fn error_kind_codes_are_their_wire_names() {
         use ErrorKind::*;
-        assert_eq!(ErrorKind::ALL.len(), 16, "every kind is listed");
+        assert_eq!(ErrorKind::ALL.len(), 17, "every kind is listed");
         for kind in ErrorKind::ALL {
             assert_eq!(
                 serde_json::to_string(&kind).unwrap(),

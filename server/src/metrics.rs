@@ -61,7 +61,11 @@ const LABELS: &[(&str, &str, &[&str])] = &[
     (FRAMES, "stage", &["decode", "detect", "encode"]),
     (FRAMES_DROPPED, "stage", &["detect", "encode"]),
     (FFMPEG_FAILURES, "role", &["decoder", "encoder", "remuxer"]),
-    (REFUSED, "why", &["limit", "lagging", "client"]),
+    (
+        REFUSED,
+        "why",
+        &["sessions", "cpu", "lagging encoder", "client", "sockets"],
+    ),
 ];
 
 /// Histogram buckets in seconds: 1 ms to 1 s, dense where detection and encoding live.
@@ -233,7 +237,9 @@ mod tests {
         for series in [
             "hls_face_errors_total{kind=\"busy\"}",
             "hls_face_ffmpeg_failures_total{role=\"remuxer\"}",
-            "hls_face_sessions_refused_total{why=\"lagging\"}",
+            "hls_face_sessions_refused_total{why=\"lagging encoder\"}",
+            "hls_face_sessions_refused_total{why=\"cpu\"}",
+            "hls_face_errors_total{kind=\"overloaded\"}",
             "hls_face_frames_hidden_total",
             "hls_face_process_resident_bytes",
             "hls_face_process_open_fds",

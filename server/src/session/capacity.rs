@@ -127,10 +127,32 @@ fn parse_proc_stat(line: &str) -> Option<(u64, u64)> {
 /// Why there is no room now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoRoom {
-    /// The machine is too busy for one more session.
+    /// The running sessions' planned cost leaves no room for one more.
+    Sessions,
+    /// The machine is too busy for one more session, beyond what its sessions are planned
+    /// to take: other software (a build, a backup) has the CPU.
     Cpu,
     /// A session's encoder fell behind lately.
     Lagging,
+}
+
+impl NoRoom {
+    /// The `why` label of `hls_face_sessions_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            NoRoom::Sessions => "sessions",
+            NoRoom::Cpu => "cpu",
+            NoRoom::Lagging => "lagging encoder",
+        }
+    }
+
+    /// What the page is told.
+    pub fn error_kind(self) -> app::protocol::ErrorKind {
+        match self {
+            NoRoom::Sessions | NoRoom::Lagging => app::protocol::ErrorKind::Busy,
+            NoRoom::Cpu => app::protocol::ErrorKind::Overloaded,
+        }
+    }
 }
 
 /// The live admission check.
@@ -211,9 +233,14 @@ impl Capacity {
         if lagging {
             return Err(NoRoom::Lagging);
         }
+        let one_more = share / self.cores;
+        if planned / self.cores + one_more > self.max_busy {
+            return Err(NoRoom::Sessions);
+        }
+        // The measured CPU counts everything, sessions too: over the ceiling while the
+        // sessions' plan is not, the rest of the machine has taken the room.
         let measured = self.gauge.as_ref().and_then(|g| g.busy()).unwrap_or(0.0);
-        let busy = measured.max(planned / self.cores);
-        if busy + share / self.cores > self.max_busy {
+        if measured + one_more > self.max_busy {
             return Err(NoRoom::Cpu);
         }
         Ok(())
@@ -248,7 +275,7 @@ mod tests {
         };
         assert_eq!(room(0.5), Ok(()));
         assert_eq!(room(0.69), Ok(()));
-        assert_eq!(room(0.75), Err(NoRoom::Cpu));
+        assert_eq!(room(0.75), Err(NoRoom::Cpu), "other software took the CPU");
         let off = Capacity::new(Some(Arc::new(Fixed(1.0))), 2, 100);
         assert!(off.reserve(0.4).is_ok(), "100 % turns the check off");
     }
@@ -260,7 +287,11 @@ mod tests {
             assert_eq!(c.has_room(0.4), Ok(()));
         }
         let held: Vec<_> = (0..4).map(|_| c.reserve(0.4).unwrap()).collect();
-        assert_eq!(c.has_room(0.4), Err(NoRoom::Cpu), "1.6 + 0.4 cores > 1.8");
+        assert_eq!(
+            c.has_room(0.4),
+            Err(NoRoom::Sessions),
+            "1.6 + 0.4 cores > 1.8"
+        );
         drop(held);
         assert_eq!(c.has_room(0.4), Ok(()));
     }
@@ -272,11 +303,30 @@ mod tests {
         let held: Vec<_> = (0..7).map(|_| c.reserve(0.24).unwrap()).collect();
         assert_eq!(
             c.reserve(0.24).err(),
-            Some(NoRoom::Cpu),
+            Some(NoRoom::Sessions),
             "7 × 0.24 + 0.24 > 1.8"
         );
         drop(held);
         assert!(c.reserve(0.24).is_ok(), "given back when sessions end");
+    }
+
+    #[test]
+    fn a_refusal_names_its_cause_and_the_page_hears_the_truth() {
+        use app::protocol::ErrorKind;
+        // A build takes 80 % of an idle server's machine: not "busy with other sessions".
+        let build = Capacity::new(Some(Arc::new(Fixed(0.8))), 2, 90);
+        let why = build.reserve(0.24).err().unwrap();
+        assert_eq!((why, why.label()), (NoRoom::Cpu, "cpu"));
+        assert_eq!(why.error_kind(), ErrorKind::Overloaded);
+        // Sessions fill the plan: busy with other sessions.
+        let full = Capacity::new(Some(Arc::new(Fixed(0.0))), 1, 90);
+        let _held: Vec<_> = (0..3).map(|_| full.reserve(0.24).unwrap()).collect();
+        let why = full.reserve(0.24).err().unwrap();
+        assert_eq!(
+            (why.label(), why.error_kind()),
+            ("sessions", ErrorKind::Busy)
+        );
+        assert_eq!(NoRoom::Lagging.label(), "lagging encoder");
     }
 
     #[test]

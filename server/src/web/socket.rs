@@ -106,7 +106,7 @@ pub async fn upgrade(
     }
     let limits = &state.shared.config.limits;
     if state.shared.sockets.len() >= limits.max_sockets {
-        ::metrics::counter!(metrics::REFUSED, "why" => "limit").increment(1);
+        ::metrics::counter!(metrics::REFUSED, "why" => "sockets").increment(1);
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "5")],
@@ -471,15 +471,15 @@ impl Connection {
         let reservation = match shared.capacity.reserve(share) {
             Ok(r) => r,
             Err(why) => {
-                tracing::info!("session refused: no room ({why:?})");
-                ::metrics::counter!(metrics::REFUSED, "why" => "lagging").increment(1);
-                return Err(ErrorKind::Busy);
+                tracing::info!("session refused: no room ({})", why.label());
+                ::metrics::counter!(metrics::REFUSED, "why" => why.label()).increment(1);
+                return Err(why.error_kind());
             }
         };
         let admission = match shared.registry.admit(&self.client) {
             Ok(a) => a,
             Err(Refusal::Full) => {
-                ::metrics::counter!(metrics::REFUSED, "why" => "limit").increment(1);
+                ::metrics::counter!(metrics::REFUSED, "why" => "sessions").increment(1);
                 return Err(ErrorKind::Busy);
             }
             Err(Refusal::Client) => {
