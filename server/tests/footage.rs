@@ -197,7 +197,7 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
     ensure!(frames.len() > 200, "only {} frames came out", frames.len());
     let mut reference = reference()?;
     let (mut faces, mut boxed) = (0, 0);
-    for data in &frames {
+    for (i, data) in frames.iter().enumerate() {
         let frame = Frame {
             width: 640,
             height: 480,
@@ -214,7 +214,13 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
                 width: (x1 - x0) as i32,
                 height: (y1 - y0) as i32,
             };
-            boxed += usize::from(server::video::tracker::iou(&drawn, &face) >= 0.3);
+            let overlap = server::video::tracker::iou(&drawn, &face);
+            boxed += usize::from(overlap >= 0.3);
+            if overlap < 0.3 && std::env::var("DIAG").is_ok() {
+                eprintln!("frame {i}: iou {overlap:.2} drawn {drawn:?} face {face:?}");
+            }
+        } else if std::env::var("DIAG").is_ok() {
+            eprintln!("frame {i}: no box, face {face:?}");
         }
     }
     ensure!(
@@ -222,6 +228,11 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
         "the reference finds the face in {faces} frames"
     );
     let share = boxed as f64 / faces as f64;
+    eprintln!(
+        "live: boxed on the face in {boxed} of {faces} face frames ({:.1} %), {} frames",
+        100.0 * share,
+        frames.len()
+    );
     ensure!(
         share >= 0.95,
         "boxed on the face in {boxed} of {faces} frames ({:.1} %)",
@@ -233,6 +244,10 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
         .iter()
         .filter(|f| green_pixels(f, 640).0 > 50)
         .count();
+    eprintln!(
+        "live: boxes in {with_box} of {} face-free frames",
+        frames.len()
+    );
     ensure!(
         with_box * 100 <= frames.len(),
         "boxes on face-free footage in {with_box} of {} frames",

@@ -23,6 +23,8 @@ const MIN_REACH: i32 = 3;
 /// A match whose mean absolute difference per pixel (0–255, after removing the patch's
 /// brightness) is above this has lost the face: it turned away, left or was covered.
 const LOST_DIFF: f32 = 18.0;
+/// A match this much better than [`LOST_DIFF`] (as a share of it) refreshes the patch.
+const REFRESH: f32 = 0.5;
 /// A face box's patch is its middle part (the edges of a box hold background, which moves
 /// differently from the face).
 const CORE: f32 = 0.7;
@@ -164,6 +166,11 @@ impl Follower {
         }
     }
 
+    /// Whether a face of the newest detection is lost in the newest frame.
+    pub fn lost(&self) -> bool {
+        self.faces.iter().any(|f| f.lost)
+    }
+
     /// What frame `seq` gets (the default, with no distance, if it is not known).
     pub fn carried(&self, seq: u64) -> Carried {
         self.carried
@@ -195,10 +202,12 @@ impl Follower {
     fn record(&mut self, seq: u64) {
         let carried = match self.detected {
             Some(d) if self.at == seq => Carried {
+                // A lost face keeps its box where it was last seen until the next
+                // detection (an urgent one: the frame path asks for it at once).
                 drawn: self
                     .faces
                     .iter()
-                    .filter(|f| f.drawn && !f.lost)
+                    .filter(|f| f.drawn)
                     .map(|f| f.face)
                     .collect(),
                 hidden: self.faces.iter().map(|f| f.face).collect(),
@@ -274,6 +283,12 @@ fn follow(face: &mut Followed, grey: &Grey) {
             face.at = (px + dx, py + dy);
             face.face.x = face.at.0 * s - face.offset.0;
             face.face.y = face.at.1 * s - face.offset.1;
+            if diff <= LOST_DIFF * REFRESH {
+                // A sure match: take the face as it looks now (it turns, its light
+                // changes); the next detection puts any drift right.
+                let (x, y) = (face.at.0 as usize, face.at.1 as usize);
+                face.patch = grey.crop(x, y, pw as usize, ph as usize);
+            }
         }
         _ => face.lost = true,
     }
@@ -403,9 +418,13 @@ mod tests {
         }
         follower.frame(1, false, Grey::of(&gone));
         let c = follower.carried(1);
-        assert!(c.lost);
-        assert!(c.drawn.is_empty(), "a lost face is not boxed");
-        assert_eq!(c.hidden.len(), 1, "but privacy still knows where it was");
+        assert!(c.lost, "privacy mode then hides the whole frame");
+        assert_eq!(
+            c.drawn,
+            vec![face_at(100, 100)],
+            "boxed where it was last seen"
+        );
+        assert_eq!(c.hidden.len(), 1);
         follower.frame(2, true, Grey::of(&frame_with_face(300, 200)));
         assert_eq!(follower.carried(2), Carried::default());
     }

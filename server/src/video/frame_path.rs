@@ -38,6 +38,17 @@ const HIDE_MARGIN_PER_FRAME: f32 = 0.1;
 /// detection this old means it fell behind.
 const PRIVACY_REACH_MS: u64 = 300;
 
+/// In privacy mode a frame waits at most this long for a detection at or after it (the
+/// detector runs uncapped there: about one detection); past it, the frame leaves with the
+/// faces of the detections before it if they are recent ([`PRIVACY_REACH_MS`]), else
+/// pixelated whole.
+const PRIVACY_HOLD: Duration = Duration::from_millis(300);
+
+/// At the start of a shot, frames wait at most this long for its faces to be confirmed
+/// (about two detections; once a shot), so the first frames of a face get its box too.
+/// Afterwards frames never wait (unless `max-hold-ms` asks for it).
+const START_HOLD: Duration = Duration::from_millis(400);
+
 /// How the frame path is tuned.
 #[derive(Debug, Clone)]
 pub struct PathSettings {
@@ -98,6 +109,8 @@ struct Held {
     seq: u64,
     frame: Frame,
     deadline: Instant,
+    /// When it came in (the start of a shot may hold it a little: [`START_HOLD`]).
+    pushed: Instant,
 }
 
 /// Decoded frames → detection, scene cuts and overlay → frames for the encoder.
@@ -179,11 +192,16 @@ impl FramePath {
             follower.frame(seq, cut, Grey::of(&frame));
         }
         match &mut self.faces {
-            // After a cut nothing is known about the new shot: detect it at once.
+            // Detect rarely while the follower holds every face; at once (past the rate
+            // cap) when something is unsure: a new shot, a face seen but not confirmed yet
+            // (its box waits for the next detection), a face missed or lost.
             Faces::Live { worker, .. } => {
-                let opens_part = seq.is_multiple_of(self.settings.detect_every.max(1));
-                if cut || opens_part || self.privacy.load(Ordering::Relaxed) {
-                    worker.offer(&frame, seq, cut);
+                let unsure = cut
+                    || self.tracker.unsettled()
+                    || self.follower.as_ref().is_some_and(Follower::lost);
+                let due = seq.is_multiple_of(self.settings.detect_every.max(1));
+                if unsure || due || self.privacy.load(Ordering::Relaxed) {
+                    worker.offer(&frame, seq, unsure);
                 }
             }
             Faces::Inline(detector) => {
@@ -197,6 +215,7 @@ impl FramePath {
             seq,
             frame,
             deadline: now + self.settings.max_hold,
+            pushed: now,
         });
         Ok(())
     }
@@ -207,14 +226,16 @@ impl FramePath {
         self.poll();
         let front = self.held.front()?;
         let settled = self.timeline.settled(front.seq);
-        if !settled && now < front.deadline {
+        if !settled && now < self.deadline_of(front) {
             return None;
         }
         let Held { seq, mut frame, .. } = self.held.pop_front()?;
+        let privacy = self.privacy.load(Ordering::Relaxed);
         // A detection at or after the frame places its boxes exactly (interpolated); before
-        // one exists, the follower has carried the newest detection's faces to it.
+        // one exists, the follower has carried the newest detection's faces to it (boxes
+        // only: privacy hides what the detections around the frame found, or all of it).
         let (boxes, lost) = match (&self.follower, settled) {
-            (Some(follower), false) => {
+            (Some(follower), false) if !privacy => {
                 let carried = follower.carried(seq);
                 let boxes = FrameBoxes {
                     drawn: carried.drawn,
@@ -226,8 +247,6 @@ impl FramePath {
             _ => (self.timeline.boxes(seq), false),
         };
         self.timeline.forget_before(seq);
-        let privacy = self.privacy.load(Ordering::Relaxed);
-        // Fail closed: a face the follower lost may be anywhere.
         let hidden_whole = privacy
             && (lost
                 || boxes
@@ -254,7 +273,32 @@ impl FramePath {
 
     /// When the oldest waiting frame leaves even without a detection.
     pub fn deadline(&self) -> Option<Instant> {
-        self.held.front().map(|h| h.deadline)
+        self.held.front().map(|h| self.deadline_of(h))
+    }
+
+    /// When `held` leaves without a detection: at its hold (none by default), or a little
+    /// later at the start of a shot whose faces are still being confirmed.
+    fn deadline_of(&self, held: &Held) -> Instant {
+        if self.privacy.load(Ordering::Relaxed) {
+            // Privacy waits for a detection at or after the frame: a face that entered
+            // since the last detection is hidden too, which no carrying can promise.
+            held.deadline.max(held.pushed + PRIVACY_HOLD)
+        } else if self.follower.is_some() && self.faces_unconfirmed(held.seq) {
+            held.deadline.max(held.pushed + START_HOLD)
+        } else {
+            held.deadline
+        }
+    }
+
+    /// Whether frame `seq`'s shot is still unknown: nothing detected in it yet, or faces
+    /// found in it of which none is confirmed (their boxes wait for the next detection).
+    fn faces_unconfirmed(&self, seq: u64) -> bool {
+        match self.timeline.latest() {
+            Some(d) if !self.timeline.cut_between(d.seq.min(seq), d.seq.max(seq)) => {
+                !d.raw.is_empty() && d.drawn.is_empty()
+            }
+            _ => true,
+        }
     }
 
     /// Frames waiting for a detection.
@@ -495,29 +539,40 @@ mod tests {
 
     #[test]
     fn a_frame_leaves_at_its_deadline_without_a_detection() {
-        let mut s = settings(1, 0);
-        s.max_hold = Duration::from_millis(50);
-        let mut path = live_path(Never, s, Arc::default());
-        let pushed = Instant::now();
-        path.push(grey(1), pushed).unwrap();
-        assert!(path.next_ready(pushed).is_none(), "waits for a detection");
-        assert_eq!(path.deadline(), Some(pushed + Duration::from_millis(50)));
-        let out = path
-            .next_ready(pushed + Duration::from_millis(50))
-            .expect("leaves at its deadline");
-        assert_eq!(out.faces, 0);
+        // Its shot's faces are not known yet: the start hold applies, or a longer hold.
+        for (hold, leaves) in [
+            (Duration::from_millis(50), START_HOLD),
+            (START_HOLD * 2, START_HOLD * 2),
+        ] {
+            let mut s = settings(1, 0);
+            s.max_hold = hold;
+            let mut path = live_path(Never, s, Arc::default());
+            let pushed = Instant::now();
+            path.push(grey(1), pushed).unwrap();
+            assert!(path.next_ready(pushed).is_none(), "waits for a detection");
+            assert_eq!(path.deadline(), Some(pushed + leaves));
+            assert!(path
+                .next_ready(pushed + leaves - Duration::from_millis(1))
+                .is_none());
+            let out = path
+                .next_ready(pushed + leaves)
+                .expect("leaves at its deadline");
+            assert_eq!(out.faces, 0);
+        }
     }
 
     #[test]
     fn privacy_hides_the_whole_frame_until_a_detection_covers_its_shot() {
         let privacy = Arc::new(AtomicBool::new(true));
         let mut s = settings(2, 2);
-        s.max_hold = Duration::ZERO; // every frame leaves at once, covered or not
+        s.max_hold = Duration::ZERO; // frames do not wait, beyond a shot's start
         let mut path = live_path(Never, s, privacy);
         let frame = Frame::checkerboard(64, 48, [200, 200, 200]);
         let now = Instant::now();
         path.push(frame, now).unwrap();
-        let out = path.next_ready(now).unwrap();
+        // Nothing of the shot is known: it waits the start hold, then leaves hidden.
+        assert!(path.next_ready(now).is_none());
+        let out = path.next_ready(now + START_HOLD).unwrap();
         assert!(out.hidden_whole);
         assert_eq!(
             out.frame.pixel(0, 0),

@@ -71,6 +71,11 @@ impl Timeline {
         self.detections.back().is_some_and(|d| d.seq >= seq)
     }
 
+    /// The newest detection.
+    pub fn latest(&self) -> Option<&Detected> {
+        self.detections.back()
+    }
+
     /// The newest detection's frame number.
     pub fn last_detected(&self) -> Option<u64> {
         self.detections.back().map(|d| d.seq)

@@ -5,8 +5,11 @@
 
 use super::frame::FaceBox;
 
-/// Boxes overlapping at least this much (intersection over union) are the same face.
+/// Boxes overlapping at least this much (intersection over union) are the same face...
 const MATCH_IOU: f32 = 0.3;
+/// ... or whose centres are closer than this share of the larger box's side: detections
+/// can be rare (a few a second), and a face moves between them.
+const MATCH_CENTRE: f32 = 0.5;
 
 #[derive(Debug, Clone)]
 struct Track {
@@ -42,6 +45,14 @@ impl Tracker {
         }
     }
 
+    /// Whether the next detection is needed soon: a face seen but not yet confirmed (its
+    /// box waits for it), or a confirmed one just missed.
+    pub fn unsettled(&self) -> bool {
+        self.tracks
+            .iter()
+            .any(|t| t.hits < self.confirm || t.misses > 0)
+    }
+
     /// Takes one detection's boxes; returns the boxes to draw.
     pub fn update(&mut self, found: &[FaceBox]) -> Vec<FaceBox> {
         let mut matched = vec![false; self.tracks.len()];
@@ -52,8 +63,8 @@ impl Tracker {
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !matched[*i])
-                .map(|(i, t)| (i, iou(&t.bbox, b)))
-                .filter(|(_, o)| *o >= MATCH_IOU)
+                .map(|(i, t)| (i, likeness(&t.bbox, b)))
+                .filter(|(_, o)| *o > 0.0)
                 .max_by(|a, b| a.1.total_cmp(&b.1));
             match best {
                 Some((i, _)) => {
@@ -85,6 +96,30 @@ impl Tracker {
             .filter(|t| t.hits >= confirm)
             .map(|t| t.bbox)
             .collect()
+    }
+}
+
+/// How alike two detections of the same face are: their overlap, or failing that a small
+/// score for nearby centres; 0 when they are not the same face.
+fn likeness(a: &FaceBox, b: &FaceBox) -> f32 {
+    let overlap = iou(a, b);
+    if overlap >= MATCH_IOU {
+        return overlap;
+    }
+    let centre = |f: &FaceBox| {
+        (
+            f.x as f32 + f.width as f32 / 2.0,
+            f.y as f32 + f.height as f32 / 2.0,
+        )
+    };
+    let ((ax, ay), (bx, by)) = (centre(a), centre(b));
+    let side = a.width.max(a.height).max(b.width).max(b.height).max(1) as f32;
+    let distance = ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() / side;
+    if distance < MATCH_CENTRE {
+        // Below any real overlap match, closer is better.
+        MATCH_IOU * (1.0 - distance) * 0.5
+    } else {
+        0.0
     }
 }
 

@@ -225,6 +225,10 @@ impl Drop for DetectorWorker {
     }
 }
 
+/// The frame size the detector warms up on (a 4:3 camera's; another size costs the network
+/// a second allocation, no more).
+const WARM_UP: (u32, u32) = (640, 480);
+
 #[allow(clippy::too_many_arguments)]
 fn detect_loop(
     detector: &mut dyn FaceDetector,
@@ -236,6 +240,11 @@ fn detect_loop(
     mut settings: watch::Receiver<Tuning>,
 ) {
     detector.configure(&settings.borrow_and_update());
+    // A network's first run allocates its layers (CenterFace: ~0.1 s more than a normal
+    // detection). Run it now, while the session is still starting, so the first frame's
+    // detection — which the first boxes wait for — is a normal one. Its result is not
+    // published.
+    let _ = detector.detect(&Frame::filled(WARM_UP.0, WARM_UP.1, [128, 128, 128]));
     let mut not_before = Instant::now();
     loop {
         let (seq, frame) = {
