@@ -3,9 +3,7 @@
 //! Text frames carry JSON of [`ClientMsg`] (page → server) and [`ServerMsg`]
 //! (server → page); media travels as binary frames and never appears here.
 //! Both sides compile this module, so a change to the wire is a change to one type.
-//!
-//! One file (~490 lines of code) on purpose: it is the whole contract between page and
-//! server, read as one; every message, error kind and limit both sides rely on is here.
+//! Every message, error kind and limit both sides rely on is here.
 
 use serde::{Deserialize, Serialize};
 

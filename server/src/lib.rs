@@ -39,7 +39,7 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
-    /// Binds `config.site.addr` and starts serving, with the Haar detector.
+    /// Binds `config.site.addr` and starts serving, with the detector the config names.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         let detector = factory_for(&config.pipeline.detector);
         Self::start_with(config, detector).await

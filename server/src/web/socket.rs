@@ -1,9 +1,6 @@
-//! `GET /socket`: the CSRF/Origin-checked upgrade and the per-connection loop that turns
-//! protocol messages into a [`Session`] and pipeline events back into messages.
-//!
-//! Longer than most modules (~630 lines) for a reason: the loop, its deadlines (idle,
-//! length, drain), the resume wait and the message handlers are one state machine over one
-//! socket's state; how a session ends is in `session::ending`, what it does in `session`.
+//! `GET /socket`: the CSRF/Origin-checked upgrade and the per-connection loop that relays:
+//! protocol messages into a [`Session`], its events back into messages. The session keeps
+//! its own deadlines (`session::life`); how it ends is in `session::ending`.
 
 use super::csrf;
 use super::transport::Socket;
