@@ -11,14 +11,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Share of one core a 640×480@30 session costs with the default settings, server and its
 /// two ffmpeg children together, measured on real footage (`carphone`) with H.264 from the
-/// browser (Chromium's default here, and Safari's MP4): 8 sessions kept 30 fps at 94 % of
-/// the machine (`results/capacity-20261127T103828Z.md`). Detections on every LL-HLS part
-/// (10 a second) are most of it; at 5 a second it was 0.18.
-pub const SESSION_CORE_SHARE: f64 = 0.235;
+/// browser (Chromium's default here, and Safari's MP4): 8 sessions kept 29–30 fps with no
+/// frame dropped at 92 % of the machine (`results/capacity-20261202T180704Z.md`). Since the
+/// frame path detects 3 times a second and follows faces in between, the server's own part
+/// halved (4 sessions: 0.105 core each against 0.205 at 10 detections a second); decoding
+/// and encoding (~0.115) are now most of it.
+pub const SESSION_CORE_SHARE: f64 = 0.225;
 
-/// The same for VP8/VP9 input (Firefox, older Chromium): their decoders cost ~6 % of a core
-/// more than H.264's.
-pub const VPX_SESSION_CORE_SHARE: f64 = 0.295;
+/// The same for VP8/VP9 input (Firefox, older Chromium): their decoders cost more than
+/// H.264's (measured: 8 VP9 sessions at 88 % of the machine, within noise of H.264's; the
+/// margin is kept for VP8's decoder, ~2× VP9's on the same footage).
+pub const VPX_SESSION_CORE_SHARE: f64 = 0.25;
 
 /// What one session of `codec` is planned to cost, in cores.
 pub fn session_share(codec: crate::source::Codec) -> f64 {
@@ -260,9 +263,9 @@ mod tests {
 
     #[test]
     fn the_limit_follows_the_cores() {
-        assert_eq!(default_max_sessions(2), 7);
-        assert_eq!(default_max_sessions(8), 30);
-        assert_eq!(default_max_sessions(1), 3);
+        assert_eq!(default_max_sessions(2), 8);
+        assert_eq!(default_max_sessions(8), 32);
+        assert_eq!(default_max_sessions(1), 4);
     }
 
     #[test]
