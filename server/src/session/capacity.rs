@@ -35,6 +35,9 @@ pub fn session_share(codec: crate::source::Codec) -> f64 {
 /// to bursts (a scene cut, a detection that takes longer).
 const PLANNED_SHARE: f64 = 0.9;
 
+/// Slack for float rounding when planned shares add up to exactly the ceiling.
+const ROUNDING: f64 = 1e-9;
+
 /// A session whose encoder fell behind keeps the server "busy" for this long.
 const LAG_MEMORY: Duration = Duration::from_secs(5);
 
@@ -44,7 +47,7 @@ const SAMPLE_WEIGHT: f64 = 0.3;
 
 /// The session limit for a machine with `cores` cores.
 pub fn default_max_sessions(cores: usize) -> usize {
-    ((cores as f64 * PLANNED_SHARE) / SESSION_CORE_SHARE)
+    ((cores as f64 * PLANNED_SHARE) / SESSION_CORE_SHARE + ROUNDING)
         .floor()
         .max(1.0) as usize
 }
@@ -237,7 +240,8 @@ impl Capacity {
             return Err(NoRoom::Lagging);
         }
         let one_more = share / self.cores;
-        if planned / self.cores + one_more > self.max_busy {
+        // The limit's own sum (8 × 0.225 = 1.8 = 2 × 0.9) must fit despite float rounding.
+        if planned / self.cores + one_more > self.max_busy + ROUNDING {
             return Err(NoRoom::Sessions);
         }
         // The measured CPU counts everything, sessions too: over the ceiling while the
@@ -297,6 +301,18 @@ mod tests {
         );
         drop(held);
         assert_eq!(c.has_room(0.4), Ok(()));
+    }
+
+    #[test]
+    fn the_default_limit_fits_the_plan_exactly() {
+        // As many sessions as the limit allows are admitted by the plan too.
+        let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
+        let n = default_max_sessions(2);
+        let held: Vec<_> = (0..n)
+            .map(|_| c.reserve(SESSION_CORE_SHARE).expect("within the limit"))
+            .collect();
+        assert_eq!(c.reserve(SESSION_CORE_SHARE).err(), Some(NoRoom::Sessions));
+        drop(held);
     }
 
     #[test]

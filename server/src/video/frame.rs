@@ -119,6 +119,27 @@ pub struct FaceBox {
     pub height: i32,
 }
 
+impl FaceBox {
+    /// The distance between the two boxes' centres, in units of the larger box's side (a
+    /// scale-free "how far did the face move").
+    pub fn centre_distance(&self, other: &FaceBox) -> f32 {
+        let centre = |b: &FaceBox| {
+            (
+                b.x as f32 + b.width as f32 / 2.0,
+                b.y as f32 + b.height as f32 / 2.0,
+            )
+        };
+        let ((ax, ay), (bx, by)) = (centre(self), centre(other));
+        let side = self
+            .width
+            .max(self.height)
+            .max(other.width)
+            .max(other.height)
+            .max(1) as f32;
+        ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() / side
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

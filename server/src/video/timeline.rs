@@ -194,16 +194,8 @@ fn likeness(x: &FaceBox, y: &FaceBox) -> Option<f32> {
     if overlap >= SAME_FACE_IOU {
         return Some(1.0 + overlap);
     }
-    let centre = |b: &FaceBox| {
-        (
-            b.x as f32 + b.width as f32 / 2.0,
-            b.y as f32 + b.height as f32 / 2.0,
-        )
-    };
-    let ((cx, cy), (dx, dy)) = (centre(x), centre(y));
-    let dist = ((cx - dx).powi(2) + (cy - dy).powi(2)).sqrt();
-    let side = x.width.max(x.height).max(y.width).max(y.height) as f32;
-    (dist < SAME_FACE_DISTANCE * side).then(|| 1.0 - dist / side)
+    let distance = x.centre_distance(y);
+    (distance < SAME_FACE_DISTANCE).then(|| 1.0 - distance)
 }
 
 /// The box a fraction `t` of the way from `x` to `y`.

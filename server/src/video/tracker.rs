@@ -106,15 +106,7 @@ fn likeness(a: &FaceBox, b: &FaceBox) -> f32 {
     if overlap >= MATCH_IOU {
         return overlap;
     }
-    let centre = |f: &FaceBox| {
-        (
-            f.x as f32 + f.width as f32 / 2.0,
-            f.y as f32 + f.height as f32 / 2.0,
-        )
-    };
-    let ((ax, ay), (bx, by)) = (centre(a), centre(b));
-    let side = a.width.max(a.height).max(b.width).max(b.height).max(1) as f32;
-    let distance = ((ax - bx).powi(2) + (ay - by).powi(2)).sqrt() / side;
+    let distance = a.centre_distance(b);
     if distance < MATCH_CENTRE {
         // Below any real overlap match, closer is better.
         MATCH_IOU * (1.0 - distance) * 0.5
