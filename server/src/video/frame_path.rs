@@ -234,24 +234,22 @@ impl FramePath {
         // A detection at or after the frame places its boxes exactly (interpolated); before
         // one exists, the follower has carried the newest detection's faces to it (boxes
         // only: privacy hides what the detections around the frame found, or all of it).
-        let (boxes, lost) = match (&self.follower, settled) {
+        let boxes = match (&self.follower, settled) {
             (Some(follower), false) if !privacy => {
                 let carried = follower.carried(seq);
-                let boxes = FrameBoxes {
+                FrameBoxes {
                     drawn: carried.drawn,
                     hidden: carried.hidden,
                     distance: carried.distance,
-                };
-                (boxes, carried.lost)
+                }
             }
-            _ => (self.timeline.boxes(seq), false),
+            _ => self.timeline.boxes(seq),
         };
         self.timeline.forget_before(seq);
         let hidden_whole = privacy
-            && (lost
-                || boxes
-                    .distance
-                    .is_none_or(|d| d > self.settings.privacy_reach));
+            && boxes
+                .distance
+                .is_none_or(|d| d > self.settings.privacy_reach);
         let faces = if !privacy {
             draw_boxes(&mut frame, &boxes.drawn);
             boxes.drawn.len()
@@ -290,12 +288,13 @@ impl FramePath {
         }
     }
 
-    /// Whether frame `seq`'s shot is still unknown: nothing detected in it yet, or faces
-    /// found in it of which none is confirmed (their boxes wait for the next detection).
+    /// Whether frame `seq`'s faces are still unknown: nothing detected in its shot yet, or
+    /// a face seen that is not confirmed (its box waits for the next detection, an urgent
+    /// one). Faces too small to box, or faint ones, never hold frames.
     fn faces_unconfirmed(&self, seq: u64) -> bool {
         match self.timeline.latest() {
             Some(d) if !self.timeline.cut_between(d.seq.min(seq), d.seq.max(seq)) => {
-                !d.raw.is_empty() && d.drawn.is_empty()
+                self.tracker.confirming()
             }
             _ => true,
         }
@@ -493,6 +492,16 @@ mod tests {
         s: PathSettings,
         privacy: Arc<AtomicBool>,
     ) -> FramePath {
+        live_path_tuned(detector, s, privacy, tiny())
+    }
+
+    /// [`live_path`] with the page's `tuning`.
+    fn live_path_tuned(
+        detector: impl FaceDetector + Clone + Sync + 'static,
+        s: PathSettings,
+        privacy: Arc<AtomicBool>,
+        tuning: Tuning,
+    ) -> FramePath {
         let factory: DetectorFactory =
             Arc::new(move || Ok(Box::new(detector.clone()) as Box<dyn FaceDetector>));
         let worker = DetectorWorker::start(
@@ -503,7 +512,27 @@ mod tests {
             watch::channel(Tuning::default()).1,
         )
         .unwrap();
-        FramePath::live(worker, s, privacy, watch::channel(tiny()).1)
+        FramePath::live(worker, s, privacy, watch::channel(tuning).1)
+    }
+
+    #[test]
+    fn once_a_shot_is_known_frames_leave_at_once_and_small_faces_hold_nothing() {
+        let mut s = settings(2, 0);
+        s.max_hold = Duration::ZERO;
+        let small = Tuning {
+            min_face: 100,
+            ..Tuning::default()
+        };
+        let mut path = live_path_tuned(Mover, s, Arc::default(), small);
+        // Nothing is known of the shot yet: the first frame waits for its detection.
+        path.push(grey(1), Instant::now()).unwrap();
+        assert_eq!(wait_ready(&mut path).faces, 0);
+        // Its only face is under the smallest size: nothing to confirm, nothing waits.
+        for v in 2..6 {
+            let now = Instant::now();
+            path.push(grey(v), now).unwrap();
+            assert!(path.next_ready(now).is_some(), "frame {v} left at once");
+        }
     }
 
     /// Waits (bounded) for the next frame to leave.

@@ -53,6 +53,12 @@ impl Tracker {
             .any(|t| t.hits < self.confirm || t.misses > 0)
     }
 
+    /// Whether a face was seen but is not confirmed yet (its box waits for the next
+    /// detection). Such a track goes at its first miss, so this never lasts.
+    pub fn confirming(&self) -> bool {
+        self.tracks.iter().any(|t| t.hits < self.confirm)
+    }
+
     /// Takes one detection's boxes; returns the boxes to draw.
     pub fn update(&mut self, found: &[FaceBox]) -> Vec<FaceBox> {
         let mut matched = vec![false; self.tracks.len()];
