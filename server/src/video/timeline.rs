@@ -195,7 +195,7 @@ fn likeness(x: &FaceBox, y: &FaceBox) -> Option<f32> {
         return Some(1.0 + overlap);
     }
     let distance = x.centre_distance(y);
-    (distance < SAME_FACE_DISTANCE).then(|| 1.0 - distance)
+    (distance < SAME_FACE_DISTANCE).then_some(1.0 - distance)
 }
 
 /// The box a fraction `t` of the way from `x` to `y`.
