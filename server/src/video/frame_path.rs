@@ -39,9 +39,8 @@ const HIDE_MARGIN_PER_FRAME: f32 = 0.1;
 const PRIVACY_REACH_MS: u64 = 300;
 
 /// In privacy mode a frame waits at most this long for a detection at or after it (the
-/// detector runs uncapped there: about one detection); past it, the frame leaves with the
-/// faces of the detections before it if they are recent ([`PRIVACY_REACH_MS`]), else
-/// pixelated whole.
+/// detector runs uncapped there: about one detection); past it, the frame leaves pixelated
+/// whole.
 const PRIVACY_HOLD: Duration = Duration::from_millis(300);
 
 /// At the start of a shot, frames wait at most this long for its faces to be confirmed
@@ -196,11 +195,15 @@ impl FramePath {
             // cap) when something is unsure: a new shot, a face seen but not confirmed yet
             // (its box waits for the next detection), a face missed or lost.
             Faces::Live { worker, .. } => {
+                // Privacy offers every frame, uncapped: there only a cut is urgent (an urgent
+                // frame is not replaced by newer ones, which privacy needs detected).
+                let privacy = self.privacy.load(Ordering::Relaxed);
                 let unsure = cut
-                    || self.tracker.unsettled()
-                    || self.follower.as_ref().is_some_and(Follower::lost);
+                    || (!privacy
+                        && (self.tracker.unsettled()
+                            || self.follower.as_ref().is_some_and(Follower::lost)));
                 let due = seq.is_multiple_of(self.settings.detect_every.max(1));
-                if unsure || due || self.privacy.load(Ordering::Relaxed) {
+                if unsure || due || privacy {
                     worker.offer(&frame, seq, unsure);
                 }
             }
@@ -234,22 +237,31 @@ impl FramePath {
         // A detection at or after the frame places its boxes exactly (interpolated); before
         // one exists, the follower has carried the newest detection's faces to it (boxes
         // only: privacy hides what the detections around the frame found, or all of it).
-        let boxes = match (&self.follower, settled) {
+        let (boxes, uncovered) = match (&self.follower, settled) {
             (Some(follower), false) if !privacy => {
                 let carried = follower.carried(seq);
-                FrameBoxes {
+                let boxes = FrameBoxes {
                     drawn: carried.drawn,
                     hidden: carried.hidden,
                     distance: carried.distance,
-                }
+                    uncertain: false,
+                };
+                (boxes, false)
             }
-            _ => self.timeline.boxes(seq),
+            // Privacy, and no detection at or after the frame within its hold (the detector
+            // fell behind): where its faces are is a guess, so the whole frame is hidden.
+            (Some(_), false) => (FrameBoxes::default(), true),
+            _ => (self.timeline.boxes(seq), false),
         };
         self.timeline.forget_before(seq);
+        // A face that entered between the detections around the frame may be anywhere on
+        // its way in: hidden whole too.
         let hidden_whole = privacy
-            && boxes
-                .distance
-                .is_none_or(|d| d > self.settings.privacy_reach);
+            && (uncovered
+                || boxes.uncertain
+                || boxes
+                    .distance
+                    .is_none_or(|d| d > self.settings.privacy_reach));
         let faces = if !privacy {
             draw_boxes(&mut frame, &boxes.drawn);
             boxes.drawn.len()

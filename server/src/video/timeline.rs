@@ -30,6 +30,9 @@ pub struct FrameBoxes {
     /// Frames between this one and the nearest detection of its shot; `None` when no
     /// detection of its shot is known (nothing can be said about its faces).
     pub distance: Option<u64>,
+    /// A face of the next detection was not in the one before: it came in between, and
+    /// where it was on this frame is not known (privacy mode hides the whole frame).
+    pub uncertain: bool,
 }
 
 /// Detections and cuts of the frames still waiting to leave the frame path.
@@ -101,6 +104,7 @@ impl Timeline {
                 drawn: d.drawn.clone(),
                 hidden: union(&d.raw, &d.drawn),
                 distance: Some(d.seq.abs_diff(seq)),
+                uncertain: false,
             },
             (Some(a), Some(b)) => {
                 let span = (b.seq - a.seq).max(1) as f32;
@@ -113,7 +117,11 @@ impl Timeline {
                         (None, None) => unreachable!("pairs never yields two Nones"),
                     })
                     .collect();
-                let hidden = pairs(&union(&a.raw, &a.drawn), &union(&b.raw, &b.drawn))
+                let (before, after) = (union(&a.raw, &a.drawn), union(&b.raw, &b.drawn));
+                let hidden_pairs = pairs(&before, &after);
+                let uncertain =
+                    seq < b.seq && hidden_pairs.iter().any(|p| matches!(p, (None, Some(_))));
+                let hidden = hidden_pairs
                     .into_iter()
                     .map(|pair| match pair {
                         (Some(x), Some(y)) => hull(x, y),
@@ -125,6 +133,7 @@ impl Timeline {
                     drawn,
                     hidden,
                     distance: Some((seq - a.seq).min(b.seq - seq)),
+                    uncertain,
                 }
             }
         }
@@ -243,6 +252,22 @@ mod tests {
             drawn: boxes.to_vec(),
             raw: boxes.to_vec(),
         }
+    }
+
+    #[test]
+    fn a_face_that_came_in_between_two_detections_makes_the_frames_between_uncertain() {
+        let mut t = Timeline::default();
+        t.cut(0);
+        t.detected(det(0, &[b(100)]));
+        t.detected(det(6, &[b(100), b(400)]));
+        // Frames 1-5: where the newcomer was is not known.
+        for seq in 1..6 {
+            assert!(t.boxes(seq).uncertain, "frame {seq}");
+        }
+        // On the detection itself it is known; a face that only leaves is not a newcomer.
+        assert!(!t.boxes(6).uncertain);
+        t.detected(det(9, &[b(400)]));
+        assert!(!t.boxes(7).uncertain);
     }
 
     #[test]
