@@ -6,6 +6,7 @@
 //! face and frame, tested with synthetic frames.
 
 use super::frame::{FaceBox, Frame};
+use super::timeline::FrameBoxes;
 use std::collections::VecDeque;
 
 /// The grey copies are this many times smaller than the frame on each side (a 640×480
@@ -98,19 +99,6 @@ struct Followed {
     lost: bool,
 }
 
-/// The boxes carried to one frame.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Carried {
-    /// Boxes to draw.
-    pub drawn: Vec<FaceBox>,
-    /// Every face to hide in privacy mode.
-    pub hidden: Vec<FaceBox>,
-    /// Frames since the detection they come from (`None`: no detection of this shot).
-    pub distance: Option<u64>,
-    /// A face of that detection could not be found in this frame.
-    pub lost: bool,
-}
-
 /// Follows the faces of the newest detection through every frame after it.
 #[derive(Debug, Default)]
 pub struct Follower {
@@ -121,7 +109,7 @@ pub struct Follower {
     at: u64,
     faces: Vec<Followed>,
     /// What each recent frame got, by number.
-    carried: VecDeque<(u64, Carried)>,
+    carried: VecDeque<(u64, FrameBoxes)>,
 }
 
 impl Follower {
@@ -171,8 +159,9 @@ impl Follower {
         self.faces.iter().any(|f| f.lost)
     }
 
-    /// What frame `seq` gets (the default, with no distance, if it is not known).
-    pub fn carried(&self, seq: u64) -> Carried {
+    /// What frame `seq` gets (the default, with no distance, if it is not known); a face
+    /// of the detection that could not be found in it makes it `uncertain`.
+    pub fn carried(&self, seq: u64) -> FrameBoxes {
         self.carried
             .iter()
             .find(|(s, _)| *s == seq)
@@ -201,7 +190,7 @@ impl Follower {
 
     fn record(&mut self, seq: u64) {
         let carried = match self.detected {
-            Some(d) if self.at == seq => Carried {
+            Some(d) if self.at == seq => FrameBoxes {
                 // A lost face keeps its box where it was last seen until the next
                 // detection (an urgent one: the frame path asks for it at once).
                 drawn: self
@@ -212,15 +201,15 @@ impl Follower {
                     .collect(),
                 hidden: self.faces.iter().map(|f| f.face).collect(),
                 distance: Some(seq - d),
-                lost: self.faces.iter().any(|f| f.lost),
+                uncertain: self.faces.iter().any(|f| f.lost),
             },
             // The faces could not be brought to this frame (a gap in the frames kept).
-            Some(d) => Carried {
+            Some(d) => FrameBoxes {
                 distance: Some(seq.saturating_sub(d)),
-                lost: true,
-                ..Carried::default()
+                uncertain: true,
+                ..FrameBoxes::default()
             },
-            None => Carried::default(),
+            None => FrameBoxes::default(),
         };
         self.carried.retain(|(s, _)| *s != seq);
         self.carried.push_back((seq, carried));
@@ -375,7 +364,7 @@ mod tests {
         }
         let c = follower.carried(10);
         assert_eq!(c.distance, Some(10));
-        assert!(!c.lost);
+        assert!(!c.uncertain);
         assert_eq!(c.drawn.len(), 1);
         let b = c.drawn[0];
         assert!(
@@ -396,7 +385,7 @@ mod tests {
         }
         assert_eq!(
             follower.carried(5),
-            Carried::default(),
+            FrameBoxes::default(),
             "nothing detected yet"
         );
         // The detection of frame 2 finishes while frame 5 is the newest.
@@ -418,7 +407,7 @@ mod tests {
         }
         follower.frame(1, false, Grey::of(&gone));
         let c = follower.carried(1);
-        assert!(c.lost, "privacy mode then hides the whole frame");
+        assert!(c.uncertain, "privacy mode then hides the whole frame");
         assert_eq!(
             c.drawn,
             vec![face_at(100, 100)],
@@ -426,7 +415,7 @@ mod tests {
         );
         assert_eq!(c.hidden.len(), 1);
         follower.frame(2, true, Grey::of(&frame_with_face(300, 200)));
-        assert_eq!(follower.carried(2), Carried::default());
+        assert_eq!(follower.carried(2), FrameBoxes::default());
     }
 
     #[test]

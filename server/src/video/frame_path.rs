@@ -238,16 +238,7 @@ impl FramePath {
         // one exists, the follower has carried the newest detection's faces to it (boxes
         // only: privacy hides what the detections around the frame found, or all of it).
         let (boxes, uncovered) = match (&self.follower, settled) {
-            (Some(follower), false) if !privacy => {
-                let carried = follower.carried(seq);
-                let boxes = FrameBoxes {
-                    drawn: carried.drawn,
-                    hidden: carried.hidden,
-                    distance: carried.distance,
-                    uncertain: false,
-                };
-                (boxes, false)
-            }
+            (Some(follower), false) if !privacy => (follower.carried(seq), false),
             // Privacy, and no detection at or after the frame within its hold (the detector
             // fell behind): where its faces are is a guess, so the whole frame is hidden.
             (Some(_), false) => (FrameBoxes::default(), true),
