@@ -237,11 +237,11 @@ impl FramePath {
         // A detection at or after the frame places its boxes exactly (interpolated); before
         // one exists, the follower has carried the newest detection's faces to it (boxes
         // only: privacy hides what the detections around the frame found, or all of it).
-        let (boxes, uncovered) = match (&self.follower, settled) {
-            (Some(follower), false) if !privacy => (follower.carried(seq), false),
+        let (boxes, uncovered) = match (settled, privacy, &self.follower) {
             // Privacy, and no detection at or after the frame within its hold (the detector
             // fell behind): where its faces are is a guess, so the whole frame is hidden.
-            (Some(_), false) => (FrameBoxes::default(), true),
+            (false, true, _) => (FrameBoxes::default(), true),
+            (false, false, Some(follower)) => (follower.carried(seq), false),
             _ => (self.timeline.boxes(seq), false),
         };
         self.timeline.forget_before(seq);
