@@ -80,9 +80,9 @@ pub fn recording_url(session_id: &str) -> String {
 }
 
 /// How far behind the live edge players stay, in seconds: the LL-HLS `PART-HOLD-BACK` the
-/// playlist declares, three parts of `part_seconds` (what the spec recommends).
-pub fn live_sync_seconds(part_seconds: f64) -> f32 {
-    (3.0 * part_seconds) as f32
+/// playlist declares, `hold_back_parts` (at least the spec's 2) parts of `part_seconds`.
+pub fn live_sync_seconds(part_seconds: f64, hold_back_parts: u32) -> f32 {
+    (f64::from(hold_back_parts.max(2)) * part_seconds) as f32
 }
 
 /// The page where a viewer link's holder watches a session.
@@ -178,8 +178,14 @@ mod tests {
         assert_eq!(playlist_url("ab"), "/hls/ab/playlist.m3u8");
         assert_eq!(recording_url("ab"), "/hls/ab/recording.mp4");
         assert_eq!(viewer_page("cd"), "/watch/cd");
-        assert_eq!(live_sync_seconds(0.1), 0.3);
-        assert_eq!(live_sync_seconds(0.2), 0.6);
+        assert_eq!(live_sync_seconds(0.1, 3), 0.3);
+        assert_eq!(live_sync_seconds(0.2, 3), 0.6);
+        assert_eq!(live_sync_seconds(0.05, 2), 0.1);
+        assert_eq!(
+            live_sync_seconds(0.05, 0),
+            0.1,
+            "never below the spec's 2 parts"
+        );
         assert_eq!(viewer_playlist("cd"), "/view/cd/playlist.m3u8");
         assert_eq!(content_type(RECORDING), Some("video/mp4"));
     }

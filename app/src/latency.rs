@@ -227,10 +227,42 @@ pub fn live_sync_rate(latency: f64, target: f64, buffered_ahead: f64) -> f64 {
     if !excess.is_finite() || excess.abs() <= SYNC_DEADBAND {
         return 1.0;
     }
-    if excess > 0.0 && buffered_ahead < 0.15 {
+    if excess > 0.0 && buffered_ahead < catch_up_floor(target) {
         return 1.0;
     }
     (1.0 + excess * 0.5).clamp(MIN_SYNC_RATE, MAX_SYNC_RATE)
+}
+
+/// The least buffered ahead that a speed-up may eat into: 150 ms, or half the target for a
+/// player that aims closer to the edge than 0.3 s (it never has more buffered).
+fn catch_up_floor(target: f64) -> f64 {
+    (0.5 * target).clamp(0.03, 0.15)
+}
+
+/// Further behind its target than this, a live player jumps instead of catching up.
+const JUMP_EXCESS: f64 = 0.25;
+/// The same in a player's first seconds: it joins at the live edge, not near it.
+const JUMP_EXCESS_STARTING: f64 = 0.08;
+
+/// How far to seek a live player forward, if at all: when it is more than 0.25 s behind its
+/// target (a connection that came back with a backlog), or in its first seconds
+/// (`starting`) more than 0.08 s (the stream's first parts arrive in a burst while the
+/// player loads them), catching up at 1.25× would take seconds of visible lag, so it skips
+/// straight to the target distance, as far as what is already buffered allows (keeping
+/// [`catch_up_floor`] ahead). `None`: play on.
+pub fn live_jump(latency: f64, target: f64, buffered_ahead: f64, starting: bool) -> Option<f64> {
+    let threshold = if starting {
+        JUMP_EXCESS_STARTING
+    } else {
+        JUMP_EXCESS
+    };
+    let excess = latency - target;
+    if !excess.is_finite() || excess <= threshold {
+        return None;
+    }
+    let room = buffered_ahead - catch_up_floor(target);
+    let skip = excess.min(room);
+    (skip > threshold / 2.0).then_some(skip)
 }
 
 #[cfg(test)]
@@ -288,6 +320,38 @@ mod tests {
         assert_eq!(quantile(&[], 0.5), None);
         assert_eq!(quantile(&[3.0, 1.0, 2.0], 0.5), Some(2.0));
         assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.95), Some(4.0));
+    }
+
+    #[test]
+    fn a_player_far_behind_jumps_to_its_target_within_what_is_buffered() {
+        assert_eq!(
+            live_jump(0.3, 0.1, 0.5, false),
+            None,
+            "close enough to catch up"
+        );
+        let whole = live_jump(1.1, 0.1, 1.2, false).unwrap();
+        assert!((whole - 1.0).abs() < 1e-9, "to the target: {whole}");
+        let partial = live_jump(1.1, 0.1, 0.6, false).unwrap();
+        assert!(
+            (partial - 0.55).abs() < 1e-9,
+            "only what is buffered: {partial}"
+        );
+        assert_eq!(
+            live_jump(1.1, 0.1, 0.15, false),
+            None,
+            "too little buffered to skip"
+        );
+        assert_eq!(live_jump(f64::NAN, 0.1, 1.0, false), None);
+        // Starting, a tenth of a second behind is already worth a skip.
+        let start = live_jump(0.3, 0.17, 0.3, true).unwrap();
+        assert!((start - 0.13).abs() < 1e-9, "{start}");
+        assert_eq!(live_jump(0.22, 0.17, 0.3, true), None, "close enough");
+    }
+
+    #[test]
+    fn a_close_target_still_catches_up_with_what_it_has_buffered() {
+        assert_eq!(live_sync_rate(0.3, 0.1, 0.08), 1.1);
+        assert_eq!(live_sync_rate(0.3, 0.1, 0.02), 1.0, "too little buffered");
     }
 
     #[test]

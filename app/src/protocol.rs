@@ -444,7 +444,7 @@ impl ErrorKind {
                 "The server has no disk space left for recordings; please try again later."
             }
             ErrorKind::ClientLimit => {
-                "This browser already runs as many sessions as one browser may; stop one first."
+                "This browser (or this network) already runs as many sessions as the server allows one; stop one first."
             }
             ErrorKind::ResumeFailed => {
                 "The connection was lost for too long and the session has ended. Press Start to begin a new one."

@@ -86,6 +86,15 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const studios = pages.map((p) => new Studio(p));
   // MEASURE="measure=quality" leaves the page's frame-code probe out (no latency figures).
   await Promise.all(studios.map((s) => s.open(`/?${process.env.MEASURE ?? "measure"}`)));
+  // Start-up: when Start was pressed (the first click on the page, on the page's clock).
+  await Promise.all(
+    pages.map((p) =>
+      p.evaluate(() => {
+        const w = window as any;
+        document.addEventListener("click", () => (w.benchClickAt ??= performance.now()), { capture: true });
+      }),
+    ),
+  );
   await Promise.all(studios.map((s) => s.start.click()));
   await Promise.all(studios.map((s) => s.expectState("live")));
   // Stalls: the output player waiting for data while playing.
@@ -136,6 +145,8 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const timeline: { t: number; session: number; latency: number }[] = [];
   /** The first browser's player each second: [t, rate, behind edge, buffered, dropped so far, stalls]. */
   const playback: number[][] = [];
+  /** The first browser's player each second of the warm-up: [t, behind edge, buffered, rate]. */
+  const warmupEdges: number[][] = [];
   const rss: number[] = [];
   const detectMs: number[] = [];
   let last = { server: proc(SERVER_PID), kids: new Map<number, number>() };
@@ -163,6 +174,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     );
     probes.forEach((p, i) => {
       if (warm && p.edge) edges.push(p.edge);
+      if (!warm && i === 0) warmupEdges.push([now, p.edge?.latency ?? NaN, p.edge?.buffered ?? NaN, p.edge?.rate ?? NaN]);
       if (warm && i === 0) {
         playback.push([now, p.edge?.rate ?? NaN, p.edge?.latency ?? NaN, p.edge?.buffered ?? NaN, p.quality[1], p.stalls]);
       }
@@ -199,6 +211,26 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   }
 
   const lat = timeline.map((x) => x.latency / 1000);
+  // Start-up, per page: Start to the first output frame on screen, and latency over the
+  // START_WINDOW seconds after that frame (the player joins at the live edge or catches up).
+  const START_WINDOW = 20;
+  const startups = await Promise.all(
+    pages.map((p) =>
+      p.evaluate((windowS) => {
+        const w = window as any;
+        const probe = w.hlsFaceProbe ?? {};
+        const first = probe.firstOutputAt as number | undefined;
+        const times = (probe.sampleTimes ?? []) as number[];
+        const lats = (probe.latencies ?? []) as number[];
+        const inWindow = (i: number) => first !== undefined && times[i] - first <= windowS * 1000;
+        const early = lats.filter((_, i) => inWindow(i));
+        // [seconds after the first frame, latency ms], every 5th sample, for the record.
+        const series = lats.flatMap((l, i) => (inWindow(i) && i % 5 === 0 ? [[(times[i] - first!) / 1000, l]] : []));
+        return { firstFrameS: first === undefined || w.benchClickAt === undefined ? NaN : (first - w.benchClickAt) / 1000, early, series };
+      }, START_WINDOW),
+    ),
+  );
+  const earlyLat = startups.flatMap((s) => s.early.map((l) => l / 1000));
   /** How much a figure grew from the warm-up sample to the last one, summed over the pages. */
   const growth = (figure: (p: any) => number) => endStats.reduce((a, p, i) => a + figure(p) - figure(startStats[i]), 0);
   const framesIn = growth((p) => p.stats?.framesIn ?? 0);
@@ -230,6 +262,12 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     latencyP50: quantile(lat, 0.5),
     latencyP95: quantile(lat, 0.95),
     latencySamples: lat.length,
+    firstFrameS: Math.max(...startups.map((s) => s.firstFrameS)),
+    startP50: quantile(earlyLat, 0.5),
+    startP95: quantile(earlyLat, 0.95),
+    startWindowS: START_WINDOW,
+    startSeries: startups.map((s) => s.series),
+    warmupEdges,
     fpsIn: framesIn / sampledSecs / SESSIONS,
     fpsOut: framesOut / sampledSecs / SESSIONS,
     // Frames the output presented a second: Chromium's decoded frames less those it dropped.

@@ -1,7 +1,6 @@
 //! The `process` command: a video file through the same decoder → detector → overlay →
 //! encoder stages as a live session, written as a VOD HLS playlist with every segment.
 
-use crate::child::Ffmpeg;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
 use crate::pipeline::{Pipeline, Queues, Sink};
@@ -61,14 +60,20 @@ pub struct VideoInfo {
 }
 
 /// Reads `input`'s first video stream with ffprobe (next to the configured ffmpeg).
-pub async fn probe(ffmpeg: &Path, input: &Path) -> Result<VideoInfo, ServerError> {
+pub async fn probe(
+    ffmpeg: &Path,
+    memory_bytes: u64,
+    input: &Path,
+) -> Result<VideoInfo, ServerError> {
     let ffprobe = ffmpeg.with_file_name(
         ffmpeg
             .file_name()
             .map(|n| n.to_string_lossy().replace("ffmpeg", "ffprobe"))
             .unwrap_or_else(|| "ffprobe".into()),
     );
-    let out = tokio::process::Command::new(&ffprobe)
+    let mut command = tokio::process::Command::new(&ffprobe);
+    crate::child::limit_memory(&mut command, memory_bytes);
+    let out = command
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
         .arg("stream=width,height,avg_frame_rate,nb_frames:format=duration")
         .args(["-of", "json"])
@@ -141,7 +146,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         )));
     }
     let cfg = &job.config;
-    let info = probe(&cfg.ffmpeg, &job.input).await?;
+    let info = probe(&cfg.ffmpeg, cfg.child_memory_bytes(), &job.input).await?;
     std::fs::create_dir_all(&job.out)
         .map_err(|e| ServerError::io("cannot create output folder", &job.out, e))?;
     let probe_file = job.out.join(".hls-face-write-test");
@@ -163,6 +168,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         height: info.height,
         fps: info.fps,
         segment_seconds: 2.0,
+        first_segment_frames: 0,
         preset: cfg.hls.x264_preset.clone(),
     };
     let Pipeline {
@@ -172,7 +178,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         encoder_input: enc_tx,
         ..
     } = Pipeline::start(
-        &*Ffmpeg::new(&cfg.ffmpeg),
+        &*cfg.spawner(),
         Source::File(job.input.clone()),
         &settings,
         Sink::Vod(job.out.clone()),

@@ -68,29 +68,61 @@ pub struct Spawned {
     pub tasks: TaskTracker,
 }
 
-/// The real thing: `program` (ffmpeg) with all three pipes, stderr drained into `tracing`.
+/// The real thing: `program` (ffmpeg) with all three pipes, stderr drained into `tracing`,
+/// and at most `memory_bytes` of address space each.
 #[derive(Debug, Clone)]
 pub struct Ffmpeg {
     pub program: PathBuf,
+    pub memory_bytes: u64,
 }
 
 impl Ffmpeg {
-    pub fn new(program: impl Into<PathBuf>) -> Arc<Self> {
+    pub fn new(program: impl Into<PathBuf>, memory_bytes: u64) -> Arc<Self> {
         Arc::new(Ffmpeg {
             program: program.into(),
+            memory_bytes,
         })
     }
 }
 
 impl Spawner for Ffmpeg {
     fn spawn(&self, role: Role, args: &[String]) -> Result<Spawned, ServerError> {
-        spawn_program(role, &self.program, args)
+        spawn_program(role, &self.program, args, self.memory_bytes)
     }
 }
 
-/// Starts `program args…` with all three pipes; stderr goes to `tracing` at debug level.
-pub fn spawn_program(role: Role, program: &Path, args: &[String]) -> Result<Spawned, ServerError> {
-    let mut child = Command::new(program)
+/// Caps the address space of the child `command` starts at `bytes` (`RLIMIT_AS`, set in the
+/// child between fork and exec). Input a demuxer trusts (an MP4 whose sample tables declare
+/// tens of millions of samples, an absurd frame size) then fails that one child with an
+/// allocation error instead of taking the machine's memory; the session reports it.
+pub fn limit_memory(command: &mut Command, bytes: u64) {
+    // SAFETY: the closure runs in the forked child before exec and calls only setrlimit,
+    // which is async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit {
+                rlim_cur: bytes as libc::rlim_t,
+                rlim_max: bytes as libc::rlim_t,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts `program args…` with all three pipes and at most `memory_bytes` of address
+/// space; stderr goes to `tracing` at debug level.
+fn spawn_program(
+    role: Role,
+    program: &Path,
+    args: &[String],
+    memory_bytes: u64,
+) -> Result<Spawned, ServerError> {
+    let mut command = Command::new(program);
+    limit_memory(&mut command, memory_bytes);
+    let mut child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

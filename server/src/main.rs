@@ -186,11 +186,37 @@ fn show_progress(bar: &ProgressBar, done: u64, total: Option<u64>, fps: f64) {
     bar.set_position(done);
 }
 
+/// The addresses to type into a browser: the bound one with its real scheme, and on a
+/// wildcard bind also localhost and the machine's LAN address (the one its default route
+/// leaves from: what a phone on the same network reaches).
+fn listening_urls(scheme: &str, addr: std::net::SocketAddr) -> Vec<String> {
+    let port = addr.port();
+    if !addr.ip().is_unspecified() {
+        return vec![format!("{scheme}://{addr}/")];
+    }
+    let mut urls = vec![format!("{scheme}://localhost:{port}/")];
+    // Connecting a UDP socket sends nothing; it only picks the route and its source address.
+    let lan = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified());
+    if let Some(ip) = lan {
+        urls.push(format!(
+            "{scheme}://{ip}:{port}/ (from other devices on this network)"
+        ));
+    }
+    urls
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let server = RunningServer::start(config)
         .await
         .context("starting the server")?;
-    tracing::info!("listening on http://{}", server.addr);
+    for url in listening_urls(server.scheme, server.addr) {
+        tracing::info!("listening on {url}");
+    }
     let shutdown = server.shutdown.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

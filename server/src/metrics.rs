@@ -36,8 +36,9 @@ pub const RECORDINGS: &str = "hls_face_recordings_total";
 pub const VIEWER_REQUESTS: &str = "hls_face_viewer_requests_total";
 /// Frames privacy mode pixelated whole (no detection of their shot covered them).
 pub const FRAMES_HIDDEN: &str = "hls_face_frames_hidden_total";
-/// Sessions refused (`why` = limit: the session or socket limit; lagging: no room by CPU
-/// or a lagging encoder; client: the per-client limit).
+/// Sessions refused (`why`: `sessions` the session limit, `cpu` no room by CPU, `lagging
+/// encoder`, `client` the per-browser limit, `address` the per-address limit, `sockets` the
+/// socket limit).
 pub const REFUSED: &str = "hls_face_sessions_refused_total";
 /// Resident memory of the server process (its ffmpeg children not included).
 pub const PROCESS_RSS: &str = "hls_face_process_resident_bytes";
@@ -64,7 +65,14 @@ const LABELS: &[(&str, &str, &[&str])] = &[
     (
         REFUSED,
         "why",
-        &["sessions", "cpu", "lagging encoder", "client", "sockets"],
+        &[
+            "sessions",
+            "cpu",
+            "lagging encoder",
+            "client",
+            "address",
+            "sockets",
+        ],
     ),
 ];
 

@@ -178,3 +178,37 @@ fn logs_can_be_json_lines() -> Result<()> {
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }
+
+/// The largest resident set of any finished child of this test binary (and theirs), MiB.
+fn children_peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    usage.ru_maxrss as f64 / 1024.0
+}
+
+#[test]
+fn a_sample_table_bomb_fails_inside_the_childrens_memory_cap() -> Result<()> {
+    let out = tempdir("cli-bomb")?;
+    let bomb = out.join("bomb.mp4");
+    // 3 tracks × 40 M samples: ~2.9 GB of index in an uncapped ffprobe or decoder.
+    std::fs::write(&bomb, sample_table_bomb(3, 40_000_000))?;
+    ensure!(std::fs::metadata(&bomb)?.len() < 16 * 1024);
+    let run = hls_face(&[
+        "process",
+        bomb.to_str().unwrap(),
+        "--out",
+        out.join("out").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    ensure!(!run.status.success(), "the bomb was processed: {err}");
+    ensure!(
+        err.trim().lines().count() == 1 && err.starts_with("hls-face: "),
+        "{err:?}"
+    );
+    // Every child ran under the 1 GiB address-space cap (other tests' children included).
+    let peak = children_peak_rss_mb();
+    ensure!(peak < 1100.0, "a child reached {peak:.0} MiB");
+    std::fs::remove_dir_all(&out)?;
+    Ok(())
+}

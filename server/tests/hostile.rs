@@ -108,6 +108,17 @@ async fn pictures_larger_than_announced_and_another_codec_are_bad_media() -> Res
             .await
             .with_context(|| format!("{clip} announced as {mime}"))?;
     }
+    // A live MP4 whose moov lists 20 million samples (what a recorder never sends, and what
+    // makes a demuxer build an index of hundreds of MB) is refused before the decoder.
+    let mut c = server.socket().await?;
+    c.send(&start_as("video/mp4;codecs=avc1.42E01E")).await?;
+    c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?;
+    let (ftyp, moov) = sample_table_header(1, 20_000_000);
+    c.send_binary([ftyp, moov].concat()).await?;
+    expect_error(&mut c, ErrorKind::BadMedia)
+        .await
+        .context("a live MP4 with a sample table")?;
     // A mimeType that names no codec the server decodes is refused at Start.
     let mut c = server.socket().await?;
     c.send(&start_as("video/webm;codecs=av1")).await?;
@@ -153,6 +164,34 @@ async fn one_browser_runs_two_sessions_and_sessions_have_a_maximum_length() -> R
         matches!(m, ServerMsg::RecordingReady { .. })
     })
     .await?;
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_cookies_do_not_reset_the_per_address_limit() -> Result<()> {
+    let server = TestServer::start("per-address", |c| {
+        c.limits.max_sessions_per_address = 2;
+        c.limits.max_sessions = 8;
+    })
+    .await?;
+    // Every socket() loads the page again: a fresh cookie each time, one address.
+    let mut a = server.socket().await?;
+    let mut b = server.socket().await?;
+    a.start_session().await?;
+    b.start_session().await?;
+    let mut third = server.socket().await?;
+    third.send(&start_msg()).await?;
+    expect_error(&mut third, ErrorKind::ClientLimit).await?;
+    // A place given back is the address's again.
+    a.stop_and_wait().await?;
+    let mut fourth = server.socket().await?;
+    fourth.start_session().await?;
+    let metrics = http_get(&server.host(), "/metrics", &[]).await?;
+    let text = String::from_utf8_lossy(&metrics.body);
+    ensure!(
+        text.contains("hls_face_sessions_refused_total{why=\"address\"} 1"),
+        "the refusal is counted by its cause"
+    );
     server.stop().await
 }
 

@@ -54,6 +54,9 @@ const STALL_DETAILS: &str = "bufferStalledError";
 /// chose, before going back to PART-HOLD-BACK.
 const STALL_MEMORY_MS: f64 = 5_000.0;
 
+/// How long after its first frame a player counts as starting (it joins the live edge then).
+const STARTING_MS: f64 = 5_000.0;
+
 /// hls.js settings for the server's Low-Latency HLS: `lowLatencyMode` loads parts and asks
 /// for each next one with a blocking playlist reload, so a part is fetched as soon as it
 /// exists; keep little back buffer. The distance to the live edge (`liveSyncDuration`) is
@@ -62,7 +65,9 @@ const STALL_MEMORY_MS: f64 = 5_000.0;
 /// second, would undo low latency after one hiccup), for [`STALL_MEMORY_MS`]. Holding the
 /// distance is the page's ([`crate::latency::live_sync_rate`], faster and slower): hls.js's
 /// own (`maxLiveSyncPlaybackRate` > 1) only speeds up, only with more than a second
-/// buffered, and resets any other rate, so it is off.
+/// buffered, and resets any other rate, so it is off. A player far behind (the first
+/// frames after Start, a connection back with a backlog) skips to the target instead
+/// ([`crate::latency::live_jump`]).
 const HLS_CONFIG: &str = r#"{
     "lowLatencyMode": true,
     "maxLiveSyncPlaybackRate": 1,
@@ -99,7 +104,7 @@ impl Player {
 
         let hls_ok = hls_available() && Hls::is_supported().unwrap_or(false);
         let last_stall = std::rc::Rc::new(std::cell::Cell::new(super::now_ms()));
-        let base_target = f64::from(live_sync_seconds.clamp(0.2, 10.0));
+        let base_target = f64::from(live_sync_seconds.clamp(0.05, 10.0));
         let (hls, on_error) = if hls_ok {
             let config = js_sys::JSON::parse(HLS_CONFIG).map_err(|e| super::js_err("config", e))?;
             let sync = base_target;
@@ -141,6 +146,7 @@ impl Player {
         let live_sync = hls.as_ref().map(|hls| {
             let hls: Hls = AsRef::<JsValue>::as_ref(hls).clone().unchecked_into();
             let media = video.clone();
+            let mut first_update: Option<f64> = None;
             let on_time = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
                 let Some(mut target) = hls.target_latency() else {
                     return;
@@ -154,6 +160,12 @@ impl Player {
                     target = base_target;
                 }
                 let (latency, buffered) = (hls.latency(), ahead(&media));
+                let now = super::now_ms();
+                let starting = now - *first_update.get_or_insert(now) < STARTING_MS;
+                if let Some(skip) = crate::latency::live_jump(latency, target, buffered, starting) {
+                    media.set_current_time(media.current_time() + skip);
+                    return;
+                }
                 let rate = crate::latency::live_sync_rate(latency, target, buffered);
                 if (media.playback_rate() - rate).abs() > 0.01 {
                     media.set_playback_rate(rate);

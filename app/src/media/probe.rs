@@ -41,6 +41,10 @@ struct Inner {
     frame_times: RefCell<VecDeque<(f64, Option<u32>)>>,
     export: js_sys::Object,
     samples: js_sys::Array,
+    /// When each of `samples` was taken (ms on the page's clock), for start-up figures.
+    sample_times: js_sys::Array,
+    /// Whether the output has presented a frame yet.
+    output_started: Cell<bool>,
 }
 
 impl Probe {
@@ -63,6 +67,8 @@ impl Probe {
         let export = js_sys::Object::new();
         let samples = js_sys::Array::new();
         let _ = js_sys::Reflect::set(&export, &"latencies".into(), &samples);
+        let sample_times = js_sys::Array::new();
+        let _ = js_sys::Reflect::set(&export, &"sampleTimes".into(), &sample_times);
         let window: JsValue = web_sys::window()?.into();
         let _ = js_sys::Reflect::set(&window, &"hlsFaceProbe".into(), &export);
         let inner = Rc::new(Inner {
@@ -75,6 +81,8 @@ impl Probe {
             frame_times: RefCell::new(VecDeque::new()),
             export,
             samples,
+            sample_times,
+            output_started: Cell::new(false),
         });
         let on_preview = {
             let inner = Rc::downgrade(&inner);
@@ -152,6 +160,14 @@ impl Inner {
     }
 
     fn on_output_frame(&self, video: &HtmlVideoElement, now: f64, frame: Frame) {
+        if !self.output_started.replace(true) {
+            // The first output frame on screen (ms on the page's clock): time to first frame.
+            let _ = js_sys::Reflect::set(
+                &self.export,
+                &"firstOutputAt".into(),
+                &JsValue::from_f64(now),
+            );
+        }
         let mut timeline = self.timeline.borrow_mut();
         if let (Some(media_time), Some(presented)) = (frame.media_time, frame.presented) {
             timeline.frame(media_time, presented);
@@ -170,6 +186,7 @@ impl Inner {
         };
         if self.samples.length() < EXPORTED {
             self.samples.push(&JsValue::from_f64(latency));
+            self.sample_times.push(&JsValue::from_f64(now));
         }
         let mut recent = self.recent.borrow_mut();
         recent.push_back(latency);

@@ -34,6 +34,10 @@ impl LimitsConfig {
                 "limits.max-sessions-per-client must be at least 1",
             ),
             (
+                self.max_sessions_per_address >= 1,
+                "limits.max-sessions-per-address must be at least 1",
+            ),
+            (
                 self.header_timeout_secs >= 1,
                 "limits.header-timeout-secs must be at least 1",
             ),
@@ -82,6 +86,9 @@ pub struct LimitsConfig {
     pub max_session_secs: u64,
     /// Sessions one browser (session cookie) may run at once.
     pub max_sessions_per_client: usize,
+    /// Sessions one network address (IPv4, or IPv6 /64; behind a trusted proxy, the address
+    /// it reports) may run at once, whatever its cookies.
+    pub max_sessions_per_address: usize,
     /// Open TCP connections at once; more are closed at accept (below the process's
     /// file limit, so the server always has descriptors for its sessions).
     pub max_connections: usize,
@@ -110,6 +117,7 @@ impl Default for LimitsConfig {
             abandoned_retention_secs: 5,
             max_session_secs: 4 * 3600,
             max_sessions_per_client: 2,
+            max_sessions_per_address: 4,
             max_connections: 512,
             header_timeout_secs: 10,
             max_sockets: 64,

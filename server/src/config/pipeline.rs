@@ -15,6 +15,8 @@ pub struct PipelineConfig {
     pub runtime_dir: PathBuf,
     /// ffmpeg binary.
     pub ffmpeg: PathBuf,
+    /// Address space each ffmpeg child (and ffprobe) may use, in MiB.
+    pub child_memory_mb: u64,
     /// Stats push interval.
     pub stats_interval_ms: u64,
     /// `[hls]`: the output stream.
@@ -35,6 +37,8 @@ pub struct HlsConfig {
     pub segment_seconds: f64,
     /// Longest LL-HLS part in seconds (`PART-TARGET`).
     pub part_seconds: f64,
+    /// Parts players stay behind the newest one (`PART-HOLD-BACK` = this × `PART-TARGET`).
+    pub hold_back_parts: u32,
     /// Segments kept in the live playlist.
     pub playlist_size: u32,
     /// libx264 preset.
@@ -144,7 +148,21 @@ impl PipelineConfig {
                 self.stats_interval_ms >= 50,
                 "pipeline.stats-interval-ms must be at least 50",
             ),
+            (
+                (256..=65_536).contains(&self.child_memory_mb),
+                "pipeline.child-memory-mb must be 256..=65536",
+            ),
         ])
+    }
+
+    /// The ffmpeg children's spawner, with their memory cap.
+    pub fn spawner(&self) -> std::sync::Arc<crate::child::Ffmpeg> {
+        crate::child::Ffmpeg::new(&self.ffmpeg, self.child_memory_bytes())
+    }
+
+    /// [`Self::child_memory_mb`] in bytes.
+    pub fn child_memory_bytes(&self) -> u64 {
+        self.child_memory_mb.saturating_mul(1024 * 1024)
     }
 
     /// Whether live sessions keep their segments for a recording download.
@@ -154,7 +172,7 @@ impl PipelineConfig {
 
     /// How far behind the live edge players stay, in seconds (`PART-HOLD-BACK`).
     pub fn live_sync_seconds(&self) -> f32 {
-        app::hls_path::live_sync_seconds(self.hls.part_seconds)
+        app::hls_path::live_sync_seconds(self.hls.part_seconds, self.hls.hold_back_parts)
     }
 }
 
@@ -230,6 +248,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             runtime_dir: "target/hls-face-runtime".into(),
             ffmpeg: "ffmpeg".into(),
+            child_memory_mb: 1024,
             stats_interval_ms: 500,
             hls: HlsConfig::default(),
             detector: DetectorConfig::default(),
@@ -239,6 +258,23 @@ impl Default for PipelineConfig {
 }
 
 impl HlsConfig {
+    /// Frames in a live stream's first segment: what a player needs to start (its hold-back
+    /// and one part more), so the stream is playable that soon; 0 when that is no shorter
+    /// than a whole segment.
+    pub fn first_segment_frames(&self) -> u32 {
+        // Whole frames a part holds (a part closes with its last frame that fits).
+        let per_part = (self.part_seconds * f64::from(self.frame_rate) + 1e-6)
+            .floor()
+            .max(1.0) as u32;
+        let frames = (self.hold_back_parts + 1) * per_part;
+        let whole = (f64::from(self.frame_rate) * self.segment_seconds).round() as u32;
+        if frames < whole {
+            frames
+        } else {
+            0
+        }
+    }
+
     pub(crate) fn check(&self) -> Result<(), &'static str> {
         super::first_failure(&[
             (
@@ -254,6 +290,14 @@ impl HlsConfig {
                 "hls.part-seconds must be at least 0.03 and at most half of segment-seconds",
             ),
             (
+                self.part_seconds * f64::from(self.frame_rate) >= 0.999,
+                "hls.part-seconds must hold at least one frame (1 / hls.frame-rate)",
+            ),
+            (
+                (2..=10).contains(&self.hold_back_parts),
+                "hls.hold-back-parts must be 2..=10 (the spec's least is 2)",
+            ),
+            (
                 self.playlist_size >= 2,
                 "hls.playlist-size must be at least 2",
             ),
@@ -266,7 +310,8 @@ impl Default for HlsConfig {
         HlsConfig {
             frame_rate: 30,
             segment_seconds: 1.0,
-            part_seconds: 0.1,
+            part_seconds: 0.034,
+            hold_back_parts: 5,
             playlist_size: 6,
             x264_preset: "ultrafast".into(),
         }
@@ -306,6 +351,7 @@ impl From<&HlsConfig> for crate::hls::packager::PackagerSettings {
         crate::hls::packager::PackagerSettings {
             segment_seconds: hls.segment_seconds,
             part_seconds: hls.part_seconds,
+            hold_back_parts: hls.hold_back_parts,
             window: hls.playlist_size as usize,
         }
     }

@@ -15,6 +15,8 @@ pub struct PackagerSettings {
     pub segment_seconds: f64,
     /// Longest part in seconds (`PART-TARGET`).
     pub part_seconds: f64,
+    /// `PART-HOLD-BACK` in parts.
+    pub hold_back_parts: u32,
     /// Complete segments kept in the live window.
     pub window: usize,
 }
@@ -25,6 +27,7 @@ impl PackagerSettings {
         Timing {
             target_duration: self.segment_seconds.ceil().max(1.0) as u32,
             part_target: self.part_seconds,
+            hold_back_parts: self.hold_back_parts,
             segment_seconds: self.segment_seconds,
         }
     }
@@ -258,6 +261,7 @@ mod tests {
         PackagerSettings {
             segment_seconds: 1.0,
             part_seconds: 0.1,
+            hold_back_parts: 3,
             window: 3,
         }
     }

@@ -131,9 +131,9 @@ impl LlPlaylist {
             v.push("SERVER-CONTROL lacks CAN-BLOCK-RELOAD=YES".into());
         }
         match self.part_hold_back {
-            Some(h) if h + SLACK >= 3.0 * part_target => {}
+            Some(h) if h + SLACK >= 2.0 * part_target => {}
             other => v.push(format!(
-                "PART-HOLD-BACK {other:?} < 3 × PART-TARGET {part_target}"
+                "PART-HOLD-BACK {other:?} < 2 × PART-TARGET {part_target}"
             )),
         }
         if self.map.is_none() {
@@ -263,7 +263,7 @@ mod tests {
         let cases = [
             (
                 "PART-HOLD-BACK=0.300",
-                "PART-HOLD-BACK=0.200",
+                "PART-HOLD-BACK=0.150",
                 "PART-HOLD-BACK",
             ),
             (

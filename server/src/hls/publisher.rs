@@ -209,6 +209,7 @@ mod tests {
         let settings = PackagerSettings {
             segment_seconds: 1.0,
             part_seconds: 0.1,
+            hold_back_parts: 3,
             window: 6,
         };
         let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
@@ -245,6 +246,7 @@ mod tests {
         let settings = PackagerSettings {
             segment_seconds: 1.0,
             part_seconds: 0.1,
+            hold_back_parts: 3,
             window: 6,
         };
         let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
@@ -280,6 +282,7 @@ mod tests {
         let settings = PackagerSettings {
             segment_seconds: 1.0,
             part_seconds: 0.1,
+            hold_back_parts: 3,
             window: 6,
         };
         let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, None);

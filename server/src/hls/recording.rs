@@ -3,7 +3,7 @@
 //! download after Stop.
 
 use super::stream::{Resource, INIT};
-use crate::child::{reap, spawn_program, Spawned};
+use crate::child::{reap, Spawned, Spawner};
 use crate::error::{Role, ServerError};
 use crate::metrics;
 use std::path::{Path, PathBuf};
@@ -121,7 +121,7 @@ pub fn remux_args(out: &Path) -> Vec<String> {
 /// Remuxes the segments of `dir` into `dir/recording.mp4` (written under a temporary name
 /// and renamed, so the route never serves half a file). Segments are streamed to ffmpeg's
 /// stdin from their own task.
-pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
+pub async fn remux(ffmpeg: &dyn Spawner, dir: &Path) -> Result<PathBuf, ServerError> {
     let mut parts = segments(dir)?;
     if parts.is_empty() {
         return Err(ServerError::Input("no segments to record".into()));
@@ -134,7 +134,7 @@ pub async fn remux(ffmpeg: &Path, dir: &Path) -> Result<PathBuf, ServerError> {
         mut stdin,
         exit,
         ..
-    } = spawn_program(Role::Remuxer, ffmpeg, &remux_args(&partial))?;
+    } = ffmpeg.spawn(Role::Remuxer, &remux_args(&partial))?;
     let feed = tokio::spawn(async move {
         for part in parts {
             // A segment pruned meanwhile is skipped; anything else ends the feed.
@@ -242,7 +242,9 @@ mod tests {
     #[tokio::test]
     async fn remux_of_nothing_is_an_error_and_leaves_no_file() {
         let dir = temp_dir("empty");
-        assert!(remux(Path::new("ffmpeg"), &dir).await.is_err());
+        assert!(remux(&*crate::child::Ffmpeg::new("ffmpeg", 1 << 30), &dir)
+            .await
+            .is_err());
         assert!(!dir.join(RECORDING).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -69,15 +69,17 @@ pub struct Timing {
     pub target_duration: u32,
     /// `PART-TARGET`: the longest part, in seconds.
     pub part_target: f64,
+    /// `PART-HOLD-BACK` in part targets (at least 2, the spec's least).
+    pub hold_back_parts: u32,
     /// Nominal segment length (the keyframe interval), in seconds.
     pub segment_seconds: f64,
 }
 
 impl Timing {
-    /// `PART-HOLD-BACK`: how far behind the live edge players stay (3 part targets, what
-    /// the spec recommends).
+    /// `PART-HOLD-BACK`: how far behind the live edge players stay, in seconds (the spec
+    /// asks for at least 2 part targets and suggests 3).
     pub fn part_hold_back(&self) -> f64 {
-        3.0 * self.part_target
+        f64::from(self.hold_back_parts.max(2)) * self.part_target
     }
 }
 

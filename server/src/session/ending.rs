@@ -99,8 +99,9 @@ impl Retirement<'_> {
         if !offered {
             return None;
         }
+        let remuxer = self.pipeline.spawner();
         let result = tokio::select! {
-            r = recording::remux(&self.pipeline.ffmpeg, &dir) => r,
+            r = recording::remux(&*remuxer, &dir) => r,
             _ = self.shutdown.cancelled() => return None,
         };
         Some(match result {

@@ -9,6 +9,7 @@ pub mod ending;
 pub mod ids;
 pub mod life;
 pub mod live;
+pub mod quota;
 pub mod registry;
 pub mod stats;
 mod supervisor;

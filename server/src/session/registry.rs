@@ -1,9 +1,11 @@
 //! Every session's id and folder, the session limit, and folder retention and cleanup.
 
+use super::quota::{self, Held, Quota};
 use crate::config::LimitsConfig;
 use crate::error::ServerError;
 use crate::hls::stream::{Stream, Timing};
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,8 +32,8 @@ pub struct Admission {
     pub stream: watch::Sender<Arc<Stream>>,
     viewer: ViewerToken,
     viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
-    client: ClientId,
-    clients: Arc<Mutex<HashMap<ClientId, usize>>>,
+    _client: Held<ClientId>,
+    _network: Held<IpAddr>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -55,13 +57,6 @@ impl Drop for Admission {
         });
         // The session has ended: its viewer link stops working.
         lock(&self.viewers).remove(&self.viewer);
-        let mut clients = lock(&self.clients);
-        if let Some(n) = clients.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                clients.remove(&self.client);
-            }
-        }
     }
 }
 
@@ -77,6 +72,9 @@ pub enum Refusal {
     Full,
     /// This client already runs as many sessions as one client may.
     Client,
+    /// Its network address already runs as many sessions as one address may (a fresh
+    /// cookie does not reset this one).
+    Network,
     /// The session's folder could not be made (the error is logged where it happened).
     Storage,
 }
@@ -93,8 +91,9 @@ pub struct Registry {
     /// Live viewer tokens → their sessions.
     viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
     /// Running sessions per client (browser session cookie).
-    clients: Arc<Mutex<HashMap<ClientId, usize>>>,
-    per_client: usize,
+    clients: Quota<ClientId>,
+    /// Running sessions per network address (see [`quota::network_of`]).
+    networks: Quota<IpAddr>,
     slots: Arc<Semaphore>,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
@@ -137,8 +136,8 @@ impl Registry {
             _lock: lock_file,
             folders: Mutex::new(HashMap::new()),
             viewers: Arc::default(),
-            clients: Arc::default(),
-            per_client: limits.max_sessions_per_client,
+            clients: Quota::new(limits.max_sessions_per_client),
+            networks: Quota::new(limits.max_sessions_per_address),
             slots: Arc::new(Semaphore::new(limits.effective_max_sessions())),
             retained: Mutex::new(VecDeque::new()),
             max_retained: limits.max_retained,
@@ -160,32 +159,20 @@ impl Registry {
         self.slots.available_permits() > 0
     }
 
-    /// A place for a new session of `client` and its folder, or why not.
-    pub fn admit(&self, client: &ClientId) -> Result<Admission, Refusal> {
+    /// A place for a new session of `client`, connected from `address`, and its folder, or
+    /// why not.
+    pub fn admit(&self, client: &ClientId, address: IpAddr) -> Result<Admission, Refusal> {
         let Ok(permit) = self.slots.clone().try_acquire_owned() else {
             return Err(Refusal::Full);
         };
-        {
-            let mut clients = lock(&self.clients);
-            let n = clients.entry(client.clone()).or_insert(0);
-            if *n >= self.per_client {
-                return Err(Refusal::Client);
-            }
-            *n += 1;
-        }
-        let undo = || {
-            let mut clients = lock(&self.clients);
-            if let Some(n) = clients.get_mut(client) {
-                *n -= 1;
-                if *n == 0 {
-                    clients.remove(client);
-                }
-            }
-        };
+        let client = self.clients.take(client).ok_or(Refusal::Client)?;
+        let network = self
+            .networks
+            .take(&quota::network_of(address))
+            .ok_or(Refusal::Network)?;
         let id = SessionId::random_on(&self.node);
         let dir = self.root.join(id.as_str());
         if let Err(e) = std::fs::create_dir(&dir) {
-            undo();
             tracing::error!("{}", ServerError::io("cannot create session dir", &dir, e));
             return Err(Refusal::Storage);
         }
@@ -205,8 +192,8 @@ impl Registry {
             stream,
             viewer,
             viewers: self.viewers.clone(),
-            client: client.clone(),
-            clients: self.clients.clone(),
+            _client: client,
+            _network: network,
             _permit: permit,
         })
     }
@@ -356,10 +343,10 @@ mod tests {
             err.to_string().contains(&std::process::id().to_string()),
             "{err}"
         );
-        let a = reg.admit(&client("x")).unwrap();
-        let b = reg.admit(&client("y")).unwrap();
+        let a = reg.admit(&client("x"), home()).unwrap();
+        let b = reg.admit(&client("y"), home()).unwrap();
         assert_eq!(
-            reg.admit(&client("z")).err(),
+            reg.admit(&client("z"), home()).err(),
             Some(Refusal::Full),
             "third session is refused"
         );
@@ -379,7 +366,7 @@ mod tests {
             "revoked when the session ends"
         );
         assert!(
-            reg.admit(&client("z")).is_ok(),
+            reg.admit(&client("z"), home()).is_ok(),
             "a freed place can be reused"
         );
         reg.retire(id.clone(), Duration::from_secs(3600));
@@ -396,6 +383,36 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
     }
 
+    /// Where the tests' clients connect from.
+    fn home() -> IpAddr {
+        IpAddr::from([127, 0, 0, 1])
+    }
+
+    #[tokio::test]
+    async fn one_address_runs_a_limited_number_of_sessions_whatever_its_cookies() {
+        let root = temp_root("per-address");
+        let limits = LimitsConfig {
+            max_sessions: 8,
+            max_sessions_per_address: 3,
+            ..LimitsConfig::default()
+        };
+        let reg = Registry::new(&root, &limits, CancellationToken::new()).unwrap();
+        let held: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|c| reg.admit(&client(c), home()).unwrap())
+            .collect();
+        assert_eq!(
+            reg.admit(&client("fresh"), home()).err(),
+            Some(Refusal::Network),
+            "a fresh cookie does not reset the address's count"
+        );
+        let elsewhere = IpAddr::from([192, 0, 2, 9]);
+        assert!(reg.admit(&client("fresh"), elsewhere).is_ok());
+        drop(held);
+        assert!(reg.admit(&client("fresh"), home()).is_ok());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     #[tokio::test]
     async fn one_client_runs_a_limited_number_of_sessions() {
         let root = temp_root("per-client");
@@ -405,13 +422,19 @@ mod tests {
             ..LimitsConfig::default()
         };
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
-        let a = reg.admit(&client("me")).unwrap();
-        let _b = reg.admit(&client("me")).unwrap();
-        assert_eq!(reg.admit(&client("me")).err(), Some(Refusal::Client));
-        assert!(reg.admit(&client("you")).is_ok(), "others are not affected");
+        let a = reg.admit(&client("me"), home()).unwrap();
+        let _b = reg.admit(&client("me"), home()).unwrap();
+        assert_eq!(
+            reg.admit(&client("me"), home()).err(),
+            Some(Refusal::Client)
+        );
+        assert!(
+            reg.admit(&client("you"), home()).is_ok(),
+            "others are not affected"
+        );
         drop(a);
         assert!(
-            reg.admit(&client("me")).is_ok(),
+            reg.admit(&client("me"), home()).is_ok(),
             "a place freed is the client's again"
         );
         std::fs::remove_dir_all(&root).unwrap();
@@ -427,7 +450,7 @@ mod tests {
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
         let mut ids = Vec::new();
         for _ in 0..3 {
-            let a = reg.admit(&client("c")).unwrap();
+            let a = reg.admit(&client("c"), home()).unwrap();
             ids.push(a.id.clone());
             drop(a);
             reg.retire(ids.last().unwrap().clone(), Duration::from_secs(3600));

@@ -401,12 +401,14 @@ mod tests {
                 height: 16,
                 fps: 30,
                 segment_seconds: 1.0,
+                first_segment_frames: 0,
                 preset: "ultrafast".into(),
             },
             Sink::Live {
                 packager: PackagerSettings {
                     segment_seconds: 1.0,
                     part_seconds: 0.1,
+                    hold_back_parts: 3,
                     window: 6,
                 },
                 stream: stream_tx.clone(),

@@ -31,6 +31,10 @@ pub struct EncoderSettings {
     pub fps: u32,
     /// Seconds between keyframes: every segment starts with one.
     pub segment_seconds: f64,
+    /// Live: frames in the first segment (0: a whole segment). A short first segment is
+    /// complete, and the stream playable for every client, a fraction of a second after the
+    /// first frame instead of a segment later.
+    pub first_segment_frames: u32,
     pub preset: String,
 }
 
@@ -42,6 +46,7 @@ impl EncoderSettings {
             height,
             fps: config.frame_rate,
             segment_seconds: config.segment_seconds,
+            first_segment_frames: config.first_segment_frames(),
             preset: config.x264_preset.clone(),
         }
     }
@@ -100,6 +105,11 @@ pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> 
     .iter()
     .map(|a| a.to_string())
     .collect();
+    if matches!(output, EncoderOutput::Fragments) && s.first_segment_frames > 0 {
+        // One extra keyframe that ends the short first segment; x264 counts the GOP from it.
+        args.push("-force_key_frames".into());
+        args.push(format!("expr:eq(n,{})", s.first_segment_frames));
+    }
     match output {
         EncoderOutput::Fragments => args.extend(
             [
@@ -220,6 +230,7 @@ mod tests {
             height: 480,
             fps: 30,
             segment_seconds: 1.0,
+            first_segment_frames: 0,
             preset: "veryfast".into(),
         }
     }
@@ -232,6 +243,34 @@ mod tests {
         assert!(args.ends_with(
             "-f mp4 -movflags empty_moov+default_base_moof+frag_every_frame -flush_packets 1 pipe:1"
         ));
+    }
+
+    #[test]
+    fn a_short_first_segment_gets_its_own_keyframe_live_only() {
+        let mut s = settings();
+        assert!(!encoder_args(&s, &EncoderOutput::Fragments)
+            .join(" ")
+            .contains("force_key_frames"));
+        s.first_segment_frames = 6;
+        let live = encoder_args(&s, &EncoderOutput::Fragments).join(" ");
+        assert!(live.contains("-force_key_frames expr:eq(n,6)"), "{live}");
+        let vod = encoder_args(&s, &EncoderOutput::Vod("out".into())).join(" ");
+        assert!(!vod.contains("force_key_frames"));
+        let config = HlsConfig::default();
+        assert_eq!(
+            config.first_segment_frames(),
+            6,
+            "5 parts of hold-back and one more, a frame each"
+        );
+        let long_parts = HlsConfig {
+            part_seconds: 0.2,
+            ..HlsConfig::default()
+        };
+        assert_eq!(
+            long_parts.first_segment_frames(),
+            0,
+            "no shorter than a segment"
+        );
     }
 
     #[test]

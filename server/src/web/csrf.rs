@@ -260,9 +260,55 @@ pub async fn check_host(State(state): State<AppState>, req: Request, next: Next)
     }
 }
 
+/// The address a client's sessions are counted against: the peer's, or behind a trusted
+/// proxy (`trust_forwarded`) the last `X-Forwarded-For` hop, the address that proxy itself
+/// saw (earlier hops are whatever the client wrote). `None`: no peer address is known (a
+/// socket served outside the listener, as in unit tests).
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    trust_forwarded: bool,
+) -> Option<std::net::IpAddr> {
+    if trust_forwarded {
+        let last_hop = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .last()
+            .and_then(|hop| hop.trim().parse().ok());
+        if last_hop.is_some() {
+            return last_hop;
+        }
+    }
+    peer
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_reports_one() {
+        let peer = Some(std::net::IpAddr::from([10, 0, 0, 2]));
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 1.2.3.4"),
+        );
+        headers.append("x-forwarded-for", HeaderValue::from_static("203.0.113.7"));
+        assert_eq!(client_address(&headers, peer, false), peer, "not trusted");
+        assert_eq!(
+            client_address(&headers, peer, true),
+            Some(std::net::IpAddr::from([203, 0, 113, 7])),
+            "the last hop, the one the proxy saw"
+        );
+        let garbage = HeaderMap::from_iter([(
+            header::HeaderName::from_static("x-forwarded-for"),
+            HeaderValue::from_static("unknown"),
+        )]);
+        assert_eq!(client_address(&garbage, peer, true), peer);
+    }
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -281,6 +281,7 @@ mod tests {
         let mut p = Packager::new(PackagerSettings {
             segment_seconds: 1.0,
             part_seconds: 0.1,
+            hold_back_parts: 3,
             window: 6,
         });
         p.init(Init {

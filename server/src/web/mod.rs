@@ -4,6 +4,7 @@
 pub mod csrf;
 pub mod hls_files;
 pub mod listener;
+pub mod live_mp4;
 pub mod resume;
 pub mod socket;
 pub mod transport;
@@ -109,7 +110,7 @@ impl AppState {
             hosts,
             scheme,
             pipeline: PipelineEnv {
-                spawner: crate::child::Ffmpeg::new(&config.pipeline.ffmpeg),
+                spawner: config.pipeline.spawner(),
                 detector_kind: crate::video::detector::running_kind(&config.pipeline.detector),
                 config: config.pipeline.clone(),
                 detector,

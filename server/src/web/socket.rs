@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant};
@@ -65,8 +66,15 @@ pub async fn upgrade(
     State(state): State<AppState>,
     token: Result<Query<PageToken>, QueryRejection>,
     headers: HeaderMap,
+    connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let address = csrf::client_address(
+        &headers,
+        connected.map(|c| c.0 .0.ip()),
+        state.shared.config.site.trust_forwarded,
+    )
+    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
     let token = token.map(|q| q.0.csrf_token).unwrap_or_default();
     let client = csrf::session_cookie(&headers, &state.shared.csrf)
         .filter(|sid| state.shared.csrf.verify(sid, &token))
@@ -122,7 +130,7 @@ pub async fn upgrade(
     let sockets = state.shared.sockets.clone();
     ws.on_upgrade(move |socket| async move {
         sockets.spawn(
-            Connection::new(Box::new(socket), state, client)
+            Connection::new(Box::new(socket), state, client, address)
                 .run()
                 .instrument(tracing::info_span!("session", id = tracing::field::Empty)),
         );
@@ -162,6 +170,8 @@ struct Connection {
     state: AppState,
     /// The browser session (cookie) this connection belongs to.
     client: ClientId,
+    /// Where it connected from (sessions are counted per network too).
+    address: IpAddr,
     sink: SplitSink<Socket, Message>,
     stream: SplitStream<Socket>,
     session: Option<Session>,
@@ -171,6 +181,8 @@ struct Connection {
     prefix: Vec<u8>,
     /// The container the Start message announced.
     container: protocol::Container,
+    /// The box walk of a live MP4 (what a recorder never sends is refused).
+    mp4: Option<super::live_mp4::LiveMp4>,
     /// Privacy mode asked for by the page.
     privacy: bool,
     stats: StatsSampler,
@@ -181,11 +193,12 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(socket: Socket, state: AppState, client: ClientId) -> Self {
+    fn new(socket: Socket, state: AppState, client: ClientId, address: IpAddr) -> Self {
         let (sink, stream) = socket.split();
         Connection {
             state,
             client,
+            address,
             sink,
             stream,
             session: None,
@@ -193,6 +206,7 @@ impl Connection {
             chunks: 0,
             prefix: Vec::new(),
             container: protocol::Container::Matroska,
+            mp4: None,
             privacy: false,
             stats: StatsSampler::new(),
             resume_token: None,
@@ -462,6 +476,7 @@ impl Connection {
             return Err(ErrorKind::UnsupportedMedia);
         };
         self.container = container;
+        self.mp4 = (container == protocol::Container::Mp4).then(Default::default);
         let shared = self.state.shared.clone();
         let codec = super::wire::codec(codec);
         let share = crate::session::capacity::session_share(codec);
@@ -473,7 +488,7 @@ impl Connection {
                 return Err(why.error_kind());
             }
         };
-        let admission = match shared.registry.admit(&self.client) {
+        let admission = match shared.registry.admit(&self.client, self.address) {
             Ok(a) => a,
             Err(Refusal::Full) => {
                 ::metrics::counter!(metrics::REFUSED, "why" => "sessions").increment(1);
@@ -481,6 +496,11 @@ impl Connection {
             }
             Err(Refusal::Client) => {
                 ::metrics::counter!(metrics::REFUSED, "why" => "client").increment(1);
+                return Err(ErrorKind::ClientLimit);
+            }
+            Err(Refusal::Network) => {
+                tracing::info!(address = %self.address, "session refused: address limit");
+                ::metrics::counter!(metrics::REFUSED, "why" => "address").increment(1);
                 return Err(ErrorKind::ClientLimit);
             }
             Err(Refusal::Storage) => return Err(ErrorKind::Pipeline),
@@ -558,6 +578,12 @@ impl Connection {
                     self.container,
                     self.prefix
                 );
+                return Err(ErrorKind::BadMedia);
+            }
+        }
+        if let Some(mp4) = &mut self.mp4 {
+            if let Err(refusal) = mp4.push(&data) {
+                tracing::info!("live MP4 refused: {refusal}");
                 return Err(ErrorKind::BadMedia);
             }
         }

@@ -80,7 +80,7 @@ pub async fn spawn_server(
             .await??
             .ok_or_else(|| anyhow!("server exited"))?;
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
+            break rest.trim().trim_end_matches('/').to_string();
         }
     };
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
@@ -626,4 +626,75 @@ pub fn terminate(child: &mut tokio::process::Child) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.start_kill();
+}
+
+/// An MP4 box: size, type, body.
+pub fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(body);
+    out
+}
+
+/// A full box's body: version/flags 0, then big-endian fields.
+pub fn fields(values: &[u32]) -> Vec<u8> {
+    std::iter::once(0u32)
+        .chain(values.iter().copied())
+        .flat_map(u32::to_be_bytes)
+        .collect()
+}
+
+/// A few KiB of MP4 whose `moov` declares `samples` samples in each of `tracks` video
+/// tracks (a fixed sample size, one chunk): a demuxer that believes it builds an index of
+/// `tracks × samples` entries (24 bytes each in ffmpeg) before reading any media.
+pub fn sample_table_bomb(tracks: usize, samples: u32) -> Vec<u8> {
+    let (ftyp, moov) = sample_table_header(tracks, samples);
+    [ftyp, mp4_box(b"mdat", &[0u8; 4096]), moov].concat()
+}
+
+/// The `ftyp` and `moov` of [`sample_table_bomb`], as a live stream would start.
+pub fn sample_table_header(tracks: usize, samples: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut entry = vec![0u8; 6];
+    entry.extend_from_slice(&1u16.to_be_bytes()); // data reference index
+    entry.extend_from_slice(&[0u8; 16]);
+    entry.extend_from_slice(&640u16.to_be_bytes());
+    entry.extend_from_slice(&480u16.to_be_bytes());
+    entry.extend_from_slice(&0x0048_0000u32.to_be_bytes());
+    entry.extend_from_slice(&0x0048_0000u32.to_be_bytes());
+    entry.extend_from_slice(&[0u8; 4]);
+    entry.extend_from_slice(&1u16.to_be_bytes());
+    entry.extend_from_slice(&[0u8; 32]);
+    entry.extend_from_slice(&0x0018u16.to_be_bytes());
+    entry.extend_from_slice(&0xffffu16.to_be_bytes());
+    let stsd = [fields(&[1]), mp4_box(b"avc1", &entry)].concat();
+    let stbl = [
+        mp4_box(b"stsd", &stsd),
+        mp4_box(b"stts", &fields(&[1, samples, 1])),
+        mp4_box(b"stsc", &fields(&[1, 1, samples, 1])),
+        mp4_box(b"stsz", &fields(&[1, samples])),
+        mp4_box(b"stco", &fields(&[1, 64])),
+    ]
+    .concat();
+    let mut hdlr = fields(&[0]);
+    hdlr.extend_from_slice(b"vide");
+    hdlr.extend_from_slice(&[0u8; 13]);
+    let mdhd = fields(&[0, 0, 30, samples, 0]);
+    let mut tkhd = fields(&[0, 0, 1, 0, samples]);
+    tkhd.extend_from_slice(&[0u8; 52]);
+    tkhd.extend_from_slice(&(640u32 << 16).to_be_bytes());
+    tkhd.extend_from_slice(&(480u32 << 16).to_be_bytes());
+    let minf = mp4_box(b"minf", &mp4_box(b"stbl", &stbl));
+    let mdia = mp4_box(
+        b"mdia",
+        &[mp4_box(b"mdhd", &mdhd), mp4_box(b"hdlr", &hdlr), minf].concat(),
+    );
+    let trak = mp4_box(b"trak", &[mp4_box(b"tkhd", &tkhd), mdia].concat());
+    let mut mvhd = fields(&[0, 0, 30, samples, 0x0001_0000]);
+    mvhd.extend_from_slice(&[0u8; 76]);
+    let moov = mp4_box(
+        b"moov",
+        &[mp4_box(b"mvhd", &mvhd), trak.repeat(tracks)].concat(),
+    );
+    let ftyp = mp4_box(b"ftyp", b"isom\0\0\x02\0isomavc1");
+    (ftyp, moov)
 }

@@ -52,7 +52,12 @@ impl Fixture {
     /// A session slot held for `client` as long as the result lives.
     fn occupy(&self, client: &str) -> crate::session::registry::Admission {
         let id = crate::session::ids::ClientId::parse(client).expect("a client id");
-        match self.state.shared.registry.admit(&id) {
+        match self
+            .state
+            .shared
+            .registry
+            .admit(&id, IpAddr::from([127, 0, 0, 1]))
+        {
             Ok(admission) => admission,
             _ => panic!("no room for {client}"),
         }
@@ -61,7 +66,13 @@ impl Fixture {
     /// A connection of [`BROWSER`] over an in-memory socket, running on its own task.
     fn connect(&self) -> (Peer, tokio::task::JoinHandle<()>) {
         let (socket, peer) = pair();
-        let run = Connection::new(socket, self.state.clone(), client(BROWSER)).run();
+        let run = Connection::new(
+            socket,
+            self.state.clone(),
+            client(BROWSER),
+            IpAddr::from([127, 0, 0, 1]),
+        )
+        .run();
         (peer, tokio::spawn(run))
     }
 }
