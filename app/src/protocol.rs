@@ -441,7 +441,7 @@ impl ErrorKind {
                 "The session reached the longest length this server allows and was ended; the recording is kept. Press Start to go on."
             }
             ErrorKind::Storage => {
-                "The server has no disk space left for recordings; please try again later."
+                "The server has no room left for recordings; please try again later."
             }
             ErrorKind::ClientLimit => {
                 "This browser (or this network) already runs as many sessions as the server allows one; stop one first."

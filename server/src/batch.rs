@@ -74,6 +74,7 @@ pub async fn probe(
     let mut command = tokio::process::Command::new(&ffprobe);
     crate::child::limit_memory(&mut command, memory_bytes);
     let out = command
+        .args(crate::video::decoder::FILE_INPUT_GUARD)
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
         .arg("stream=width,height,avg_frame_rate,nb_frames:format=duration")
         .args(["-of", "json"])

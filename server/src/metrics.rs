@@ -37,8 +37,8 @@ pub const VIEWER_REQUESTS: &str = "hls_face_viewer_requests_total";
 /// Frames privacy mode pixelated whole (no detection of their shot covered them).
 pub const FRAMES_HIDDEN: &str = "hls_face_frames_hidden_total";
 /// Sessions refused (`why`: `sessions` the session limit, `cpu` no room by CPU, `lagging
-/// encoder`, `client` the per-browser limit, `address` the per-address limit, `sockets` the
-/// socket limit).
+/// encoder`, `client` the per-browser limit, `address` the per-address limit, `recordings`
+/// max-retained recordings kept or coming, `sockets` the socket limit).
 pub const REFUSED: &str = "hls_face_sessions_refused_total";
 /// Resident memory of the server process (its ffmpeg children not included).
 pub const PROCESS_RSS: &str = "hls_face_process_resident_bytes";
@@ -71,6 +71,7 @@ const LABELS: &[(&str, &str, &[&str])] = &[
             "lagging encoder",
             "client",
             "address",
+            "recordings",
             "sockets",
         ],
     ),

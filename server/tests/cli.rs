@@ -212,3 +212,52 @@ fn a_sample_table_bomb_fails_inside_the_childrens_memory_cap() -> Result<()> {
     std::fs::remove_dir_all(&out)?;
     Ok(())
 }
+
+#[test]
+fn process_reads_plain_media_files_only_whatever_their_name() -> Result<()> {
+    let out = tempdir("cli-playlist")?;
+    // An HLS playlist named like a video, pointing at a file elsewhere on the machine (an
+    // MPEG-TS segment, which ffmpeg's HLS reader follows when nothing stops it).
+    let elsewhere = tempdir("cli-elsewhere")?;
+    let outside = elsewhere.join("private.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(media("face.webm"))
+        .args([
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-f",
+            "mpegts",
+        ])
+        .arg(&outside)
+        .status()?;
+    ensure!(made.success(), "making the outside file");
+    let innocent = out.join("innocent.mp4");
+    std::fs::write(
+        &innocent,
+        format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{}\n#EXT-X-ENDLIST\n",
+            outside.display()
+        ),
+    )?;
+    let run = hls_face(&[
+        "process",
+        innocent.to_str().unwrap(),
+        "--out",
+        out.join("out").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    ensure!(!run.status.success(), "the playlist was followed: {err}");
+    ensure!(
+        err.trim().lines().count() == 1 && err.starts_with("hls-face: "),
+        "{err:?}"
+    );
+    ensure!(!out.join("out").join("playlist.m3u8").exists());
+    std::fs::remove_dir_all(&out)?;
+    std::fs::remove_dir_all(&elsewhere)?;
+    Ok(())
+}

@@ -38,6 +38,10 @@ impl LimitsConfig {
                 "limits.max-sessions-per-address must be at least 1",
             ),
             (
+                self.max_retained_per_address >= 1,
+                "limits.max-retained-per-address must be at least 1",
+            ),
+            (
                 self.header_timeout_secs >= 1,
                 "limits.header-timeout-secs must be at least 1",
             ),
@@ -99,8 +103,11 @@ pub struct LimitsConfig {
     /// Free disk space (MiB) the runtime folder's filesystem must keep: a session is not
     /// started below it, and a running one is ended (its playlist ended) when it is reached.
     pub min_free_disk_mb: u64,
-    /// Stopped recordings kept for download at once; the oldest goes first.
+    /// Recordings kept at once, the running sessions' counted: past it new sessions are
+    /// refused, nobody's recording is deleted early.
     pub max_retained: usize,
+    /// Recordings one network address keeps at once; one more replaces its own oldest.
+    pub max_retained_per_address: usize,
     /// How long a session whose socket dropped waits for its page to reconnect.
     pub resume_grace_secs: u64,
 }
@@ -122,7 +129,8 @@ impl Default for LimitsConfig {
             header_timeout_secs: 10,
             max_sockets: 64,
             min_free_disk_mb: 512,
-            max_retained: 16,
+            max_retained: 48,
+            max_retained_per_address: 4,
             resume_grace_secs: 6,
         }
     }

@@ -90,10 +90,10 @@ impl Retirement<'_> {
         ending: Ending,
         playlist_ready: bool,
     ) -> Option<ServerMsg> {
-        let (id, dir) = (session.id.clone(), session.dir.clone());
+        let (id, dir, owner) = (session.id.clone(), session.dir.clone(), session.network());
         drop(session);
         let retention = ending.retention(self.limits);
-        self.registry.retire(id.clone(), retention);
+        self.registry.retire(id.clone(), retention, owner);
         let until = Instant::now() + retention;
         let offered = ending == Ending::Stopped && playlist_ready && self.pipeline.records();
         if !offered {

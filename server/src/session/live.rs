@@ -299,6 +299,11 @@ impl Session {
         *self.detector.borrow()
     }
 
+    /// The network it was admitted from (its recording counts against it).
+    pub fn network(&self) -> std::net::IpAddr {
+        self.admission.network
+    }
+
     /// The read-only viewer token of this session.
     pub fn viewer_token(&self) -> &crate::session::ids::ViewerToken {
         self.admission.viewer_token()

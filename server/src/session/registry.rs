@@ -32,6 +32,8 @@ pub struct Admission {
     pub stream: watch::Sender<Arc<Stream>>,
     viewer: ViewerToken,
     viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
+    /// The network it was admitted from: its recording counts against it.
+    pub network: IpAddr,
     _client: Held<ClientId>,
     _network: Held<IpAddr>,
     _permit: OwnedSemaphorePermit,
@@ -77,6 +79,8 @@ pub enum Refusal {
     Network,
     /// The session's folder could not be made (the error is logged where it happened).
     Storage,
+    /// As many recordings are kept (and coming from running sessions) as the server keeps.
+    Recordings,
 }
 
 /// The server's sessions.
@@ -84,9 +88,10 @@ pub struct Registry {
     root: PathBuf,
     /// Held for the registry's life: one server per runtime folder.
     _lock: RuntimeLock,
-    /// Stopped sessions whose folders are kept, oldest first.
-    retained: Mutex<VecDeque<SessionId>>,
+    /// Stopped sessions whose folders are kept, oldest first, with their owners' networks.
+    retained: Mutex<VecDeque<(SessionId, IpAddr)>>,
     max_retained: usize,
+    max_retained_per_address: usize,
     folders: Mutex<HashMap<SessionId, Folder>>,
     /// Live viewer tokens → their sessions.
     viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
@@ -95,6 +100,8 @@ pub struct Registry {
     /// Running sessions per network address (see [`quota::network_of`]).
     networks: Quota<IpAddr>,
     slots: Arc<Semaphore>,
+    /// The semaphore's size (its permits taken are the running sessions).
+    max_sessions: usize,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
     /// This server's name in a cluster (empty on a single server): ids start with it.
@@ -139,8 +146,10 @@ impl Registry {
             clients: Quota::new(limits.max_sessions_per_client),
             networks: Quota::new(limits.max_sessions_per_address),
             slots: Arc::new(Semaphore::new(limits.effective_max_sessions())),
+            max_sessions: limits.effective_max_sessions(),
             retained: Mutex::new(VecDeque::new()),
             max_retained: limits.max_retained,
+            max_retained_per_address: limits.max_retained_per_address,
             cleanup: TaskTracker::new(),
             shutdown,
             node: String::new(),
@@ -166,10 +175,18 @@ impl Registry {
             return Err(Refusal::Full);
         };
         let client = self.clients.take(client).ok_or(Refusal::Client)?;
-        let network = self
-            .networks
-            .take(&quota::network_of(address))
-            .ok_or(Refusal::Network)?;
+        let network_key = quota::network_of(address);
+        let network = self.networks.take(&network_key).ok_or(Refusal::Network)?;
+        // Running sessions (this one included) each leave a recording.
+        let running = self.max_sessions - self.slots.available_permits();
+        let kept = self
+            .retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len();
+        if kept + running > self.max_retained {
+            return Err(Refusal::Recordings);
+        }
         let id = SessionId::random_on(&self.node);
         let dir = self.root.join(id.as_str());
         if let Err(e) = std::fs::create_dir(&dir) {
@@ -192,6 +209,7 @@ impl Registry {
             stream,
             viewer,
             viewers: self.viewers.clone(),
+            network: network_key,
             _client: client,
             _network: network,
             _permit: permit,
@@ -208,18 +226,27 @@ impl Registry {
         lock(&self.folders).get(id).cloned()
     }
 
-    /// Forgets `id` and removes its folder after `retention` (at once on shutdown). At most
-    /// `max-retained` folders are kept waiting: the oldest goes when one more arrives.
-    pub fn retire(self: &Arc<Self>, id: SessionId, retention: Duration) {
+    /// Forgets `id` and removes its folder after `retention` (at once on shutdown). One
+    /// network keeps at most `max-retained-per-address` folders: one more replaces that
+    /// network's own oldest, never another's (admission keeps the total bounded).
+    pub fn retire(self: &Arc<Self>, id: SessionId, retention: Duration, owner: IpAddr) {
         if !retention.is_zero() {
-            let evicted: Vec<SessionId> = {
+            let evicted = {
                 let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
-                retained.push_back(id.clone());
-                let excess = retained.len().saturating_sub(self.max_retained);
-                retained.drain(..excess).collect()
+                retained.push_back((id.clone(), owner));
+                let own = retained.iter().filter(|(_, o)| *o == owner).count();
+                let excess = own.saturating_sub(self.max_retained_per_address);
+                let oldest: Vec<SessionId> = retained
+                    .iter()
+                    .filter(|(_, o)| *o == owner)
+                    .take(excess)
+                    .map(|(old, _)| old.clone())
+                    .collect();
+                retained.retain(|(r, _)| !oldest.contains(r));
+                oldest
             };
             for old in evicted {
-                tracing::info!(session = %old, "more recordings than max-retained; removing the oldest");
+                tracing::info!(session = %old, "one more recording from its network than max-retained-per-address; removing its oldest");
                 self.clone().remove_later(old, Duration::ZERO);
             }
         }
@@ -237,7 +264,7 @@ impl Registry {
                 return; // removed already (evicted, then its own timer)
             };
             if let Ok(mut retained) = this.retained.lock() {
-                retained.retain(|r| *r != id);
+                retained.retain(|(r, _)| *r != id);
             }
             // Thousands of segments: keep the unlinking off the async workers.
             let removed = tokio::task::spawn_blocking(move || {
@@ -369,7 +396,7 @@ mod tests {
             reg.admit(&client("z"), home()).is_ok(),
             "a freed place can be reused"
         );
-        reg.retire(id.clone(), Duration::from_secs(3600));
+        reg.retire(id.clone(), Duration::from_secs(3600), home());
         let folder = reg.folder(&id).expect("kept during retention");
         assert_eq!(folder.dir, dir);
         assert!(
@@ -441,28 +468,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_the_newest_recordings_are_kept() {
+    async fn a_network_replaces_only_its_own_recordings_and_a_full_server_refuses() {
         let root = temp_root("retained");
         let limits = LimitsConfig {
-            max_retained: 2,
+            max_sessions: 4,
+            max_retained: 4,
+            max_retained_per_address: 2,
             ..LimitsConfig::default()
         };
         let reg = Arc::new(Registry::new(&root, &limits, CancellationToken::new()).unwrap());
-        let mut ids = Vec::new();
-        for _ in 0..3 {
-            let a = reg.admit(&client("c"), home()).unwrap();
-            ids.push(a.id.clone());
+        let victim = IpAddr::from([192, 0, 2, 1]);
+        let admit_and_stop = |from: IpAddr, name: &str| {
+            let a = reg.admit(&client(name), from).unwrap();
+            let id = a.id.clone();
             drop(a);
-            reg.retire(ids.last().unwrap().clone(), Duration::from_secs(3600));
+            reg.retire(id.clone(), Duration::from_secs(3600), a_network(from));
+            id
+        };
+        let kept = admit_and_stop(victim, "v");
+        let mut mine = Vec::new();
+        for i in 0..2 {
+            mine.push(admit_and_stop(home(), &format!("a{i}")));
         }
+        // One more from the same network replaces that network's own oldest.
+        mine.push(admit_and_stop(home(), "a2"));
         let gone = |id: &SessionId| reg.folder(id).is_none();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !gone(&ids[0]) && std::time::Instant::now() < deadline {
+        while !gone(&mine[0]) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(gone(&ids[0]), "the oldest recording is removed");
-        assert!(!gone(&ids[1]) && !gone(&ids[2]));
-        assert!(!root.join(ids[0].as_str()).exists());
+        assert!(gone(&mine[0]), "the network's oldest recording is removed");
+        assert!(!gone(&kept), "another network's recording stays");
+        assert!(!gone(&mine[1]) && !gone(&mine[2]));
+        assert!(!root.join(mine[0].as_str()).exists());
+        // 3 kept + 1 running = max-retained: the next session is refused, nothing deleted.
+        let _running = reg
+            .admit(&client("r"), IpAddr::from([192, 0, 2, 3]))
+            .unwrap();
+        assert_eq!(
+            reg.admit(&client("s"), IpAddr::from([192, 0, 2, 4])).err(),
+            Some(Refusal::Recordings)
+        );
+        assert!(!gone(&kept));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// The key a network's sessions count against.
+    fn a_network(address: IpAddr) -> IpAddr {
+        quota::network_of(address)
     }
 }

@@ -45,6 +45,17 @@ pub const MAX_GAP_SECONDS: f64 = 0.5;
 /// plus [`SLACK_PIXELS`]: a stream declared 640×480 but holding 8192×8192 pictures is
 /// refused before ffmpeg allocates for them). For both, `setpts` clamps timestamp jumps to
 /// [`MAX_GAP_SECONDS`] (and backward jumps to none) before `-r` makes the rate constant.
+/// What a file given to `process` may be: a plain local media file. Only the `file`
+/// protocol, and only demuxers of self-contained media containers and raw streams: no
+/// playlist (HLS, DASH, concat, ffconcat) or image sequence whose contents name other files
+/// or URLs, whatever the file is called.
+pub const FILE_INPUT_GUARD: [&str; 4] = [
+    "-protocol_whitelist",
+    "file",
+    "-format_whitelist",
+    "mov,matroska,webm,avi,mpegts,flv,ogg,mpeg,asf,ivf,yuv4mpegpipe,h264,hevc,m4v,mjpeg,gif,nut,rawvideo",
+];
+
 pub fn decoder_args(input: Input, width: u32, height: u32, fps: u32) -> Vec<String> {
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "warning"]
         .iter()
@@ -73,6 +84,7 @@ pub fn decoder_args(input: Input, width: u32, height: u32, fps: u32) -> Vec<Stri
             )
         }
         Input::File(path) => {
+            args.extend(FILE_INPUT_GUARD.iter().map(|s| s.to_string()));
             args.push("-i".into());
             args.push(path.to_string_lossy().into_owned());
         }

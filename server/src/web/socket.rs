@@ -504,6 +504,11 @@ impl Connection {
                 return Err(ErrorKind::ClientLimit);
             }
             Err(Refusal::Storage) => return Err(ErrorKind::Pipeline),
+            Err(Refusal::Recordings) => {
+                tracing::info!("session refused: max-retained recordings kept or coming");
+                ::metrics::counter!(metrics::REFUSED, "why" => "recordings").increment(1);
+                return Err(ErrorKind::Storage);
+            }
         };
         let id = admission.id.clone();
         tracing::Span::current().record("id", id.as_str());
@@ -531,12 +536,12 @@ impl Connection {
             Ok(s) => s,
             Err(e @ ServerError::DiskFull { .. }) => {
                 tracing::warn!(session = %id, "not started: {e}");
-                shared.registry.retire(id, Duration::ZERO);
+                shared.registry.retire(id, Duration::ZERO, self.address);
                 return Err(ErrorKind::Storage);
             }
             Err(e) => {
                 tracing::error!(session = %id, "cannot start pipeline: {e}");
-                shared.registry.retire(id, Duration::ZERO);
+                shared.registry.retire(id, Duration::ZERO, self.address);
                 return Err(ErrorKind::Pipeline);
             }
         };
