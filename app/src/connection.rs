@@ -84,6 +84,12 @@ impl Connection {
         self.node.as_deref()
     }
 
+    /// Whether a socket opened now is to resume a session (it says so in its URL, so a server
+    /// at its socket limits still lets it in).
+    pub fn resuming(&self) -> bool {
+        matches!(self.link, Link::Reconnecting { .. }) && self.resume.is_some()
+    }
+
     /// Whether recorder chunks go out now (while reconnecting they wait in the log).
     pub fn sends_chunks(&self) -> bool {
         !matches!(self.link, Link::Reconnecting { .. })

@@ -90,8 +90,11 @@ impl Inner {
     /// Opens the socket with `csrf`, feeding its events to this session.
     fn connect(this: &Rc<Self>, csrf: &str) -> Result<(), MediaError> {
         let weak = Rc::downgrade(this);
-        let node = this.connection.borrow().node().map(String::from);
-        let socket = Socket::open(csrf, node.as_deref(), move |event| {
+        let (node, resuming) = {
+            let connection = this.connection.borrow();
+            (connection.node().map(String::from), connection.resuming())
+        };
+        let socket = Socket::open(csrf, node.as_deref(), resuming, move |event| {
             if let Some(inner) = weak.upgrade() {
                 Inner::on_socket(&inner, event);
             }

@@ -25,13 +25,15 @@ pub enum SocketEvent {
 
 impl Socket {
     /// Opens `/socket` on this page's origin with the CSRF token; with `node`, on that node
-    /// of a cluster (a reconnection to the node holding the session).
+    /// of a cluster (a reconnection to the node holding the session); `resuming` marks a
+    /// socket that will resume a parked session (the server lets it in past its socket caps).
     pub fn open(
         csrf: &str,
         node: Option<&str>,
+        resuming: bool,
         on_event: impl FnMut(SocketEvent) + 'static,
     ) -> Result<Self, MediaError> {
-        let url = socket_url(csrf, node)?;
+        let url = socket_url(csrf, node, resuming)?;
         let ws = WebSocket::new(&url).map_err(|e| super::js_err("WebSocket", e))?;
         ws.set_binary_type(web_sys::BinaryType::Arraybuffer);
         let (tx_open, tx_msg, tx_close) = {
@@ -91,7 +93,7 @@ impl Drop for Socket {
     }
 }
 
-fn socket_url(csrf: &str, node: Option<&str>) -> Result<String, MediaError> {
+fn socket_url(csrf: &str, node: Option<&str>, resuming: bool) -> Result<String, MediaError> {
     let location = web_sys::window()
         .ok_or_else(|| MediaError::Browser("no window".into()))?
         .location();
@@ -105,7 +107,10 @@ fn socket_url(csrf: &str, node: Option<&str>) -> Result<String, MediaError> {
         .filter(|n| crate::hls_path::is_node_name(n))
         .map(|n| format!("&node={n}"))
         .unwrap_or_default();
-    Ok(format!("{scheme}://{host}/socket?csrf_token={token}{node}"))
+    let resume = if resuming { "&resume=1" } else { "" };
+    Ok(format!(
+        "{scheme}://{host}/socket?csrf_token={token}{node}{resume}"
+    ))
 }
 
 impl Socket {

@@ -42,6 +42,10 @@ impl LimitsConfig {
                 "limits.max-retained-per-address must be at least 1",
             ),
             (
+                self.max_sockets_per_address >= 1,
+                "limits.max-sockets-per-address must be at least 1",
+            ),
+            (
                 self.header_timeout_secs >= 1,
                 "limits.header-timeout-secs must be at least 1",
             ),
@@ -100,6 +104,8 @@ pub struct LimitsConfig {
     pub header_timeout_secs: u64,
     /// Open WebSockets at once (streaming or not); more are refused before upgrade.
     pub max_sockets: usize,
+    /// Open WebSockets one network address may hold at once.
+    pub max_sockets_per_address: usize,
     /// Free disk space (MiB) the runtime folder's filesystem must keep: a session is not
     /// started below it, and a running one is ended (its playlist ended) when it is reached.
     pub min_free_disk_mb: u64,
@@ -128,6 +134,7 @@ impl Default for LimitsConfig {
             max_connections: 512,
             header_timeout_secs: 10,
             max_sockets: 64,
+            max_sockets_per_address: 16,
             min_free_disk_mb: 512,
             max_retained: 48,
             max_retained_per_address: 4,

@@ -52,6 +52,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Tracks every socket task so shutdown can wait for them.
     pub sockets: TaskTracker,
+    /// Open sockets per network address (`max-sockets-per-address`).
+    pub sockets_per_address: crate::session::quota::Quota<std::net::IpAddr>,
     /// Sessions whose socket dropped, waiting for their page to reconnect.
     pub resumes: resume::Resumes,
     /// Renders `/metrics` (`None` if another metrics recorder was installed first).
@@ -106,6 +108,8 @@ impl AppState {
             Some(path) => csrf::CsrfKey::from_file(path)?,
             None => csrf::CsrfKey::random(),
         };
+        let sockets_per_address =
+            crate::session::quota::Quota::new(config.limits.max_sockets_per_address);
         let shared = Arc::new(Shared {
             hosts,
             scheme,
@@ -124,6 +128,7 @@ impl AppState {
             csrf,
             shutdown,
             sockets: TaskTracker::new(),
+            sockets_per_address,
             resumes: resume::Resumes::default(),
             metrics: crate::metrics::install(),
         });

@@ -47,6 +47,11 @@ impl Resumes {
         parked.remove(token).map(|p| p.handover)
     }
 
+    /// Whether `client` has a session waiting for its page to come back.
+    pub fn waits_for(&self, client: &ClientId) -> bool {
+        self.lock().values().any(|p| p.client == *client)
+    }
+
     /// Forgets `token` (its grace period ended, or its session did).
     pub fn forget(&self, token: &ResumeToken) {
         self.lock().remove(token);

@@ -58,6 +58,9 @@ fn room_for_one_more(shared: &super::Shared) -> bool {
 pub struct PageToken {
     #[serde(default)]
     csrf_token: String,
+    /// Present on a socket the page opens to resume its session.
+    #[serde(default)]
+    resume: Option<String>,
 }
 
 /// The upgrade handler: 403 unless the CSRF token matches the session cookie and the
@@ -75,7 +78,9 @@ pub async fn upgrade(
         state.shared.config.site.trust_forwarded,
     )
     .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
-    let token = token.map(|q| q.0.csrf_token).unwrap_or_default();
+    let (token, resuming) = token
+        .map(|q| (q.0.csrf_token, q.0.resume.is_some()))
+        .unwrap_or_default();
     let client = csrf::session_cookie(&headers, &state.shared.csrf)
         .filter(|sid| state.shared.csrf.verify(sid, &token))
         .and_then(|sid| ClientId::parse(&sid));
@@ -110,14 +115,28 @@ pub async fn upgrade(
             .into_response();
     }
     let limits = &state.shared.config.limits;
-    if state.shared.sockets.len() >= limits.max_sockets {
+    // A page coming back for its parked session is never refused for want of room: it holds
+    // a session place already (at most one such socket per parked session).
+    let resume = resuming && state.shared.resumes.waits_for(&client);
+    let too_many = || {
         ::metrics::counter!(metrics::REFUSED, "why" => "sockets").increment(1);
-        return (
+        (
             StatusCode::SERVICE_UNAVAILABLE,
             [(axum::http::header::RETRY_AFTER, "5")],
             "too many connections",
         )
-            .into_response();
+            .into_response()
+    };
+    if !resume && state.shared.sockets.len() >= limits.max_sockets {
+        return too_many();
+    }
+    let address_place = state
+        .shared
+        .sockets_per_address
+        .take(&crate::session::quota::network_of(address));
+    if address_place.is_none() && !resume {
+        tracing::info!(%address, "socket refused: max-sockets-per-address");
+        return too_many();
     }
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
@@ -130,12 +149,21 @@ pub async fn upgrade(
     let sockets = state.shared.sockets.clone();
     ws.on_upgrade(move |socket| async move {
         sockets.spawn(
-            Connection::new(Box::new(socket), state, client, address)
-                .run()
-                .instrument(tracing::info_span!("session", id = tracing::field::Empty)),
+            async move {
+                // The address's socket place is held for the connection's life.
+                let _place = address_place;
+                Connection::new(Box::new(socket), state, client, address)
+                    .run()
+                    .await
+            }
+            .instrument(tracing::info_span!("session", id = tracing::field::Empty)),
         );
     })
 }
+
+/// How long a new socket may wait before it starts or resumes a session: an idle socket
+/// gives its place back quickly.
+const START_WITHIN: Duration = Duration::from_secs(5);
 
 /// Why the loop ended.
 enum Exit {
@@ -218,9 +246,10 @@ impl Connection {
         let shared = self.state.shared.clone();
         let limits = shared.config.limits.clone();
         let idle = Duration::from_secs(limits.idle_timeout_secs);
-        // A socket must start (or resume) a session within the idle time; once it has, the
-        // session keeps its own deadlines (idle, length, drain).
-        let start_deadline = Instant::now() + idle;
+        // A socket must start (or resume) a session soon (the page opens it with the camera
+        // already open and sends Start at once); once it has, the session keeps its own
+        // deadlines (idle, length, drain).
+        let start_deadline = Instant::now() + idle.min(START_WITHIN);
         let mut rate = RateLimit {
             window_start: Instant::now(),
             count: 0,

@@ -64,6 +64,8 @@ pub async fn spawn_server(
         .env("LEPTOS_SITE_ADDR", "127.0.0.1:0")
         .env("LEPTOS_SITE_ROOT", stub_site()?)
         .env("HLS_FACE_LIMITS_MAX_CPU_PERCENT", "100")
+        // Every socket of these tests comes from one address: the global caps are measured.
+        .env("HLS_FACE_LIMITS_MAX_SOCKETS_PER_ADDRESS", "1000")
         .env("HLS_FACE_PIPELINE_RUNTIME_DIR", runtime)
         .env("RUST_LOG", "server=info,hls_face=info")
         .env("NO_COLOR", "1")
@@ -210,6 +212,13 @@ pub async fn socket(host: &str) -> Result<Client> {
 /// same page reconnecting.
 pub async fn socket_as(host: &str, cookie: &str, token: &str) -> Result<Client> {
     let url = format!("ws://{host}/socket?csrf_token={token}");
+    let origin = format!("http://{host}");
+    connect(&url, &[("Cookie", cookie), ("Origin", origin.as_str())]).await
+}
+
+/// A socket as the page opens it to resume its session (`&resume=1`).
+pub async fn socket_resuming(host: &str, cookie: &str, token: &str) -> Result<Client> {
+    let url = format!("ws://{host}/socket?csrf_token={token}&resume=1");
     let origin = format!("http://{host}");
     connect(&url, &[("Cookie", cookie), ("Origin", origin.as_str())]).await
 }
