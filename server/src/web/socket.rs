@@ -49,7 +49,7 @@ pub const PASS_ON_HEADER: &str = "x-hls-face-pass-on";
 /// Whether a new session would be admitted now (the session limit and the CPU check for
 /// the cheapest input; the Start message names the real one, checked again then).
 fn room_for_one_more(shared: &super::Shared) -> bool {
-    let share = crate::session::capacity::session_share(crate::source::Codec::H264);
+    let share = crate::session::capacity::session_share(crate::source::Codec::H264, 640, 480);
     shared.registry.has_room() && shared.capacity.has_room(share).is_ok()
 }
 
@@ -508,7 +508,8 @@ impl Connection {
         self.mp4 = (container == protocol::Container::Mp4).then(Default::default);
         let shared = self.state.shared.clone();
         let codec = super::wire::codec(codec);
-        let share = crate::session::capacity::session_share(codec);
+        // Planned at the announced picture size: the decoder refuses larger pictures.
+        let share = crate::session::capacity::session_share(codec, width, height);
         let reservation = match shared.capacity.reserve(share) {
             Ok(r) => r,
             Err(why) => {
