@@ -274,7 +274,11 @@ mod tests {
     fn larger_pictures_are_planned_at_their_cost() {
         use crate::source::Codec;
         assert_eq!(session_share(Codec::H264, 640, 480), SESSION_CORE_SHARE);
-        assert_eq!(session_share(Codec::H264, 320, 240), SESSION_CORE_SHARE, "never less");
+        assert_eq!(
+            session_share(Codec::H264, 320, 240),
+            SESSION_CORE_SHARE,
+            "never less"
+        );
         let full_hd = session_share(Codec::H264, 1920, 1080);
         assert!((full_hd - 0.7425).abs() < 1e-9, "{full_hd}");
         // Two cores plan 1.8: two 1080p sessions fit, a third does not.
