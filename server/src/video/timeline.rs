@@ -119,8 +119,12 @@ impl Timeline {
                     .collect();
                 let (before, after) = (union(&a.raw, &a.drawn), union(&b.raw, &b.drawn));
                 let hidden_pairs = pairs(&before, &after);
-                let uncertain =
-                    seq < b.seq && hidden_pairs.iter().any(|p| matches!(p, (None, Some(_))));
+                // A face only one of the two detections has may be anywhere between them: one
+                // that came in on its way in, one that the later detection lost (it left, or
+                // moved too fast to be seen: motion blur) on its way out.
+                let uncertain = (seq < b.seq
+                    && hidden_pairs.iter().any(|p| matches!(p, (None, Some(_)))))
+                    || (seq > a.seq && hidden_pairs.iter().any(|p| matches!(p, (Some(_), None))));
                 let hidden = hidden_pairs
                     .into_iter()
                     .map(|pair| match pair {
@@ -264,10 +268,15 @@ mod tests {
         for seq in 1..6 {
             assert!(t.boxes(seq).uncertain, "frame {seq}");
         }
-        // On the detection itself it is known; a face that only leaves is not a newcomer.
+        // On the detection itself it is known.
         assert!(!t.boxes(6).uncertain);
+        // A face the next detection no longer has (it left, or a fast pan blurred it) may be
+        // anywhere between the two: uncertain too, but not on the detections themselves.
         t.detected(det(9, &[b(400)]));
-        assert!(!t.boxes(7).uncertain);
+        assert!(t.boxes(7).uncertain && t.boxes(8).uncertain);
+        assert!(!t.boxes(9).uncertain);
+        t.detected(det(12, &[b(400)]));
+        assert!(!t.boxes(10).uncertain, "the same faces on both sides");
     }
 
     #[test]
