@@ -347,13 +347,15 @@ impl Ui {
             LiveEvent::Ended => {
                 self.set(
                     Phase::Stopped,
-                    "Stopped. The recording stays playable below; preparing the download…",
+                    "Stopped. The recording stays playable in the processed-stream player; preparing the download…",
                 );
                 self.w.viewer_url.set(None);
             }
             LiveEvent::EndedWithoutDownload => {
                 if phase == Phase::Stopped && self.recording.get_untracked().is_none() {
-                    self.say("Stopped. The recording stays playable below.");
+                    self.say(
+                        "Stopped. The recording stays playable in the processed-stream player.",
+                    );
                 }
             }
             // After a failure (the camera lost, the session too long) its sentence stays:
@@ -361,7 +363,7 @@ impl Ui {
             LiveEvent::RecordingReady { url, secs } => {
                 self.w.recording.set(Some((url, secs)));
                 if phase != Phase::Error {
-                    self.say("Stopped. The recording stays playable below and can be downloaded.")
+                    self.say("Stopped. The recording stays playable in the processed-stream player; Download recording saves it.")
                 }
             }
             LiveEvent::RecordingExpired(url) => {

@@ -79,3 +79,31 @@ test.describe("states", () => {
     await studio.expectState("stopped");
   });
 });
+
+test("leaving a live session asks first; a stopped one does not", async ({ page, browser }) => {
+  const studio = new Studio(page);
+  await studio.open();
+  await studio.start.click();
+  await studio.expectState("live");
+  const asked = page.waitForEvent("dialog");
+  await page.close({ runBeforeUnload: true });
+  const dialog = await asked;
+  expect(dialog.type()).toBe("beforeunload");
+  await dialog.accept();
+
+  const other = await browser.newPage();
+  const stopped = new Studio(other);
+  await stopped.open();
+  await stopped.start.click();
+  await stopped.expectState("live");
+  await stopped.stop.click();
+  await stopped.expectState("stopped");
+  let prompted = false;
+  other.on("dialog", (d) => {
+    prompted = true;
+    void d.accept();
+  });
+  await other.close({ runBeforeUnload: true });
+  await expect.poll(() => other.isClosed()).toBe(true);
+  expect(prompted).toBe(false);
+});

@@ -29,6 +29,8 @@ struct Inner {
     connection: RefCell<Connection>,
     /// Chunks sent lately, to send again what the server missed while the socket was down.
     chunks: RefCell<ChunkLog<web_sys::Blob>>,
+    /// Asks before the page is left while the session is active.
+    _leave_guard: Option<super::leave_guard::LeaveGuard>,
 }
 
 /// Recorder chunks kept for a resume: ~30 s of 640×480 video, more than the grace period.
@@ -55,6 +57,7 @@ impl Live {
             player: RefCell::new(None),
             connection: RefCell::new(Connection::default()),
             chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
+            _leave_guard: super::leave_guard::LeaveGuard::new(ui),
         });
         ui.event(LiveEvent::Connecting);
         Inner::connect(&inner, &csrf)?;

@@ -5,6 +5,7 @@
 
 mod camera;
 mod frames;
+mod leave_guard;
 mod live;
 mod player;
 mod preview;
