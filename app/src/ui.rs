@@ -470,7 +470,10 @@ mod tests {
                 secs: 600,
             });
             assert_eq!(ui.phase.get_untracked(), Phase::Stopped);
-            assert!(ui.message.get_untracked().contains("can be downloaded"));
+            assert!(ui
+                .message
+                .get_untracked()
+                .contains("Download recording saves it"));
         });
     }
 
