@@ -203,14 +203,14 @@ pub fn quantile(samples: &[f64], q: f64) -> Option<f64> {
 }
 
 /// Within this distance of its target a live player plays at normal speed.
-const SYNC_DEADBAND: f64 = 0.012;
+const SYNC_DEADBAND: f64 = 0.03;
 /// Slowest rate a player falls back at (slower looks like slow motion).
 const MIN_SYNC_RATE: f64 = 0.9;
 /// Fastest rate a player catches up at (faster makes the browser skip frames).
 const MAX_SYNC_RATE: f64 = 1.25;
 
 /// The playback rate that holds a live player at its target distance from the live edge
-/// without jumping: 1 within 12 ms of the target (about a third of a frame); further behind, a gentle speed-up that
+/// without jumping: 1 within 30 ms of the target; further behind, a gentle speed-up that
 /// grows with the distance (at most 1.25×, and only with at least 150 ms buffered ahead:
 /// speeding up would only stall it); closer to the edge than the target, a gentle
 /// slow-down the same way (at least 0.9×).
@@ -356,8 +356,8 @@ mod tests {
 
     #[test]
     fn live_sync_is_gentle_both_ways_and_never_starves_the_buffer() {
-        assert_eq!(live_sync_rate(0.31, 0.3, 0.3), 1.0, "close enough");
-        assert_eq!(live_sync_rate(0.29, 0.3, 0.3), 1.0, "close enough");
+        assert_eq!(live_sync_rate(0.32, 0.3, 0.3), 1.0, "close enough");
+        assert_eq!(live_sync_rate(0.28, 0.3, 0.3), 1.0, "close enough");
         assert_eq!(live_sync_rate(0.5, 0.3, 0.3), 1.1);
         assert_eq!(live_sync_rate(1.5, 0.3, 0.5), 1.25, "capped");
         assert_eq!(live_sync_rate(1.5, 0.3, 0.1), 1.0, "too little buffered");

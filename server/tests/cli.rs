@@ -187,6 +187,23 @@ fn children_peak_rss_mb() -> f64 {
     usage.ru_maxrss as f64 / 1024.0
 }
 
+/// Runs `process input --out out` and expects a failure told in one `hls-face: ` line.
+fn refused_in_one_line(input: &std::path::Path, out: &std::path::Path, what: &str) -> Result<()> {
+    let run = hls_face(&[
+        "process",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    ensure!(!run.status.success(), "{what}: {err}");
+    ensure!(
+        err.trim().lines().count() == 1 && err.starts_with("hls-face: "),
+        "{err:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn a_sample_table_bomb_fails_inside_the_childrens_memory_cap() -> Result<()> {
     let out = tempdir("cli-bomb")?;
@@ -194,18 +211,7 @@ fn a_sample_table_bomb_fails_inside_the_childrens_memory_cap() -> Result<()> {
     // 3 tracks × 40 M samples: ~2.9 GB of index in an uncapped ffprobe or decoder.
     std::fs::write(&bomb, sample_table_bomb(3, 40_000_000))?;
     ensure!(std::fs::metadata(&bomb)?.len() < 16 * 1024);
-    let run = hls_face(&[
-        "process",
-        bomb.to_str().unwrap(),
-        "--out",
-        out.join("out").to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&run.stderr);
-    ensure!(!run.status.success(), "the bomb was processed: {err}");
-    ensure!(
-        err.trim().lines().count() == 1 && err.starts_with("hls-face: "),
-        "{err:?}"
-    );
+    refused_in_one_line(&bomb, &out.join("out"), "the bomb was processed")?;
     // Every child ran under the 1 GiB address-space cap (other tests' children included).
     let peak = children_peak_rss_mb();
     ensure!(peak < 1100.0, "a child reached {peak:.0} MiB");
@@ -244,18 +250,7 @@ fn process_reads_plain_media_files_only_whatever_their_name() -> Result<()> {
             outside.display()
         ),
     )?;
-    let run = hls_face(&[
-        "process",
-        innocent.to_str().unwrap(),
-        "--out",
-        out.join("out").to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&run.stderr);
-    ensure!(!run.status.success(), "the playlist was followed: {err}");
-    ensure!(
-        err.trim().lines().count() == 1 && err.starts_with("hls-face: "),
-        "{err:?}"
-    );
+    refused_in_one_line(&innocent, &out.join("out"), "the playlist was followed")?;
     ensure!(!out.join("out").join("playlist.m3u8").exists());
     std::fs::remove_dir_all(&out)?;
     std::fs::remove_dir_all(&elsewhere)?;
