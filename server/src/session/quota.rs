@@ -55,8 +55,8 @@ impl<K: Hash + Eq + Clone> Drop for Held<K> {
     }
 }
 
-/// A poisoned map is still a consistent map: entries change whole.
-fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+/// A poisoned map is still a consistent map: entries are inserted and removed whole.
+pub(crate) fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
     map.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -1,6 +1,6 @@
 //! Every session's id and folder, the session limit, and folder retention and cleanup.
 
-use super::quota::{self, Held, Quota};
+use super::quota::{self, lock, Held, Quota};
 use crate::config::LimitsConfig;
 use crate::error::ServerError;
 use crate::hls::stream::{Stream, Timing};
@@ -60,11 +60,6 @@ impl Drop for Admission {
         // The session has ended: its viewer link stops working.
         lock(&self.viewers).remove(&self.viewer);
     }
-}
-
-/// A poisoned map is still a consistent map: entries are inserted and removed whole.
-fn lock<K, V>(map: &Mutex<HashMap<K, V>>) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
-    map.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Why a session was not admitted.
