@@ -317,6 +317,11 @@ fn StatsPanel(ui: Ui) -> impl IntoView {
             <dd class="hint">"Frames the player showed a second / skipped (with the test clip only)."</dd>
         </div>
         <div>
+            <dt>"behind live"</dt>
+            <dd data-stat="behind-live">{move || ui.playback.get().describe_behind()}</dd>
+            <dd class="hint">"How far the picture you see is behind the server's clock, from the stream's own timestamps (any camera)."</dd>
+        </div>
+        <div>
             <dt>"player dropped"</dt>
             <dd data-stat="player-dropped">{move || ui.playback.get().describe()}</dd>
             <dd class="hint">"Frames this browser decoded but could not show in time, by its own count (any camera)."</dd>

@@ -60,6 +60,9 @@ pub struct Playback {
     pub frames: u32,
     /// Of those, frames it did not show in time.
     pub dropped: u32,
+    /// Seconds the frame on screen is behind the server's clock when it was packaged (its
+    /// PROGRAM-DATE-TIME): how far behind live the player is, without `?measure`.
+    pub behind_live: Option<f64>,
 }
 
 impl Playback {
@@ -70,6 +73,15 @@ impl Playback {
         }
         let pct = 100.0 * f64::from(self.dropped) / f64::from(self.frames);
         format!("{} of {} ({pct:.1} %)", self.dropped, self.frames)
+    }
+
+    /// "0.21 s" behind live, or a dash before the player plays (or with a clock so far off
+    /// the server's that the figure would mislead: over a minute).
+    pub fn describe_behind(&self) -> String {
+        match self.behind_live {
+            Some(s) if (0.0..60.0).contains(&s) => format!("{s:.2} s"),
+            _ => "—".to_string(),
+        }
     }
 }
 
@@ -533,12 +545,30 @@ mod tests {
         let p = Playback {
             frames: 1500,
             dropped: 12,
+            behind_live: None,
         };
         assert_eq!(p.describe(), "12 of 1500 (0.8 %)");
         let none = Playback {
             frames: 30,
             dropped: 0,
+            behind_live: None,
         };
         assert_eq!(none.describe(), "0 of 30 (0.0 %)");
+    }
+
+    #[test]
+    fn behind_live_reads_in_seconds_and_a_clock_far_off_reads_as_unknown() {
+        let at = |s| Playback {
+            behind_live: s,
+            ..Playback::default()
+        };
+        assert_eq!(at(None).describe_behind(), "—");
+        assert_eq!(at(Some(0.214)).describe_behind(), "0.21 s");
+        assert_eq!(
+            at(Some(-3.0)).describe_behind(),
+            "—",
+            "a clock ahead of the server's"
+        );
+        assert_eq!(at(Some(3600.0)).describe_behind(), "—");
     }
 }

@@ -67,6 +67,10 @@ test.describe("live pipeline", () => {
     await expect(studio.stats.locator("[data-stat=faces]")).toHaveText(/^[1-9]/);
     // The player's own count of frames it could not show, with any camera.
     await expect(studio.stats.locator("[data-stat=player-dropped]")).toHaveText(/^\d+ of [1-9]\d* \(\d+\.\d %\)$/);
+    // How far behind live, from the stream's PROGRAM-DATE-TIME, without ?measure.
+    const behind = studio.stats.locator("[data-stat=behind-live]");
+    await expect(behind).toHaveText(/^\d+\.\d\d s$/);
+    expect(parseFloat((await behind.textContent()) ?? "")).toBeLessThan(3);
     // The README's screenshot (docs/studio.png is a copy of this).
     await page.screenshot({ path: "../target/studio-live.png" });
 

@@ -293,13 +293,22 @@ impl Inner {
                 // The player's own count, read with each stats tick (none where the browser
                 // does not keep one).
                 let output = &this.output;
-                if js_sys::Reflect::has(output, &"getVideoPlaybackQuality".into()) == Ok(true) {
+                let (frames, dropped) = if js_sys::Reflect::has(
+                    output,
+                    &"getVideoPlaybackQuality".into(),
+                ) == Ok(true)
+                {
                     let q = output.get_video_playback_quality();
-                    ui.event(LiveEvent::Playback(crate::ui::Playback {
-                        frames: q.total_video_frames(),
-                        dropped: q.dropped_video_frames(),
-                    }));
-                }
+                    (q.total_video_frames(), q.dropped_video_frames())
+                } else {
+                    (0, 0)
+                };
+                let behind_live = this.player.borrow().as_ref().and_then(Player::behind_live);
+                ui.event(LiveEvent::Playback(crate::ui::Playback {
+                    frames,
+                    dropped,
+                    behind_live,
+                }));
             }
             ServerMsg::Ended { .. } => {
                 ui.event(if ui.camera_lost.get_untracked() {

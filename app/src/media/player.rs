@@ -42,6 +42,11 @@ extern "C" {
     /// Sets the target distance and forgets the stall allowance.
     #[wasm_bindgen(method, setter, js_name = targetLatency)]
     fn set_target_latency(this: &Hls, seconds: f64);
+
+    /// The wall-clock time of the playhead, from the stream's PROGRAM-DATE-TIME (`null`
+    /// before playback).
+    #[wasm_bindgen(method, getter, js_name = playingDate)]
+    fn playing_date(this: &Hls) -> Option<js_sys::Date>;
 }
 
 /// hls.js's `Hls.Events.ERROR`.
@@ -185,6 +190,17 @@ impl Player {
             _on_hls_error: on_error,
             live_sync,
         })
+    }
+}
+
+impl Player {
+    /// Seconds the frame on screen is behind the server's clock when it was packaged
+    /// (PROGRAM-DATE-TIME against this browser's clock); `None` before playback or without
+    /// hls.js.
+    pub fn behind_live(&self) -> Option<f64> {
+        let date = self.hls.as_ref()?.playing_date()?;
+        let behind = (js_sys::Date::now() - date.get_time()) / 1000.0;
+        behind.is_finite().then_some(behind)
     }
 }
 
