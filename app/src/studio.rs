@@ -223,7 +223,7 @@ fn Share(
                             </a>
                             " "
                             <button data-testid="copy-viewer-link" on:click=on_copy>
-                                "Copy"
+                                {move || if ui.copied.get() { "Copied ✓" } else { "Copy" }}
                             </button>
                         </p>
                     }

@@ -122,6 +122,8 @@ pub struct Ui {
     pub notice: ReadSignal<String>,
     /// The camera stopped during the session (its end is then an error, not a Stop).
     pub camera_lost: ReadSignal<bool>,
+    /// The viewer link was just copied (the Copy button says so for a moment).
+    pub copied: ReadSignal<bool>,
     w: Writers,
 }
 
@@ -144,6 +146,7 @@ struct Writers {
     detector_touched: WriteSignal<bool>,
     notice: WriteSignal<String>,
     camera_lost: WriteSignal<bool>,
+    copied: WriteSignal<bool>,
 }
 
 impl Ui {
@@ -164,6 +167,7 @@ impl Ui {
         let (detector_touched, w_detector_touched) = signal(false);
         let (notice, w_notice) = signal(String::new());
         let (camera_lost, w_camera_lost) = signal(false);
+        let (copied, w_copied) = signal(false);
         Ui {
             phase,
             message,
@@ -181,6 +185,7 @@ impl Ui {
             detector_touched,
             notice,
             camera_lost,
+            copied,
             w: Writers {
                 phase: w_phase,
                 message: w_message,
@@ -198,6 +203,7 @@ impl Ui {
                 detector_touched: w_detector_touched,
                 notice: w_notice,
                 camera_lost: w_camera_lost,
+                copied: w_copied,
             },
         }
     }
@@ -304,6 +310,8 @@ pub enum LiveEvent {
     RecordingExpired(String),
     /// A passing note (settings refused, link copied).
     Notice(String),
+    /// The viewer link was copied (`true`), or that moment has passed (`false`).
+    Copied(bool),
 }
 
 impl Ui {
@@ -438,6 +446,12 @@ impl Ui {
                 self.w.player.set(player);
             }
             LiveEvent::Notice(text) => self.w.notice.set(text),
+            LiveEvent::Copied(now) => {
+                if now {
+                    self.w.notice.set("Viewer link copied.".into());
+                }
+                self.w.copied.set(now);
+            }
         }
     }
 

@@ -138,3 +138,22 @@ test.describe("live pipeline", () => {
     await Promise.all(contexts.map((c) => c.close()));
   });
 });
+
+test("Copy says the viewer link was copied, for a moment", async ({ browser }) => {
+  const context = await browser.newContext({ permissions: ["clipboard-read", "clipboard-write"] });
+  const page = await context.newPage();
+  const studio = new Studio(page);
+  await studio.open();
+  await studio.start.click();
+  await studio.expectState("live");
+  const copy = page.getByTestId("copy-viewer-link");
+  await expect(copy).toHaveText("Copy");
+  await copy.click();
+  await expect(copy).toHaveText("Copied ✓");
+  const href = await page.getByTestId("viewer-link").getAttribute("href");
+  expect(await page.evaluate(() => navigator.clipboard.readText())).toContain(href!);
+  await expect(copy).toHaveText("Copy");
+  await studio.stop.click();
+  await studio.expectState("stopped");
+  await context.close();
+});

@@ -22,6 +22,9 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use web_sys::{Event, MediaStream};
 
+/// How long the Copy button says "Copied".
+const COPIED_SHOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// A DOM event listener, owned by whoever registered it.
 type EventHandler = Closure<dyn FnMut(Event)>;
 
@@ -176,7 +179,8 @@ impl Controller {
         });
     }
 
-    /// Copies `text` to the clipboard; the notice line says whether it worked.
+    /// Copies `text` to the clipboard; the Copy button and the notice line say whether it
+    /// worked.
     pub fn copy(self, text: String) {
         let ui = self.ui;
         let Some(window) = web_sys::window() else {
@@ -184,11 +188,15 @@ impl Controller {
         };
         let promise = window.navigator().clipboard().write_text(&text);
         wasm_bindgen_futures::spawn_local(async move {
-            let done = wasm_bindgen_futures::JsFuture::from(promise).await;
-            ui.event(LiveEvent::Notice(match done {
-                Ok(_) => "Viewer link copied.".into(),
-                Err(_) => "The browser did not allow copying; select the link instead.".into(),
-            }));
+            match wasm_bindgen_futures::JsFuture::from(promise).await {
+                Ok(_) => {
+                    ui.event(LiveEvent::Copied(true));
+                    set_timeout(move || ui.event(LiveEvent::Copied(false)), COPIED_SHOWN);
+                }
+                Err(_) => ui.event(LiveEvent::Notice(
+                    "The browser did not allow copying; select the link instead.".into(),
+                )),
+            }
         });
     }
 
