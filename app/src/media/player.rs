@@ -191,9 +191,7 @@ impl Player {
             live_sync,
         })
     }
-}
 
-impl Player {
     /// Seconds the frame on screen is behind the server's clock when it was packaged
     /// (PROGRAM-DATE-TIME against this browser's clock); `None` before playback or without
     /// hls.js.

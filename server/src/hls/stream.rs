@@ -79,7 +79,11 @@ impl Timing {
     /// `PART-HOLD-BACK`: how far behind the live edge players stay, in seconds (the spec
     /// asks for at least 2 part targets and suggests 3).
     pub fn part_hold_back(&self) -> f64 {
-        f64::from(self.hold_back_parts.max(2)) * self.part_target
+        // The page's player aims at the same figure: one formula for both.
+        f64::from(app::hls_path::live_sync_seconds(
+            self.part_target,
+            self.hold_back_parts,
+        ))
     }
 }
 

@@ -1,9 +1,9 @@
 //! How a session ends: what its pipeline's last word means for the page, how long its
 //! folder is kept afterwards, and the recording it offers. The socket only relays these.
 
-use super::live::Session;
+use super::live::{PipelineEnv, Session};
 use super::registry::Registry;
-use crate::config::{LimitsConfig, PipelineConfig};
+use crate::config::LimitsConfig;
 use crate::error::{Role, ServerError};
 use crate::hls::recording;
 use app::protocol::{ErrorKind, ServerMsg};
@@ -73,7 +73,8 @@ impl Ending {
 /// What retiring a session needs from the server.
 pub struct Retirement<'a> {
     pub registry: &'a Arc<Registry>,
-    pub pipeline: &'a PipelineConfig,
+    /// The server's pipeline settings and its one spawner (the recording's remuxer).
+    pub pipeline: &'a PipelineEnv,
     pub limits: &'a LimitsConfig,
     pub shutdown: &'a CancellationToken,
 }
@@ -95,13 +96,12 @@ impl Retirement<'_> {
         let retention = ending.retention(self.limits);
         self.registry.retire(id.clone(), retention, owner);
         let until = Instant::now() + retention;
-        let offered = ending == Ending::Stopped && playlist_ready && self.pipeline.records();
+        let offered = ending == Ending::Stopped && playlist_ready && self.pipeline.config.records();
         if !offered {
             return None;
         }
-        let remuxer = self.pipeline.spawner();
         let result = tokio::select! {
-            r = recording::remux(&*remuxer, &dir) => r,
+            r = recording::remux(&*self.pipeline.spawner, &dir) => r,
             _ = self.shutdown.cancelled() => return None,
         };
         Some(match result {

@@ -354,7 +354,7 @@ impl Connection {
         if let (Some(session), Exit::Ended(ending)) = (self.session.take(), exit) {
             let retirement = Retirement {
                 registry: &shared.registry,
-                pipeline: &shared.config.pipeline,
+                pipeline: &shared.pipeline,
                 limits: &limits,
                 shutdown: &shared.shutdown,
             };
