@@ -1,6 +1,7 @@
 //! hls-face's Leptos application: the HTML shell, the page, and the wire protocol both
 //! sides share. Browser-only media code lives in [`media`] (feature `hydrate`).
 
+pub mod channels;
 pub mod chunk_log;
 pub mod connection;
 pub mod hls_path;
@@ -91,6 +92,8 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <p class="not-found">"Page not found."</p> }>
                 <Route path=path!("/") view=studio::Studio/>
                 <Route path=path!("/watch/:token") view=viewer::Viewer/>
+                <Route path=path!("/channels") view=channels::ChannelList/>
+                <Route path=path!("/channel/:name") view=channels::ChannelPage/>
             </Routes>
         </Router>
     }

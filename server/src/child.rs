@@ -154,6 +154,9 @@ fn spawn_program(
         async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                // ffmpeg names its input in errors: a camera URL with its password, an SRT
+                // URL with its passphrase. Neither reaches a log or an error message.
+                let line = redact(&line);
                 tracing::debug!(target: "server::ffmpeg", "{line}");
                 if let Ok(mut tail) = tail.lock() {
                     if tail.len() == STDERR_TAIL_LINES {
@@ -201,6 +204,41 @@ pub fn feed<T: Send + 'static>(
             written(item, started.elapsed());
         }
     });
+}
+
+/// `line` with every URL's user and password and every secret-bearing query value
+/// (`passphrase=`, `password=`, `pass=`, `key=`, `streamid=`) replaced by `***`.
+pub fn redact(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    // Credentials: "scheme://user:password@host" → "scheme://***@host".
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '\'' || c == '"')
+            .unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(userinfo) => {
+                out.push_str("***");
+                rest = &tail[userinfo..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    for name in ["passphrase=", "password=", "pass=", "key=", "streamid="] {
+        let mut from = 0;
+        while let Some(found) = out[from..].find(name) {
+            let start = from + found + name.len();
+            let end = out[start..]
+                .find(|c: char| c == '&' || c.is_whitespace() || c == '\'' || c == '"' || c == ':')
+                .map_or(out.len(), |e| start + e);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
 }
 
 /// Grows a pipe's buffer; best effort (a refusal only costs more wake-ups).
@@ -260,13 +298,17 @@ impl ExitReporter {
         }
     }
 
-    /// An exit error for this role.
-    pub fn error(&self, status: String) -> ServerError {
-        let stderr_tail = self
-            .stderr_tail
+    /// The last lines the child wrote to stderr (already redacted), joined by ` | `.
+    pub fn tail(&self) -> String {
+        self.stderr_tail
             .lock()
             .map(|t| t.iter().cloned().collect::<Vec<_>>().join(" | "))
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// An exit error for this role.
+    pub fn error(&self, status: String) -> ServerError {
+        let stderr_tail = self.tail();
         ServerError::ChildExit {
             role: self.role,
             status,
@@ -297,4 +339,33 @@ pub async fn join_tasks(tasks: &TaskTracker, cancel: &tokio_util::sync::Cancella
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn stderr_lines_lose_passwords_and_passphrases() {
+        let cases = [
+            (
+                "rtsp://admin:hunter2@10.0.0.5/s1: Server returned 401 Unauthorized",
+                "rtsp://***@10.0.0.5/s1: Server returned 401 Unauthorized",
+            ),
+            (
+                "Connection to srt://127.0.0.1:9710?passphrase=correcthorse1&pbkeylen=16 failed",
+                "Connection to srt://127.0.0.1:9710?passphrase=***&pbkeylen=16 failed",
+            ),
+            (
+                "'rtmp://h/live?key=abc' and rtsp://u:p@h and http://plain/x",
+                "'rtmp://h/live?key=***' and rtsp://***@h and http://plain/x",
+            ),
+            ("no url here", "no url here"),
+        ];
+        for (line, want) in cases {
+            let got = redact(line);
+            assert_eq!(got, want);
+            assert!(!got.contains("hunter2") && !got.contains("correcthorse"));
+        }
+    }
 }

@@ -12,6 +12,8 @@ pub enum Role {
     Remuxer,
     /// ffprobe reading an input file for `process`.
     Probe,
+    /// A camera channel's reader: pulls or receives the source and relays its video.
+    Ingest,
 }
 
 impl Role {
@@ -22,6 +24,7 @@ impl Role {
             Role::Encoder => "encoder",
             Role::Remuxer => "remuxer",
             Role::Probe => "probe",
+            Role::Ingest => "ingest",
         }
     }
 }

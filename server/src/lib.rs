@@ -1,6 +1,7 @@
 //! hls-face server: the web app, the per-session video pipeline, and the server lifecycle.
 
 pub mod batch;
+pub mod channel;
 pub mod child;
 pub mod config;
 pub mod disk;
@@ -79,6 +80,7 @@ impl RunningServer {
             shutdown.clone(),
         )?;
         let shared = state.shared.clone();
+        shared.channels.start(&shared);
         let registry = shared.registry.clone();
         let router = web::app(state);
         let token = shutdown.clone();
@@ -96,6 +98,14 @@ impl RunningServer {
                 .is_err()
             {
                 tracing::warn!("some sessions did not end within {SOCKET_DRAIN:?}");
+            }
+            // Channels end their streams on the same signal.
+            shared.channels.tasks.close();
+            if tokio::time::timeout(SOCKET_DRAIN, shared.channels.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!("some channels did not end within {SOCKET_DRAIN:?}");
             }
             // Sockets end their sessions; a session whose socket was gone already ends on
             // its own once its input closed: wait for every pipeline to reap its children.

@@ -56,6 +56,13 @@ pub const HELD_REQUESTS: &str = "hls_face_hls_requests_held";
 /// so the proxy tries another node (not refusals: the page never sees them).
 pub const PASSED_ON: &str = "hls_face_sockets_passed_on_total";
 
+/// A channel's source went down or a publisher was refused (`channel`, `why`: the fault's
+/// label: unreachable, credentials, not-found, key-refused, unsupported-codec, silent,
+/// ended, unreadable, no-room).
+pub const CHANNEL_FAULTS: &str = "hls_face_channel_faults_total";
+/// Per channel (`channel`, `state`): 1 for the state it is in, 0 for the others.
+pub const CHANNEL_STATE: &str = "hls_face_channel_state";
+
 /// Every label value a labelled series takes, so `/metrics` lists each series with 0 from
 /// start-up instead of only after the first event.
 const LABELS: &[(&str, &str, &[&str])] = &[
@@ -109,6 +116,14 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_counter!(
+        CHANNEL_FAULTS,
+        "Camera channel faults: the source went down, or a publisher was refused (why)."
+    );
+    describe_gauge!(
+        CHANNEL_STATE,
+        "Camera channel state: 1 for the state each channel is in (connecting, waiting, live, down, stopped)."
+    );
     describe_gauge!(SESSIONS_LIVE, "Sessions running a pipeline now.");
     describe_counter!(SESSIONS_TOTAL, "Sessions started.");
     describe_counter!(FRAMES, "Frames through a stage (decode, detect, encode).");

@@ -1,6 +1,7 @@
 //! Where encoded media comes from: the browser's recorder over the WebSocket (chunks on a
 //! channel, in the codec its Start announced) or a file (`process`). The decoder reads any
-//! of them the same way; a camera or a push from a streaming tool is another variant here.
+//! of them the same way; a camera or a push from a streaming tool arrives relayed as MPEG-TS
+//! by its channel's ingest ([`crate::channel`]).
 
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ pub enum Source {
         chunks: mpsc::Receiver<Bytes>,
         codec: Codec,
     },
+    /// MPEG-TS relayed from a camera channel's ingest (a camera's or a publisher's video,
+    /// copied, not re-encoded); the decoder finds the codec (H.264 or H.265) in the stream.
+    Relay { chunks: mpsc::Receiver<Bytes> },
     /// A file ffmpeg can read.
     File(PathBuf),
 }

@@ -8,53 +8,10 @@ mod common;
 use anyhow::{ensure, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
-use opencv::prelude::*;
-use server::config::DetectorConfig;
-use server::video::detector::centerface::CenterFace;
 use server::video::detector::FaceDetector;
 use server::video::frame::{FaceBox, Frame};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// The reference detector for the privacy checks: the default detector (CenterFace at the
-/// configured working width and score threshold) on every whole output frame, reporting
-/// faces of any size — "a face the detector would find".
-fn reference() -> Result<CenterFace> {
-    let config = DetectorConfig::default();
-    Ok(CenterFace::new(
-        &repo_root().join(&config.model),
-        config.dnn_width,
-        config.dnn_threshold,
-        0,
-    )?)
-}
-
-/// Frames (index, faces) in which the reference detector finds a face. Each such frame is
-/// saved as a PNG (under the system temp folder, named in the log) for a look.
-fn faces_found(frames: &[Vec<u8>]) -> Result<Vec<(usize, Vec<FaceBox>)>> {
-    let mut detector = reference()?;
-    let mut found = Vec::new();
-    let dir = tempdir("faces-found")?;
-    for (i, data) in frames.iter().enumerate() {
-        let frame = Frame {
-            width: 640,
-            height: 480,
-            data: data.clone(),
-        };
-        let faces = detector.detect(&frame)?;
-        if !faces.is_empty() {
-            let mat = opencv::core::Mat::from_slice(data)?;
-            let png = dir.join(format!("frame-{i:04}.png"));
-            let image = mat.reshape(3, 480)?;
-            opencv::imgcodecs::imwrite_def(&png, &image)?;
-            found.push((i, faces));
-        }
-    }
-    if !found.is_empty() {
-        eprintln!("frames with faces saved in {}", dir.display());
-    }
-    Ok(found)
-}
 
 /// `hls-face process` with `extra` flags on a clip; returns the summary and output folder.
 fn process(clip: &str, extra: &[&str]) -> Result<(serde_json::Value, PathBuf)> {

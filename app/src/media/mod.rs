@@ -18,6 +18,7 @@ use crate::ui::{LiveEvent, Ui};
 use leptos::html::{Canvas, Video};
 use leptos::prelude::*;
 use live::Live;
+pub use player::Player;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::JsCast;
 use web_sys::{Event, MediaStream};
@@ -218,16 +219,25 @@ pub fn watch(
     on_live: impl Fn() + 'static,
     on_ended: impl Fn() + 'static,
 ) -> Result<player::Player, MediaError> {
-    let live_sync = meta_content(crate::LIVE_SYNC_META)
-        .and_then(|v| v.parse::<f32>().ok())
-        .unwrap_or(0.5);
-    player::Player::attach(
+    play(
         video,
         &crate::hls_path::viewer_playlist(token),
-        live_sync,
         on_live,
         on_ended,
     )
+}
+
+/// Plays the live playlist at `url` in `video`, aiming at the server's live-sync target.
+pub fn play(
+    video: web_sys::HtmlVideoElement,
+    url: &str,
+    on_live: impl Fn() + 'static,
+    on_ended: impl Fn() + 'static,
+) -> Result<Player, MediaError> {
+    let live_sync = meta_content(crate::LIVE_SYNC_META)
+        .and_then(|v| v.parse::<f32>().ok())
+        .unwrap_or(0.5);
+    player::Player::attach(video, url, live_sync, on_live, on_ended)
 }
 
 /// Whether a viewer link's status URL still answers 200 (a network error counts as live:
@@ -247,7 +257,7 @@ pub async fn still_live(url: &str) -> bool {
 }
 
 /// The body of a same-origin GET as text (`None` on any failure or a non-2xx answer).
-pub(crate) async fn fetch_text(url: &str) -> Option<String> {
+pub async fn fetch_text(url: &str) -> Option<String> {
     let window = web_sys::window()?;
     let response = wasm_bindgen_futures::JsFuture::from(window.fetch_with_str(url))
         .await

@@ -6,11 +6,13 @@ use leptos::config::LeptosOptions;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+mod channel;
 mod checks;
 mod limits;
 mod pipeline;
 mod site;
 
+pub use channel::{is_channel_name, redact_url, ChannelConfig, ChannelSource, Secret};
 pub(crate) use checks::first_failure;
 pub use limits::LimitsConfig;
 pub use pipeline::{DetectorConfig, DetectorKind, HlsConfig, PipelineConfig, RecordingConfig};
@@ -36,6 +38,9 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Per-client and per-server limits.
     pub limits: LimitsConfig,
+    /// The operator's camera channels (`[[channel]]` tables).
+    #[serde(rename = "channel")]
+    pub channels: Vec<ChannelConfig>,
 }
 
 /// `[site]` keys and the Leptos environment variables that override them.
@@ -98,6 +103,12 @@ impl Config {
         self.site.tls_cert = self.site.tls_cert.as_deref().map(fix);
         self.site.tls_key = self.site.tls_key.as_deref().map(fix);
         self.site.csrf_key_file = self.site.csrf_key_file.as_deref().map(fix);
+        for channel in &mut self.channels {
+            let file = channel.source.expose().strip_prefix("file:").map(Path::new);
+            if let Some(path) = file.filter(|p| p.is_relative()) {
+                channel.source = Secret::new(format!("file:{}", fix(path).display()));
+            }
+        }
     }
 
     /// Checks that the built site is where the settings say (the page's wasm bundle, its
@@ -163,7 +174,8 @@ impl Config {
             .check()
             .and_then(|()| self.site.check())
             .and_then(|()| self.limits.check());
-        failure.map_err(|why| ServerError::Config(why.to_string()))
+        failure.map_err(|why| ServerError::Config(why.to_string()))?;
+        channel::check_all(&self.channels).map_err(ServerError::Config)
     }
 
     /// The Leptos options for rendering and serving the site.

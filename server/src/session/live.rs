@@ -22,6 +22,7 @@ use crate::video::detector::{DetectorFactory, DetectorWorker, Tuning};
 use crate::video::encoder::EncoderSettings;
 use crate::video::frame::FramePool;
 use crate::video::frame_path::{FramePath, PathSettings};
+use crate::video::thumbnail::{Latest, Thumbnailer};
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,13 +63,28 @@ pub struct PipelineEnv {
     pub supervisors: TaskTracker,
 }
 
-/// The stream a session receives, as its Start message announced it.
+/// The stream a session receives: as a browser's Start message announced it, or a camera
+/// channel's relay.
 #[derive(Debug, Clone, Copy)]
 pub struct Media {
-    pub codec: Codec,
+    pub feed: Feed,
     pub width: u32,
     pub height: u32,
 }
+
+/// Who sends a session's media.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// A browser's recorder, in the codec its Start announced; the session keeps a
+    /// recording for download.
+    Recorder(Codec),
+    /// A camera channel's MPEG-TS relay; no recording, and a thumbnail of the output every
+    /// few seconds for the Channels page.
+    Relay,
+}
+
+/// How often a channel's thumbnail is taken.
+const THUMBNAIL_EVERY: Duration = Duration::from_secs(2);
 
 /// A running session pipeline.
 pub struct Session {
@@ -86,6 +102,8 @@ pub struct Session {
     /// Whether any media bytes came (bytes that never decode are bad media, not idleness).
     bytes_came: AtomicBool,
     admission: Admission,
+    /// The newest output thumbnail (channels only).
+    thumbnail: Latest,
     _reservation: Reservation,
 }
 
@@ -102,7 +120,7 @@ impl Session {
         rules: Rules,
     ) -> Result<Self, ServerError> {
         let Media {
-            codec,
+            feed,
             width,
             height,
         } = media;
@@ -127,7 +145,8 @@ impl Session {
         .await?;
         let (chunk_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
         let keeper = SegmentKeeper::for_live(&dir, cfg.recording.max_secs, cfg.hls.segment_seconds);
-        let store = keeper.records().then(|| SegmentStore {
+        let records = keeper.records() && matches!(feed, Feed::Recorder(_));
+        let store = records.then(|| SegmentStore {
             dir: dir.clone(),
             keeper,
         });
@@ -144,13 +163,17 @@ impl Session {
             publisher,
         } = Pipeline::start(
             env.spawner.as_ref(),
-            Source::Chunks { chunks, codec },
+            match feed {
+                Feed::Recorder(codec) => Source::Chunks { chunks, codec },
+                Feed::Relay => Source::Relay { chunks },
+            },
             &EncoderSettings::live(&cfg.hls, width, height),
             sink,
             QUEUES,
             &pool,
         )?;
         let (event_tx, events) = mpsc::channel(8);
+        let thumbnail = Latest::default();
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
         let privacy = Arc::new(AtomicBool::new(privacy));
@@ -165,6 +188,8 @@ impl Session {
             encoder_input,
             counters: counters.clone(),
             capacity: env.capacity.clone(),
+            thumbnails: (feed == Feed::Relay)
+                .then(|| Thumbnailer::new(THUMBNAIL_EVERY, thumbnail.clone())),
         };
         let cut = CancellationToken::new();
         let supervisor = Supervisor {
@@ -195,6 +220,7 @@ impl Session {
             life: Life::new(rules, Instant::now()),
             bytes_came: AtomicBool::new(false),
             admission,
+            thumbnail,
             _reservation: reservation,
         })
     }
@@ -312,6 +338,11 @@ impl Session {
     /// The counters, for stats.
     pub fn counters(&self) -> &Arc<Counters> {
         &self.counters
+    }
+
+    /// Where its output thumbnails appear (a channel's; browser sessions take none).
+    pub fn thumbnails(&self) -> Latest {
+        self.thumbnail.clone()
     }
 }
 

@@ -34,8 +34,9 @@ pub struct Admission {
     viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
     /// The network it was admitted from: its recording counts against it.
     pub network: IpAddr,
-    _client: Held<ClientId>,
-    _network: Held<IpAddr>,
+    /// The client's and network's places (a camera channel has neither).
+    _client: Option<Held<ClientId>>,
+    _network: Option<Held<IpAddr>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -182,6 +183,27 @@ impl Registry {
         if kept + running > self.max_retained {
             return Err(Refusal::Recordings);
         }
+        self.open(permit, Some(client), Some(network), network_key)
+    }
+
+    /// A place for one run of the operator's camera channel: it counts against the session
+    /// limit like a browser session, but against no client's or address's quota, and it
+    /// keeps no recording.
+    pub fn admit_channel(&self) -> Result<Admission, Refusal> {
+        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+            return Err(Refusal::Full);
+        };
+        self.open(permit, None, None, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// Makes the folder, stream and viewer token of an admitted session.
+    fn open(
+        &self,
+        permit: OwnedSemaphorePermit,
+        client: Option<Held<ClientId>>,
+        network: Option<Held<IpAddr>>,
+        network_key: IpAddr,
+    ) -> Result<Admission, Refusal> {
         let id = SessionId::random_on(&self.node);
         let dir = self.root.join(id.as_str());
         if let Err(e) = std::fs::create_dir(&dir) {

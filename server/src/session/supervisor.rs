@@ -45,6 +45,8 @@ pub(super) struct Stage {
     pub(super) encoder_input: mpsc::Sender<Frame>,
     pub(super) counters: Arc<Counters>,
     pub(super) capacity: Arc<Capacity>,
+    /// Takes the channel thumbnails from the output (`None` for browser sessions).
+    pub(super) thumbnails: Option<crate::video::thumbnail::Thumbnailer>,
 }
 
 /// The encoder stopped taking frames.
@@ -85,6 +87,9 @@ impl Stage {
         }
         if out.hidden_whole {
             ::metrics::counter!(metrics::FRAMES_HIDDEN).increment(1);
+        }
+        if let Some(thumbnails) = &mut self.thumbnails {
+            thumbnails.offer(&out.frame, Instant::now());
         }
         match self.encoder_input.try_send(out.frame) {
             Ok(()) => {
@@ -337,6 +342,7 @@ mod tests {
             encoder_input,
             counters,
             capacity: Arc::new(Capacity::new(None, 1, 100)),
+            thumbnails: None,
         }
     }
 

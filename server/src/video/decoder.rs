@@ -17,9 +17,15 @@ use tokio_util::task::TaskTracker;
 pub enum Input<'a> {
     /// A live recorder stream on stdin.
     Pipe(Codec),
+    /// A camera channel's MPEG-TS relay on stdin.
+    Relay,
     /// A file.
     File(&'a Path),
 }
+
+/// Largest picture a relayed camera stream may hold: 4096×2304 (4K cameras, scaled down to
+/// the channel's size); anything larger is refused before ffmpeg allocates for it.
+pub const RELAY_MAX_PIXELS: u64 = 4096 * 2304;
 
 /// A live stream's pictures may be this much larger (in pixels) than announced before the
 /// decoder refuses them: cameras round sizes, and a phone may swap width and height.
@@ -83,6 +89,29 @@ pub fn decoder_args(input: Input, width: u32, height: u32, fps: u32) -> Vec<Stri
                 .map(|s| s.to_string()),
             )
         }
+        // A camera's TS: the codec is read from the stream, the picture size capped; probing
+        // reads up to half a second (a camera's first keyframe with its parameter sets).
+        // Two threads: a 4K camera's H.264 takes more than one core-share to decode.
+        Input::Relay => args.extend(
+            [
+                "-max_pixels",
+                &RELAY_MAX_PIXELS.to_string(),
+                "-fflags",
+                "+discardcorrupt",
+                "-probesize",
+                "500000",
+                "-analyzeduration",
+                "500000",
+                "-threads",
+                "2",
+                "-f",
+                "mpegts",
+                "-i",
+                "pipe:0",
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        ),
         Input::File(path) => {
             args.extend(FILE_INPUT_GUARD.iter().map(|s| s.to_string()));
             args.push("-i".into());
@@ -141,6 +170,9 @@ impl Decoder {
                 decoder_args(Input::Pipe(codec), width, height, fps),
                 Some(chunks),
             ),
+            Source::Relay { chunks } => {
+                (decoder_args(Input::Relay, width, height, fps), Some(chunks))
+            }
             Source::File(path) => (decoder_args(Input::File(&path), width, height, fps), None),
         };
         let Spawned {

@@ -13,5 +13,6 @@ pub mod frame;
 pub mod frame_path;
 pub mod overlay;
 pub mod scene;
+pub mod thumbnail;
 pub mod timeline;
 pub mod tracker;

@@ -163,7 +163,7 @@ fn unavailable(why: &'static str) -> Response {
         .into_response()
 }
 
-async fn serve_stream(
+pub(super) async fn serve_stream(
     stream: watch::Receiver<Arc<Stream>>,
     file: &str,
     reload: Result<Reload, QueryRejection>,

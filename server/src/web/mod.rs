@@ -1,6 +1,7 @@
 //! The HTTP surface: the Leptos pages (with their CSRF cookie), the WebSocket, the session
 //! HLS files (and their viewer-link view), and `/metrics`.
 
+pub mod channels;
 pub mod csrf;
 pub mod hls_files;
 pub mod listener;
@@ -56,6 +57,8 @@ pub struct Shared {
     pub sockets_per_address: crate::session::quota::Quota<std::net::IpAddr>,
     /// Sessions whose socket dropped, waiting for their page to reconnect.
     pub resumes: resume::Resumes,
+    /// The operator's camera channels.
+    pub channels: crate::channel::Channels,
     /// Renders `/metrics` (`None` if another metrics recorder was installed first).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -110,6 +113,7 @@ impl AppState {
         };
         let sockets_per_address =
             crate::session::quota::Quota::new(config.limits.max_sockets_per_address);
+        let channels = crate::channel::Channels::new(&config.channels);
         let shared = Arc::new(Shared {
             hosts,
             scheme,
@@ -130,6 +134,7 @@ impl AppState {
             sockets: TaskTracker::new(),
             sockets_per_address,
             resumes: resume::Resumes::default(),
+            channels,
             metrics: crate::metrics::install(),
         });
         Ok(AppState { leptos, shared })
@@ -155,6 +160,9 @@ pub fn app(state: AppState) -> Router {
         .route("/hls/{session}/{file}", get(hls_files::serve))
         .route("/view/{token}/{file}", get(hls_files::serve_viewer))
         .route("/metrics", get(metrics))
+        .route("/channels.json", get(channels::list))
+        .route("/channel/{name}/{file}", get(channels::file))
+        .route("/channel/{name}/{run}/{file}", get(channels::stream))
         .merge(page)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -544,7 +544,7 @@ impl Connection {
         tracing::Span::current().record("id", id.as_str());
         tracing::info!(session = %id, mime, width, height, "session starting");
         let media = crate::session::live::Media {
-            codec,
+            feed: crate::session::live::Feed::Recorder(codec),
             width,
             height,
         };

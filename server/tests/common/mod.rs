@@ -707,3 +707,43 @@ pub fn sample_table_header(tracks: usize, samples: u32) -> (Vec<u8>, Vec<u8>) {
     let ftyp = mp4_box(b"ftyp", b"isom\0\0\x02\0isomavc1");
     (ftyp, moov)
 }
+
+/// The reference detector for the privacy checks: the default detector (CenterFace at the
+/// configured working width and score threshold) on every whole output frame, reporting
+/// faces of any size — "a face the detector would find".
+pub fn reference() -> Result<server::video::detector::centerface::CenterFace> {
+    let config = server::config::DetectorConfig::default();
+    Ok(server::video::detector::centerface::CenterFace::new(
+        &repo_root().join(&config.model),
+        config.dnn_width,
+        config.dnn_threshold,
+        0,
+    )?)
+}
+
+/// Frames (index, faces) in which the reference detector finds a face. Each such frame is
+/// saved as a PNG (under the system temp folder, named in the log) for a look.
+pub fn faces_found(frames: &[Vec<u8>]) -> Result<Vec<(usize, Vec<server::video::frame::FaceBox>)>> {
+    let mut detector = reference()?;
+    let mut found = Vec::new();
+    let dir = tempdir("faces-found")?;
+    for (i, data) in frames.iter().enumerate() {
+        let frame = server::video::frame::Frame {
+            width: 640,
+            height: 480,
+            data: data.clone(),
+        };
+        let faces = server::video::detector::FaceDetector::detect(&mut detector, &frame)?;
+        if !faces.is_empty() {
+            let mat = opencv::core::Mat::from_slice(data)?;
+            let png = dir.join(format!("frame-{i:04}.png"));
+            let image = opencv::prelude::MatTraitConst::reshape(&mat, 3, 480)?;
+            opencv::imgcodecs::imwrite_def(&png, &image)?;
+            found.push((i, faces));
+        }
+    }
+    if !found.is_empty() {
+        eprintln!("frames with faces saved in {}", dir.display());
+    }
+    Ok(found)
+}

@@ -1,0 +1,237 @@
+//! Camera channels: the operator's `[[channel]]` sources (RTSP cameras, SRT publishers,
+//! file loops), each run by a task that keeps its source connected and feeds it through
+//! the same pipeline a browser session runs; and each channel's state as the Channels page
+//! and `/metrics` show it.
+
+pub mod ingest;
+mod runner;
+
+use crate::config::{ChannelConfig, ChannelSource};
+use crate::session::registry::SessionId;
+use crate::video::thumbnail::Latest;
+use app::channels::{ChannelInfo, ChannelState};
+use ingest::Fault;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_util::task::TaskTracker;
+
+/// A viewer counts while it fetched anything of the channel within this long.
+const VIEWER_WINDOW: Duration = Duration::from_secs(10);
+
+/// Every configured channel, by name.
+pub struct Channels {
+    list: Vec<Arc<Channel>>,
+    /// The channel tasks (shutdown waits for them).
+    pub tasks: TaskTracker,
+}
+
+impl Channels {
+    /// The channels of the settings (checked already), not yet running.
+    pub fn new(configs: &[ChannelConfig]) -> Self {
+        let list = configs
+            .iter()
+            .filter_map(|config| match config.check() {
+                Ok(source) => Some(Arc::new(Channel::new(config.clone(), source))),
+                Err(why) => {
+                    tracing::error!("{why}");
+                    None
+                }
+            })
+            .collect();
+        Channels {
+            list,
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Starts every channel's task.
+    pub fn start(&self, shared: &Arc<crate::web::Shared>) {
+        for channel in &self.list {
+            tracing::info!(
+                channel = %channel.config.name,
+                "channel from {}",
+                channel.source.describe()
+            );
+            let env = runner::Env::new(shared, &channel.config);
+            self.tasks.spawn(runner::run(channel.clone(), env));
+        }
+    }
+
+    /// The channel named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Channel>> {
+        self.list.iter().find(|c| c.config.name == name)
+    }
+
+    /// Every channel's state, in the settings' order.
+    pub fn infos(&self) -> Vec<ChannelInfo> {
+        self.list.iter().map(|c| c.info()).collect()
+    }
+}
+
+/// One channel: its settings and where it stands.
+pub struct Channel {
+    pub config: ChannelConfig,
+    pub source: ChannelSource,
+    status: Mutex<Status>,
+    viewers: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+/// The mutable part of a channel.
+#[derive(Debug, Clone)]
+struct Status {
+    state: ChannelState,
+    since: SystemTime,
+    fault: Option<Fault>,
+    /// The last SRT publisher refused for a wrong passphrase.
+    refused_at: Option<SystemTime>,
+    /// The running pipeline's session (its stream is served under this id).
+    run: Option<SessionId>,
+    thumbnail: Option<Latest>,
+    fps: f32,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Channel {
+    fn new(config: ChannelConfig, source: ChannelSource) -> Self {
+        Channel {
+            config,
+            source,
+            status: Mutex::new(Status {
+                state: ChannelState::Connecting,
+                since: SystemTime::now(),
+                fault: None,
+                refused_at: None,
+                run: None,
+                thumbnail: None,
+                fps: 0.0,
+            }),
+            viewers: Mutex::default(),
+        }
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Moves to `state` (noting when, if it changed), with the fault that caused it.
+    fn set_state(&self, state: ChannelState, fault: Option<Fault>) {
+        let mut status = self.status();
+        if status.state != state || status.fault != fault {
+            status.since = SystemTime::now();
+            let name = &self.config.name;
+            match fault {
+                Some(f) => {
+                    tracing::warn!(channel = %name, "channel {}: {}", state.as_str(), f.sentence())
+                }
+                None => tracing::info!(channel = %name, "channel {}", state.as_str()),
+            }
+        }
+        status.state = state;
+        status.fault = fault;
+        for other in [
+            ChannelState::Connecting,
+            ChannelState::Waiting,
+            ChannelState::Live,
+            ChannelState::Down,
+            ChannelState::Stopped,
+        ] {
+            ::metrics::gauge!(
+                crate::metrics::CHANNEL_STATE,
+                "channel" => self.config.name.clone(),
+                "state" => other.as_str()
+            )
+            .set(if other == state { 1.0 } else { 0.0 });
+        }
+        if state != ChannelState::Live {
+            status.fps = 0.0;
+        }
+    }
+
+    fn set_run(&self, run: Option<SessionId>, thumbnail: Option<Latest>) {
+        let mut status = self.status();
+        status.run = run;
+        if thumbnail.is_some() {
+            status.thumbnail = thumbnail;
+        }
+    }
+
+    fn set_fps(&self, fps: f32) {
+        self.status().fps = fps;
+    }
+
+    fn note_refusal(&self) {
+        let mut status = self.status();
+        if status
+            .refused_at
+            .is_none_or(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(1))
+        {
+            tracing::warn!(channel = %self.config.name, "an SRT publisher was refused: wrong passphrase");
+            ::metrics::counter!(crate::metrics::CHANNEL_FAULTS, "channel" => self.config.name.clone(), "why" => Fault::KeyRefused.label()).increment(1);
+        }
+        status.refused_at = Some(SystemTime::now());
+    }
+
+    /// The running pipeline's session id, while there is one.
+    pub fn run(&self) -> Option<SessionId> {
+        self.status().run.clone()
+    }
+
+    /// The newest thumbnail (kept from the last run while the source is down).
+    pub fn thumbnail(&self) -> Option<bytes::Bytes> {
+        self.status().thumbnail.as_ref().and_then(Latest::get)
+    }
+
+    /// Notes a request from `address` (a viewer, or the cache in front of them).
+    pub fn saw_viewer(&self, address: IpAddr) {
+        let now = Instant::now();
+        let mut viewers = self.viewers.lock().unwrap_or_else(|p| p.into_inner());
+        viewers.retain(|_, at| now.duration_since(*at) < VIEWER_WINDOW);
+        viewers.insert(address, now);
+    }
+
+    /// What the Channels page shows.
+    pub fn info(&self) -> ChannelInfo {
+        let viewers = {
+            let now = Instant::now();
+            let viewers = self.viewers.lock().unwrap_or_else(|p| p.into_inner());
+            viewers
+                .values()
+                .filter(|at| now.duration_since(**at) < VIEWER_WINDOW)
+                .count() as u32
+        };
+        let status = self.status().clone();
+        let refused = status.refused_at.filter(|t| {
+            status.state != ChannelState::Live
+                && t.elapsed().unwrap_or_default() < Duration::from_secs(60)
+        });
+        let why = match (status.fault, refused) {
+            (Some(fault), _) => Some(fault.sentence().to_string()),
+            (None, Some(_)) => Some(Fault::KeyRefused.sentence().to_string()),
+            (None, None) => None,
+        };
+        ChannelInfo {
+            name: self.config.name.clone(),
+            kind: self.source.kind().to_string(),
+            state: status.state,
+            since_ms: unix_ms(status.since),
+            why,
+            why_label: status
+                .fault
+                .or(refused.map(|_| Fault::KeyRefused))
+                .map(|f| f.label().to_string()),
+            refused_ms: refused.map(unix_ms),
+            privacy: self.config.privacy,
+            fps: status.fps,
+            viewers,
+            run: status.run.map(|id| id.to_string()),
+            width: self.config.width,
+            height: self.config.height,
+        }
+    }
+}

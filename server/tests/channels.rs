@@ -1,0 +1,338 @@
+//! Camera channels against real components: GStreamer's RTSP server (scripts/rtsp-camera,
+//! Debian's gir1.2-gst-rtsp-server-1.0) as the IP camera serving real footage, killed and
+//! restarted mid-stream; ffmpeg pushing SRT as OBS does; a file loop. Each channel's state
+//! is read as the Channels page reads it, and its served frames are checked for faces by
+//! the reference detector.
+
+mod common;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use common::*;
+use server::config::{ChannelConfig, Secret};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The RTSP camera: scripts/rtsp-camera on `port`, serving `clip` (H.264) at real time.
+struct Camera {
+    child: tokio::process::Child,
+}
+
+impl Camera {
+    async fn start(port: u16, auth: Option<(&str, &str)>) -> Result<Self> {
+        let mut command = tokio::process::Command::new("/usr/bin/python3");
+        command
+            .arg(repo_root().join("scripts/rtsp-camera"))
+            .args(["--port", &port.to_string(), "--minutes", "3", "--clip"])
+            .arg(media("real-face-h264.mkv"))
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some((user, password)) = auth {
+            command.args(["--user", user, "--password", password]);
+        }
+        let mut child = command.spawn().context("scripts/rtsp-camera")?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(DEADLINE, lines.next_line()).await??;
+        ensure!(ready.as_deref() == Some("ready"), "camera said {ready:?}");
+        Ok(Camera { child })
+    }
+
+    /// Pulls the plug: SIGKILL, no goodbye to its clients.
+    async fn unplug(mut self) -> Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn channel(name: &str, source: &str) -> ChannelConfig {
+    ChannelConfig {
+        name: name.into(),
+        source: Secret::new(source),
+        passphrase: None,
+        privacy: true,
+        width: 640,
+        height: 480,
+        frame_rate: None,
+    }
+}
+
+/// The channel's state as the page reads it.
+async fn status(host: &str, name: &str) -> Result<serde_json::Value> {
+    let r = http_get(host, &format!("/channel/{name}/status"), &[]).await?;
+    ensure!(r.status == 200, "status {}", r.status);
+    Ok(serde_json::from_slice(&r.body)?)
+}
+
+/// Waits until channel `name`'s state satisfies `pred`; returns that state.
+async fn wait_state(
+    host: &str,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Result<serde_json::Value> {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let mut last = serde_json::Value::Null;
+    while tokio::time::Instant::now() < until {
+        last = status(host, name).await?;
+        if pred(&last) {
+            return Ok(last);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(anyhow!("channel {name} never became {what}; last: {last}"))
+}
+
+fn is(state: &'static str) -> impl Fn(&serde_json::Value) -> bool {
+    move |s| s["state"] == state
+}
+
+/// The frames of `count` complete segments of the channel's running stream, fetched
+/// through its stable playlist address (the redirect to the run) as a player does.
+async fn served_frames(host: &str, name: &str, count: usize) -> Result<Vec<Vec<u8>>> {
+    let redirect = http_get(host, &format!("/channel/{name}/playlist.m3u8"), &[]).await?;
+    ensure!(
+        redirect.status == 302,
+        "stable address: {}",
+        redirect.status
+    );
+    let playlist_url = redirect
+        .header("location")
+        .ok_or_else(|| anyhow!("no location"))?
+        .to_string();
+    let base = playlist_url.trim_end_matches("playlist.m3u8").to_string();
+    let mut segments = Vec::new();
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while segments.len() < count && tokio::time::Instant::now() < until {
+        let playlist = http_get(host, &playlist_url, &[]).await?;
+        let text = String::from_utf8(playlist.body)?;
+        segments = text
+            .lines()
+            .filter(|l| l.starts_with("seg_"))
+            .map(str::to_string)
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ensure!(
+        segments.len() >= count,
+        "only {} segments listed",
+        segments.len()
+    );
+    let mut bytes = http_get(host, &format!("{base}init.mp4"), &[]).await?.body;
+    for segment in segments.iter().take(count) {
+        let r = http_get(host, &format!("{base}{segment}"), &[]).await?;
+        ensure!(r.status == 200, "{segment}: {}", r.status);
+        bytes.extend(r.body);
+    }
+    decode_frames(&bytes, 640, 480)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ip_camera_plays_with_every_face_hidden_and_comes_back_after_a_power_cut() -> Result<()>
+{
+    let port = free_port()?;
+    let camera = Camera::start(port, None).await?;
+    let source = format!("rtsp://127.0.0.1:{port}/cam");
+    let server = TestServer::start("channel-rtsp", |c| {
+        c.channels = vec![channel("lobby", &source)];
+    })
+    .await?;
+    let host = server.host();
+    let live = wait_state(&host, "lobby", "live", is("live")).await?;
+    let run = live["run"].as_str().unwrap_or_default().to_string();
+
+    // Every served frame has its face hidden (the clip has a face in every frame).
+    let frames = served_frames(&host, "lobby", 3).await?;
+    ensure!(frames.len() >= 60, "only {} frames", frames.len());
+    let found = faces_found(&frames)?;
+    ensure!(
+        found.is_empty(),
+        "faces visible in {} of {} frames",
+        found.len(),
+        frames.len()
+    );
+    // The card's thumbnail is a JPEG of the processed output.
+    let thumb = http_get(&host, "/channel/lobby/thumbnail.jpg", &[]).await?;
+    ensure!(
+        thumb.status == 200 && thumb.body.starts_with(&[0xff, 0xd8]),
+        "thumbnail"
+    );
+    let list = http_get(&host, "/channels.json", &[]).await?;
+    let list: serde_json::Value = serde_json::from_slice(&list.body)?;
+    ensure!(
+        list[0]["name"] == "lobby" && list[0]["state"] == "live",
+        "{list}"
+    );
+
+    // The camera loses power: the channel says so, and keeps trying.
+    camera.unplug().await?;
+    let down = wait_state(&host, "lobby", "down", is("down")).await?;
+    ensure!(down["run"].is_null(), "no run while down: {down}");
+    let old = http_get(&host, &format!("/channel/lobby/{run}/playlist.m3u8"), &[]).await?;
+    ensure!(
+        old.status == 404,
+        "the old run's stream is gone: {}",
+        old.status
+    );
+    let unreachable = wait_state(&host, "lobby", "unreachable", |s| {
+        s["why"] == "camera unreachable"
+    })
+    .await?;
+    ensure!(unreachable["state"] == "down", "{unreachable}");
+    // Power back: the channel is live again on a new run, without anyone restarting it.
+    let _camera = Camera::start(port, None).await?;
+    let back = wait_state(&host, "lobby", "live again", is("live")).await?;
+    ensure!(
+        back["run"].as_str() != Some(run.as_str()),
+        "a new run: {back}"
+    );
+    let frames = served_frames(&host, "lobby", 2).await?;
+    ensure!(faces_found(&frames)?.is_empty(), "faces after the restart");
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_and_wrong_hosts_are_named_and_disturb_no_other_channel() -> Result<()> {
+    let port = free_port()?;
+    let _camera = Camera::start(port, Some(("viewer", "right-password"))).await?;
+    let closed = free_port()?;
+    let server = TestServer::start("channel-faults", |c| {
+        c.channels = vec![
+            channel(
+                "badpass",
+                &format!("rtsp://viewer:wrong-password@127.0.0.1:{port}/cam"),
+            ),
+            channel("nohost", &format!("rtsp://127.0.0.1:{closed}/cam")),
+            channel(
+                "nopath",
+                &format!("rtsp://viewer:right-password@127.0.0.1:{port}/nothing"),
+            ),
+            channel(
+                "demo",
+                &format!("file:{}", media("real-face-h264.mkv").display()),
+            ),
+        ];
+    })
+    .await?;
+    let host = server.host();
+    let creds = wait_state(&host, "badpass", "refused", |s| {
+        s["why_label"] == "credentials"
+    })
+    .await?;
+    ensure!(
+        creds["why"] == "wrong credentials" && creds["state"] == "down",
+        "{creds}"
+    );
+    let gone = wait_state(&host, "nohost", "unreachable", |s| {
+        s["why_label"] == "unreachable"
+    })
+    .await?;
+    ensure!(gone["why"] == "camera unreachable", "{gone}");
+    wait_state(&host, "nopath", "not found", |s| {
+        s["why_label"] == "not-found"
+    })
+    .await?;
+    // The file loop beside them plays.
+    wait_state(&host, "demo", "live", is("live")).await?;
+    let frames = served_frames(&host, "demo", 2).await?;
+    ensure!(
+        faces_found(&frames)?.is_empty(),
+        "faces in the demo channel"
+    );
+    let metrics = http_get(&host, "/metrics", &[]).await?;
+    let metrics = String::from_utf8(metrics.body)?;
+    ensure!(
+        metrics.contains("hls_face_channel_faults_total{channel=\"badpass\",why=\"credentials\"}"),
+        "faults in /metrics"
+    );
+    ensure!(
+        metrics.contains("hls_face_channel_state{channel=\"demo\",state=\"live\"} 1"),
+        "state in /metrics"
+    );
+    ensure!(!metrics.contains("wrong-password"), "a secret in /metrics");
+    let page = http_get(&host, "/channels.json", &[]).await?;
+    ensure!(
+        !String::from_utf8_lossy(&page.body).contains("password"),
+        "a secret on the page"
+    );
+    server.stop().await
+}
+
+/// ffmpeg pushing MPEG-TS over SRT to `port` with `passphrase`, from the face clip looped
+/// at real time for `seconds`.
+fn publisher(port: u16, passphrase: &str, seconds: u32) -> Result<tokio::process::Child> {
+    Ok(tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(media("real-face-h264.mkv"))
+        .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts"])
+        .arg(format!(
+            "srt://127.0.0.1:{port}?passphrase={passphrase}&pbkeylen=16"
+        ))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_srt_publisher_needs_the_key_and_a_taken_key_refuses_a_second() -> Result<()> {
+    let port = free_port()?;
+    let server = TestServer::start("channel-srt", |c| {
+        let mut obs = channel("obs", &format!("srt://127.0.0.1:{port}"));
+        obs.passphrase = Some(Secret::new("right-key-1234"));
+        c.channels = vec![obs];
+    })
+    .await?;
+    let host = server.host();
+    wait_state(&host, "obs", "waiting", is("waiting")).await?;
+    // The wrong key: refused in the handshake, the page says so.
+    let mut wrong = publisher(port, "wrong-key-1234", 2)?;
+    let status = tokio::time::timeout(DEADLINE, wrong.wait()).await??;
+    ensure!(!status.success(), "a wrong key must be refused");
+    let refused = wait_state(&host, "obs", "key refused", |s| {
+        s["why_label"] == "key-refused"
+    })
+    .await?;
+    ensure!(refused["state"] == "waiting", "{refused}");
+    // The right key: live, faces hidden.
+    let mut first = publisher(port, "right-key-1234", 40)?;
+    wait_state(&host, "obs", "live", is("live")).await?;
+    // A second publisher on the taken key is turned away; the first goes on.
+    let mut second = publisher(port, "right-key-1234", 3)?;
+    let second_status = tokio::time::timeout(DEADLINE, second.wait()).await??;
+    ensure!(
+        !second_status.success(),
+        "a second publisher must be refused"
+    );
+    let frames = served_frames(&host, "obs", 2).await?;
+    ensure!(faces_found(&frames)?.is_empty(), "faces in the SRT channel");
+    ensure!(
+        status_of(&host).await? == "live",
+        "the first publisher was disturbed"
+    );
+    // The publisher stops: the channel waits for the next one.
+    first.start_kill()?;
+    first.wait().await?;
+    wait_state(&host, "obs", "waiting again", is("waiting")).await?;
+    server.stop().await
+}
+
+async fn status_of(host: &str) -> Result<String> {
+    Ok(status(host, "obs").await?["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string())
+}
