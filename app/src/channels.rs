@@ -57,6 +57,8 @@ pub struct ChannelInfo {
     pub viewers: u32,
     /// The running stream's id: its playlist is `/channel/<name>/<run>/playlist.m3u8`.
     pub run: Option<String>,
+    /// Whether a thumbnail was taken (the last one stays while the source is down).
+    pub thumbnail: bool,
     pub width: u32,
     pub height: u32,
 }
@@ -141,11 +143,14 @@ fn ChannelCard(info: ChannelInfo, refresh: u32) -> impl IntoView {
         if info.viewers == 1 { "" } else { "s" }
     );
     let why = info.why_label.clone().unwrap_or_default();
+    let picture = if info.thumbnail {
+        view! { <img src=thumb alt=alt width="320" height="240" loading="lazy"/> }.into_any()
+    } else {
+        view! { <span class="no-picture">"No picture yet"</span> }.into_any()
+    };
     view! {
         <li class="channel-card" data-testid="channel-card" data-name=info.name.clone() data-state=state data-why=why>
-            <a href=href.clone()>
-                <img src=thumb alt=alt width="320" height="240" loading="lazy"/>
-            </a>
+            <a href=href.clone() tabindex="-1" aria-hidden="true">{picture}</a>
             <h2><a href=href>{info.name.clone()}</a></h2>
             <p class="status" data-testid="channel-state">{words}</p>
             <p class="stats">{stats}</p>
@@ -323,6 +328,7 @@ mod tests {
             fps: 30.0,
             viewers: 2,
             run: None,
+            thumbnail: true,
             width: 640,
             height: 480,
         }

@@ -139,16 +139,21 @@ async fn an_ip_camera_plays_with_every_face_hidden_and_comes_back_after_a_power_
     let port = free_port()?;
     let camera = Camera::start(port, None).await?;
     let source = format!("rtsp://127.0.0.1:{port}/cam");
+    let public = free_addr()?;
     let server = TestServer::start("channel-rtsp", |c| {
         c.channels = vec![channel("lobby", &source)];
+        c.site.allowed_hosts = vec![public.clone()];
     })
     .await?;
     let host = server.host();
     let live = wait_state(&host, "lobby", "live", is("live")).await?;
     let run = live["run"].as_str().unwrap_or_default().to_string();
 
-    // Every served frame has its face hidden (the clip has a face in every frame).
-    let frames = served_frames(&host, "lobby", 3).await?;
+    // A viewer behind nginx (deploy/nginx/proxy) gets every served frame with its face
+    // hidden (the clip has a face in every frame).
+    let nginx = Nginx::start(&public, &host, None).await?;
+    let frames = served_frames(&public, "lobby", 3).await?;
+    drop(nginx);
     ensure!(frames.len() >= 60, "only {} frames", frames.len());
     let found = faces_found(&frames)?;
     ensure!(

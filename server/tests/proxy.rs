@@ -5,44 +5,10 @@
 
 mod common;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use app::protocol::ServerMsg;
 use common::*;
 use std::process::Command;
-use std::time::Instant;
-
-/// nginx on `addr` in front of `upstream`; killed when dropped.
-struct Nginx {
-    child: tokio::process::Child,
-}
-
-impl Nginx {
-    async fn start(
-        addr: &str,
-        upstream: &str,
-        tls: Option<(&std::path::Path, &std::path::Path)>,
-    ) -> Result<Self> {
-        let prefix = tempdir("nginx")?;
-        let mut cmd = tokio::process::Command::new(repo_root().join("deploy/nginx/proxy"));
-        cmd.arg(addr).arg(upstream).arg(&prefix);
-        if let Some((cert, key)) = tls {
-            cmd.arg(cert).arg(key);
-        }
-        let child = cmd.kill_on_drop(true).spawn().context("starting nginx")?;
-        let deadline = Instant::now() + DEADLINE;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            ensure!(Instant::now() < deadline, "nginx never listened on {addr}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Ok(Nginx { child })
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        terminate(&mut self.child);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_runs_through_nginx() -> Result<()> {

@@ -46,7 +46,13 @@ pub fn args(source: &ChannelSource) -> Vec<String> {
             ));
         }
         ChannelSource::File(path) => {
-            args.extend(["-re", "-stream_loop", "-1"].iter().map(|s| s.to_string()));
+            // No probing read-ahead: ffmpeg would read seconds of the file at full speed
+            // before pacing it, and the channel would start with a burst.
+            args.extend(
+                ["-re", "-stream_loop", "-1", "-analyzeduration", "0"]
+                    .iter()
+                    .map(|s| s.to_string()),
+            );
             args.extend(FILE_INPUT_GUARD.iter().map(|s| s.to_string()));
             args.push("-i".into());
             args.push(path.to_string_lossy().into_owned());
@@ -190,7 +196,7 @@ mod tests {
         .join(" ");
         assert!(srt.contains("srt://0.0.0.0:9000?mode=listener&passphrase=0123456789ab"));
         let file = args(&ChannelSource::File("clip.mkv".into())).join(" ");
-        assert!(file.contains("-re -stream_loop -1 -protocol_whitelist file"));
+        assert!(file.contains("-re -stream_loop -1 -analyzeduration 0 -protocol_whitelist file"));
     }
 
     #[test]

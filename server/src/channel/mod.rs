@@ -230,6 +230,7 @@ impl Channel {
             fps: status.fps,
             viewers,
             run: status.run.map(|id| id.to_string()),
+            thumbnail: status.thumbnail.as_ref().is_some_and(|t| t.get().is_some()),
             width: self.config.width,
             height: self.config.height,
         }

@@ -144,14 +144,14 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     let mut seen_stderr = String::new();
     // Until the first video arrives: nothing is reserved, so a camera that is down costs
     // no place of the session limit.
-    let first = loop {
+    let (first, arrived) = loop {
         tokio::select! {
             _ = env.shutdown.cancelled() => {
                 end_ingest(process.as_mut(), &tasks, &cancel).await;
                 return RunEnd::Stopped;
             }
             read = stdout.read(&mut buf) => match read {
-                Ok(n) if n > 0 => break Bytes::copy_from_slice(&buf[..n]),
+                Ok(n) if n > 0 => break (Bytes::copy_from_slice(&buf[..n]), std::time::SystemTime::now()),
                 _ => {
                     end_ingest(process.as_mut(), &tasks, &cancel).await;
                     return RunEnd::Down { fault: ingest::classify(&exit.tail(), false), live_for: Duration::ZERO };
@@ -197,7 +197,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
         max_length: Duration::from_secs(10 * 365 * 86_400),
     };
     let media = Media {
-        feed: Feed::Relay,
+        feed: Feed::Relay { arrived },
         width,
         height,
     };

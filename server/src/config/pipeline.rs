@@ -353,6 +353,7 @@ impl From<&HlsConfig> for crate::hls::packager::PackagerSettings {
             part_seconds: hls.part_seconds,
             hold_back_parts: hls.hold_back_parts,
             window: hls.playlist_size as usize,
+            clock_origin: None,
         }
     }
 }

@@ -19,6 +19,10 @@ pub struct PackagerSettings {
     pub hold_back_parts: u32,
     /// Complete segments kept in the live window.
     pub window: usize,
+    /// Wall-clock time of the stream's first frame when known before the encoder (a camera
+    /// channel: when its first video arrived), so PROGRAM-DATE-TIME tells a player how far
+    /// behind the source it is; `None`: the first fragment's arrival here.
+    pub clock_origin: Option<SystemTime>,
 }
 
 impl PackagerSettings {
@@ -158,7 +162,9 @@ impl Packager {
     }
 
     fn open_segment(&mut self, fragment: &Fragment, now: SystemTime) {
-        let (anchor_ticks, anchor_time) = *self.anchor.get_or_insert((fragment.decode_time, now));
+        let origin = self.settings.clock_origin.unwrap_or(now);
+        let (anchor_ticks, anchor_time) =
+            *self.anchor.get_or_insert((fragment.decode_time, origin));
         let offset = fragment.decode_time.saturating_sub(anchor_ticks);
         let start = anchor_time + Duration::from_secs_f64(self.seconds(offset));
         let msn = self
@@ -263,6 +269,7 @@ mod tests {
             part_seconds: 0.1,
             hold_back_parts: 3,
             window: 3,
+            clock_origin: None,
         }
     }
 
@@ -375,6 +382,7 @@ mod tests {
     fn the_window_slides_and_old_parts_go_first() {
         let mut p = Packager::new(PackagerSettings {
             window: 5,
+            clock_origin: None,
             ..settings()
         });
         p.init(Init {

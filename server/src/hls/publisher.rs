@@ -211,6 +211,7 @@ mod tests {
             part_seconds: 0.1,
             hold_back_parts: 3,
             window: 6,
+            clock_origin: None,
         };
         let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
         publisher.finished().await.unwrap();
@@ -248,6 +249,7 @@ mod tests {
             part_seconds: 0.1,
             hold_back_parts: 3,
             window: 6,
+            clock_origin: None,
         };
         let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
         // Two segments complete and the third one's parts are published while the first
@@ -284,6 +286,7 @@ mod tests {
             part_seconds: 0.1,
             hold_back_parts: 3,
             window: 6,
+            clock_origin: None,
         };
         let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, None);
         assert!(publisher.finished().await.is_err());

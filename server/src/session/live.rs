@@ -78,9 +78,11 @@ pub enum Feed {
     /// A browser's recorder, in the codec its Start announced; the session keeps a
     /// recording for download.
     Recorder(Codec),
-    /// A camera channel's MPEG-TS relay; no recording, and a thumbnail of the output every
+    /// A camera channel's MPEG-TS relay, whose first video arrived at `arrived`: the
+    /// stream's PROGRAM-DATE-TIME counts from then, so a player's distance to it is the
+    /// whole way from the source's arrival. No recording; a thumbnail of the output every
     /// few seconds for the Channels page.
-    Relay,
+    Relay { arrived: std::time::SystemTime },
 }
 
 /// How often a channel's thumbnail is taken.
@@ -150,8 +152,15 @@ impl Session {
             dir: dir.clone(),
             keeper,
         });
+        let clock_origin = match feed {
+            Feed::Relay { arrived } => Some(arrived),
+            Feed::Recorder(_) => None,
+        };
         let sink = Sink::Live {
-            packager: PackagerSettings::from(&cfg.hls),
+            packager: PackagerSettings {
+                clock_origin,
+                ..PackagerSettings::from(&cfg.hls)
+            },
             stream: admission.stream.clone(),
             store,
         };
@@ -165,7 +174,7 @@ impl Session {
             env.spawner.as_ref(),
             match feed {
                 Feed::Recorder(codec) => Source::Chunks { chunks, codec },
-                Feed::Relay => Source::Relay { chunks },
+                Feed::Relay { .. } => Source::Relay { chunks },
             },
             &EncoderSettings::live(&cfg.hls, width, height),
             sink,
@@ -188,7 +197,7 @@ impl Session {
             encoder_input,
             counters: counters.clone(),
             capacity: env.capacity.clone(),
-            thumbnails: (feed == Feed::Relay)
+            thumbnails: matches!(feed, Feed::Relay { .. })
                 .then(|| Thumbnailer::new(THUMBNAIL_EVERY, thumbnail.clone())),
         };
         let cut = CancellationToken::new();

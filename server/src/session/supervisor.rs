@@ -416,6 +416,7 @@ mod tests {
                     part_seconds: 0.1,
                     hold_back_parts: 3,
                     window: 6,
+                    clock_origin: None,
                 },
                 stream: stream_tx.clone(),
                 store: None,

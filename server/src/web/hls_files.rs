@@ -283,6 +283,7 @@ mod tests {
             part_seconds: 0.1,
             hold_back_parts: 3,
             window: 6,
+            clock_origin: None,
         });
         p.init(Init {
             bytes: Bytes::from_static(b"init"),

@@ -747,3 +747,42 @@ pub fn faces_found(frames: &[Vec<u8>]) -> Result<Vec<(usize, Vec<server::video::
     }
     Ok(found)
 }
+
+/// nginx on `addr` in front of `upstream`; killed when dropped.
+pub struct Nginx {
+    child: tokio::process::Child,
+}
+
+impl Nginx {
+    pub async fn start(
+        addr: &str,
+        upstream: &str,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self> {
+        let prefix = tempdir("nginx")?;
+        let mut cmd = tokio::process::Command::new(repo_root().join("deploy/nginx/proxy"));
+        cmd.arg(addr).arg(upstream).arg(&prefix);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let child = cmd
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| anyhow!("starting nginx: {e}"))?;
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "nginx never listened on {addr}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        Ok(Nginx { child })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
