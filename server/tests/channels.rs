@@ -341,3 +341,138 @@ async fn status_of(host: &str) -> Result<String> {
         .unwrap_or_default()
         .to_string())
 }
+
+/// A TS clip of `seconds` of ffmpeg's test picture at `size`, H.264 (its own timestamps
+/// from zero: concatenated, the clips' timestamps jump back at each join).
+fn test_clip(
+    dir: &std::path::Path,
+    name: &str,
+    size: &str,
+    seconds: u32,
+) -> Result<std::path::PathBuf> {
+    encoded_clip(dir, name, size, seconds, "libx264")
+}
+
+/// Like [`test_clip`], encoded with `codec` (libx264, libx265).
+fn encoded_clip(
+    dir: &std::path::Path,
+    name: &str,
+    size: &str,
+    seconds: u32,
+    codec: &str,
+) -> Result<std::path::PathBuf> {
+    let out = dir.join(name);
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc2=size={size}:rate=30"))
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            codec,
+            "-preset",
+            "ultrafast",
+        ])
+        .args(["-g", "30", "-pix_fmt", "yuv420p", "-f", "mpegts"])
+        .arg(&out)
+        .status()?;
+    ensure!(status.success(), "ffmpeg could not make {name}");
+    Ok(out)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_changes_resolution_sends_4k_and_jumps_in_time_stays_live() -> Result<()> {
+    let dir = tempdir("channel-changes")?;
+    let parts = [
+        test_clip(&dir, "a.ts", "640x480", 3)?,
+        test_clip(&dir, "4k.ts", "3840x2160", 2)?,
+        test_clip(&dir, "b.ts", "1280x720", 3)?,
+    ];
+    let mut joined = Vec::new();
+    for part in &parts {
+        joined.extend(std::fs::read(part)?);
+    }
+    let clip = dir.join("changes.ts");
+    std::fs::write(&clip, joined)?;
+    let port = free_port()?;
+    let server = TestServer::start("channel-changes", |c| {
+        let mut obs = channel("changes", &format!("srt://127.0.0.1:{port}"));
+        obs.passphrase = Some(Secret::new("right-key-1234"));
+        c.channels = vec![obs];
+    })
+    .await?;
+    let host = server.host();
+    wait_state(&host, "changes", "waiting", is("waiting")).await?;
+    let mut publisher = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(&clip)
+        .args(["-t", "30", "-c", "copy", "-f", "mpegts"])
+        .arg(format!(
+            "srt://127.0.0.1:{port}?passphrase=right-key-1234&pbkeylen=16"
+        ))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let live = wait_state(&host, "changes", "live", is("live")).await?;
+    // Past the 4K part and into the 720p one: the same run still plays, at the channel's
+    // size (decode_frames checks every frame is 640x480).
+    let until = tokio::time::Instant::now() + DEADLINE;
+    let mut frames = Vec::new();
+    while tokio::time::Instant::now() < until {
+        let now = status(&host, "changes").await?;
+        ensure!(now["run"] == live["run"], "the run restarted: {now}");
+        frames = served_frames(&host, "changes", 6).await.unwrap_or_default();
+        if frames.len() >= 6 * 30 - 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    ensure!(
+        frames.len() >= 6 * 30 - 5,
+        "only {} frames through the changes",
+        frames.len()
+    );
+    let metrics = String::from_utf8(http_get(&host, "/metrics", &[]).await?.body)?;
+    ensure!(
+        !metrics.contains("hls_face_channel_faults_total{channel=\"changes\",why=\"unreadable\"}"),
+        "the decoder failed on the changes"
+    );
+    publisher.start_kill()?;
+    publisher.wait().await?;
+    std::fs::remove_dir_all(&dir)?;
+    server.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h265_source_plays_like_an_h264_one() -> Result<()> {
+    let dir = tempdir("channel-hevc")?;
+    let clip = encoded_clip(&dir, "hevc.ts", "640x480", 4, "libx265")?;
+    let server = TestServer::start("channel-hevc", |c| {
+        c.channels = vec![channel("hevc", &format!("file:{}", clip.display()))];
+    })
+    .await?;
+    let host = server.host();
+    wait_state(&host, "hevc", "live", is("live")).await?;
+    // The first segment is short (6 frames), the next two whole.
+    let frames = served_frames(&host, "hevc", 3).await?;
+    ensure!(frames.len() >= 60, "only {} frames", frames.len());
+    server.stop().await?;
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

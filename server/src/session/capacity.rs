@@ -23,6 +23,14 @@ pub const SESSION_CORE_SHARE: f64 = 0.225;
 /// margin is kept for VP8's decoder, ~2× VP9's on the same footage).
 pub const VPX_SESSION_CORE_SHARE: f64 = 0.25;
 
+/// How many times a session's share a pipeline in privacy mode costs: it detects every
+/// frame, as fast as the detector goes, instead of 3 times a second. Measured on a camera
+/// channel of the same footage (`results/capacity-20261202T224442Z.md`): 0.84 core with
+/// privacy against 0.28 with boxes, 4 privacy channels took the whole machine at 27.8 fps.
+/// Channels are planned with it; a browser session that switches privacy on mid-session
+/// is not re-planned (issue 25).
+pub const PRIVACY_COST_FACTOR: f64 = 3.0;
+
 /// The picture the session shares above are measured at (640×480).
 const REFERENCE_PIXELS: f64 = 640.0 * 480.0;
 /// Part of a session's cost that grows with its pixels (decode, colour conversion, drawing,
