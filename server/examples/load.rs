@@ -30,6 +30,8 @@ struct Outcome {
     fps_out: f64,
     dropped_share: f64,
     ended: bool,
+    /// The server started the session (refusals never do).
+    admitted: bool,
     busy: bool,
     error: Option<String>,
 }
@@ -114,6 +116,7 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
                         // For scripts that watch a load session (the viewer benchmark).
                         println!("viewer-url: {viewer_url}");
                         started = true;
+                        out.admitted = true;
                     }
                     ServerMsg::Stats(s) => {
                         out.stats += 1;
@@ -171,7 +174,7 @@ async fn main() -> Result<()> {
         .map(|_| tokio::spawn(session(host.clone(), secs, clip.clone())))
         .collect();
     let mut failed = 0;
-    let (mut busy, mut fps, mut dropped) = (0, Vec::new(), Vec::new());
+    let (mut busy, mut refused, mut fps, mut dropped) = (0, 0, Vec::new(), Vec::new());
     for (i, t) in tasks.into_iter().enumerate() {
         match t.await? {
             Ok(o) => {
@@ -187,6 +190,10 @@ async fn main() -> Result<()> {
                 );
                 if o.busy {
                     busy += 1;
+                } else if !o.admitted {
+                    // Refused for another reason (e.g. max-retained recordings): not a
+                    // session that ran, so it must not count as admitted.
+                    refused += 1;
                 } else {
                     failed += usize::from(!o.ended);
                     fps.push(o.fps_out);
@@ -200,18 +207,18 @@ async fn main() -> Result<()> {
         }
     }
     println!(
-        "load: {n} sessions, {:.0} s, {busy} refused as busy, {failed} did not end cleanly",
+        "load: {n} sessions, {:.0} s, {busy} refused as busy, {refused} refused otherwise, {failed} did not end cleanly",
         started.elapsed().as_secs_f64()
     );
     let min_fps = fps.iter().cloned().fold(f64::INFINITY, f64::min);
     let max_dropped = dropped.iter().cloned().fold(0.0, f64::max);
     println!(
-        "load-json: {{\"sessions\":{n},\"admitted\":{},\"busy\":{busy},\"failed\":{failed},\"minFps\":{:.2},\"maxDroppedPct\":{:.3}}}",
+        "load-json: {{\"sessions\":{n},\"admitted\":{},\"busy\":{busy},\"refused\":{refused},\"failed\":{failed},\"minFps\":{:.2},\"maxDroppedPct\":{:.3}}}",
         fps.len(),
         if fps.is_empty() { 0.0 } else { min_fps },
         max_dropped * 100.0
     );
-    if failed > 0 {
+    if failed > 0 || refused > 0 {
         std::process::exit(1);
     }
     Ok(())

@@ -272,6 +272,16 @@ async fn wrong_credentials_and_wrong_hosts_are_named_and_disturb_no_other_channe
 /// ffmpeg pushing MPEG-TS over SRT to `port` with `passphrase`, from the face clip looped
 /// at real time for `seconds`.
 fn publisher(port: u16, passphrase: &str, seconds: u32) -> Result<tokio::process::Child> {
+    push(port, passphrase, &media("real-face-h264.mkv"), seconds)
+}
+
+/// ffmpeg pushing `clip` (looped, at real time, for `seconds`) over SRT, as OBS would.
+fn push(
+    port: u16,
+    passphrase: &str,
+    clip: &std::path::Path,
+    seconds: u32,
+) -> Result<tokio::process::Child> {
     Ok(tokio::process::Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -282,7 +292,7 @@ fn publisher(port: u16, passphrase: &str, seconds: u32) -> Result<tokio::process
             "-1",
             "-i",
         ])
-        .arg(media("real-face-h264.mkv"))
+        .arg(clip)
         .args(["-t", &seconds.to_string(), "-c", "copy", "-f", "mpegts"])
         .arg(format!(
             "srt://127.0.0.1:{port}?passphrase={passphrase}&pbkeylen=16"
@@ -292,17 +302,24 @@ fn publisher(port: u16, passphrase: &str, seconds: u32) -> Result<tokio::process
         .spawn()?)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_srt_publisher_needs_the_key_and_a_taken_key_refuses_a_second() -> Result<()> {
-    let port = free_port()?;
-    let server = TestServer::start("channel-srt", |c| {
-        let mut obs = channel("obs", &format!("srt://127.0.0.1:{port}"));
+/// A server with one SRT channel `name` on `port` (passphrase `right-key-1234`), once the
+/// channel waits for its publisher.
+async fn srt_server(name: &'static str, port: u16) -> Result<TestServer> {
+    let server = TestServer::start(name, |c| {
+        let mut obs = channel(name, &format!("srt://127.0.0.1:{port}"));
         obs.passphrase = Some(Secret::new("right-key-1234"));
         c.channels = vec![obs];
     })
     .await?;
+    wait_state(&server.host(), name, "waiting", is("waiting")).await?;
+    Ok(server)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_srt_publisher_needs_the_key_and_a_taken_key_refuses_a_second() -> Result<()> {
+    let port = free_port()?;
+    let server = srt_server("obs", port).await?;
     let host = server.host();
-    wait_state(&host, "obs", "waiting", is("waiting")).await?;
     // The wrong key: refused in the handshake, the page says so.
     let mut wrong = publisher(port, "wrong-key-1234", 2)?;
     let status = tokio::time::timeout(DEADLINE, wrong.wait()).await??;
@@ -362,7 +379,8 @@ fn encoded_clip(
     codec: &str,
 ) -> Result<std::path::PathBuf> {
     let out = dir.join(name);
-    let status = std::process::Command::new("ffmpeg")
+    // (x265 writes its banner to stderr whatever ffmpeg's log level: kept, shown on failure.)
+    let made = std::process::Command::new("ffmpeg")
         .args([
             "-hide_banner",
             "-loglevel",
@@ -383,8 +401,12 @@ fn encoded_clip(
         ])
         .args(["-g", "30", "-pix_fmt", "yuv420p", "-f", "mpegts"])
         .arg(&out)
-        .status()?;
-    ensure!(status.success(), "ffmpeg could not make {name}");
+        .output()?;
+    ensure!(
+        made.status.success(),
+        "ffmpeg could not make {name}: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     Ok(out)
 }
 
@@ -403,32 +425,9 @@ async fn a_publisher_that_changes_resolution_sends_4k_and_jumps_in_time_stays_li
     let clip = dir.join("changes.ts");
     std::fs::write(&clip, joined)?;
     let port = free_port()?;
-    let server = TestServer::start("channel-changes", |c| {
-        let mut obs = channel("changes", &format!("srt://127.0.0.1:{port}"));
-        obs.passphrase = Some(Secret::new("right-key-1234"));
-        c.channels = vec![obs];
-    })
-    .await?;
+    let server = srt_server("changes", port).await?;
     let host = server.host();
-    wait_state(&host, "changes", "waiting", is("waiting")).await?;
-    let mut publisher = tokio::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(&clip)
-        .args(["-t", "30", "-c", "copy", "-f", "mpegts"])
-        .arg(format!(
-            "srt://127.0.0.1:{port}?passphrase=right-key-1234&pbkeylen=16"
-        ))
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut publisher = push(port, "right-key-1234", &clip, 30)?;
     let live = wait_state(&host, "changes", "live", is("live")).await?;
     // Past the 4K part and into the 720p one: the same run still plays, at the channel's
     // size (decode_frames checks every frame is 640x480).
