@@ -11,6 +11,7 @@ mod fake_ffmpeg;
 pub mod hls;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod session;
 pub mod source;
 pub mod video;
@@ -69,6 +70,8 @@ impl RunningServer {
                 )),
             };
         let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls: Option<web::listener::TlsSettings> =
+            tls.map(|config| Arc::new(std::sync::RwLock::new(config)));
         let gauge: Arc<dyn session::capacity::LoadGauge> =
             session::capacity::ProcStat::start(shutdown.clone());
         let state = AppState::new(
@@ -81,6 +84,7 @@ impl RunningServer {
         )?;
         let shared = state.shared.clone();
         shared.channels.start(&shared);
+        reload::Reloader::start(shared.clone(), tls.clone(), shutdown.clone());
         let registry = shared.registry.clone();
         let router = web::app(state);
         let token = shutdown.clone();

@@ -63,6 +63,12 @@ pub const CHANNEL_FAULTS: &str = "hls_face_channel_faults_total";
 /// Per channel (`channel`, `state`): 1 for the state it is in, 0 for the others.
 pub const CHANNEL_STATE: &str = "hls_face_channel_state";
 
+/// Settings reloads (`result` = ok | error).
+pub const CONFIG_RELOADS: &str = "hls_face_config_reloads_total";
+/// When the settings file was last reloaded (Unix seconds), and whether that worked (1/0).
+pub const CONFIG_RELOADED_AT: &str = "hls_face_config_last_reload_timestamp_seconds";
+pub const CONFIG_RELOAD_OK: &str = "hls_face_config_last_reload_success";
+
 /// Every label value a labelled series takes, so `/metrics` lists each series with 0 from
 /// start-up instead of only after the first event.
 const LABELS: &[(&str, &str, &[&str])] = &[
@@ -116,6 +122,15 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
+    describe_counter!(CONFIG_RELOADS, "Settings file reloads (result: ok, error).");
+    describe_gauge!(
+        CONFIG_RELOADED_AT,
+        "When the settings file was last reloaded (Unix seconds)."
+    );
+    describe_gauge!(
+        CONFIG_RELOAD_OK,
+        "Whether the last settings reload applied (1) or was refused (0)."
+    );
     describe_counter!(
         CHANNEL_FAULTS,
         "Camera channel faults: the source went down, or a publisher was refused (why)."

@@ -9,7 +9,6 @@ use anyhow::{bail, ensure, Context, Result};
 use app::protocol::{ErrorKind, ServerMsg};
 use common::*;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Waits for an error of `kind` (other messages are skipped).
 async fn expect_error(c: &mut Client, kind: ErrorKind) -> Result<()> {
@@ -271,27 +270,6 @@ async fn viewer_links_reach_only_the_live_window() -> Result<()> {
     let frames = decode_frames(&recording.body, 640, 480)?;
     ensure!(frames.len() >= 120, "recording has {} frames", frames.len());
     server.stop().await
-}
-
-/// Sends a raw HTTP request and returns the response head (read up to its blank line).
-async fn raw(host: &str, request: &str) -> Result<String> {
-    let mut s = tokio::net::TcpStream::connect(host).await?;
-    s.write_all(request.as_bytes()).await?;
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(DEADLINE, s.read(&mut buf)).await??;
-        if n == 0 {
-            break;
-        }
-        out.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&out).to_string();
-    Ok(text
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

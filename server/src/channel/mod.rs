@@ -22,9 +22,15 @@ const VIEWER_WINDOW: Duration = Duration::from_secs(10);
 
 /// Every configured channel, by name.
 pub struct Channels {
-    list: Vec<Arc<Channel>>,
+    list: std::sync::RwLock<Vec<Running>>,
     /// The channel tasks (shutdown waits for them).
     pub tasks: TaskTracker,
+}
+
+/// A channel and the token that stops its task.
+struct Running {
+    channel: Arc<Channel>,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl Channels {
@@ -33,7 +39,10 @@ impl Channels {
         let list = configs
             .iter()
             .filter_map(|config| match config.check() {
-                Ok(source) => Some(Arc::new(Channel::new(config.clone(), source))),
+                Ok(source) => Some(Running {
+                    channel: Arc::new(Channel::new(config.clone(), source)),
+                    stop: tokio_util::sync::CancellationToken::new(),
+                }),
                 Err(why) => {
                     tracing::error!("{why}");
                     None
@@ -41,32 +50,94 @@ impl Channels {
             })
             .collect();
         Channels {
-            list,
+            list: std::sync::RwLock::new(list),
             tasks: TaskTracker::new(),
         }
     }
 
+    fn list(&self) -> std::sync::RwLockReadGuard<'_, Vec<Running>> {
+        self.list.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Starts every channel's task.
     pub fn start(&self, shared: &Arc<crate::web::Shared>) {
-        for channel in &self.list {
-            tracing::info!(
-                channel = %channel.config.name,
-                "channel from {}",
-                channel.source.describe()
-            );
-            let env = runner::Env::new(shared, &channel.config);
-            self.tasks.spawn(runner::run(channel.clone(), env));
+        for running in self.list().iter() {
+            self.spawn(running, shared);
         }
     }
 
+    fn spawn(&self, running: &Running, shared: &Arc<crate::web::Shared>) {
+        let channel = &running.channel;
+        tracing::info!(
+            channel = %channel.config.name,
+            "channel from {}",
+            channel.source.describe()
+        );
+        let env = runner::Env::new(shared, &channel.config, running.stop.clone());
+        self.tasks.spawn(runner::run(channel.clone(), env));
+    }
+
+    /// Brings the running channels in line with `configs` (reloaded settings): a new one
+    /// starts, a removed one stops (its stream ends cleanly), a changed one restarts.
+    /// Returns what changed, for the log.
+    pub fn apply(
+        &self,
+        configs: &[ChannelConfig],
+        shared: &Arc<crate::web::Shared>,
+    ) -> Vec<String> {
+        let mut changes = Vec::new();
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        list.retain(|running| {
+            let name = &running.channel.config.name;
+            let keep = configs.iter().any(|c| *c == running.channel.config);
+            if !keep {
+                running.stop.cancel();
+                if configs.iter().any(|c| &c.name == name) {
+                    changes.push(format!("channel {name} changed: restarting it"));
+                } else {
+                    changes.push(format!("channel {name} removed: stopping it"));
+                }
+            }
+            keep
+        });
+        for config in configs {
+            if list.iter().any(|r| r.channel.config == *config) {
+                continue;
+            }
+            match config.check() {
+                Ok(source) => {
+                    let running = Running {
+                        channel: Arc::new(Channel::new(config.clone(), source)),
+                        stop: tokio_util::sync::CancellationToken::new(),
+                    };
+                    if !changes
+                        .iter()
+                        .any(|c| c.starts_with(&format!("channel {} changed", config.name)))
+                    {
+                        changes.push(format!("channel {} added: starting it", config.name));
+                    }
+                    self.spawn(&running, shared);
+                    list.push(running);
+                }
+                Err(why) => tracing::error!("{why}"),
+            }
+        }
+        // The page lists channels in the settings' order.
+        list.sort_by_key(|r| configs.iter().position(|c| c.name == r.channel.config.name));
+        changes
+    }
+
     /// The channel named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<Channel>> {
-        self.list.iter().find(|c| c.config.name == name)
+    pub fn get(&self, name: &str) -> Option<Arc<Channel>> {
+        self.list()
+            .iter()
+            .find(|r| r.channel.config.name == name)
+            .map(|r| r.channel.clone())
     }
 
     /// Every channel's state, in the settings' order.
     pub fn infos(&self) -> Vec<ChannelInfo> {
-        self.list.iter().map(|c| c.info()).collect()
+        self.list().iter().map(|r| r.channel.info()).collect()
     }
 }
 

@@ -41,11 +41,32 @@ pub(super) struct Env {
     registry: Arc<Registry>,
     capacity: Arc<Capacity>,
     shutdown: CancellationToken,
+    /// Cancelled when the channel leaves the settings.
+    stop: CancellationToken,
 }
 
 impl Env {
-    pub(super) fn new(shared: &Arc<crate::web::Shared>, config: &ChannelConfig) -> Self {
-        let mut pipeline = shared.pipeline.clone();
+    /// Resolves on shutdown or when the channel is removed.
+    async fn stopped(&self) {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.shutdown.is_cancelled() || self.stop.is_cancelled()
+    }
+}
+
+impl Env {
+    /// The channel's environment; `stop` (removed from the settings) ends it like shutdown.
+    pub(super) fn new(
+        shared: &Arc<crate::web::Shared>,
+        config: &ChannelConfig,
+        stop: CancellationToken,
+    ) -> Self {
+        let mut pipeline = shared.pipeline_env();
         if let Some(fps) = config.frame_rate {
             pipeline.config.hls.frame_rate = fps;
         }
@@ -54,6 +75,7 @@ impl Env {
             registry: shared.registry.clone(),
             capacity: shared.capacity.clone(),
             shutdown: shared.shutdown.clone(),
+            stop,
         }
     }
 }
@@ -106,7 +128,7 @@ pub(super) async fn run(channel: Arc<Channel>, env: Env) {
         };
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
-            _ = env.shutdown.cancelled() => break,
+            _ = env.stopped() => break,
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -146,7 +168,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     // no place of the session limit.
     let (first, arrived) = loop {
         tokio::select! {
-            _ = env.shutdown.cancelled() => {
+            _ = env.stopped() => {
                 end_ingest(process.as_mut(), &tasks, &cancel).await;
                 return RunEnd::Stopped;
             }
@@ -240,7 +262,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     loop {
         let step = tokio::select! {
             biased;
-            _ = env.shutdown.cancelled() => Step::Shutdown,
+            _ = env.stopped() => Step::Shutdown,
             event = session.event() => Step::Event(event),
             read = stdout.read(&mut buf), if reading => Step::Read(match read {
                 Ok(n) if n > 0 => Some(Bytes::copy_from_slice(&buf[..n])),
@@ -293,7 +315,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     channel.set_run(None, None);
     drop(session);
     env.registry.retire(id, Duration::ZERO, loopback());
-    if env.shutdown.is_cancelled() {
+    if env.is_stopped() {
         return RunEnd::Stopped;
     }
     let sent_video = live_since.is_some();

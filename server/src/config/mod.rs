@@ -143,6 +143,32 @@ impl Config {
         toml_text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ServerError> {
+        let root = Self::merged_table(toml_text, env)?;
+        // The key a wrong value is under, in the message: "limits.max-sessions: invalid
+        // type: string \"many\", expected usize".
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                let path = e.path().to_string();
+                let path = PIPELINE_SECTIONS
+                    .iter()
+                    .find_map(|section| {
+                        path.strip_prefix("pipeline.")
+                            .filter(|rest| rest.starts_with(&format!("{section}.")))
+                    })
+                    .map_or(path.clone(), str::to_string);
+                ServerError::Config(format!("{path}: {}", e.into_inner()))
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The settings as one TOML table: the file's text with the environment's overrides
+    /// applied and the pipeline sections nested (what [`Config::from_parts`] reads, and
+    /// what a reload compares key by key).
+    pub fn merged_table(
+        toml_text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<toml::Table, ServerError> {
         let mut root: toml::Table = toml_text
             .parse()
             .map_err(|e: toml::de::Error| ServerError::Config(e.to_string()))?;
@@ -159,11 +185,7 @@ impl Config {
             table.insert(key, env_value(&value));
         }
         nest_pipeline_sections(&mut root)?;
-        let config: Config = toml::Value::Table(root)
-            .try_into()
-            .map_err(|e: toml::de::Error| ServerError::Config(e.to_string()))?;
-        config.validate()?;
-        Ok(config)
+        Ok(root)
     }
 
     /// Checks every section's values (each section owns its checks); the first failure is
@@ -417,5 +439,14 @@ mod tests {
         assert!(Config::from_parts("[detector]\nscale-factor = 1.0\n", []).is_err());
         assert!(Config::from_parts("[hls]\nnope = 1\n", []).is_err());
         assert!(Config::from_parts("not toml [", []).is_err());
+        // The message names the key, as the sections are written in the file.
+        let err = Config::from_parts("[limits]\nmax-sessions = \"many\"\n", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limits.max-sessions: invalid type"), "{err}");
+        let err = Config::from_parts("[hls]\nsegment-seconds = \"x\"\n", [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hls.segment-seconds:"), "{err}");
     }
 }

@@ -186,7 +186,7 @@ pub struct Capacity {
     gauge: Option<Arc<dyn LoadGauge>>,
     cores: f64,
     /// Busy share above which no session is admitted (1 or more: never by CPU).
-    max_busy: f64,
+    max_busy: Mutex<f64>,
     lag_until: Mutex<Option<Instant>>,
     /// Cores the running sessions are planned to use (a burst of new sessions counts
     /// before the CPU gauge sees it).
@@ -213,10 +213,21 @@ impl Capacity {
         Capacity {
             gauge,
             cores: cores.max(1) as f64,
-            max_busy: f64::from(max_busy_percent) / 100.0,
+            max_busy: Mutex::new(f64::from(max_busy_percent) / 100.0),
             lag_until: Mutex::new(None),
             planned: Arc::default(),
         }
+    }
+
+    /// Applies a reloaded `max-cpu-percent` to new sessions.
+    pub fn set_max_busy_percent(&self, percent: u32) {
+        if let Ok(mut max) = self.max_busy.lock() {
+            *max = f64::from(percent) / 100.0;
+        }
+    }
+
+    fn max_busy(&self) -> f64 {
+        self.max_busy.lock().map_or(0.9, |m| *m)
     }
 
     /// A session fell behind (its encoder had no room for a frame).
@@ -248,7 +259,8 @@ impl Capacity {
     }
 
     fn fits(&self, planned: f64, share: f64) -> Result<(), NoRoom> {
-        if self.max_busy >= 1.0 {
+        let max_busy = self.max_busy();
+        if max_busy >= 1.0 {
             return Ok(());
         }
         let lagging = self
@@ -261,13 +273,13 @@ impl Capacity {
         }
         let one_more = share / self.cores;
         // The limit's own sum (8 × 0.225 = 1.8 = 2 × 0.9) must fit despite float rounding.
-        if planned / self.cores + one_more > self.max_busy + ROUNDING {
+        if planned / self.cores + one_more > max_busy + ROUNDING {
             return Err(NoRoom::Sessions);
         }
         // The measured CPU counts everything, sessions too: over the ceiling while the
         // sessions' plan is not, the rest of the machine has taken the room.
         let measured = self.gauge.as_ref().and_then(|g| g.busy()).unwrap_or(0.0);
-        if measured + one_more > self.max_busy {
+        if measured + one_more > max_busy {
             return Err(NoRoom::Cpu);
         }
         Ok(())

@@ -106,6 +106,8 @@ pub struct Session {
     admission: Admission,
     /// The newest output thumbnail (channels only).
     thumbnail: Latest,
+    /// The detector it runs (settings reloads change it for new sessions only).
+    detector_kind: crate::config::DetectorKind,
     _reservation: Reservation,
 }
 
@@ -230,6 +232,7 @@ impl Session {
             bytes_came: AtomicBool::new(false),
             admission,
             thumbnail,
+            detector_kind: env.detector_kind,
             _reservation: reservation,
         })
     }
@@ -327,6 +330,11 @@ impl Session {
     /// Applies detector settings (already range-checked) from the next detection.
     pub fn set_detector(&self, settings: Tuning) {
         self.detector.send_replace(settings);
+    }
+
+    /// The detector this session runs.
+    pub fn detector_kind(&self) -> crate::config::DetectorKind {
+        self.detector_kind
     }
 
     /// The detector settings in force.

@@ -4,28 +4,48 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Running counts per key, each at most `limit`.
+/// Running counts per key, each at most `limit` (which a settings reload may change: places
+/// already held stay held, new ones wait until the count is under the new limit).
 #[derive(Debug)]
 pub struct Quota<K: Hash + Eq + Clone> {
     counts: Arc<Mutex<HashMap<K, usize>>>,
-    limit: usize,
+    limit: AtomicUsize,
 }
 
 impl<K: Hash + Eq + Clone> Quota<K> {
     pub fn new(limit: usize) -> Self {
         Quota {
             counts: Arc::default(),
-            limit,
+            limit: AtomicUsize::new(limit),
         }
+    }
+
+    /// The limit new places are checked against.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit for new places.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Places `key` holds now.
+    pub fn held(&self, key: &K) -> usize {
+        lock(&self.counts).get(key).copied().unwrap_or(0)
     }
 
     /// A place for `key`, or `None` when it holds `limit` already.
     pub fn take(&self, key: &K) -> Option<Held<K>> {
         let mut counts = lock(&self.counts);
         let n = counts.entry(key.clone()).or_insert(0);
-        if *n >= self.limit {
+        if *n >= self.limit() {
+            if *n == 0 {
+                counts.remove(key);
+            }
             return None;
         }
         *n += 1;

@@ -7,9 +7,10 @@ use crate::hls::stream::{Stream, Timing};
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -37,7 +38,7 @@ pub struct Admission {
     /// The client's and network's places (a camera channel has neither).
     _client: Option<Held<ClientId>>,
     _network: Option<Held<IpAddr>>,
-    _permit: OwnedSemaphorePermit,
+    _slot: Held<()>,
 }
 
 impl Admission {
@@ -86,8 +87,8 @@ pub struct Registry {
     _lock: RuntimeLock,
     /// Stopped sessions whose folders are kept, oldest first, with their owners' networks.
     retained: Mutex<VecDeque<(SessionId, IpAddr)>>,
-    max_retained: usize,
-    max_retained_per_address: usize,
+    max_retained: AtomicUsize,
+    max_retained_per_address: AtomicUsize,
     folders: Mutex<HashMap<SessionId, Folder>>,
     /// Live viewer tokens → their sessions.
     viewers: Arc<Mutex<HashMap<ViewerToken, SessionId>>>,
@@ -95,9 +96,8 @@ pub struct Registry {
     clients: Quota<ClientId>,
     /// Running sessions per network address (see [`quota::network_of`]).
     networks: Quota<IpAddr>,
-    slots: Arc<Semaphore>,
-    /// The semaphore's size (its permits taken are the running sessions).
-    max_sessions: usize,
+    /// Running sessions (and channel runs), at most the session limit.
+    slots: Quota<()>,
     cleanup: TaskTracker,
     shutdown: CancellationToken,
     /// This server's name in a cluster (empty on a single server): ids start with it.
@@ -141,11 +141,10 @@ impl Registry {
             viewers: Arc::default(),
             clients: Quota::new(limits.max_sessions_per_client),
             networks: Quota::new(limits.max_sessions_per_address),
-            slots: Arc::new(Semaphore::new(limits.effective_max_sessions())),
-            max_sessions: limits.effective_max_sessions(),
+            slots: Quota::new(limits.effective_max_sessions()),
             retained: Mutex::new(VecDeque::new()),
-            max_retained: limits.max_retained,
-            max_retained_per_address: limits.max_retained_per_address,
+            max_retained: AtomicUsize::new(limits.max_retained),
+            max_retained_per_address: AtomicUsize::new(limits.max_retained_per_address),
             cleanup: TaskTracker::new(),
             shutdown,
             node: String::new(),
@@ -161,26 +160,37 @@ impl Registry {
     /// Whether a new session would find a place now (the session limit only; the CPU
     /// check is [`crate::session::capacity::Capacity::has_room`]).
     pub fn has_room(&self) -> bool {
-        self.slots.available_permits() > 0
+        self.slots.held(&()) < self.slots.limit()
+    }
+
+    /// Applies reloaded limits to new sessions (running ones keep their places).
+    pub fn set_limits(&self, limits: &LimitsConfig) {
+        self.slots.set_limit(limits.effective_max_sessions());
+        self.clients.set_limit(limits.max_sessions_per_client);
+        self.networks.set_limit(limits.max_sessions_per_address);
+        self.max_retained
+            .store(limits.max_retained, Ordering::Relaxed);
+        self.max_retained_per_address
+            .store(limits.max_retained_per_address, Ordering::Relaxed);
     }
 
     /// A place for a new session of `client`, connected from `address`, and its folder, or
     /// why not.
     pub fn admit(&self, client: &ClientId, address: IpAddr) -> Result<Admission, Refusal> {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let Some(permit) = self.slots.take(&()) else {
             return Err(Refusal::Full);
         };
         let client = self.clients.take(client).ok_or(Refusal::Client)?;
         let network_key = quota::network_of(address);
         let network = self.networks.take(&network_key).ok_or(Refusal::Network)?;
         // Running sessions (this one included) each leave a recording.
-        let running = self.max_sessions - self.slots.available_permits();
+        let running = self.slots.held(&());
         let kept = self
             .retained
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .len();
-        if kept + running > self.max_retained {
+        if kept + running > self.max_retained.load(Ordering::Relaxed) {
             return Err(Refusal::Recordings);
         }
         self.open(permit, Some(client), Some(network), network_key)
@@ -190,7 +200,7 @@ impl Registry {
     /// limit like a browser session, but against no client's or address's quota, and it
     /// keeps no recording.
     pub fn admit_channel(&self) -> Result<Admission, Refusal> {
-        let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+        let Some(permit) = self.slots.take(&()) else {
             return Err(Refusal::Full);
         };
         self.open(permit, None, None, IpAddr::from([127, 0, 0, 1]))
@@ -199,7 +209,7 @@ impl Registry {
     /// Makes the folder, stream and viewer token of an admitted session.
     fn open(
         &self,
-        permit: OwnedSemaphorePermit,
+        permit: Held<()>,
         client: Option<Held<ClientId>>,
         network: Option<Held<IpAddr>>,
         network_key: IpAddr,
@@ -229,7 +239,7 @@ impl Registry {
             network: network_key,
             _client: client,
             _network: network,
-            _permit: permit,
+            _slot: permit,
         })
     }
 
@@ -252,7 +262,8 @@ impl Registry {
                 let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
                 retained.push_back((id.clone(), owner));
                 let own = retained.iter().filter(|(_, o)| *o == owner).count();
-                let excess = own.saturating_sub(self.max_retained_per_address);
+                let excess =
+                    own.saturating_sub(self.max_retained_per_address.load(Ordering::Relaxed));
                 let oldest: Vec<SessionId> = retained
                     .iter()
                     .filter(|(_, o)| *o == owner)

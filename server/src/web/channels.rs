@@ -33,7 +33,7 @@ fn gone() -> Response {
         .into_response()
 }
 
-fn channel<'a>(state: &'a AppState, name: &str) -> Option<&'a Arc<Channel>> {
+fn channel(state: &AppState, name: &str) -> Option<Arc<Channel>> {
     state.shared.channels.get(name)
 }
 
@@ -119,7 +119,7 @@ pub async fn stream(
     };
     saw(
         &state,
-        channel,
+        &channel,
         &headers,
         peer.map(|Extension(ConnectInfo(p))| p),
     );

@@ -248,7 +248,14 @@ pub async fn check_host(State(state): State<AppState>, req: Request, next: Next)
     // HTTP/2 carries the host in the request's authority instead of a Host header.
     let host =
         single(req.headers(), header::HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
-    let ok = host.is_some_and(|h| state.shared.hosts.allows(h));
+    let ok = host.is_some_and(|h| {
+        state
+            .shared
+            .hosts
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(h)
+    });
     if ok {
         next.run(req).await
     } else {

@@ -69,18 +69,21 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// The TLS settings new connections are served with: replaced whole when the certificate
+/// files change (`crate::reload`); a connection keeps the settings it was accepted with.
+pub type TlsSettings = Arc<std::sync::RwLock<Arc<tokio_rustls::rustls::ServerConfig>>>;
+
 /// Serves `router` on `listener` until `shutdown`, then lets open requests finish (at most
 /// [`DRAIN`]). `tls` makes it HTTPS.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    tls: Option<TlsSettings>,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -117,7 +120,10 @@ pub async fn serve(
             }
         };
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
+        let acceptor = tls.as_ref().map(|settings| {
+            let current = settings.read().unwrap_or_else(|p| p.into_inner()).clone();
+            tokio_rustls::TlsAcceptor::from(current)
+        });
         let silent = limits.silent_timeout;
         let header_timeout = limits.header_timeout;
         tokio::spawn(async move {

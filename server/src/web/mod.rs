@@ -44,8 +44,16 @@ pub struct Shared {
     pub capacity: Arc<crate::session::capacity::Capacity>,
     pub pipeline: PipelineEnv,
     pub csrf: csrf::CsrfKey,
-    /// The Host names requests may carry.
-    pub hosts: csrf::HostPolicy,
+    /// The address the server listens on.
+    pub addr: SocketAddr,
+    /// What new sessions start with: `pipeline` with the detector settings of the last
+    /// settings reload (running sessions keep theirs).
+    pub pipeline_live: std::sync::RwLock<PipelineEnv>,
+    /// The Host names requests may carry (replaced when the settings are reloaded).
+    pub hosts: std::sync::RwLock<csrf::HostPolicy>,
+    /// The `[limits]` new sockets and sessions get (replaced when the settings are
+    /// reloaded; `config.limits` keeps the values at start).
+    pub limits: std::sync::RwLock<crate::config::LimitsConfig>,
     /// "https" when this server terminates TLS, else "http" (the scheme pages are loaded
     /// with, unless a trusted proxy says otherwise).
     pub scheme: &'static str,
@@ -61,6 +69,24 @@ pub struct Shared {
     pub channels: crate::channel::Channels,
     /// Renders `/metrics` (`None` if another metrics recorder was installed first).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl Shared {
+    /// The pipeline settings a new session or channel run starts with now.
+    pub fn pipeline_env(&self) -> PipelineEnv {
+        self.pipeline_live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The limits in force now (the settings file may have changed them since start).
+    pub fn limits(&self) -> crate::config::LimitsConfig {
+        self.limits
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -114,18 +140,22 @@ impl AppState {
         let sockets_per_address =
             crate::session::quota::Quota::new(config.limits.max_sockets_per_address);
         let channels = crate::channel::Channels::new(&config.channels);
+        let pipeline = PipelineEnv {
+            spawner: config.pipeline.spawner(),
+            detector_kind: crate::video::detector::running_kind(&config.pipeline.detector),
+            config: config.pipeline.clone(),
+            detector,
+            min_free_disk_mb: config.limits.min_free_disk_mb,
+            capacity: capacity.clone(),
+            supervisors: TaskTracker::new(),
+        };
         let shared = Arc::new(Shared {
-            hosts,
+            addr,
+            pipeline_live: std::sync::RwLock::new(pipeline.clone()),
+            hosts: std::sync::RwLock::new(hosts),
+            limits: std::sync::RwLock::new(config.limits.clone()),
             scheme,
-            pipeline: PipelineEnv {
-                spawner: config.pipeline.spawner(),
-                detector_kind: crate::video::detector::running_kind(&config.pipeline.detector),
-                config: config.pipeline.clone(),
-                detector,
-                min_free_disk_mb: config.limits.min_free_disk_mb,
-                capacity: capacity.clone(),
-                supervisors: TaskTracker::new(),
-            },
+            pipeline,
             capacity,
             config,
             registry,

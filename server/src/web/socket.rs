@@ -114,7 +114,7 @@ pub async fn upgrade(
         )
             .into_response();
     }
-    let limits = &state.shared.config.limits;
+    let limits = state.shared.limits();
     // A page coming back for its parked session is never refused for want of room: it holds
     // a session place already (at most one such socket per parked session).
     let resume = resuming && state.shared.resumes.waits_for(&client);
@@ -244,7 +244,7 @@ impl Connection {
 
     async fn run(mut self) {
         let shared = self.state.shared.clone();
-        let limits = shared.config.limits.clone();
+        let limits = shared.limits();
         let idle = Duration::from_secs(limits.idle_timeout_secs);
         // A socket must start (or resume) a session soon (the page opens it with the camera
         // already open and sends Start at once); once it has, the session keeps its own
@@ -374,7 +374,7 @@ impl Connection {
     /// many chunks arrived); false when the grace period, the session or the server ended.
     async fn await_resume(&mut self) -> bool {
         let shared = self.state.shared.clone();
-        let grace = Duration::from_secs(shared.config.limits.resume_grace_secs);
+        let grace = Duration::from_secs(shared.limits().resume_grace_secs);
         let Some(token) = self.resume_token.clone().filter(|_| !grace.is_zero()) else {
             return false;
         };
@@ -443,7 +443,7 @@ impl Connection {
                 let Some(session) = &self.session else {
                     return Err(ErrorKind::Protocol);
                 };
-                let kind = self.state.shared.pipeline.detector_kind;
+                let kind = session.detector_kind();
                 match super::wire::from_page(kind, session.detector_settings(), settings) {
                     Ok(tuning) => {
                         // Debug: a page may send several a second while a slider moves.
@@ -549,15 +549,16 @@ impl Connection {
             height,
         };
         // Starting awaits the detector's model loading on its own thread (~0.1 s).
+        let limits = shared.limits();
         let rules = Rules {
-            idle: Duration::from_secs(shared.config.limits.idle_timeout_secs),
-            max_length: Duration::from_secs(shared.config.limits.max_session_secs),
+            idle: Duration::from_secs(limits.idle_timeout_secs),
+            max_length: Duration::from_secs(limits.max_session_secs),
         };
         let started = Session::start(
             admission,
             reservation,
             media,
-            &shared.pipeline,
+            &shared.pipeline_env(),
             self.privacy,
             rules,
         )
@@ -580,12 +581,9 @@ impl Connection {
         let started = ServerMsg::Started {
             session_id: id.to_string(),
             viewer_url: app::hls_path::viewer_page(session.viewer_token().as_str()),
-            detector: super::wire::to_page(
-                shared.pipeline.detector_kind,
-                session.detector_settings(),
-            ),
+            detector: super::wire::to_page(session.detector_kind(), session.detector_settings()),
             resume_token: resume_token.to_string(),
-            resume_grace_secs: self.state.shared.config.limits.resume_grace_secs,
+            resume_grace_secs: self.state.shared.limits().resume_grace_secs,
         };
         self.session = Some(session);
         self.send(started).await;
@@ -593,7 +591,7 @@ impl Connection {
     }
 
     async fn on_chunk(&mut self, data: Bytes) -> Result<(), ErrorKind> {
-        let limit = self.state.shared.config.limits.max_chunk_bytes;
+        let limit = self.state.shared.limits().max_chunk_bytes;
         let Some(session) = &self.session else {
             return Err(ErrorKind::Protocol); // media before start
         };

@@ -786,3 +786,25 @@ impl Drop for Nginx {
         terminate(&mut self.child);
     }
 }
+
+/// Sends a raw HTTP request and returns the response head (read up to its blank line).
+pub async fn raw(host: &str, request: &str) -> Result<String> {
+    let mut s = tokio::net::TcpStream::connect(host).await?;
+    tokio::io::AsyncWriteExt::write_all(&mut s, request.as_bytes()).await?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+            .await??;
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    Ok(text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string())
+}
