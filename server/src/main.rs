@@ -51,6 +51,12 @@ enum Command {
         /// Listen address, overriding [site] addr (e.g. 0.0.0.0:3000).
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
+        /// HTTPS certificate chain (PEM), overriding [site] tls-cert; needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Its private key (PEM), overriding [site] tls-key; needs --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Detect faces in a video file and write it as HLS (VOD playlist + segments).
     Process {
@@ -78,8 +84,14 @@ async fn main() -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("server=info,hls_face=info"));
     // Logs go to stderr: stdout carries only the `process --json` summary.
+    // Colour only for a person at a terminal: a file, pipe or journal gets plain text.
+    let ansi = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if cli.log_format == LogFormat::Json {
         logs.json().with_current_span(true).init();
@@ -87,10 +99,23 @@ async fn main() -> anyhow::Result<()> {
         logs.init();
     }
     let mut config = Config::load(cli.config.as_deref()).context("loading settings")?;
-    match cli.command.unwrap_or(Command::Serve { addr: None }) {
-        Command::Serve { addr } => {
+    let default = Command::Serve {
+        addr: None,
+        tls_cert: None,
+        tls_key: None,
+    };
+    match cli.command.unwrap_or(default) {
+        Command::Serve {
+            addr,
+            tls_cert,
+            tls_key,
+        } => {
             if let Some(addr) = addr {
                 config.site.addr = addr;
+            }
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                config.site.tls_cert = Some(cert);
+                config.site.tls_key = Some(key);
             }
             config.check_site().context("refusing to start")?;
             serve(config).await

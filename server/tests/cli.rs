@@ -256,3 +256,43 @@ fn process_reads_plain_media_files_only_whatever_their_name() -> Result<()> {
     std::fs::remove_dir_all(&elsewhere)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_flags_serve_https_and_logs_to_a_pipe_carry_no_colour_codes() -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let (cert, key) = certificate()?;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("LEPTOS_SITE_ROOT", stub_site()?)
+        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", tempdir("cli-tls")?)
+        .env("RUST_LOG", "server=info,hls_face=info")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let listening = loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("server exited: {seen:?}"))?;
+        let found = line.contains("listening on https://");
+        seen.push(line.clone());
+        if found {
+            break line;
+        }
+    };
+    ensure!(
+        seen.iter().all(|l| !l.contains('\u{1b}')),
+        "colour codes in a piped log: {seen:?}"
+    );
+    ensure!(listening.contains("https://127.0.0.1:"), "{listening}");
+    Ok(())
+}

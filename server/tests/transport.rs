@@ -50,11 +50,13 @@ async fn https_serves_the_page_and_upgrades_the_socket() -> Result<()> {
         .output()?;
     let head = String::from_utf8_lossy(&upgrade.stdout);
     ensure!(head.starts_with("HTTP/1.1 101"), "{head}");
-    // Plain HTTP to the HTTPS port gets no page.
-    let plain = http_get(&server.host(), "/", &[]).await;
+    // Plain HTTP to the HTTPS port gets no page, but a plain message saying to use https.
+    let plain = http_get(&server.host(), "/", &[]).await?;
+    ensure!(plain.status == 400, "plain HTTP: {}", plain.status);
+    let words = String::from_utf8_lossy(&plain.body);
     ensure!(
-        plain.is_err() || plain.is_ok_and(|r| r.status == 400),
-        "plain HTTP served"
+        words.contains("speaks HTTPS") && words.contains("https://"),
+        "{words}"
     );
     server.stop().await
 }

@@ -69,6 +69,31 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
+/// Whether the client's first byte is a TLS handshake record (0x16); a plain-HTTP request
+/// on the HTTPS port starts with a method name instead.
+async fn starts_like_tls(stream: &Quiet<tokio::net::TcpStream>, wait: Duration) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, stream.inner.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == 0x16,
+        // Nothing came, or the peer left: the handshake will fail the usual way.
+        _ => true,
+    }
+}
+
+/// Answers a plain-HTTP request on the HTTPS port with a plain message instead of bytes a
+/// browser shows as a broken page.
+async fn answer_plain_http<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str = "This port speaks HTTPS: open the same address with https://\n";
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
 /// The TLS settings new connections are served with: replaced whole when the certificate
 /// files change (`crate::reload`); a connection keeps the settings it was accepted with.
 pub type TlsSettings = Arc<std::sync::RwLock<Arc<tokio_rustls::rustls::ServerConfig>>>;
@@ -139,6 +164,10 @@ pub async fn serve(
                     }
                 }
                 Some(acceptor) => {
+                    if !starts_like_tls(&stream, header_timeout).await {
+                        answer_plain_http(stream).await;
+                        return;
+                    }
                     let tls =
                         match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => tls,
