@@ -43,7 +43,10 @@ pub struct Summary {
     pub frames_hidden: u64,
     /// Mean time of one detection, in milliseconds.
     pub detect_millis: f64,
+    /// How long the processing took (not the video's length: that is `media_seconds`).
     pub wall_seconds: f64,
+    /// How long the video is (its frames at its frame rate).
+    pub media_seconds: f64,
     pub playlist: String,
 }
 
@@ -138,6 +141,28 @@ pub fn parse_probe(json: &serde_json::Value) -> Option<VideoInfo> {
     })
 }
 
+/// Removes what an earlier `process` into `out` wrote (its playlist and `seg_NNNNN.ts`
+/// segments), so a reused folder never holds stale segments beside the new playlist;
+/// anything else in the folder is left alone.
+fn clear_previous_output(out: &std::path::Path) -> Result<(), ServerError> {
+    let entries =
+        std::fs::read_dir(out).map_err(|e| ServerError::io("cannot read output folder", out, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let segment = name
+            .strip_prefix("seg_")
+            .and_then(|n| n.strip_suffix(".ts"))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if segment || name == PLAYLIST {
+            let path = entry.path();
+            std::fs::remove_file(&path)
+                .map_err(|e| ServerError::io("cannot remove an earlier output", &path, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the job; `progress` is called about twice a second.
 pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerError> {
     if !job.input.is_file() {
@@ -154,6 +179,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
     std::fs::write(&probe_file, b"")
         .map_err(|e| ServerError::io("cannot write to output folder", &job.out, e))?;
     let _ = std::fs::remove_file(&probe_file);
+    clear_previous_output(&job.out)?;
 
     tracing::debug!(
         input = %job.input.display(),
@@ -201,6 +227,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         frames_hidden: 0,
         detect_millis: 0.0,
         wall_seconds: 0.0,
+        media_seconds: 0.0,
         playlist: job.out.join(PLAYLIST).to_string_lossy().into_owned(),
     };
     let mut last_report = Instant::now();
@@ -239,6 +266,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         )));
     }
     summary.wall_seconds = started.elapsed().as_secs_f64();
+    summary.media_seconds = summary.frames as f64 / f64::from(info.fps.max(1));
     summary.detect_millis = detect_total / detections.max(1) as f64;
     progress(
         summary.frames,

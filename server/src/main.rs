@@ -163,8 +163,10 @@ async fn main() -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string(&summary)?);
                     } else {
                         println!(
-                            "{} frames, {} with faces, {} faces found, {:.1} s -> {}",
+                            "{} frames ({:.1} s of video), {} with faces, {} faces found, \
+                             processed in {:.1} s -> {}",
                             summary.frames,
+                            summary.media_seconds,
                             summary.frames_with_faces,
                             summary.faces,
                             summary.wall_seconds,

@@ -44,9 +44,21 @@ fn decode_all(dir: &std::path::Path, playlist: &str) -> Result<Vec<Vec<u8>>> {
 #[test]
 fn process_writes_a_vod_playlist_with_boxed_faces() -> Result<()> {
     let out = tempdir("cli")?;
+    // A folder an earlier, longer run wrote into: its segments go, other files stay.
+    std::fs::write(out.join("seg_00099.ts"), b"stale")?;
+    std::fs::write(out.join("notes.txt"), b"mine")?;
     let run = process_face_clip(&out, &["--json"])?;
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
     ensure!(summary["frames"] == 180, "{summary}");
+    ensure!(summary["mediaSeconds"] == 6.0, "{summary}");
+    ensure!(
+        !out.join("seg_00099.ts").exists(),
+        "a stale segment was left"
+    );
+    ensure!(
+        out.join("notes.txt").exists(),
+        "a file process did not write was removed"
+    );
     ensure!(
         summary["framesWithFaces"].as_u64().unwrap() > 170,
         "{summary}"
@@ -77,7 +89,9 @@ fn process_blur_hides_faces_without_boxes() -> Result<()> {
     let run = process_face_clip(&out, &["--blur"])?;
     let line = String::from_utf8(run.stdout)?;
     ensure!(
-        line.starts_with("180 frames,") && line.lines().count() == 1,
+        line.starts_with("180 frames (6.0 s of video), ")
+            && line.contains(", processed in ")
+            && line.lines().count() == 1,
         "{line}"
     );
     let playlist = std::fs::read_to_string(out.join("playlist.m3u8"))?;
