@@ -208,7 +208,11 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         &*cfg.spawner(),
         Source::File(job.input.clone()),
         &settings,
-        Sink::Vod(job.out.clone()),
+        // The source's sound is kept (as AAC), cut where the video ends.
+        Sink::Vod {
+            dir: job.out.clone(),
+            audio_from: Some(job.input.clone()),
+        },
         QUEUES,
         &pool,
     )?;

@@ -26,8 +26,12 @@ pub enum Sink {
         stream: watch::Sender<Arc<Stream>>,
         store: Option<SegmentStore>,
     },
-    /// A VOD HLS playlist with every segment, written by the encoder into a folder.
-    Vod(PathBuf),
+    /// A VOD HLS playlist with every segment, written by the encoder into a folder, with
+    /// the first audio stream of `audio_from` (a file source's own sound) if it has one.
+    Vod {
+        dir: PathBuf,
+        audio_from: Option<PathBuf>,
+    },
 }
 
 /// Frames buffered between the stages.
@@ -71,7 +75,10 @@ impl Pipeline {
         let decoder = Decoder::start(spawner, source, shape, frame_tx, pool.clone())?;
         let output = match &sink {
             Sink::Live { .. } => EncoderOutput::Fragments,
-            Sink::Vod(dir) => EncoderOutput::Vod(dir.clone()),
+            Sink::Vod { dir, audio_from } => EncoderOutput::Vod {
+                dir: dir.clone(),
+                audio_from: audio_from.clone(),
+            },
         };
         let (encoder, fragments) =
             Encoder::start(spawner, encoding, &output, encoder_rx, pool.clone())?;
@@ -81,7 +88,7 @@ impl Pipeline {
                 stream,
                 store,
             } => Some(Publisher::start(fragments, packager, stream, store)),
-            Sink::Vod(_) => None,
+            Sink::Vod { .. } => None,
         };
         Ok(Pipeline {
             decoder,

@@ -310,3 +310,67 @@ async fn tls_flags_serve_https_and_logs_to_a_pipe_carry_no_colour_codes() -> Res
     ensure!(listening.contains("https://127.0.0.1:"), "{listening}");
     Ok(())
 }
+
+#[test]
+fn process_keeps_the_sound() -> Result<()> {
+    let dir = tempdir("cli-audio")?;
+    // The face clip with a tone beside it, as a camera or phone file has sound.
+    let input = dir.join("with-sound.mkv");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(media("real-face-h264.mkv"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=10"])
+        .args([
+            "-map",
+            "0:v",
+            "-map",
+            "1:a",
+            "-c:v",
+            "copy",
+            "-c:a",
+            "libopus",
+            "-shortest",
+        ])
+        .arg(&input)
+        .output()?;
+    ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = dir.join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .arg("process")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .env("NO_COLOR", "1")
+        .current_dir(repo_root())
+        .output()?;
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    ensure!(summary["frames"] == 240, "{summary}");
+    let streams = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type,codec_name",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(out.join("playlist.m3u8"))
+        .output()?;
+    let streams = String::from_utf8_lossy(&streams.stdout).to_string();
+    ensure!(
+        streams.contains("aac,audio") && streams.contains("h264,video"),
+        "{streams}"
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}

@@ -20,7 +20,12 @@ pub enum EncoderOutput {
     /// Fragmented MP4 on stdout, a fragment per frame (live LL-HLS).
     Fragments,
     /// A VOD HLS playlist with every segment, in a folder (`process`).
-    Vod(PathBuf),
+    Vod {
+        dir: PathBuf,
+        /// A file whose first audio stream goes into the output beside the video (as AAC),
+        /// if it has one.
+        audio_from: Option<PathBuf>,
+    },
 }
 
 /// How the H.264 output is cut.
@@ -84,27 +89,62 @@ pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> 
         &s.fps.to_string(),
         "-i",
         "pipe:0",
-        "-an",
-        "-c:v",
-        "libx264",
-        "-preset",
-        &s.preset,
-        "-tune",
-        "zerolatency",
-        "-threads",
-        ENCODER_THREADS,
-        "-pix_fmt",
-        "yuv420p",
-        "-g",
-        &gop,
-        "-keyint_min",
-        &gop,
-        "-sc_threshold",
-        "0",
     ]
     .iter()
     .map(|a| a.to_string())
     .collect();
+    match output {
+        EncoderOutput::Vod {
+            audio_from: Some(file),
+            ..
+        } => {
+            // The source's sound, read by a second input under the same guard as the
+            // decoder's, cut where the video ends.
+            args.extend(
+                crate::video::decoder::FILE_INPUT_GUARD
+                    .iter()
+                    .map(|a| a.to_string()),
+            );
+            args.push("-i".into());
+            args.push(file.to_string_lossy().into_owned());
+            args.extend(
+                [
+                    "-map",
+                    "0:v:0",
+                    "-map",
+                    "1:a:0?",
+                    "-c:a",
+                    "aac",
+                    "-b:a",
+                    "128k",
+                    "-shortest",
+                ]
+                .map(String::from),
+            );
+        }
+        _ => args.push("-an".into()),
+    }
+    args.extend(
+        [
+            "-c:v",
+            "libx264",
+            "-preset",
+            &s.preset,
+            "-tune",
+            "zerolatency",
+            "-threads",
+            ENCODER_THREADS,
+            "-pix_fmt",
+            "yuv420p",
+            "-g",
+            &gop,
+            "-keyint_min",
+            &gop,
+            "-sc_threshold",
+            "0",
+        ]
+        .map(String::from),
+    );
     if matches!(output, EncoderOutput::Fragments) && s.first_segment_frames > 0 {
         // One extra keyframe that ends the short first segment; x264 counts the GOP from it.
         args.push("-force_key_frames".into());
@@ -123,7 +163,7 @@ pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> 
             ]
             .map(String::from),
         ),
-        EncoderOutput::Vod(dir) => args.extend([
+        EncoderOutput::Vod { dir, .. } => args.extend([
             "-f".into(),
             "hls".into(),
             "-hls_time".into(),
@@ -254,7 +294,14 @@ mod tests {
         s.first_segment_frames = 6;
         let live = encoder_args(&s, &EncoderOutput::Fragments).join(" ");
         assert!(live.contains("-force_key_frames expr:eq(n,6)"), "{live}");
-        let vod = encoder_args(&s, &EncoderOutput::Vod("out".into())).join(" ");
+        let vod = encoder_args(
+            &s,
+            &EncoderOutput::Vod {
+                dir: "out".into(),
+                audio_from: None,
+            },
+        )
+        .join(" ");
         assert!(!vod.contains("force_key_frames"));
         let config = HlsConfig::default();
         assert_eq!(
@@ -283,7 +330,14 @@ mod tests {
 
     #[test]
     fn vod_output_keeps_every_segment() {
-        let args = encoder_args(&settings(), &EncoderOutput::Vod("out".into())).join(" ");
+        let args = encoder_args(
+            &settings(),
+            &EncoderOutput::Vod {
+                dir: "out".into(),
+                audio_from: None,
+            },
+        )
+        .join(" ");
         assert!(!args.contains("delete_segments"));
         assert!(args.contains("-hls_time 1 -hls_list_size 0 -hls_playlist_type vod"));
         assert!(args.ends_with("-hls_segment_filename out/seg_%05d.ts out/playlist.m3u8"));
