@@ -95,7 +95,10 @@ pub fn channel_thumbnail(name: &str) -> String {
 /// "Source down since 12:03 — camera unreachable".
 pub fn describe(info: &ChannelInfo, since: &str) -> String {
     match info.state {
-        ChannelState::Live => "Live".into(),
+        ChannelState::Live => match &info.why {
+            Some(why) => format!("Live, but {why}"),
+            None => "Live".into(),
+        },
         ChannelState::Connecting => "Connecting to the source…".into(),
         ChannelState::Waiting => match &info.why {
             Some(why) => format!("Waiting for the publisher (last attempt: {why})"),
@@ -344,6 +347,16 @@ mod tests {
             "Source down since 12:03 — camera unreachable; retrying"
         );
         assert_eq!(describe(&info(ChannelState::Live, None), "x"), "Live");
+        assert_eq!(
+            describe(
+                &info(
+                    ChannelState::Live,
+                    Some("no video from the source right now")
+                ),
+                "x"
+            ),
+            "Live, but no video from the source right now"
+        );
         assert!(
             describe(&info(ChannelState::Waiting, Some("key refused")), "x")
                 .contains("key refused")

@@ -475,3 +475,33 @@ async fn an_h265_source_plays_like_an_h264_one() -> Result<()> {
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_codec_switch_inside_one_connection_is_shown_as_no_video() -> Result<()> {
+    let dir = tempdir("channel-switch")?;
+    let parts = [
+        test_clip(&dir, "h264.ts", "640x480", 4)?,
+        encoded_clip(&dir, "hevc.ts", "640x480", 12, "libx265")?,
+    ];
+    let mut joined = Vec::new();
+    for part in &parts {
+        joined.extend(std::fs::read(part)?);
+    }
+    let clip = dir.join("switch.ts");
+    std::fs::write(&clip, joined)?;
+    let port = free_port()?;
+    let server = srt_server("switch", port).await?;
+    let host = server.host();
+    let mut publisher = push(port, "right-key-1234", &clip, 16)?;
+    wait_state(&host, "switch", "live", is("live")).await?;
+    // The ingest keeps the first codec: frames stop, and the page says so instead of "Live".
+    let quiet = wait_state(&host, "switch", "live without video", |s| {
+        s["why_label"] == "no-video"
+    })
+    .await?;
+    ensure!(quiet["state"] == "live", "{quiet}");
+    publisher.start_kill()?;
+    publisher.wait().await?;
+    std::fs::remove_dir_all(&dir)?;
+    server.stop().await
+}

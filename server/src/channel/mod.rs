@@ -17,6 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::task::TaskTracker;
 
+/// A live channel with no frame for this long says so (its run ends after the idle limit).
+const QUIET_AFTER: Duration = Duration::from_secs(2);
+/// What a live channel without frames says.
+const QUIET: &str = "no video from the source right now";
+
 /// A viewer counts while it fetched anything of the channel within this long.
 const VIEWER_WINDOW: Duration = Duration::from_secs(10);
 
@@ -161,6 +166,8 @@ struct Status {
     run: Option<SessionId>,
     thumbnail: Option<Latest>,
     fps: f32,
+    /// Since when a live run has had no frame (a source that went quiet mid-stream).
+    quiet_since: Option<SystemTime>,
 }
 
 fn unix_ms(t: SystemTime) -> u64 {
@@ -181,6 +188,7 @@ impl Channel {
                 run: None,
                 thumbnail: None,
                 fps: 0.0,
+                quiet_since: None,
             }),
             viewers: Mutex::default(),
         }
@@ -222,6 +230,7 @@ impl Channel {
         if state != ChannelState::Live {
             status.fps = 0.0;
         }
+        status.quiet_since = None;
     }
 
     fn set_run(&self, run: Option<SessionId>, thumbnail: Option<Latest>) {
@@ -233,7 +242,13 @@ impl Channel {
     }
 
     fn set_fps(&self, fps: f32) {
-        self.status().fps = fps;
+        let mut status = self.status();
+        status.fps = fps;
+        if fps > 0.0 {
+            status.quiet_since = None;
+        } else if status.quiet_since.is_none() {
+            status.quiet_since = Some(SystemTime::now());
+        }
     }
 
     fn note_refusal(&self) {
@@ -281,8 +296,14 @@ impl Channel {
             status.state != ChannelState::Live
                 && t.elapsed().unwrap_or_default() < Duration::from_secs(60)
         });
+        // Live, but no frame for 2 s: the page must not just say "Live".
+        let quiet = status.state == ChannelState::Live
+            && status
+                .quiet_since
+                .is_some_and(|t| t.elapsed().unwrap_or_default() >= QUIET_AFTER);
         let why = match (status.fault, refused) {
             (Some(fault), _) => Some(fault.sentence().to_string()),
+            _ if quiet => Some(QUIET.to_string()),
             (None, Some(_)) => Some(Fault::KeyRefused.sentence().to_string()),
             (None, None) => None,
         };
@@ -292,10 +313,11 @@ impl Channel {
             state: status.state,
             since_ms: unix_ms(status.since),
             why,
-            why_label: status
-                .fault
-                .or(refused.map(|_| Fault::KeyRefused))
-                .map(|f| f.label().to_string()),
+            why_label: match status.fault {
+                Some(f) => Some(f.label().to_string()),
+                None if quiet => Some("no-video".to_string()),
+                None => refused.map(|_| Fault::KeyRefused.label().to_string()),
+            },
             refused_ms: refused.map(unix_ms),
             privacy: self.config.privacy,
             fps: status.fps,
