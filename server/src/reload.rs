@@ -222,12 +222,17 @@ impl Reloader {
 
     /// Reads the settings file again and applies what changed and can apply live.
     fn reload_settings(&mut self) {
+        // One read of the file: the table compared and the settings applied are the same text.
         let loaded = std::fs::read_to_string(&self.file)
             .map_err(|e| e.to_string())
             .and_then(|text| {
                 let table =
                     Config::merged_table(&text, std::env::vars()).map_err(|e| e.to_string())?;
-                let config = Config::load(Some(&self.file)).map_err(|e| e.to_string())?;
+                let mut config =
+                    Config::from_parts(&text, std::env::vars()).map_err(|e| e.to_string())?;
+                if let Some(base) = self.file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    config.resolve_relative_to(base);
+                }
                 Ok((table, config))
             });
         let (table, config) = match loaded {
@@ -302,7 +307,7 @@ impl Reloader {
                 .pipeline_live
                 .write()
                 .unwrap_or_else(|p| p.into_inner());
-            if format!("{:?}", env.config.detector) != format!("{detector:?}") {
+            if env.config.detector != *detector {
                 env.detector = crate::video::detector::factory_for(detector);
                 env.detector_kind = crate::video::detector::running_kind(detector);
                 env.config.detector = detector.clone();

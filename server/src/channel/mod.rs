@@ -92,6 +92,7 @@ impl Channels {
     ) -> Vec<String> {
         let mut changes = Vec::new();
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let mut restarted = Vec::new();
         list.retain(|running| {
             let name = &running.channel.config.name;
             let keep = configs.iter().any(|c| *c == running.channel.config);
@@ -99,6 +100,7 @@ impl Channels {
                 running.stop.cancel();
                 if configs.iter().any(|c| &c.name == name) {
                     changes.push(format!("channel {name} changed: restarting it"));
+                    restarted.push(name.clone());
                 } else {
                     changes.push(format!("channel {name} removed: stopping it"));
                 }
@@ -115,10 +117,7 @@ impl Channels {
                         channel: Arc::new(Channel::new(config.clone(), source)),
                         stop: tokio_util::sync::CancellationToken::new(),
                     };
-                    if !changes
-                        .iter()
-                        .any(|c| c.starts_with(&format!("channel {} changed", config.name)))
-                    {
+                    if !restarted.contains(&config.name) {
                         changes.push(format!("channel {} added: starting it", config.name));
                     }
                     self.spawn(&running, shared);
@@ -261,6 +260,11 @@ impl Channel {
             ::metrics::counter!(crate::metrics::CHANNEL_FAULTS, "channel" => self.config.name.clone(), "why" => Fault::KeyRefused.label()).increment(1);
         }
         status.refused_at = Some(SystemTime::now());
+    }
+
+    /// The state it is in.
+    pub fn state(&self) -> ChannelState {
+        self.status().state
     }
 
     /// The running pipeline's session id, while there is one.

@@ -94,7 +94,7 @@ pub(super) async fn run(channel: Arc<Channel>, env: Env) {
     let srt = matches!(channel.source, ChannelSource::Srt { .. });
     loop {
         // A source that is down stays "down since" its first failure while it is retried.
-        if channel.info().state != ChannelState::Down {
+        if channel.state() != ChannelState::Down {
             let waiting = if srt {
                 ChannelState::Waiting
             } else {

@@ -46,7 +46,7 @@ pub struct HlsConfig {
 }
 
 /// `[detector]`: which detector, how often and how finely it looks, and how its boxes hold.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct DetectorConfig {
     /// Face detector.
