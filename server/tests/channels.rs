@@ -359,6 +359,22 @@ async fn status_of(host: &str) -> Result<String> {
         .to_string())
 }
 
+/// `parts` (MPEG-TS files) one after another in `dir/name`: one stream whose resolution,
+/// codec or timestamps change at each join, as a publisher's may.
+fn joined(
+    dir: &std::path::Path,
+    name: &str,
+    parts: &[std::path::PathBuf],
+) -> Result<std::path::PathBuf> {
+    let mut bytes = Vec::new();
+    for part in parts {
+        bytes.extend(std::fs::read(part)?);
+    }
+    let clip = dir.join(name);
+    std::fs::write(&clip, bytes)?;
+    Ok(clip)
+}
+
 /// A TS clip of `seconds` of ffmpeg's test picture at `size`, H.264 (its own timestamps
 /// from zero: concatenated, the clips' timestamps jump back at each join).
 fn test_clip(
@@ -418,12 +434,7 @@ async fn a_publisher_that_changes_resolution_sends_4k_and_jumps_in_time_stays_li
         test_clip(&dir, "4k.ts", "3840x2160", 2)?,
         test_clip(&dir, "b.ts", "1280x720", 3)?,
     ];
-    let mut joined = Vec::new();
-    for part in &parts {
-        joined.extend(std::fs::read(part)?);
-    }
-    let clip = dir.join("changes.ts");
-    std::fs::write(&clip, joined)?;
+    let clip = joined(&dir, "changes.ts", &parts)?;
     let port = free_port()?;
     let server = srt_server("changes", port).await?;
     let host = server.host();
@@ -483,12 +494,7 @@ async fn a_codec_switch_inside_one_connection_is_shown_as_no_video() -> Result<(
         test_clip(&dir, "h264.ts", "640x480", 4)?,
         encoded_clip(&dir, "hevc.ts", "640x480", 12, "libx265")?,
     ];
-    let mut joined = Vec::new();
-    for part in &parts {
-        joined.extend(std::fs::read(part)?);
-    }
-    let clip = dir.join("switch.ts");
-    std::fs::write(&clip, joined)?;
+    let clip = joined(&dir, "switch.ts", &parts)?;
     let port = free_port()?;
     let server = srt_server("switch", port).await?;
     let host = server.host();
