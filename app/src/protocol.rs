@@ -352,6 +352,36 @@ pub struct Stats {
     pub detect_ms: f32,
     /// HLS segments written so far.
     pub segments: u64,
+    /// Faces the latest detection found but did not box: smaller than the minimum face
+    /// size the user set (privacy mode hides them anyway).
+    #[serde(default)]
+    pub faces_small: u32,
+    /// Recorder chunks the server has received so far: the page's acknowledgement (what
+    /// it sent beyond this is still on its way).
+    #[serde(default)]
+    pub chunks: u64,
+}
+
+/// `GET /recordings.json`: the recordings the server keeps for this browser (its cookie),
+/// so a reloaded page, or one opened after a restart, still offers them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptRecordings {
+    /// Ready to download, newest last.
+    pub recordings: Vec<KeptRecording>,
+    /// This browser's sessions still running (another tab, or a page left a moment ago)
+    /// or whose recording is still being made: asking again soon finds more.
+    pub finishing: u32,
+}
+
+/// One kept recording.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptRecording {
+    /// Its download URL.
+    pub url: String,
+    /// Seconds it stays downloadable.
+    pub available_secs: u64,
 }
 
 /// The kinds of error a client can be told about.
@@ -434,7 +464,7 @@ impl ErrorKind {
             }
             ErrorKind::Pipeline => "The server could not process the video stream.",
             ErrorKind::Idle => "The session was closed because no video arrived for a while.",
-            ErrorKind::ShuttingDown => "The server is shutting down; the recording was ended.",
+            ErrorKind::ShuttingDown => "The server is shutting down, so this session ended. Reload this page once the server is back: its recording is offered there if the server could finish it.",
             ErrorKind::InvalidSettings => "Those detector settings are outside their limits.",
             ErrorKind::Recording => "The recording could not be prepared for download.",
             ErrorKind::TooLong => {

@@ -92,31 +92,50 @@ async fn encoder_killed_mid_stream_is_reported_and_reaped() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_socket_reaps_children_and_removes_the_folder() -> Result<()> {
+async fn a_closed_tab_reaps_children_and_keeps_its_recording_for_its_browser() -> Result<()> {
     let _serial = SERIAL.lock().await;
     let server = TestServer::start("drop", |_| {}).await?;
-    let (c, session_id) = live_session(&server).await?;
+    let (cookie, token) = server.browser_session().await?;
+    let mut c = socket_as(&server.host(), &cookie, &token).await?;
+    let session_id = c.start_session().await?;
+    stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
+    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
     let dir = server.runtime.join(&session_id);
     ensure!(dir.is_dir() && ffmpeg_children().len() == 2);
     drop(c); // the tab closes: no stop, no close frame
-             // The bound: reaped and removed within 10 s (the session first waits its
-             // 6 s resume grace, as for a network blip, then goes at once).
-    let gone = eventually(Duration::from_secs(10), || {
-        ffmpeg_children().is_empty() && !dir.exists()
-    })
-    .await;
+             // Reaped within 10 s (the session first waits its 6 s resume grace, as for a network
+             // blip); what it recorded is kept for the same browser, which a reload asks for.
+    let listed = || async {
+        let r = http_get(&server.host(), "/recordings.json", &[("Cookie", &cookie)]).await?;
+        Ok::<_, anyhow::Error>(serde_json::from_slice::<app::protocol::KeptRecordings>(
+            &r.body,
+        )?)
+    };
     ensure!(
-        gone,
-        "children {:?}, folder exists: {}",
-        ffmpeg_children(),
-        dir.exists()
+        listed().await?.finishing == 1,
+        "the parked session is still finishing"
     );
+    let reaped = eventually(Duration::from_secs(10), || ffmpeg_children().is_empty()).await;
+    ensure!(reaped, "children {:?}", ffmpeg_children());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let kept = loop {
+        let now = listed().await?;
+        if !now.recordings.is_empty() || Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure!(
+        kept.recordings.len() == 1 && kept.finishing == 0,
+        "the closed tab's recording is offered to its browser: {kept:?}"
+    );
+    ensure!(dir.join("recording.mp4").is_file());
     server.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_ends_sessions_and_exits_cleanly_and_restart_leaves_no_stale_folders() -> Result<()>
-{
+async fn sigterm_ends_sessions_and_the_restart_offers_their_recordings() -> Result<()> {
     signal_while_streaming("-TERM").await
 }
 
@@ -139,7 +158,8 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
         "the stale folder from the previous run must be removed at start"
     );
 
-    let mut c = socket(&addr).await?;
+    let (cookie, token) = browser_session(&addr).await?;
+    let mut c = socket_as(&addr, &cookie, &token).await?;
     c.start_session().await?;
     stream_file(&mut c, &media("face.webm"), 30_000, 20).await?;
     c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
@@ -174,11 +194,45 @@ async fn signal_while_streaming(signal: &str) -> Result<()> {
             "child {p} outlived the server"
         );
     }
-    let leftovers: Vec<_> = std::fs::read_dir(&runtime)?.collect();
+    // The session's recording was made and is kept across the restart, for the same
+    // browser: nothing else of the run is left.
+    let mut leftovers: Vec<String> = std::fs::read_dir(&runtime)?
+        .map(|e| Ok(e?.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_>>()?;
+    leftovers.sort();
     ensure!(
-        leftovers.is_empty(),
-        "runtime dir not emptied: {leftovers:?}"
+        leftovers.len() == 2 && leftovers[0] == ".csrf.key",
+        "the runtime dir keeps the page key and one kept session: {leftovers:?}"
     );
-    std::fs::remove_dir_all(&runtime)?;
+    let kept = runtime.join(&leftovers[1]);
+    ensure!(
+        kept.join("recording.mp4").is_file() && kept.join("kept.json").is_file(),
+        "the kept session has its recording and note: {:?}",
+        std::fs::read_dir(&kept)?.collect::<Vec<_>>()
+    );
+
+    let (again, _, addr) = spawn_server(&runtime).await?;
+    let listed = http_get(&addr, "/recordings.json", &[("Cookie", &cookie)]).await?;
+    ensure!(listed.status == 200, "status {}", listed.status);
+    let listed: app::protocol::KeptRecordings = serde_json::from_slice(&listed.body)?;
+    ensure!(
+        listed.recordings.len() == 1 && listed.recordings[0].available_secs > 500,
+        "the same browser is offered its recording after the restart: {listed:?}"
+    );
+    let download = http_get(&addr, &listed.recordings[0].url, &[]).await?;
+    ensure!(
+        download.status == 200 && download.body.len() > 10_000,
+        "the kept recording downloads ({} bytes, status {})",
+        download.body.len(),
+        download.status
+    );
+    let other = http_get(&addr, "/recordings.json", &[]).await?;
+    let other: app::protocol::KeptRecordings = serde_json::from_slice(&other.body)?;
+    ensure!(
+        other.recordings.is_empty(),
+        "another browser is offered nothing"
+    );
+    drop(again);
+    let _ = std::fs::remove_dir_all(&runtime);
     Ok(())
 }

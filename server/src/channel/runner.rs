@@ -238,7 +238,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(channel = %name, "cannot start the pipeline: {e}");
-            env.registry.retire(id, Duration::ZERO, loopback());
+            env.registry.retire(id, Duration::ZERO, loopback(), false);
             end_ingest(process.as_mut(), &tasks, &cancel).await;
             return RunEnd::Down {
                 fault: fault_of(&e),
@@ -314,7 +314,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     end_ingest(process.as_mut(), &tasks, &cancel).await;
     channel.set_run(None, None);
     drop(session);
-    env.registry.retire(id, Duration::ZERO, loopback());
+    env.registry.retire(id, Duration::ZERO, loopback(), false);
     if env.is_stopped() {
         return RunEnd::Stopped;
     }

@@ -12,6 +12,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// How long a remux under way may still run once the server is shutting down.
+const REMUX_AT_SHUTDOWN: Duration = Duration::from_millis(800);
+
 /// How a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -21,9 +24,13 @@ pub enum Ending {
     /// The page vanished, failed, was refused, or the pipeline failed: kept for
     /// `abandoned-retention-secs`.
     Abandoned,
-    /// The socket dropped and the page did not come back within the grace period: removed
-    /// at once, nobody is left to want it.
+    /// The socket dropped and the page did not come back within the grace period. Kept,
+    /// with its recording, like a stopped session when its stream had started (the same
+    /// browser is offered it after a reload); removed at once otherwise.
     Expired,
+    /// The server is shutting down: the recording is made if it can be in the time left,
+    /// and kept across the restart.
+    ShutDown,
 }
 
 impl Ending {
@@ -63,10 +70,20 @@ impl Ending {
     /// How long the session's folder stays after this ending.
     pub fn retention(self, limits: &LimitsConfig) -> Duration {
         Duration::from_secs(match self {
-            Ending::Stopped => limits.retention_secs,
+            Ending::Stopped | Ending::ShutDown => limits.retention_secs,
             Ending::Abandoned => limits.abandoned_retention_secs,
             Ending::Expired => 0,
         })
+    }
+
+    /// Whether a session that ended this way, with `started` (its stream had started),
+    /// leaves a recording, and how long its folder stays then.
+    fn keeps(self, started: bool, limits: &LimitsConfig) -> (bool, Duration) {
+        match self {
+            Ending::Stopped | Ending::ShutDown => (started, self.retention(limits)),
+            Ending::Expired if started => (true, Duration::from_secs(limits.retention_secs)),
+            _ => (false, self.retention(limits)),
+        }
     }
 }
 
@@ -93,17 +110,34 @@ impl Retirement<'_> {
     ) -> Option<ServerMsg> {
         let (id, dir, owner) = (session.id.clone(), session.dir.clone(), session.network());
         drop(session);
-        let retention = ending.retention(self.limits);
-        self.registry.retire(id.clone(), retention, owner);
+        let (offered, retention) = ending.keeps(playlist_ready, self.limits);
+        let offered = offered && self.pipeline.config.records();
+        self.registry.retire(id.clone(), retention, owner, offered);
         let until = Instant::now() + retention;
-        let offered = ending == Ending::Stopped && playlist_ready && self.pipeline.config.records();
         if !offered {
             return None;
         }
+        // A shutdown leaves the remux a moment to finish (it copies; seconds of video take
+        // milliseconds); what is not finished then is removed by the next start.
+        let cut_short = async {
+            self.shutdown.cancelled().await;
+            tokio::time::sleep(REMUX_AT_SHUTDOWN).await;
+        };
         let result = tokio::select! {
             r = recording::remux(&*self.pipeline.spawner, &dir) => r,
-            _ = self.shutdown.cancelled() => return None,
+            _ = cut_short => {
+                self.registry.recording_failed(&id);
+                return None;
+            }
         };
+        if self.shutdown.is_cancelled() {
+            // The page is told by the shutdown message; the next run offers the file.
+            if let Err(e) = &result {
+                tracing::warn!("recording not made at shutdown: {e}");
+                self.registry.recording_failed(&id);
+            }
+            return None;
+        }
         Some(match result {
             Ok(_) => ServerMsg::RecordingReady {
                 url: app::hls_path::recording_url(id.as_str()),
@@ -111,6 +145,7 @@ impl Retirement<'_> {
             },
             Err(e) => {
                 tracing::warn!("recording not offered: {e}");
+                self.registry.recording_failed(&id);
                 ServerMsg::error(ErrorKind::Recording)
             }
         })

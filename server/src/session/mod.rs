@@ -7,6 +7,7 @@ pub mod capacity;
 pub mod deadline;
 pub mod ending;
 pub mod ids;
+pub mod kept;
 pub mod life;
 pub mod live;
 pub mod quota;

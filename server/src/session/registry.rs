@@ -1,5 +1,6 @@
 //! Every session's id and folder, the session limit, and folder retention and cleanup.
 
+use super::kept::{Note, Owner};
 use super::quota::{self, lock, Held, Quota};
 use crate::config::LimitsConfig;
 use crate::error::ServerError;
@@ -22,6 +23,27 @@ pub struct Folder {
     pub dir: PathBuf,
     /// The newest snapshot; blocking playlist requests wait on its changes.
     pub stream: watch::Receiver<Arc<Stream>>,
+    /// The browser whose session it is (none for a camera channel's run).
+    pub owner: Option<Owner>,
+}
+
+/// A stopped session's kept folder.
+#[derive(Debug, Clone)]
+struct Kept {
+    id: SessionId,
+    note: Note,
+    /// A recording is (being) made for it: until its MP4 is there, it is "finishing".
+    offered: bool,
+}
+
+/// A browser's recordings, as its page is told after a reload.
+#[derive(Debug, Default, PartialEq)]
+pub struct Recordings {
+    /// Ready to download: the session and how long it stays.
+    pub ready: Vec<(SessionId, Duration)>,
+    /// Sessions still running (another tab, or a page that left moments ago) or whose MP4
+    /// is being made.
+    pub finishing: usize,
 }
 
 /// A place in the session limit plus the session's new folder. Dropping it frees the place
@@ -85,8 +107,8 @@ pub struct Registry {
     root: PathBuf,
     /// Held for the registry's life: one server per runtime folder.
     _lock: RuntimeLock,
-    /// Stopped sessions whose folders are kept, oldest first, with their owners' networks.
-    retained: Mutex<VecDeque<(SessionId, IpAddr)>>,
+    /// Stopped sessions whose folders are kept, oldest first.
+    retained: Mutex<VecDeque<Kept>>,
     max_retained: AtomicUsize,
     max_retained_per_address: AtomicUsize,
     folders: Mutex<HashMap<SessionId, Folder>>,
@@ -121,28 +143,56 @@ impl Registry {
         let lock_file = RuntimeLock::take(&root)?;
         let entries = std::fs::read_dir(&root)
             .map_err(|e| ServerError::io("cannot read runtime dir", &root, e))?;
+        let mut folders = HashMap::new();
+        let mut retained = VecDeque::new();
         for entry in entries.flatten() {
             let path = entry.path();
-            let ours = entry.file_type().is_ok_and(|t| t.is_dir())
-                && entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| SessionId::parse(n).is_some());
-            if ours {
-                std::fs::remove_dir_all(&path).map_err(|e| {
-                    ServerError::io("cannot remove a stale session folder", &path, e)
-                })?;
+            let id = entry
+                .file_name()
+                .to_str()
+                .and_then(SessionId::parse)
+                .filter(|_| entry.file_type().is_ok_and(|t| t.is_dir()));
+            let Some(id) = id else { continue };
+            // A recording a previous run promised to keep, and finished, stays its time.
+            let note = Note::read(&path).filter(|n| {
+                !n.remaining().is_zero() && path.join(crate::hls::recording::RECORDING).is_file()
+            });
+            if let Some(note) = note {
+                let (_, stream) = watch::channel(Arc::new(Stream {
+                    ended: true,
+                    ..Stream::new(Timing::default())
+                }));
+                let owner = note.owner.clone();
+                folders.insert(
+                    id.clone(),
+                    Folder {
+                        dir: path,
+                        stream,
+                        owner,
+                    },
+                );
+                retained.push_back(Kept {
+                    id,
+                    note,
+                    offered: true,
+                });
+                continue;
             }
+            std::fs::remove_dir_all(&path)
+                .map_err(|e| ServerError::io("cannot remove a stale session folder", &path, e))?;
+        }
+        if !retained.is_empty() {
+            tracing::info!("{} recordings kept from the previous run", retained.len());
         }
         Ok(Registry {
             root,
             _lock: lock_file,
-            folders: Mutex::new(HashMap::new()),
+            folders: Mutex::new(folders),
             viewers: Arc::default(),
             clients: Quota::new(limits.max_sessions_per_client),
             networks: Quota::new(limits.max_sessions_per_address),
             slots: Quota::new(limits.effective_max_sessions()),
-            retained: Mutex::new(VecDeque::new()),
+            retained: Mutex::new(retained),
             max_retained: AtomicUsize::new(limits.max_retained),
             max_retained_per_address: AtomicUsize::new(limits.max_retained_per_address),
             cleanup: TaskTracker::new(),
@@ -176,11 +226,11 @@ impl Registry {
 
     /// A place for a new session of `client`, connected from `address`, and its folder, or
     /// why not.
-    pub fn admit(&self, client: &ClientId, address: IpAddr) -> Result<Admission, Refusal> {
+    pub fn admit(&self, client_id: &ClientId, address: IpAddr) -> Result<Admission, Refusal> {
         let Some(permit) = self.slots.take(&()) else {
             return Err(Refusal::Full);
         };
-        let client = self.clients.take(client).ok_or(Refusal::Client)?;
+        let client = self.clients.take(client_id).ok_or(Refusal::Client)?;
         let network_key = quota::network_of(address);
         let network = self.networks.take(&network_key).ok_or(Refusal::Network)?;
         // Running sessions (this one included) each leave a recording.
@@ -193,7 +243,14 @@ impl Registry {
         if kept + running > self.max_retained.load(Ordering::Relaxed) {
             return Err(Refusal::Recordings);
         }
-        self.open(permit, Some(client), Some(network), network_key)
+        let owner = Owner::of(client_id);
+        self.open(
+            permit,
+            Some(client),
+            Some(network),
+            network_key,
+            Some(owner),
+        )
     }
 
     /// A place for one run of the operator's camera channel: it counts against the session
@@ -203,7 +260,7 @@ impl Registry {
         let Some(permit) = self.slots.take(&()) else {
             return Err(Refusal::Full);
         };
-        self.open(permit, None, None, IpAddr::from([127, 0, 0, 1]))
+        self.open(permit, None, None, IpAddr::from([127, 0, 0, 1]), None)
     }
 
     /// Makes the folder, stream and viewer token of an admitted session.
@@ -213,6 +270,7 @@ impl Registry {
         client: Option<Held<ClientId>>,
         network: Option<Held<IpAddr>>,
         network_key: IpAddr,
+        owner: Option<Owner>,
     ) -> Result<Admission, Refusal> {
         let id = SessionId::random_on(&self.node);
         let dir = self.root.join(id.as_str());
@@ -226,6 +284,7 @@ impl Registry {
             Folder {
                 dir: dir.clone(),
                 stream: receiver,
+                owner,
             },
         );
         let viewer = ViewerToken::random_on(&self.node);
@@ -253,24 +312,50 @@ impl Registry {
         lock(&self.folders).get(id).cloned()
     }
 
-    /// Forgets `id` and removes its folder after `retention` (at once on shutdown). One
-    /// network keeps at most `max-retained-per-address` folders: one more replaces that
-    /// network's own oldest, never another's (admission keeps the total bounded).
-    pub fn retire(self: &Arc<Self>, id: SessionId, retention: Duration, owner: IpAddr) {
+    /// Forgets `id` and removes its folder after `retention`. A kept folder gets a note
+    /// on disk (its owner and until when), so a restart keeps it for the rest of that time
+    /// once its recording is made; `offered`: a recording is being made for it. One network
+    /// keeps at most `max-retained-per-address` folders: one more replaces that network's
+    /// own oldest, never another's (admission keeps the total bounded).
+    pub fn retire(
+        self: &Arc<Self>,
+        id: SessionId,
+        retention: Duration,
+        network: IpAddr,
+        offered: bool,
+    ) {
         if !retention.is_zero() {
+            let folder = self.folder(&id);
+            let note = Note::new(
+                folder.as_ref().and_then(|f| f.owner.clone()),
+                network,
+                retention,
+            );
+            if let Some(folder) = &folder {
+                if let Err(e) = note.write(&folder.dir) {
+                    tracing::warn!(session = %id, "the kept folder's note was not written ({e}): a restart removes it");
+                }
+            }
             let evicted = {
                 let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
-                retained.push_back((id.clone(), owner));
-                let own = retained.iter().filter(|(_, o)| *o == owner).count();
+                retained.push_back(Kept {
+                    id: id.clone(),
+                    note,
+                    offered,
+                });
+                let own = retained
+                    .iter()
+                    .filter(|k| k.note.network == network)
+                    .count();
                 let excess =
                     own.saturating_sub(self.max_retained_per_address.load(Ordering::Relaxed));
                 let oldest: Vec<SessionId> = retained
                     .iter()
-                    .filter(|(_, o)| *o == owner)
+                    .filter(|k| k.note.network == network)
                     .take(excess)
-                    .map(|(old, _)| old.clone())
+                    .map(|k| k.id.clone())
                     .collect();
-                retained.retain(|(r, _)| !oldest.contains(r));
+                retained.retain(|k| !oldest.contains(&k.id));
                 oldest
             };
             for old in evicted {
@@ -281,18 +366,72 @@ impl Registry {
         self.clone().remove_later(id, retention);
     }
 
+    /// Schedules the removal of the folders a previous run kept (call once, after
+    /// [`Registry::new`]).
+    pub fn expire_adopted(self: &Arc<Self>) {
+        let adopted: Vec<(SessionId, Duration)> = self
+            .retained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|k| (k.id.clone(), k.note.remaining()))
+            .collect();
+        for (id, left) in adopted {
+            self.clone().remove_later(id, left);
+        }
+    }
+
+    /// The recording of `id` will not come (its remux failed or was cut short).
+    pub fn recording_failed(&self, id: &SessionId) {
+        let mut retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = retained.iter_mut().find(|k| &k.id == id) {
+            kept.offered = false;
+        }
+    }
+
+    /// The recordings of the browser with cookie id `client`: ready ones with the time
+    /// they stay, and how many of its sessions are still running or being finished.
+    pub fn recordings_of(&self, client: &ClientId) -> Recordings {
+        let owner = Some(Owner::of(client));
+        let folders = lock(&self.folders);
+        let retained = self.retained.lock().unwrap_or_else(|p| p.into_inner());
+        let mut list = Recordings::default();
+        for kept in retained.iter().filter(|k| k.note.owner == owner) {
+            let Some(folder) = folders.get(&kept.id) else {
+                continue;
+            };
+            if folder.dir.join(crate::hls::recording::RECORDING).is_file() {
+                list.ready.push((kept.id.clone(), kept.note.remaining()));
+            } else if kept.offered {
+                list.finishing += 1;
+            }
+        }
+        list.finishing += folders
+            .iter()
+            .filter(|(id, f)| f.owner == owner && !retained.iter().any(|k| &k.id == *id))
+            .count();
+        list
+    }
+
     fn remove_later(self: Arc<Self>, id: SessionId, after: Duration) {
         let this = self.clone();
         self.cleanup.spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(after) => {}
-                _ = this.shutdown.cancelled() => {}
-            }
+            let shutting_down = tokio::select! {
+                _ = tokio::time::sleep(after) => false,
+                _ = this.shutdown.cancelled() => true,
+            };
             let Some(Folder { dir, .. }) = lock(&this.folders).remove(&id) else {
                 return; // removed already (evicted, then its own timer)
             };
-            if let Ok(mut retained) = this.retained.lock() {
-                retained.retain(|(r, _)| *r != id);
+            let kept = {
+                let mut retained = this.retained.lock().unwrap_or_else(|p| p.into_inner());
+                let kept = retained.iter().any(|k| k.id == id && k.offered);
+                retained.retain(|k| k.id != id);
+                kept
+            };
+            if shutting_down && kept {
+                // The next run keeps it for the rest of its time, if its MP4 was made.
+                return;
             }
             // Thousands of segments: keep the unlinking off the async workers.
             let removed = tokio::task::spawn_blocking(move || {
@@ -424,7 +563,7 @@ mod tests {
             reg.admit(&client("z"), home()).is_ok(),
             "a freed place can be reused"
         );
-        reg.retire(id.clone(), Duration::from_secs(3600), home());
+        reg.retire(id.clone(), Duration::from_secs(3600), home(), false);
         let folder = reg.folder(&id).expect("kept during retention");
         assert_eq!(folder.dir, dir);
         assert!(
@@ -510,7 +649,12 @@ mod tests {
             let a = reg.admit(&client(name), from).unwrap();
             let id = a.id.clone();
             drop(a);
-            reg.retire(id.clone(), Duration::from_secs(3600), a_network(from));
+            reg.retire(
+                id.clone(),
+                Duration::from_secs(3600),
+                a_network(from),
+                false,
+            );
             id
         };
         let kept = admit_and_stop(victim, "v");

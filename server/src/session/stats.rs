@@ -11,6 +11,8 @@ pub struct Counters {
     pub frames_out: AtomicU64,
     pub frames_dropped: AtomicU64,
     pub faces: AtomicU32,
+    /// Faces the latest detection found below the minimum face size (not boxed).
+    pub faces_small: AtomicU32,
     pub detect_micros: AtomicU64,
     pub segments: AtomicU64,
     pub detector_skipped: AtomicU64,
@@ -58,6 +60,8 @@ impl StatsSampler {
             faces: c.faces.load(Ordering::Relaxed),
             detect_ms: c.detect_micros.load(Ordering::Relaxed) as f32 / 1000.0,
             segments: c.segments.load(Ordering::Relaxed),
+            faces_small: c.faces_small.load(Ordering::Relaxed),
+            chunks: 0,
         };
         self.samples.push_back((now, frames_in, frames_out));
         stats

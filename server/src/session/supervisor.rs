@@ -75,6 +75,8 @@ impl Stage {
     fn send(&mut self, out: Output) -> Result<(), EncoderGone> {
         let c = &self.counters;
         c.faces.store(out.faces as u32, Ordering::Relaxed);
+        c.faces_small
+            .store(out.faces_small as u32, Ordering::Relaxed);
         c.detect_micros.store(
             (self.path.detect_millis() * 1000.0) as u64,
             Ordering::Relaxed,

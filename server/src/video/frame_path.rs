@@ -102,6 +102,9 @@ pub struct Output {
     pub faces: usize,
     /// Privacy mode pixelated the whole frame: no detection of its shot covered it.
     pub hidden_whole: bool,
+    /// Faces the newest detection found that are smaller than the minimum face size, so
+    /// not boxed (0 in privacy mode, which hides them).
+    pub faces_small: usize,
 }
 
 struct Held {
@@ -129,6 +132,8 @@ pub struct FramePath {
     tuning: watch::Receiver<Tuning>,
     /// The latest detection's duration, in milliseconds.
     detect_millis: f32,
+    /// Faces the latest detection found below the minimum face size.
+    faces_small: usize,
 }
 
 impl FramePath {
@@ -176,6 +181,7 @@ impl FramePath {
             next_seq: 0,
             privacy,
             detect_millis: 0.0,
+            faces_small: 0,
         }
     }
 
@@ -269,6 +275,7 @@ impl FramePath {
             frame,
             faces,
             hidden_whole,
+            faces_small: if privacy { 0 } else { self.faces_small },
         })
     }
 
@@ -369,6 +376,7 @@ impl FramePath {
             .filter(|b| b.width.min(b.height) >= min_face)
             .copied()
             .collect();
+        self.faces_small = found.sure.len() - large.len();
         let drawn = self.tracker.update(&large);
         let mut raw = found.sure;
         raw.extend(found.faint);

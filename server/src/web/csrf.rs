@@ -19,6 +19,9 @@ use subtle::ConstantTimeEq;
 /// Name of the session cookie.
 pub const COOKIE: &str = "hls_face_sid";
 
+/// The key's file in the runtime folder when `site.csrf-key-file` is not set.
+const KEPT_KEY: &str = ".csrf.key";
+
 /// Hex digits of the cookie's signature (64 bits: forging one is out of reach).
 const COOKIE_MAC_HEX: usize = 16;
 
@@ -48,6 +51,34 @@ impl CsrfKey {
             ))
         })?;
         Ok(CsrfKey(key))
+    }
+
+    /// The key kept in `dir` (`.csrf.key`, readable by the server's user only), made on
+    /// first use: page tokens, cookies and the kept recordings they name outlive a restart.
+    pub fn kept_in(dir: &std::path::Path) -> Result<Self, crate::error::ServerError> {
+        let path = dir.join(KEPT_KEY);
+        if let Ok(key) = Self::from_file(&path) {
+            return Ok(key);
+        }
+        let key = Self::random();
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let partial = dir.join(format!("{KEPT_KEY}.part"));
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&partial)?;
+            file.write_all(hex::encode(key.0).as_bytes())?;
+            file.sync_all()?;
+            std::fs::rename(&partial, &path)
+        };
+        write().map_err(|e| {
+            crate::error::ServerError::io("cannot keep the page-token key", &path, e)
+        })?;
+        Ok(key)
     }
 
     /// The token for a session cookie value.

@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod hls_files;
 pub mod listener;
 pub mod live_mp4;
+pub mod recordings;
 pub mod resume;
 pub mod socket;
 pub mod transport;
@@ -116,6 +117,7 @@ impl AppState {
             )?
             .on_node(&config.site.node),
         );
+        registry.expire_adopted();
         let mut leptos = config.leptos_options();
         leptos.site_addr = addr;
         let hosts = csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
@@ -135,7 +137,7 @@ impl AppState {
         );
         let csrf = match &config.site.csrf_key_file {
             Some(path) => csrf::CsrfKey::from_file(path)?,
-            None => csrf::CsrfKey::random(),
+            None => csrf::CsrfKey::kept_in(&config.pipeline.runtime_dir)?,
         };
         let sockets_per_address =
             crate::session::quota::Quota::new(config.limits.max_sockets_per_address);
@@ -191,6 +193,7 @@ pub fn app(state: AppState) -> Router {
         .route("/view/{token}/{file}", get(hls_files::serve_viewer))
         .route("/metrics", get(metrics))
         .route("/channels.json", get(channels::list))
+        .route("/recordings.json", get(recordings::list))
         .route("/channel/{name}/{file}", get(channels::file))
         .route("/channel/{name}/{run}/{file}", get(channels::stream))
         .merge(page)

@@ -13,7 +13,7 @@ use crate::session::life::{Due, Rules};
 use crate::session::live::{Session, SessionEvent};
 use crate::session::registry::Refusal;
 use crate::session::stats::StatsSampler;
-use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg};
+use app::protocol::{self, ClientMsg, ErrorKind, ServerMsg, Stats};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocketUpgrade};
@@ -267,7 +267,7 @@ impl Connection {
                 _ = shared.shutdown.cancelled() => {
                     self.end_session(SHUTDOWN_FINISH_TIMEOUT).await;
                     self.send(ServerMsg::error(ErrorKind::ShuttingDown)).await;
-                    break ABANDONED;
+                    break Exit::Ended(Ending::ShutDown);
                 }
                 event = next_event(&mut self.session) => match event {
                     Some(SessionEvent::PlaylistReady) => {
@@ -567,12 +567,16 @@ impl Connection {
             Ok(s) => s,
             Err(e @ ServerError::DiskFull { .. }) => {
                 tracing::warn!(session = %id, "not started: {e}");
-                shared.registry.retire(id, Duration::ZERO, self.address);
+                shared
+                    .registry
+                    .retire(id, Duration::ZERO, self.address, false);
                 return Err(ErrorKind::Storage);
             }
             Err(e) => {
                 tracing::error!(session = %id, "cannot start pipeline: {e}");
-                shared.registry.retire(id, Duration::ZERO, self.address);
+                shared
+                    .registry
+                    .retire(id, Duration::ZERO, self.address, false);
                 return Err(ErrorKind::Pipeline);
             }
         };
@@ -662,7 +666,10 @@ impl Connection {
 
     async fn send_stats(&mut self) {
         if let Some(session) = &self.session {
-            let stats = self.stats.sample(session.counters());
+            let stats = Stats {
+                chunks: self.chunks,
+                ..self.stats.sample(session.counters())
+            };
             self.send(ServerMsg::Stats(stats)).await;
         }
     }
