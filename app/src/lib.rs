@@ -4,8 +4,10 @@
 pub mod channels;
 pub mod chunk_log;
 pub mod connection;
+pub mod figures;
 pub mod hls_path;
 pub mod latency;
+pub mod link_health;
 pub mod preview_mode;
 pub mod protocol;
 pub mod studio;

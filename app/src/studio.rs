@@ -21,6 +21,7 @@ pub fn Studio() -> impl IntoView {
     Effect::new(move |_| {
         ui.event(LiveEvent::Hydrated);
         controller.open_camera();
+        controller.load_kept();
     });
 
     let start_button = NodeRef::<leptos::html::Button>::new();
@@ -150,10 +151,21 @@ fn Controls(
     stop_button: NodeRef<leptos::html::Button>,
     status_line: NodeRef<leptos::html::P>,
 ) -> impl IntoView {
-    // After an error (camera denied or lost) Start tries again: it reopens the camera.
+    // After an error Start tries again (it reopens the camera), unless that cannot help:
+    // then it is disabled and the reason shows beside it.
     let can_start = move || {
         let phase = ui.phase.get();
-        !phase.is_active() && (ui.camera_ready.get() || phase == Phase::Error)
+        if phase.is_active() {
+            return false;
+        }
+        ui.camera_ready.get()
+            || (phase == Phase::Error
+                && ui.camera_problem.get().is_none_or(|p| p.start_retries()))
+    };
+    let start_reason = move || {
+        (!ui.camera_ready.get())
+            .then(|| ui.camera_problem.get().and_then(|p| p.start_reason()))
+            .flatten()
     };
     let can_stop = move || ui.phase.get().is_active();
     view! {
@@ -163,6 +175,7 @@ fn Controls(
             node_ref=start_button
             on:click=on_start
             disabled=move || !can_start()
+            aria-describedby=move || start_reason().map(|_| "start-reason")
         >
             "Start"
         </button>
@@ -191,8 +204,17 @@ fn Controls(
             role="status"
             aria-live="polite"
             data-state=move || ui.phase.get().as_str()
+            data-link=move || ui.link.get().as_str()
         >
             {move || ui.message.get()}
+        </p>
+        <p
+            data-testid="start-reason"
+            id="start-reason"
+            class="start-reason"
+            hidden=move || start_reason().is_none()
+        >
+            {move || start_reason().unwrap_or_default()}
         </p>
     </div>
     }
@@ -250,13 +272,162 @@ fn Share(
                     }
                 })
         }}
+        <KeptList ui=ui />
     </section>
+    }
+    .into_any()
+}
+
+/// Recordings the server keeps for this browser from earlier sessions: after a reload, a
+/// closed tab or a server restart, they are still offered here until they expire.
+#[component]
+fn KeptList(ui: Ui) -> impl IntoView {
+    // The running or just-stopped session's own recording shows above, not twice.
+    let earlier = move || {
+        let own = ui.recording.with(|r| r.as_ref().map(|(url, _)| url.clone()));
+        ui.kept.with(|k| {
+            k.recordings
+                .iter()
+                .filter(|r| Some(&r.url) != own.as_ref())
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+    };
+    let finishing = move || ui.kept.with(|k| k.finishing) > 0 && !ui.phase.get().is_active();
+    view! {
+        <Show when=move || !earlier().is_empty() || finishing()>
+            <div class="kept" data-testid="kept">
+                <p>"Recordings kept for this browser from earlier sessions:"</p>
+                <ul>
+                    {move || {
+                        earlier()
+                            .into_iter()
+                            .map(|r| {
+                                view! {
+                                    <li>
+                                        <a
+                                            data-testid="kept-download"
+                                            href=r.url.clone()
+                                            download="hls-face-recording.mp4"
+                                        >
+                                            "Download recording (MP4)"
+                                        </a>
+                                        <span class="notice">
+                                            {format!(
+                                                " kept for {} more min",
+                                                r.available_secs.div_ceil(60),
+                                            )}
+                                        </span>
+                                    </li>
+                                }
+                            })
+                            .collect_view()
+                    }}
+                </ul>
+                <p class="notice" data-testid="kept-finishing" hidden=move || !finishing()>
+                    "A session of this browser is still being finished (another tab, or a \
+                     page left a moment ago): its recording shows here when it is ready."
+                </p>
+            </div>
+        </Show>
+    }
+}
+
+/// The live figures while a session runs; its summary once it has ended.
+#[component]
+fn StatsPanel(ui: Ui) -> impl IntoView {
+    view! {
+        <Show
+            when=move || ui.summary.with(Option::is_some) && !ui.phase.get().is_active()
+            fallback=move || view! { <LiveStats ui=ui /> }
+        >
+            <SummaryPanel ui=ui />
+        </Show>
+        <Chart ui=ui />
+    }
+    .into_any()
+}
+
+/// What the ended session amounted to, instead of its last live figures.
+#[component]
+fn SummaryPanel(ui: Ui) -> impl IntoView {
+    let summary = move || ui.summary.get().unwrap_or_default();
+    view! {
+        <section class="summary" data-testid="summary" aria-label="Session summary">
+            <h2>"Session summary"</h2>
+            <dl class="stats">
+                <div>
+                    <dt>"length"</dt>
+                    <dd data-stat="length">{move || summary().length()}</dd>
+                </div>
+                <div>
+                    <dt>"frames processed"</dt>
+                    <dd data-stat="frames">{move || summary().frames.to_string()}</dd>
+                    <dd class="hint">
+                        {move || format!("{:.1} frames a second on average.", summary().mean_fps())}
+                    </dd>
+                </div>
+                <div>
+                    <dt>"frames dropped"</dt>
+                    <dd data-stat="dropped">{move || summary().dropped.to_string()}</dd>
+                </div>
+                <div>
+                    <dt>"most faces in a frame"</dt>
+                    <dd data-stat="most-faces">{move || summary().most_faces.to_string()}</dd>
+                </div>
+                <div>
+                    <dt>"behind live, on average"</dt>
+                    <dd data-stat="mean-behind">
+                        {move || match summary().mean_behind {
+                            Some(s) => format!("{s:.2} s"),
+                            None => "—".to_string(),
+                        }}
+                    </dd>
+                </div>
+            </dl>
+        </section>
+    }
+}
+
+/// Frame rate and behind-live over the last minute, drawn.
+#[component]
+fn Chart(ui: Ui) -> impl IntoView {
+    const W: f64 = 238.0;
+    const H: f64 = 70.0;
+    view! {
+        <figure class="chart" data-testid="chart" hidden=move || ui.history.with(|h| h.is_empty())>
+            <svg
+                viewBox=format!("0 0 {W} {H}")
+                width=W
+                height=H
+                role="img"
+                aria-label=move || ui.history.with(|h| h.describe())
+            >
+                <line class="grid" x1="0" x2=W y1=H / 2.0 y2=H / 2.0></line>
+                <polyline
+                    class="fps"
+                    data-testid="chart-fps"
+                    points=move || ui.history.with(|h| h.fps_line(W, H))
+                ></polyline>
+                <polyline
+                    class="behind"
+                    data-testid="chart-behind"
+                    points=move || ui.history.with(|h| h.behind_line(W, H))
+                ></polyline>
+            </svg>
+            <figcaption>
+                <span class="key fps">"fps out (0–35)"</span>
+                " · "
+                <span class="key behind">"behind live (0–2 s)"</span>
+                " · last minute"
+            </figcaption>
+        </figure>
     }
 }
 
 /// The figures the server pushes, and the page's own measurements.
 #[component]
-fn StatsPanel(ui: Ui) -> impl IntoView {
+fn LiveStats(ui: Ui) -> impl IntoView {
     let stat = move |f: fn(&Stats) -> String| move || ui.stats.with(f);
     view! {
     <dl data-testid="stats" class="stats">
@@ -280,7 +451,15 @@ fn StatsPanel(ui: Ui) -> impl IntoView {
         <div>
             <dt>"frames dropped"</dt>
             <dd data-stat="dropped">{stat(|s| s.frames_dropped.to_string())}</dd>
-            <dd class="hint">"Frames the server skipped because its encoder was busy (0 is normal)."</dd>
+            <dd class="hint" data-testid="dropped-hint">
+                {move || {
+                    if ui.stalled_once.get() {
+                        "Frames the server skipped to get back to live after the connection stalled (the network's doing, not the server's)."
+                    } else {
+                        "Frames the server skipped because its encoder was busy (0 is normal)."
+                    }
+                }}
+            </dd>
         </div>
         <div>
             <dt>"latency (glass to glass)"</dt>

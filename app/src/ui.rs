@@ -2,7 +2,9 @@
 //! session [`Phase`] — and the page's words: media code reports what happened as a
 //! [`LiveEvent`], and [`Ui::event`] alone decides the phase and the sentence shown.
 
-use crate::protocol::{DetectorSettings, Setting, Stats};
+use crate::figures::{History, Point, Summary, Tally};
+use crate::link_health::LinkState;
+use crate::protocol::{DetectorSettings, KeptRecordings, Setting, Stats};
 use leptos::prelude::*;
 
 /// Where a session stands, as shown in `data-state` on the status element.
@@ -124,7 +126,60 @@ pub struct Ui {
     pub camera_lost: ReadSignal<bool>,
     /// The viewer link was just copied (the Copy button says so for a moment).
     pub copied: ReadSignal<bool>,
+    /// The live connection's health (stalled, catching up).
+    pub link: ReadSignal<LinkState>,
+    /// This session's connection stalled at least once (its dropped frames are the
+    /// network's doing, not the encoder's).
+    pub stalled_once: ReadSignal<bool>,
+    /// Why the camera cannot be used, while it cannot.
+    pub camera_problem: ReadSignal<Option<CameraProblem>>,
+    /// Recordings the server keeps for this browser from earlier sessions (or from before a
+    /// reload or restart).
+    pub kept: ReadSignal<KeptRecordings>,
+    /// The ended session's summary (shown instead of frozen live figures).
+    pub summary: ReadSignal<Option<Summary>>,
+    /// The last minute of figures, for the live chart.
+    pub history: ReadSignal<History>,
     w: Writers,
+}
+
+/// Why the camera cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CameraProblem {
+    /// The user (or the browser's settings) denied it; `watched`: the page listens for the
+    /// permission to change, so Start waits for that instead of asking again in vain.
+    Denied { watched: bool },
+    /// No camera is connected (Start looks again).
+    Missing,
+    /// Not a secure page: browsers give the camera only to HTTPS pages (Start cannot help).
+    Insecure,
+    /// In use elsewhere, or another failure (Start tries again).
+    Other,
+}
+
+impl CameraProblem {
+    /// Whether pressing Start can help (it asks for the camera again).
+    pub fn start_retries(self) -> bool {
+        !matches!(
+            self,
+            CameraProblem::Insecure | CameraProblem::Denied { watched: true }
+        )
+    }
+
+    /// Why Start is disabled, shown beside it (`None` when Start retries).
+    pub fn start_reason(self) -> Option<&'static str> {
+        match self {
+            CameraProblem::Denied { watched: true } => Some(
+                "Start needs the camera: allow it for this site (the camera icon in the address \
+                 bar, or the site settings). This page notices and opens it by itself.",
+            ),
+            CameraProblem::Insecure => Some(
+                "Start needs the camera, which browsers give only to HTTPS pages (or to \
+                 http://localhost).",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// The write halves of [`Ui`]'s signals.
@@ -147,6 +202,14 @@ struct Writers {
     notice: WriteSignal<String>,
     camera_lost: WriteSignal<bool>,
     copied: WriteSignal<bool>,
+    link: WriteSignal<LinkState>,
+    stalled_once: WriteSignal<bool>,
+    camera_problem: WriteSignal<Option<CameraProblem>>,
+    kept: WriteSignal<KeptRecordings>,
+    summary: WriteSignal<Option<Summary>>,
+    history: WriteSignal<History>,
+    /// Running aggregates for the summary (written and read by `event` only).
+    tally: RwSignal<Tally>,
 }
 
 impl Ui {
@@ -168,7 +231,19 @@ impl Ui {
         let (notice, w_notice) = signal(String::new());
         let (camera_lost, w_camera_lost) = signal(false);
         let (copied, w_copied) = signal(false);
+        let (link, w_link) = signal(LinkState::Healthy);
+        let (stalled_once, w_stalled_once) = signal(false);
+        let (camera_problem, w_camera_problem) = signal(None);
+        let (kept, w_kept) = signal(KeptRecordings::default());
+        let (summary, w_summary) = signal(None);
+        let (history, w_history) = signal(History::default());
         Ui {
+            link,
+            stalled_once,
+            camera_problem,
+            kept,
+            summary,
+            history,
             phase,
             message,
             camera_ready,
@@ -204,6 +279,13 @@ impl Ui {
                 notice: w_notice,
                 camera_lost: w_camera_lost,
                 copied: w_copied,
+                link: w_link,
+                stalled_once: w_stalled_once,
+                camera_problem: w_camera_problem,
+                kept: w_kept,
+                summary: w_summary,
+                history: w_history,
+                tally: RwSignal::new(Tally::default()),
             },
         }
     }
@@ -220,6 +302,23 @@ impl Ui {
         self.set(Phase::Error, message);
         self.w.viewer_url.set(None);
     }
+}
+
+/// The status sentence while live: [`live_message`], unless faces were found that the
+/// minimum face size keeps from being boxed while none is boxed.
+pub fn live_status(privacy: bool, faces: u32, faces_small: u32, min_face: f64) -> String {
+    if privacy || faces > 0 || faces_small == 0 {
+        return live_message(privacy).to_string();
+    }
+    let found = if faces_small == 1 {
+        "1 face is".to_string()
+    } else {
+        format!("{faces_small} faces are")
+    };
+    format!(
+        "Live: {found} in view but not boxed: smaller than the minimum face size \
+         ({min_face:.0} px) set below."
+    )
 }
 
 /// The status sentence while live, for privacy mode on or off.
@@ -312,17 +411,30 @@ pub enum LiveEvent {
     Notice(String),
     /// The viewer link was copied (`true`), or that moment has passed (`false`).
     Copied(bool),
+    /// The connection's health changed (see [`crate::link_health`]).
+    Link(LinkState),
+    /// The camera cannot be used; `message` says why (the media error's sentence).
+    CameraBlocked {
+        problem: CameraProblem,
+        message: String,
+    },
+    /// After a denial the browser will ask again (the permission went back to "prompt").
+    CameraAskable,
+    /// The server's list of this browser's kept recordings.
+    Kept(KeptRecordings),
+    /// The session that ran `seconds` has ended: its summary replaces the live figures.
+    Summarize { seconds: f64 },
 }
 
 impl Ui {
     /// Applies `event`: the phase it leads to and the sentence for it.
     pub fn event(&self, event: LiveEvent) {
-        let live = live_message(self.privacy.get_untracked());
         let phase = self.phase.get_untracked();
         match event {
             LiveEvent::AskingForCamera => self.say("Asking for the camera…"),
             LiveEvent::ReopeningCamera => self.say("Opening the camera again…"),
             LiveEvent::CameraReady => {
+                self.w.camera_problem.set(None);
                 self.set(Phase::Idle, "Camera ready. Press Start to stream it.")
             }
             LiveEvent::Connecting => self.set(Phase::Connecting, "Connecting to the server…"),
@@ -339,7 +451,7 @@ impl Ui {
                 self.say("The connection dropped; reconnecting… (recording goes on)")
             }
             LiveEvent::Resumed => match phase {
-                Phase::Live => self.say(live),
+                Phase::Live => self.say(&self.live_now()),
                 Phase::Buffering => self.say(STREAMING),
                 _ => {}
             },
@@ -354,7 +466,7 @@ impl Ui {
             LiveEvent::Streaming => self.set(Phase::Buffering, STREAMING),
             LiveEvent::Playing => {
                 if phase == Phase::Buffering {
-                    self.set(Phase::Live, live);
+                    self.set(Phase::Live, &self.live_now());
                 }
             }
             LiveEvent::PlayerFailed => self.fail("The processed stream could not be played."),
@@ -405,6 +517,12 @@ impl Ui {
             }
             LiveEvent::NewSession => {
                 self.w.camera_lost.set(false);
+                self.w.link.set(LinkState::Healthy);
+                self.w.stalled_once.set(false);
+                self.w.summary.set(None);
+                self.w.history.set(History::default());
+                self.w.playback.set(Playback::default());
+                self.w.tally.set(Tally::default());
                 self.w.playlist.set(None);
                 self.w.stats.set(Stats::default());
                 self.w.recording.set(None);
@@ -413,8 +531,8 @@ impl Ui {
             }
             LiveEvent::PrivacyChanged(privacy) => {
                 self.w.privacy.set(privacy);
-                if phase == Phase::Live {
-                    self.say(live_message(privacy));
+                if phase == Phase::Live && self.link.get_untracked() == LinkState::Healthy {
+                    self.say(&self.live_now());
                 }
             }
             LiveEvent::DetectorChanged(setting, value) => {
@@ -439,7 +557,23 @@ impl Ui {
                 }
             }
             LiveEvent::PlaylistReady(url) => self.w.playlist.set(Some(url)),
-            LiveEvent::Stats(stats) => self.w.stats.set(stats),
+            LiveEvent::Stats(stats) => {
+                let behind = self.playback.with_untracked(|p| p.behind_live);
+                self.w.history.update(|h| {
+                    h.push(Point {
+                        fps: stats.fps_out,
+                        behind,
+                    })
+                });
+                self.w.tally.update(|t| t.add(stats.faces, behind));
+                let before = self.live_now();
+                self.w.stats.set(stats);
+                let after = self.live_now();
+                let healthy = self.link.get_untracked() == LinkState::Healthy;
+                if phase == Phase::Live && healthy && before != after {
+                    self.say(&after);
+                }
+            }
             LiveEvent::Playback(playback) => self.w.playback.set(playback),
             LiveEvent::Measured { latency_ms, player } => {
                 self.w.latency_ms.set(latency_ms);
@@ -452,7 +586,64 @@ impl Ui {
                 }
                 self.w.copied.set(now);
             }
+            LiveEvent::Link(state) => self.link_changed(state, phase),
+            LiveEvent::CameraBlocked { problem, message } => {
+                self.w.camera_problem.set(Some(problem));
+                self.fail(message);
+            }
+            LiveEvent::CameraAskable => {
+                self.w.camera_problem.set(Some(CameraProblem::Other));
+                if phase == Phase::Error {
+                    self.say("The browser will ask for the camera again: press Start.");
+                }
+            }
+            LiveEvent::Kept(kept) => self.w.kept.set(kept),
+            LiveEvent::Summarize { seconds } => {
+                let tally = self.w.tally.get_untracked();
+                let summary = self.stats.with_untracked(|s| {
+                    Summary::new(seconds, s, tally.most_faces, tally.mean_behind())
+                });
+                self.w.summary.set(Some(summary));
+                self.w.link.set(LinkState::Healthy);
+            }
         }
+    }
+
+    /// The connection's health changed: the status says so while a session is active.
+    fn link_changed(&self, state: LinkState, phase: Phase) {
+        self.w.link.set(state);
+        if !phase.is_active() {
+            return;
+        }
+        match state {
+            LinkState::Stalled => {
+                self.w.stalled_once.set(true);
+                self.say(
+                    "Connection stalled: nothing has come back from the server for over a \
+                     second. The recording goes on; the picture catches up when the \
+                     connection returns.",
+                );
+            }
+            LinkState::CatchingUp { behind_secs } => self.say(&format!(
+                "Connection back: {behind_secs:.1} s behind live, catching up…"
+            )),
+            LinkState::Healthy => match phase {
+                Phase::Live => self.say(&self.live_now()),
+                Phase::Buffering => self.say(STREAMING),
+                _ => {}
+            },
+        }
+    }
+
+    /// The live status sentence for the current privacy mode and figures.
+    fn live_now(&self) -> String {
+        let privacy = self.privacy.get_untracked();
+        let min_face = self
+            .detector
+            .with_untracked(|d| d.get(Setting::MinFace))
+            .unwrap_or(0.0);
+        self.stats
+            .with_untracked(|s| live_status(privacy, s.faces, s.faces_small, min_face))
     }
 
     /// A new sentence in the same phase.

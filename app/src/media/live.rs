@@ -8,6 +8,7 @@ use super::socket::{Socket, SocketEvent};
 use super::MediaError;
 use crate::chunk_log::ChunkLog;
 use crate::connection::{Action, Connection};
+use crate::link_health::LinkHealth;
 use crate::protocol::{ClientMsg, DetectorSettings, ServerMsg};
 use crate::ui::{LiveEvent, Ui};
 use std::cell::RefCell;
@@ -29,12 +30,29 @@ struct Inner {
     connection: RefCell<Connection>,
     /// Chunks sent lately, to send again what the server missed while the socket was down.
     chunks: RefCell<ChunkLog<web_sys::Blob>>,
-    /// Asks before the page is left while the session is active.
+    /// Asks before the page is left while the session is active, and stops the session
+    /// when it is left anyway (its recording is then kept for this browser).
     _leave_guard: Option<super::leave_guard::LeaveGuard>,
+    /// Whether the connection moves: the server's figures and chunk acknowledgements.
+    health: RefCell<LinkHealth>,
+    /// Checks `health` a few times a second while the session runs.
+    watchdog: RefCell<Option<leptos::prelude::IntervalHandle>>,
+    /// When the recorder started (page clock, ms): the session's length at its end.
+    started_ms: std::cell::Cell<Option<f64>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(handle) = self.watchdog.borrow_mut().take() {
+            handle.clear();
+        }
+    }
 }
 
 /// Recorder chunks kept for a resume: ~30 s of 640×480 video, more than the grace period.
 const CHUNK_LOG_BYTES: usize = 8 << 20;
+/// How often the connection's health is checked.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Pause between reconnection attempts.
 const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_millis(1000);
 
@@ -47,6 +65,8 @@ impl Live {
     ) -> Result<Self, MediaError> {
         let mime = recorder::pick_mime().ok_or(MediaError::NoRecorderFormat)?;
         let csrf = csrf_token();
+        // The leave guard is made before the session it stops: it finds it through here.
+        let weak_slot: Rc<RefCell<Weak<Inner>>> = Rc::new(RefCell::new(Weak::new()));
         let inner = Rc::new(Inner {
             ui,
             stream,
@@ -57,10 +77,24 @@ impl Live {
             player: RefCell::new(None),
             connection: RefCell::new(Connection::default()),
             chunks: RefCell::new(ChunkLog::new(CHUNK_LOG_BYTES)),
-            _leave_guard: super::leave_guard::LeaveGuard::new(ui),
+            _leave_guard: super::leave_guard::LeaveGuard::new(ui, {
+                let slot = weak_slot.clone();
+                move || {
+                    if let Some(inner) = slot.borrow().upgrade() {
+                        // The page is going: stop, so the server keeps the recording for
+                        // this browser at once instead of waiting for a resume.
+                        inner.send(&ClientMsg::Stop);
+                    }
+                }
+            }),
+            health: RefCell::new(LinkHealth::new(super::now_ms())),
+            watchdog: RefCell::new(None),
+            started_ms: std::cell::Cell::new(None),
         });
+        *weak_slot.borrow_mut() = Rc::downgrade(&inner);
         ui.event(LiveEvent::Connecting);
         Inner::connect(&inner, &csrf)?;
+        Inner::watch(&inner);
         Ok(Live(inner))
     }
 
@@ -90,6 +124,43 @@ impl Live {
 }
 
 impl Inner {
+    /// Checks the connection's health every [`WATCH_EVERY`] while the session streams
+    /// over an open socket, and tells the page when it changes.
+    fn watch(this: &Rc<Self>) {
+        let weak = Rc::downgrade(this);
+        let handle = leptos::prelude::set_interval_with_handle(
+            move || {
+                let Some(inner) = weak.upgrade() else { return };
+                let phase = inner.ui.phase.get_untracked();
+                let streaming = matches!(
+                    phase,
+                    crate::ui::Phase::Buffering | crate::ui::Phase::Live
+                );
+                if !streaming || !inner.connection.borrow().sends_chunks() {
+                    return;
+                }
+                let behind = inner.player.borrow().as_ref().and_then(Player::behind_live);
+                let change = inner.health.borrow_mut().check(super::now_ms(), behind);
+                if let Some(state) = change {
+                    inner.ui.event(LiveEvent::Link(state));
+                }
+            },
+            WATCH_EVERY,
+        );
+        if let Ok(handle) = handle {
+            *this.watchdog.borrow_mut() = Some(handle);
+        }
+    }
+
+    /// The session has ended: its summary replaces the live figures.
+    fn summarize(&self) {
+        if let Some(started) = self.started_ms.take() {
+            self.ui.event(LiveEvent::Summarize {
+                seconds: (super::now_ms() - started) / 1000.0,
+            });
+        }
+    }
+
     /// Opens the socket with `csrf`, feeding its events to this session.
     fn connect(this: &Rc<Self>, csrf: &str) -> Result<(), MediaError> {
         let weak = Rc::downgrade(this);
@@ -151,6 +222,11 @@ impl Inner {
     fn resumed(&self, chunks: u64) {
         let ui = self.ui;
         self.connection.borrow_mut().resumed();
+        {
+            let mut health = self.health.borrow_mut();
+            health.acknowledged(chunks, super::now_ms());
+            health.reconnected(super::now_ms());
+        }
         let log = self.chunks.borrow();
         let Some(missing) = log.since(chunks) else {
             ui.event(LiveEvent::Failed(
@@ -239,6 +315,7 @@ impl Inner {
 
     fn on_message(this: &Rc<Self>, msg: ServerMsg) {
         let ui = this.ui;
+        this.health.borrow_mut().heard(super::now_ms());
         match msg {
             ServerMsg::Started {
                 session_id,
@@ -264,6 +341,7 @@ impl Inner {
                     this.shutdown();
                     return;
                 }
+                this.started_ms.set(Some(super::now_ms()));
                 ui.event(LiveEvent::Streaming);
             }
             ServerMsg::PlaylistReady {
@@ -289,6 +367,9 @@ impl Inner {
                 if super::measuring() {
                     publish_stats(&stats);
                 }
+                this.health
+                    .borrow_mut()
+                    .acknowledged(stats.chunks, super::now_ms());
                 ui.event(LiveEvent::Stats(stats));
                 // The player's own count, read with each stats tick (none where the browser
                 // does not keep one).
@@ -316,6 +397,7 @@ impl Inner {
                 } else {
                     LiveEvent::Ended
                 });
+                this.summarize();
                 // The socket stays open for the download offer; the server closes it.
                 if let Some(recorder) = this.recorder.borrow().as_ref() {
                     recorder.stop();
@@ -341,6 +423,7 @@ impl Inner {
             }
             ServerMsg::Error { message, .. } => {
                 ui.event(LiveEvent::Failed(message));
+                this.summarize();
                 this.shutdown();
             }
         }
@@ -352,7 +435,8 @@ impl Inner {
             move |blob: web_sys::Blob| {
                 if let Some(inner) = weak.upgrade() {
                     let size = blob.size() as usize;
-                    inner.chunks.borrow_mut().push(blob.clone(), size);
+                    let number = inner.chunks.borrow_mut().push(blob.clone(), size);
+                    inner.health.borrow_mut().sent(number, super::now_ms());
                     // While reconnecting, chunks wait in the log for `resumed`.
                     if inner.connection.borrow().sends_chunks() {
                         if let Some(socket) = inner.socket.borrow().as_ref() {

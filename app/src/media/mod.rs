@@ -4,6 +4,7 @@
 //! and owns the non-`Send` browser objects through local-only stored values.
 
 mod camera;
+mod camera_watch;
 mod frames;
 mod leave_guard;
 mod live;
@@ -13,8 +14,8 @@ mod probe;
 mod recorder;
 mod socket;
 
-use crate::protocol::DetectorSettings;
-use crate::ui::{LiveEvent, Ui};
+use crate::protocol::{DetectorSettings, KeptRecordings};
+use crate::ui::{CameraProblem, LiveEvent, Ui};
 use leptos::html::{Canvas, Video};
 use leptos::prelude::*;
 use live::Live;
@@ -43,7 +44,16 @@ pub struct Controller {
     probe: StoredValue<Option<probe::Probe>, LocalStorage>,
     /// Listens for the camera's track ending (unplugged, taken by another app).
     on_track_ended: StoredValue<Option<EventHandler>, LocalStorage>,
+    /// After a denial: the camera permission, watched for the user allowing it.
+    permission: StoredValue<Option<camera_watch::PermissionWatch>, LocalStorage>,
+    /// Without a camera: devices, watched for one being plugged in.
+    devices: StoredValue<Option<camera_watch::DeviceWatch>, LocalStorage>,
 }
+
+/// How often, and how many times, the page asks again for kept recordings while one of
+/// this browser's sessions is still being finished.
+const KEPT_POLL: std::time::Duration = std::time::Duration::from_millis(1500);
+const KEPT_POLLS: u32 = 40;
 
 impl Controller {
     /// A controller for the page's camera video, the canvas the camera is painted into,
@@ -64,7 +74,30 @@ impl Controller {
             painter: StoredValue::new_local(None),
             probe: StoredValue::new_local(None),
             on_track_ended: StoredValue::new_local(None),
+            permission: StoredValue::new_local(None),
+            devices: StoredValue::new_local(None),
         }
+    }
+
+    /// Asks the server for the recordings it keeps for this browser (an earlier session,
+    /// one cut by a reload or a restart) and offers them; asks again while one is still
+    /// being finished.
+    pub fn load_kept(self) {
+        self.load_kept_polling(KEPT_POLLS);
+    }
+
+    fn load_kept_polling(self, polls_left: u32) {
+        wasm_bindgen_futures::spawn_local(async move {
+            let kept = fetch_text("/recordings.json")
+                .await
+                .and_then(|text| serde_json::from_str::<KeptRecordings>(&text).ok());
+            let Some(kept) = kept else { return };
+            let again = kept.finishing > 0 && polls_left > 0;
+            self.ui.event(LiveEvent::Kept(kept));
+            if again {
+                set_timeout(move || self.load_kept_polling(polls_left - 1), KEPT_POLL);
+            }
+        });
     }
 
     /// Asks for the camera and shows it in the preview; failures go to the status line.
@@ -83,10 +116,12 @@ impl Controller {
         let stream = match camera::open().await {
             Ok(stream) => stream,
             Err(err) => {
-                ui.event(LiveEvent::Failed(err.user_message()));
+                self.blocked(err).await;
                 return false;
             }
         };
+        self.permission.set_value(None);
+        self.devices.set_value(None);
         if let Some(video) = self.preview.get_untracked() {
             video.set_src_object(Some(&stream));
             // Autoplay is allowed for muted video; a refusal only delays the preview.
@@ -111,6 +146,55 @@ impl Controller {
         }
         ui.event(LiveEvent::CameraOn);
         true
+    }
+
+    /// Tells the page why the camera cannot be used, and watches for what would fix it: the
+    /// permission being granted (the camera then opens by itself, or Start asks again), or
+    /// a camera being plugged in.
+    async fn blocked(self, err: MediaError) {
+        let message = err.user_message();
+        let problem = match err {
+            MediaError::Insecure(_) => CameraProblem::Insecure,
+            MediaError::NoCamera => {
+                if self.devices.with_value(Option::is_none) {
+                    let watch = camera_watch::watch_devices(move || {
+                        if self.ui.camera_problem.get_untracked() == Some(CameraProblem::Missing)
+                        {
+                            self.open_camera();
+                        }
+                    });
+                    self.devices.set_value(watch);
+                }
+                CameraProblem::Missing
+            }
+            MediaError::CameraDenied => {
+                let watch = camera_watch::watch_permission(move |now| match now {
+                    camera_watch::Permission::Granted => self.open_camera(),
+                    camera_watch::Permission::Prompt => self.ui.event(LiveEvent::CameraAskable),
+                    camera_watch::Permission::Denied => {}
+                })
+                .await;
+                match watch {
+                    Some((now, watch)) => {
+                        self.permission.set_value(Some(watch));
+                        CameraProblem::Denied {
+                            // A dismissed prompt leaves "prompt": Start asks again.
+                            watched: now == camera_watch::Permission::Denied,
+                        }
+                    }
+                    None => CameraProblem::Denied { watched: false },
+                }
+            }
+            _ => CameraProblem::Other,
+        };
+        let message = match problem {
+            CameraProblem::Denied { watched: true } => "Camera access was denied. Allow the \
+                camera for this site (the camera icon in the address bar, or the site \
+                settings): this page opens it as soon as you do, with no reload."
+                .to_string(),
+            _ => message,
+        };
+        self.ui.event(LiveEvent::CameraBlocked { problem, message });
     }
 
     /// When the camera's video track ends mid-session, the session is stopped (its
@@ -328,9 +412,15 @@ impl MediaError {
     pub fn user_message(&self) -> String {
         match self {
             MediaError::CameraDenied => {
-                "Camera access was denied. Allow the camera for this site and reload.".into()
+                "Camera access was denied. Allow the camera for this site (the camera icon in \
+                 the address bar, or the site settings), then press Start."
+                    .into()
             }
-            MediaError::NoCamera => "No camera was found. Connect one and reload.".into(),
+            MediaError::NoCamera => {
+                "No camera was found. Connect one: this page notices, or press Start to look \
+                 again."
+                    .into()
+            }
             MediaError::Camera(_) => {
                 "The camera could not be started. Check that it is connected and not in use, \
                  then press Start."
