@@ -76,9 +76,9 @@ impl LinkHealth {
 
     /// Whether chunks have waited for an acknowledgement, with none coming, too long.
     fn upload_stuck(&self, now_ms: f64) -> bool {
-        self.unacked.front().is_some_and(|&(_, sent)| {
-            now_ms - sent.max(self.last_progress_ms) > UNACKED_AFTER_MS
-        })
+        self.unacked
+            .front()
+            .is_some_and(|&(_, sent)| now_ms - sent.max(self.last_progress_ms) > UNACKED_AFTER_MS)
     }
 
     /// A new socket took the session over: whatever was unacknowledged is sent again, and
@@ -122,9 +122,10 @@ impl LinkHealth {
             }
         };
         let changed = match (self.state, next) {
-            (LinkState::CatchingUp { behind_secs: a }, LinkState::CatchingUp { behind_secs: b }) => {
-                (a - b).abs() >= 0.1
-            }
+            (
+                LinkState::CatchingUp { behind_secs: a },
+                LinkState::CatchingUp { behind_secs: b },
+            ) => (a - b).abs() >= 0.1,
             (a, b) => a != b,
         };
         self.state = next;
@@ -142,7 +143,7 @@ mod tests {
         while t < until {
             link.sent(*chunk, t);
             *chunk += 1;
-            if (t as u64) % 500 == 0 {
+            if (t as u64).is_multiple_of(500) {
                 link.heard(t);
                 // The server has what was sent up to 100 ms ago.
                 link.acknowledged(chunk.saturating_sub(5), t);

@@ -159,8 +159,7 @@ fn Controls(
             return false;
         }
         ui.camera_ready.get()
-            || (phase == Phase::Error
-                && ui.camera_problem.get().is_none_or(|p| p.start_retries()))
+            || (phase == Phase::Error && ui.camera_problem.get().is_none_or(|p| p.start_retries()))
     };
     let start_reason = move || {
         (!ui.camera_ready.get())
@@ -284,7 +283,9 @@ fn Share(
 fn KeptList(ui: Ui) -> impl IntoView {
     // The running or just-stopped session's own recording shows above, not twice.
     let earlier = move || {
-        let own = ui.recording.with(|r| r.as_ref().map(|(url, _)| url.clone()));
+        let own = ui
+            .recording
+            .with(|r| r.as_ref().map(|(url, _)| url.clone()));
         ui.kept.with(|k| {
             k.recordings
                 .iter()

@@ -466,7 +466,7 @@ impl Ui {
             LiveEvent::Streaming => self.set(Phase::Buffering, STREAMING),
             LiveEvent::Playing => {
                 if phase == Phase::Buffering {
-                    self.set(Phase::Live, &self.live_now());
+                    self.set(Phase::Live, self.live_now());
                 }
             }
             LiveEvent::PlayerFailed => self.fail("The processed stream could not be played."),

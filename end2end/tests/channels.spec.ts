@@ -1,62 +1,31 @@
 import { test, expect, type Page } from "@playwright/test";
 import AxeBuilder from "@axe-core/playwright";
-import { spawn, type ChildProcess } from "node:child_process";
-import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
+import { OwnServer, root } from "./fixtures/own_server";
 
 /**
  * The Channels page and a channel's player, on a server of this spec's own (the suite's
  * server has no channels): a file-loop channel that plays, and an RTSP channel whose camera
  * is not there. Checked at phone width with axe; the channel's video plays in Chromium.
  */
-const root = path.resolve(__dirname, "../..");
 const port = Number(process.env.CHANNELS_PORT ?? 3389);
 const base = `http://127.0.0.1:${port}`;
-let server: ChildProcess | undefined;
-
-function freeRtspPort(): number {
-  // A port nothing listens on: the camera is "unreachable".
-  return 1;
-}
+// A port nothing listens on: the camera is "unreachable".
+const freeRtspPort = 1;
+const server = new OwnServer(port, [
+  "[[channel]]",
+  'name = "demo"',
+  `source = "file:${root}/target/media/real-face-h264.mkv"`,
+  "[[channel]]",
+  'name = "back-door"',
+  `source = "rtsp://127.0.0.1:${freeRtspPort}/cam"`,
+]);
 
 test.beforeAll(async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "hls-face-channels-"));
-  const config = path.join(dir, "hls-face.toml");
-  fs.writeFileSync(
-    config,
-    [
-      "[site]",
-      `addr = "127.0.0.1:${port}"`,
-      `root = "${root}/target/site"`,
-      "[pipeline]",
-      `runtime-dir = "${dir}/runtime"`,
-      "[detector]",
-      `model = "${root}/models/centerface.onnx"`,
-      "[limits]",
-      "max-cpu-percent = 100",
-      "[[channel]]",
-      'name = "demo"',
-      `source = "file:${root}/target/media/real-face-h264.mkv"`,
-      "[[channel]]",
-      'name = "back-door"',
-      `source = "rtsp://127.0.0.1:${freeRtspPort()}/cam"`,
-      "",
-    ].join("\n"),
-  );
-  server = spawn(path.join(root, "target/debug/hls-face"), ["--config", config], {
-    stdio: ["ignore", "ignore", "inherit"],
-    env: { ...process.env, RUST_LOG: "warn" },
-  });
-  await expect
-    .poll(async () => (await fetch(`${base}/channels.json`).catch(() => undefined))?.status, {
-      timeout: 60_000,
-    })
-    .toBe(200);
+  await server.start("/channels.json");
 });
 
 test.afterAll(async () => {
-  server?.kill("SIGTERM");
+  await server.stop();
 });
 
 async function seriousViolations(page: Page) {

@@ -132,10 +132,8 @@ impl Inner {
             move || {
                 let Some(inner) = weak.upgrade() else { return };
                 let phase = inner.ui.phase.get_untracked();
-                let streaming = matches!(
-                    phase,
-                    crate::ui::Phase::Buffering | crate::ui::Phase::Live
-                );
+                let streaming =
+                    matches!(phase, crate::ui::Phase::Buffering | crate::ui::Phase::Live);
                 if !streaming || !inner.connection.borrow().sends_chunks() {
                     return;
                 }

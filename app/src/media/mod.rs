@@ -158,8 +158,7 @@ impl Controller {
             MediaError::NoCamera => {
                 if self.devices.with_value(Option::is_none) {
                     let watch = camera_watch::watch_devices(move || {
-                        if self.ui.camera_problem.get_untracked() == Some(CameraProblem::Missing)
-                        {
+                        if self.ui.camera_problem.get_untracked() == Some(CameraProblem::Missing) {
                             self.open_camera();
                         }
                     });

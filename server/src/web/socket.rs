@@ -315,13 +315,23 @@ impl Connection {
                             if self.await_resume().await {
                                 continue;
                             }
-                            // The grace period was the page's chance: nothing to keep.
+                            // The grace period was the page's chance (its recording is
+                            // kept for its browser).
                             break Exit::Ended(Ending::Expired);
                         }
+                        // Stopped, and the page did not wait for the end: it drains and
+                        // keeps its recording all the same.
+                        _ if stopping && self.playlist_ready => break Exit::Ended(Ending::Stopped),
                         _ => break ABANDONED,
                     };
                     if matches!(msg, Message::Close(_)) {
-                        break ABANDONED;
+                        // The page left on purpose (a reload, a closed tab): what it streamed
+                        // is finished and kept for its browser, as after Stop.
+                        break if self.session.is_some() && self.playlist_ready {
+                            Exit::Ended(Ending::Stopped)
+                        } else {
+                            ABANDONED
+                        };
                     }
                     if !rate.allow() {
                         self.fail(ErrorKind::RateLimited).await;
