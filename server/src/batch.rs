@@ -7,7 +7,7 @@ use crate::pipeline::{Pipeline, Queues, Sink};
 use crate::source::Source;
 use crate::video::detector::factory_for;
 use crate::video::encoder::{EncoderSettings, PLAYLIST};
-use crate::video::frame::FramePool;
+use crate::video::frame::{FramePool, FrameRate};
 use crate::video::frame_path::{FramePath, PathSettings};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -22,6 +22,8 @@ const QUEUES: Queues = Queues {
 
 /// Largest output size; bigger videos are scaled down (aspect kept).
 const MAX_SIDE: (u32, u32) = (1920, 1080);
+/// The highest frame rate `process` keeps; faster sources are resampled to it.
+const MAX_FPS: u32 = 60;
 
 /// What to process and how.
 pub struct Job {
@@ -58,7 +60,7 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>, f64);
 pub struct VideoInfo {
     pub width: u32,
     pub height: u32,
-    pub fps: u32,
+    pub fps: FrameRate,
     pub frames: Option<u64>,
 }
 
@@ -116,11 +118,15 @@ pub fn parse_probe(json: &serde_json::Value) -> Option<VideoInfo> {
     let shrink = (MAX_SIDE.0 as f64 / w).min(MAX_SIDE.1 as f64 / h).min(1.0);
     let even = |v: f64| ((v * shrink) as u32 / 2 * 2).max(2);
     let rate = stream.get("avg_frame_rate")?.as_str()?;
-    let fps = match rate.split_once('/') {
-        Some((n, d)) => n.parse::<f64>().ok()? / d.parse::<f64>().ok().filter(|d| *d > 0.0)?,
-        None => rate.parse().ok()?,
-    };
-    let fps = (fps.round() as u32).clamp(1, 60);
+    // The source's own rate, exactly (23.976 stays 24000/1001); one outside 1–60 fps is
+    // rounded into that range.
+    let fps = FrameRate::parse(rate, MAX_FPS).or_else(|| {
+        let approx = match rate.split_once('/') {
+            Some((n, d)) => n.parse::<f64>().ok()? / d.parse::<f64>().ok().filter(|d| *d > 0.0)?,
+            None => rate.parse().ok()?,
+        };
+        Some(FrameRate::whole((approx.round() as u32).clamp(1, MAX_FPS)))
+    })?;
     let frames = stream
         .get("nb_frames")
         .and_then(|n| n.as_str()?.parse().ok())
@@ -131,7 +137,7 @@ pub fn parse_probe(json: &serde_json::Value) -> Option<VideoInfo> {
                 .as_str()?
                 .parse()
                 .ok()?;
-            Some((secs * fps as f64).round() as u64)
+            Some((secs * fps.as_f64()).round() as u64)
         });
     Some(VideoInfo {
         width: even(w),
@@ -185,7 +191,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         input = %job.input.display(),
         width = info.width,
         height = info.height,
-        fps = info.fps,
+        fps = %info.fps,
         "processing"
     );
     let started = Instant::now();
@@ -270,7 +276,7 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         )));
     }
     summary.wall_seconds = started.elapsed().as_secs_f64();
-    summary.media_seconds = summary.frames as f64 / f64::from(info.fps.max(1));
+    summary.media_seconds = summary.frames as f64 / info.fps.as_f64();
     summary.detect_millis = detect_total / detections.max(1) as f64;
     progress(
         summary.frames,
@@ -295,7 +301,7 @@ mod tests {
             Some(VideoInfo {
                 width: 640,
                 height: 480,
-                fps: 30,
+                fps: FrameRate::parse("30000/1001", 60).unwrap(),
                 frames: Some(300)
             })
         );
@@ -308,7 +314,7 @@ mod tests {
             Some(VideoInfo {
                 width: 1920,
                 height: 1080,
-                fps: 25,
+                fps: FrameRate::whole(25),
                 frames: Some(100)
             })
         );

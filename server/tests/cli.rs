@@ -312,6 +312,88 @@ async fn tls_flags_serve_https_and_logs_to_a_pipe_carry_no_colour_codes() -> Res
 }
 
 #[test]
+fn process_keeps_a_film_rate_of_23_976_fps() -> Result<()> {
+    let dir = tempdir("cli-film")?;
+    // The face clip retimed to film rate (24000/1001), as cameras and films record it.
+    let input = dir.join("film.mkv");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(media("real-face-h264.mkv"))
+        .args([
+            "-t",
+            "4",
+            "-vf",
+            "fps=24000/1001",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .arg(&input)
+        .output()?;
+    ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = dir.join("out");
+    let run = Command::new(env!("CARGO_BIN_EXE_hls-face"))
+        .arg("process")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .env("NO_COLOR", "1")
+        .current_dir(repo_root())
+        .output()?;
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    let probe = |what: &str, file: &std::path::Path| -> Result<String> {
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                what,
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(file)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let rate = probe("stream=r_frame_rate", &out.join("playlist.m3u8"))?;
+    ensure!(
+        rate.lines()
+            .filter(|l| !l.is_empty())
+            .all(|l| l == "24000/1001"),
+        "output rate {rate}, summary {summary}"
+    );
+    // The same number of frames over the same time: nothing resampled to 24.
+    let frames_in: u64 = probe("stream=nb_frames", &input)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let seconds = summary["mediaSeconds"].as_f64().unwrap_or_default();
+    let frames = summary["frames"].as_u64().unwrap_or_default();
+    ensure!(
+        (frames as f64 / seconds - 23.976).abs() < 0.01,
+        "{frames} frames over {seconds} s: {summary}"
+    );
+    if frames_in > 0 {
+        ensure!(frames == frames_in, "{frames} out of {frames_in}");
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
 fn process_keeps_the_sound() -> Result<()> {
     let dir = tempdir("cli-audio")?;
     // The face clip with a tone beside it, as a camera or phone file has sound.

@@ -407,7 +407,7 @@ mod tests {
             &EncoderSettings {
                 width: 16,
                 height: 16,
-                fps: 30,
+                fps: crate::video::frame::FrameRate::whole(30),
                 segment_seconds: 1.0,
                 first_segment_frames: 0,
                 preset: "ultrafast".into(),

@@ -1,7 +1,7 @@
 //! The decoder stage: one long-lived ffmpeg per session turning the recorder's WebM chunks
 //! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
 
-use super::frame::{Frame, FramePool, Shape};
+use super::frame::{Frame, FramePool, FrameRate, Shape};
 use crate::child::{feed, join_tasks, reap, ExitReporter, Process, Spawned, Spawner};
 use crate::error::{Role, ServerError};
 use crate::source::Codec;
@@ -62,7 +62,7 @@ pub const FILE_INPUT_GUARD: [&str; 4] = [
     "mov,matroska,webm,avi,mpegts,flv,ogg,mpeg,asf,ivf,yuv4mpegpipe,h264,hevc,m4v,mjpeg,gif,nut,rawvideo",
 ];
 
-pub fn decoder_args(input: Input, width: u32, height: u32, fps: u32) -> Vec<String> {
+pub fn decoder_args(input: Input, width: u32, height: u32, fps: FrameRate) -> Vec<String> {
     let mut args: Vec<String> = ["-hide_banner", "-nostdin", "-loglevel", "warning"]
         .iter()
         .map(|s| s.to_string())
@@ -236,7 +236,7 @@ mod tests {
 
     #[test]
     fn arguments_pin_the_frame_format() {
-        let args = decoder_args(Input::Pipe(Codec::Vp9), 640, 480, 30).join(" ");
+        let args = decoder_args(Input::Pipe(Codec::Vp9), 640, 480, FrameRate::whole(30)).join(" ");
         assert!(args.contains(
             "-max_pixels 384000 -c:v vp9 -probesize 32 -analyzeduration 0 -threads 1 -i pipe:0"
         ));
@@ -245,7 +245,13 @@ mod tests {
         assert!(args.contains(
             "-vf setpts='if(isnan(PREV_INPTS),PTS,PREV_OUTPTS+clip(PTS-PREV_INPTS,0,0.5/TB))'"
         ));
-        let file = decoder_args(Input::File(Path::new("in.mp4")), 640, 480, 25).join(" ");
+        let file = decoder_args(
+            Input::File(Path::new("in.mp4")),
+            640,
+            480,
+            FrameRate::whole(25),
+        )
+        .join(" ");
         assert!(file.contains("-i in.mp4") && !file.contains("max_pixels"));
         assert!(
             !args.contains("nobuffer"),

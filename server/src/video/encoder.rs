@@ -3,7 +3,7 @@
 //! [`crate::hls::packager`]; for `process` it writes a VOD HLS playlist and segments into a folder.
 //! Closing stdin makes ffmpeg flush the last frame (and write `#EXT-X-ENDLIST`).
 
-use super::frame::{Frame, FramePool};
+use super::frame::{Frame, FramePool, FrameRate};
 use crate::child::{feed, join_tasks, reap, ExitReporter, Output, Process, Spawned, Spawner};
 use crate::config::HlsConfig;
 use crate::error::{Role, ServerError};
@@ -33,7 +33,7 @@ pub enum EncoderOutput {
 pub struct EncoderSettings {
     pub width: u32,
     pub height: u32,
-    pub fps: u32,
+    pub fps: FrameRate,
     /// Seconds between keyframes: every segment starts with one.
     pub segment_seconds: f64,
     /// Live: frames in the first segment (0: a whole segment). A short first segment is
@@ -49,7 +49,7 @@ impl EncoderSettings {
         EncoderSettings {
             width,
             height,
-            fps: config.frame_rate,
+            fps: FrameRate::whole(config.frame_rate),
             segment_seconds: config.segment_seconds,
             first_segment_frames: config.first_segment_frames(),
             preset: config.x264_preset.clone(),
@@ -71,7 +71,7 @@ const ENCODER_THREADS: &str = "1";
 /// soon as it arrives. Live, `frag_every_frame` + `flush_packets` hand each frame to the
 /// packager at once (it groups frames into parts); `empty_moov` puts the init segment first.
 pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> {
-    let gop = ((s.fps as f64 * s.segment_seconds).round() as u32)
+    let gop = ((s.fps.as_f64() * s.segment_seconds).round() as u32)
         .max(1)
         .to_string();
     let mut args: Vec<String> = [
@@ -268,7 +268,7 @@ mod tests {
         EncoderSettings {
             width: 640,
             height: 480,
-            fps: 30,
+            fps: FrameRate::whole(30),
             segment_seconds: 1.0,
             first_segment_frames: 0,
             preset: "veryfast".into(),

@@ -5,7 +5,49 @@
 pub struct Shape {
     pub width: u32,
     pub height: u32,
-    pub fps: u32,
+    pub fps: FrameRate,
+}
+
+/// Frames a second as a fraction, so a source's 24000/1001 (23.976) stays exactly that
+/// through the pipeline instead of becoming 24.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRate {
+    pub num: u32,
+    pub den: u32,
+}
+
+impl FrameRate {
+    /// `fps` frames a second exactly.
+    pub const fn whole(fps: u32) -> Self {
+        FrameRate { num: fps, den: 1 }
+    }
+
+    /// The rate ffprobe writes (`"30000/1001"`, `"25/1"`, `"25"`), kept as a fraction when
+    /// it lies within 1..=`max` frames a second (`None` otherwise: no usable rate).
+    pub fn parse(text: &str, max: u32) -> Option<Self> {
+        let (num, den) = match text.split_once('/') {
+            Some((n, d)) => (n.trim().parse::<u32>().ok()?, d.trim().parse::<u32>().ok()?),
+            None => (text.trim().parse::<u32>().ok()?, 1),
+        };
+        let rate = FrameRate { num, den };
+        (den > 0 && (1.0..=f64::from(max)).contains(&rate.as_f64())).then_some(rate)
+    }
+
+    /// Frames a second.
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.num) / f64::from(self.den.max(1))
+    }
+}
+
+impl std::fmt::Display for FrameRate {
+    /// As ffmpeg's `-r` reads it: `30` or `24000/1001`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.den == 1 {
+            write!(f, "{}", self.num)
+        } else {
+            write!(f, "{}/{}", self.num, self.den)
+        }
+    }
 }
 
 /// One packed BGR24 frame.
@@ -159,5 +201,22 @@ mod tests {
         assert_eq!(pool.idle(), POOL_CAPACITY);
         let f = Frame::filled(2, 2, [1, 2, 3]);
         assert_eq!(f.copy_in(&pool), f);
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::FrameRate;
+
+    #[test]
+    fn rates_stay_fractions_and_read_as_ffmpeg_writes_them() {
+        let film = FrameRate::parse("24000/1001", 60).unwrap();
+        assert_eq!(film.to_string(), "24000/1001");
+        assert!((film.as_f64() - 23.976).abs() < 1e-3);
+        assert_eq!(FrameRate::parse("25/1", 60).unwrap().to_string(), "25");
+        assert_eq!(FrameRate::parse("30", 60), Some(FrameRate::whole(30)));
+        assert_eq!(FrameRate::parse("0/0", 60), None);
+        assert_eq!(FrameRate::parse("90000/1", 60), None);
+        assert_eq!(FrameRate::parse("x", 60), None);
     }
 }
