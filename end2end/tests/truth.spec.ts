@@ -42,6 +42,7 @@ test("a stalled connection is shown as stalled within about a second, then how f
     expect(noticed, "noticed within ~1 s of the next expected figures").toBeLessThan(2500);
     await expect(studio.status).toContainText("Connection stalled");
     await expect(studio.status).not.toContainText("faces are boxed");
+    await page.screenshot({ path: "../target/states-stalled.png" });
     // The outage itself lasts 3 s (the scenario, not a wait for a condition).
     await page.waitForTimeout(Math.max(0, 3000 - (Date.now() - stalledAt)));
     link.flow();
@@ -96,6 +97,7 @@ test("a denied camera disables Start with the reason, and allowing it opens the 
   await expect(reason).toBeVisible();
   await expect(reason).toContainText("allow it for this site");
   await expect(studio.start).toHaveAttribute("aria-describedby", "start-reason");
+  await page.screenshot({ path: "../target/states-camera-denied.png" });
 
   // The user allows the camera in the site settings: the page notices by itself.
   await set("granted");
@@ -164,6 +166,7 @@ test("a reload mid-session asks first, and the reloaded page offers the recordin
   const kept = page.getByTestId("kept-download");
   await expect(kept).toHaveCount(1);
   await expect(page.getByTestId("kept")).toContainText("kept for");
+  await page.screenshot({ path: "../target/states-kept-after-reload.png" });
   const href = (await kept.getAttribute("href"))!;
   const mp4 = await request.get(href);
   expect(mp4.status()).toBe(200);
@@ -225,6 +228,7 @@ test("after Stop the figures give way to the session's summary; while live a cha
   await expect(summary.locator("[data-stat=frames]")).toHaveText(/^[1-9]\d*$/);
   await expect(summary).toContainText("frames a second on average");
   await expect(summary.locator("[data-stat=most-faces]")).toHaveText(/^[1-9]/);
+  await page.screenshot({ path: "../target/states-summary.png", fullPage: true });
   // A new session brings the live figures back.
   await studio.start.click();
   await studio.expectState("live");
