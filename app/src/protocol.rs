@@ -362,6 +362,33 @@ pub struct Stats {
     pub chunks: u64,
 }
 
+/// `GET /auth`: whether this server asks who streams, how, and whether this browser has
+/// signed in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    /// What the server asks for, if anything.
+    pub asks: Option<AuthAsk>,
+    /// This browser has signed in (and its sign-in still holds).
+    pub signed_in: bool,
+}
+
+/// What a server asks a browser for before it may stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AuthAsk {
+    /// The operator's shared passphrase.
+    Passphrase,
+    /// An access token (a JWT the operator's sign-in system issued).
+    Token,
+}
+
+/// `POST /auth` (with the page's CSRF token in `x-csrf-token`): the passphrase or token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignIn {
+    pub secret: String,
+}
+
 /// `GET /recordings.json`: the recordings the server keeps for this browser (its cookie),
 /// so a reloaded page, or one opened after a restart, still offers them.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -423,6 +450,8 @@ pub enum ErrorKind {
     /// A dropped session could not be continued (its grace period is over, or the page no
     /// longer has the chunks the server missed).
     ResumeFailed,
+    /// The server asks who streams (`[auth]`) and this browser has not signed in.
+    AuthRequired,
 }
 
 impl ErrorKind {
@@ -479,6 +508,9 @@ impl ErrorKind {
             ErrorKind::ResumeFailed => {
                 "The connection was lost for too long and the session has ended. Press Start to begin a new one."
             }
+            ErrorKind::AuthRequired => {
+                "This server lets only signed-in people stream: sign in below, then press Start."
+            }
         }
     }
 
@@ -509,6 +541,7 @@ impl ErrorKind {
             ErrorKind::Recording => "recording",
             ErrorKind::TooLong => "tooLong",
             ErrorKind::Storage => "storage",
+            ErrorKind::AuthRequired => "authRequired",
             ErrorKind::ClientLimit => "clientLimit",
             ErrorKind::ResumeFailed => "resumeFailed",
         }

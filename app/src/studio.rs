@@ -22,6 +22,7 @@ pub fn Studio() -> impl IntoView {
         ui.event(LiveEvent::Hydrated);
         controller.open_camera();
         controller.load_kept();
+        controller.load_auth();
     });
 
     let start_button = NodeRef::<leptos::html::Button>::new();
@@ -61,6 +62,12 @@ pub fn Studio() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         controller.set_detector(ui.detector.get_untracked());
     };
+    let on_sign_in = move |secret: String| {
+        #[cfg(feature = "hydrate")]
+        controller.sign_in(secret);
+        #[cfg(not(feature = "hydrate"))]
+        let _ = secret;
+    };
     let on_copy = move |_| {
         #[cfg(feature = "hydrate")]
         if let Some(url) = ui.viewer_url.get_untracked() {
@@ -86,6 +93,7 @@ pub fn Studio() -> impl IntoView {
                 stop_button=stop_button
                 status_line=status_line
             />
+            <SignInForm ui=ui on_sign_in=on_sign_in />
             <Share ui=ui on_copy=on_copy />
             <DetectorControls ui=ui on_change=on_detector />
             <StatsPanel ui=ui />
@@ -153,15 +161,19 @@ fn Controls(
 ) -> impl IntoView {
     // After an error Start tries again (it reopens the camera), unless that cannot help:
     // then it is disabled and the reason shows beside it.
+    let must_sign_in = move || ui.auth.with(|a| a.asks.is_some() && !a.signed_in);
     let can_start = move || {
         let phase = ui.phase.get();
-        if phase.is_active() {
+        if phase.is_active() || must_sign_in() {
             return false;
         }
         ui.camera_ready.get()
             || (phase == Phase::Error && ui.camera_problem.get().is_none_or(|p| p.start_retries()))
     };
     let start_reason = move || {
+        if must_sign_in() && !ui.phase.get().is_active() {
+            return Some("Start needs you to sign in first (below): this server lets only people it knows stream.");
+        }
         (!ui.camera_ready.get())
             .then(|| ui.camera_problem.get().and_then(|p| p.start_reason()))
             .flatten()
@@ -217,6 +229,60 @@ fn Controls(
         </p>
     </div>
     }
+}
+
+/// Asks for the server's passphrase (or an access token) in plain words, when the server
+/// asks who streams and this browser has not signed in.
+#[component]
+fn SignInForm(ui: Ui, on_sign_in: impl Fn(String) + Copy + Send + Sync + 'static) -> impl IntoView {
+    let secret = NodeRef::<leptos::html::Input>::new();
+    let token = move || {
+        ui.auth
+            .with(|a| a.asks == Some(crate::protocol::AuthAsk::Token))
+    };
+    let on_submit = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        if let Some(input) = secret.get_untracked() {
+            let value = input.value();
+            if !value.is_empty() {
+                on_sign_in(value);
+            }
+        }
+    };
+    view! {
+        <Show when=move || ui.auth.with(|a| a.asks.is_some() && !a.signed_in)>
+            <form class="sign-in" data-testid="sign-in" on:submit=on_submit>
+                <p>
+                    {move || {
+                        if token() {
+                            "This server lets only people with an access token stream. Paste the token its operator gave you."
+                        } else {
+                            "This server lets only people who know its passphrase stream. Ask its operator for it."
+                        }
+                    }}
+                </p>
+                <label>
+                    {move || if token() { "Access token" } else { "Passphrase" }}
+                    " "
+                    <input
+                        type="password"
+                        data-testid="secret"
+                        autocomplete="current-password"
+                        required=true
+                        node_ref=secret
+                    />
+                </label>
+                " "
+                <button type="submit" data-testid="sign-in-button">
+                    "Sign in"
+                </button>
+                <p data-testid="sign-in-error" class="sign-in-error" role="alert">
+                    {move || ui.sign_in_error.get()}
+                </p>
+            </form>
+        </Show>
+    }
+    .into_any()
 }
 
 /// The running session's viewer link, and the stopped session's download.

@@ -4,7 +4,7 @@
 
 use crate::figures::{History, Point, Summary, Tally};
 use crate::link_health::LinkState;
-use crate::protocol::{DetectorSettings, KeptRecordings, Setting, Stats};
+use crate::protocol::{AuthStatus, DetectorSettings, KeptRecordings, Setting, Stats};
 use leptos::prelude::*;
 
 /// Where a session stands, as shown in `data-state` on the status element.
@@ -140,6 +140,10 @@ pub struct Ui {
     pub summary: ReadSignal<Option<Summary>>,
     /// The last minute of figures, for the live chart.
     pub history: ReadSignal<History>,
+    /// Whether the server asks who streams, and whether this browser has signed in.
+    pub auth: ReadSignal<AuthStatus>,
+    /// Why the last sign-in failed (empty: it did not).
+    pub sign_in_error: ReadSignal<String>,
     w: Writers,
 }
 
@@ -208,6 +212,8 @@ struct Writers {
     kept: WriteSignal<KeptRecordings>,
     summary: WriteSignal<Option<Summary>>,
     history: WriteSignal<History>,
+    auth: WriteSignal<AuthStatus>,
+    sign_in_error: WriteSignal<String>,
     /// Running aggregates for the summary (written and read by `event` only).
     tally: RwSignal<Tally>,
 }
@@ -237,7 +243,14 @@ impl Ui {
         let (kept, w_kept) = signal(KeptRecordings::default());
         let (summary, w_summary) = signal(None);
         let (history, w_history) = signal(History::default());
+        let (auth, w_auth) = signal(AuthStatus {
+            asks: None,
+            signed_in: true,
+        });
+        let (sign_in_error, w_sign_in_error) = signal(String::new());
         Ui {
+            auth,
+            sign_in_error,
             link,
             stalled_once,
             camera_problem,
@@ -285,6 +298,8 @@ impl Ui {
                 kept: w_kept,
                 summary: w_summary,
                 history: w_history,
+                auth: w_auth,
+                sign_in_error: w_sign_in_error,
                 tally: RwSignal::new(Tally::default()),
             },
         }
@@ -424,6 +439,14 @@ pub enum LiveEvent {
     Kept(KeptRecordings),
     /// The session that ran `seconds` has ended: its summary replaces the live figures.
     Summarize { seconds: f64 },
+    /// What the server asks before anyone streams, and whether this browser signed in.
+    Auth(AuthStatus),
+    /// The sign-in was accepted.
+    SignedIn,
+    /// The sign-in was refused, for the reason given.
+    SignInFailed(String),
+    /// The server refused a Start: this browser is not (or no longer) signed in.
+    SignInNeeded(String),
 }
 
 impl Ui {
@@ -435,7 +458,17 @@ impl Ui {
             LiveEvent::ReopeningCamera => self.say("Opening the camera again…"),
             LiveEvent::CameraReady => {
                 self.w.camera_problem.set(None);
-                self.set(Phase::Idle, "Camera ready. Press Start to stream it.")
+                let must_sign_in = self
+                    .auth
+                    .with_untracked(|a| a.asks.is_some() && !a.signed_in);
+                self.set(
+                    Phase::Idle,
+                    if must_sign_in {
+                        "Camera ready. This server asks who streams: sign in below, then press Start."
+                    } else {
+                        "Camera ready. Press Start to stream it."
+                    },
+                )
             }
             LiveEvent::Connecting => self.set(Phase::Connecting, "Connecting to the server…"),
             LiveEvent::Refused => self.fail(
@@ -598,6 +631,25 @@ impl Ui {
                 }
             }
             LiveEvent::Kept(kept) => self.w.kept.set(kept),
+            LiveEvent::Auth(status) => {
+                let asks = status.asks.is_some() && !status.signed_in;
+                self.w.auth.set(status);
+                if asks && phase == Phase::Idle && self.camera_ready.get_untracked() {
+                    self.say("Camera ready. This server asks who streams: sign in below, then press Start.");
+                }
+            }
+            LiveEvent::SignedIn => {
+                self.w.auth.update(|a| a.signed_in = true);
+                self.w.sign_in_error.set(String::new());
+                if !phase.is_active() {
+                    self.say("Signed in. Press Start to stream.");
+                }
+            }
+            LiveEvent::SignInFailed(why) => self.w.sign_in_error.set(why),
+            LiveEvent::SignInNeeded(message) => {
+                self.w.auth.update(|a| a.signed_in = false);
+                self.fail(message);
+            }
             LiveEvent::Summarize { seconds } => {
                 let tally = self.w.tally.get_untracked();
                 let summary = self.stats.with_untracked(|s| {

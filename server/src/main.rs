@@ -75,6 +75,9 @@ enum Command {
         #[arg(long, value_enum)]
         detector: Option<server::config::DetectorKind>,
     },
+    /// Read a passphrase from stdin (one line) and print its argon2 hash, the value of
+    /// [auth] passphrase-hash. The passphrase itself is never stored.
+    HashPassphrase,
 }
 
 #[tokio::main]
@@ -119,6 +122,19 @@ async fn main() -> anyhow::Result<()> {
             }
             config.check_site().context("refusing to start")?;
             serve(config).await
+        }
+        Command::HashPassphrase => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the passphrase from stdin")?;
+            let passphrase = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                passphrase.chars().count() >= 8,
+                "a passphrase needs at least 8 characters"
+            );
+            println!("{}", server::auth::hash_passphrase(passphrase)?);
+            Ok(())
         }
         Command::Process {
             input,
@@ -238,9 +254,19 @@ fn listening_urls(scheme: &str, addr: std::net::SocketAddr) -> Vec<String> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let open_to_all =
+        config.auth.mode == server::config::AuthMode::None && !config.site.addr.ip().is_loopback();
+    let addr = config.site.addr;
     let server = RunningServer::start(config)
         .await
         .context("starting the server")?;
+    // Said before the addresses, so whoever reads up to them has read it.
+    if open_to_all {
+        tracing::warn!(
+            "serving on {addr} without [auth]: anyone who can reach this address may start \
+             sessions up to capacity. Set [auth] mode = \"passphrase\" or \"jwt\" (docs/security.md)."
+        );
+    }
     for url in listening_urls(server.scheme, server.addr) {
         tracing::info!("listening on {url}");
     }

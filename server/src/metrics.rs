@@ -63,6 +63,11 @@ pub const CHANNEL_FAULTS: &str = "hls_face_channel_faults_total";
 /// Per channel (`channel`, `state`): 1 for the state it is in, 0 for the others.
 pub const CHANNEL_STATE: &str = "hls_face_channel_state";
 
+/// Clients refused by `[auth]` (`why` = missing | wrong | expired | throttled).
+pub const AUTH_REFUSED: &str = "hls_face_auth_refusals_total";
+/// Browsers that signed in (`[auth]` passphrase or token).
+pub const AUTH_SIGN_INS: &str = "hls_face_auth_sign_ins_total";
+
 /// Settings reloads (`result` = ok | error).
 pub const CONFIG_RELOADS: &str = "hls_face_config_reloads_total";
 /// When the settings file was last reloaded (Unix seconds), and whether that worked (1/0).
@@ -87,6 +92,11 @@ const LABELS: &[(&str, &str, &[&str])] = &[
             "recordings",
             "sockets",
         ],
+    ),
+    (
+        AUTH_REFUSED,
+        "why",
+        &["missing", "wrong", "expired", "throttled"],
     ),
 ];
 
@@ -161,6 +171,11 @@ fn describe() {
     describe_counter!(BYTES_IN, Unit::Bytes, "Media bytes received from browsers.");
     describe_counter!(ERRORS, "Errors sent to browsers, by kind.");
     describe_counter!(RECORDINGS, "Recordings remuxed to MP4 for download.");
+    describe_counter!(
+        AUTH_REFUSED,
+        "Sign-ins, sessions and metrics scrapes refused by [auth], by why."
+    );
+    describe_counter!(AUTH_SIGN_INS, "Browsers that signed in ([auth]).");
     describe_counter!(
         VIEWER_REQUESTS,
         "Requests on viewer links: playlists, parts, segments and the viewer page's status."

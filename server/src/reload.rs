@@ -30,6 +30,7 @@ fn applies_live(key: &str) -> bool {
         || key == "site.tls-key"
         || key == "channel"
         || key.starts_with("pipeline.detector.")
+        || key.starts_with("auth.")
 }
 
 /// Every leaf key whose value differs between `old` and `new` (`section.key`), with both
@@ -267,8 +268,26 @@ impl Reloader {
                 tracing::warn!(
                     "setting {key}: {old} → {new} needs a restart; the running value stays"
                 );
+            } else if key.starts_with("auth.") {
+                // Its values are secrets (a passphrase's hash) or name where they are.
+                tracing::info!("setting {key} changed");
             } else if key != "channel" {
                 tracing::info!("setting {key}: {old} → {new}");
+            }
+        }
+        if changes.iter().any(|(k, _, _)| k.starts_with("auth.")) {
+            match crate::auth::Gate::new(&config.auth) {
+                Ok(gate) => {
+                    *self.shared.gate.write().unwrap_or_else(|p| p.into_inner()) =
+                        std::sync::Arc::new(gate);
+                    tracing::info!(
+                        "sign-in settings applied (auth.mode = {:?}); earlier sign-ins hold only if the secret is unchanged",
+                        config.auth.mode
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!("sign-in settings not applied, the running ones stay: {e}")
+                }
             }
         }
         if changes.iter().any(|(k, _, _)| k.starts_with("site.tls-")) {

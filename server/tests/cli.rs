@@ -311,6 +311,70 @@ async fn tls_flags_serve_https_and_logs_to_a_pipe_carry_no_colour_codes() -> Res
     Ok(())
 }
 
+/// The log lines of the binary serving on `addr` up to the line containing `until`.
+async fn serve_log_until(addr: &str, env: &[(&str, &str)], until: &str) -> Result<Vec<String>> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_hls-face"));
+    command
+        .args(["serve", "--addr", addr])
+        .env("LEPTOS_SITE_ROOT", stub_site()?)
+        .env("HLS_FACE_PIPELINE_RUNTIME_DIR", tempdir("cli-warn")?)
+        .env("RUST_LOG", "server=info,hls_face=info")
+        .env("NO_COLOR", "1")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn()?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+    let mut lines = BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(DEADLINE, lines.next_line())
+            .await??
+            .ok_or_else(|| anyhow::anyhow!("server exited: {seen:?}"))?;
+        let done = line.contains(until);
+        seen.push(line);
+        if done {
+            return Ok(seen);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serving_every_address_without_auth_says_so_and_with_a_passphrase_does_not() -> Result<()> {
+    let open = serve_log_until("0.0.0.0:0", &[], "listening on").await?;
+    ensure!(
+        open.iter()
+            .any(|l| l.contains("WARN") && l.contains("anyone who can reach this address")),
+        "{open:?}"
+    );
+    let hash = server::auth::hash_passphrase("a long passphrase")?;
+    let guarded = serve_log_until(
+        "0.0.0.0:0",
+        &[
+            ("HLS_FACE_AUTH_MODE", "passphrase"),
+            ("HLS_FACE_AUTH_PASSPHRASE_HASH", &hash),
+        ],
+        "listening on http://localhost",
+    )
+    .await?;
+    ensure!(
+        guarded.iter().all(|l| !l.contains("without [auth]")),
+        "{guarded:?}"
+    );
+    let local = serve_log_until("127.0.0.1:0", &[], "listening on").await?;
+    ensure!(
+        local.iter().all(|l| !l.contains("without [auth]")),
+        "{local:?}"
+    );
+    Ok(())
+}
+
 #[test]
 fn process_keeps_a_film_rate_of_23_976_fps() -> Result<()> {
     let dir = tempdir("cli-film")?;

@@ -86,6 +86,22 @@ impl Served {
         Ok(())
     }
 
+    /// Waits until `n` log lines contain `text`.
+    async fn logged_times(&self, text: &str, n: usize) -> Result<()> {
+        let log = self.log.clone();
+        let found = eventually(DEADLINE, || {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(text))
+                .count()
+                >= n
+        })
+        .await;
+        ensure!(found, "never logged {text:?} {n} times");
+        Ok(())
+    }
+
     /// Waits for a log line containing `text`.
     async fn logged(&self, text: &str) -> Result<String> {
         let log = self.log.clone();
@@ -326,6 +342,66 @@ async fn detector_defaults_and_allowed_hosts_apply_to_what_comes_next() -> Resul
         ),
         "{:?}",
         started.detector
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_settings_apply_live_and_a_new_passphrase_signs_everyone_out() -> Result<()> {
+    let dir = tempdir("reload-auth")?;
+    let settings = base_settings(&dir, "")?;
+    let served = Served::start(&dir, &settings).await?;
+    let host = served.addr.clone();
+    // No [auth]: anyone starts.
+    ensure!(session(&host).await?.is_some());
+
+    let first = server::auth::hash_passphrase("first passphrase")?;
+    served.save(&format!(
+        "{settings}[auth]\nmode = \"passphrase\"\npassphrase-hash = \"{first}\"\n"
+    ))?;
+    served.logged("sign-in settings applied").await?;
+    let (cookie, token) = browser_session(&host).await?;
+    let mut c = socket_as(&host, &cookie, &token).await?;
+    c.send(&start_msg()).await?;
+    ensure!(
+        matches!(
+            c.wait_for("refusal", |m| matches!(m, ServerMsg::Error { .. }))
+                .await?,
+            ServerMsg::Error {
+                kind: ErrorKind::AuthRequired,
+                ..
+            }
+        ),
+        "a new Start needs the passphrase now"
+    );
+    let (status, signed) = sign_in(&host, &cookie, &token, "first passphrase").await?;
+    ensure!(status == 204);
+    let both = format!("{cookie}; {}", signed.unwrap_or_default());
+    ensure!(auth_status(&host, &both).await?.signed_in);
+
+    let second = server::auth::hash_passphrase("second passphrase")?;
+    served.save(&format!(
+        "{settings}[auth]\nmode = \"passphrase\"\npassphrase-hash = \"{second}\"\n"
+    ))?;
+    served.logged_times("sign-in settings applied", 2).await?;
+    let line = served
+        .logged("setting auth.passphrase-hash changed")
+        .await?;
+    let log = served.log.lock().unwrap().join("\n");
+    ensure!(
+        !log.contains(&first) && !log.contains(&second) && !log.contains("passphrase\""),
+        "the hashes are never logged: {line}"
+    );
+    ensure!(
+        !auth_status(&host, &both).await?.signed_in,
+        "a new passphrase signs everyone out"
+    );
+    ensure!(sign_in(&host, &cookie, &token, "first passphrase").await?.0 == 401);
+    ensure!(
+        sign_in(&host, &cookie, &token, "second passphrase")
+            .await?
+            .0
+            == 204
     );
     Ok(())
 }

@@ -419,6 +419,13 @@ impl Inner {
             ServerMsg::Error { kind, message } if !kind.is_fatal() => {
                 ui.event(LiveEvent::Notice(message));
             }
+            ServerMsg::Error {
+                kind: crate::protocol::ErrorKind::AuthRequired,
+                message,
+            } => {
+                ui.event(LiveEvent::SignInNeeded(message));
+                this.shutdown();
+            }
             ServerMsg::Error { message, .. } => {
                 ui.event(LiveEvent::Failed(message));
                 this.summarize();

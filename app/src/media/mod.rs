@@ -14,7 +14,7 @@ mod probe;
 mod recorder;
 mod socket;
 
-use crate::protocol::{DetectorSettings, KeptRecordings};
+use crate::protocol::{AuthStatus, DetectorSettings, KeptRecordings, SignIn};
 use crate::ui::{CameraProblem, LiveEvent, Ui};
 use leptos::html::{Canvas, Video};
 use leptos::prelude::*;
@@ -77,6 +77,30 @@ impl Controller {
             permission: StoredValue::new_local(None),
             devices: StoredValue::new_local(None),
         }
+    }
+
+    /// Asks the server whether it wants to know who streams, and whether this browser has
+    /// signed in.
+    pub fn load_auth(self) {
+        wasm_bindgen_futures::spawn_local(async move {
+            let status = fetch_text("/auth")
+                .await
+                .and_then(|text| serde_json::from_str::<AuthStatus>(&text).ok());
+            if let Some(status) = status {
+                self.ui.event(LiveEvent::Auth(status));
+            }
+        });
+    }
+
+    /// Sends the passphrase or token; the page learns whether it was accepted.
+    pub fn sign_in(self, secret: String) {
+        wasm_bindgen_futures::spawn_local(async move {
+            let ui = self.ui;
+            match post_sign_in(&secret).await {
+                Ok(()) => ui.event(LiveEvent::SignedIn),
+                Err(why) => ui.event(LiveEvent::SignInFailed(why)),
+            }
+        });
     }
 
     /// Asks the server for the recordings it keeps for this browser (an earlier session,
@@ -354,6 +378,47 @@ pub async fn fetch_text(url: &str) -> Option<String> {
         .await
         .ok()?;
     text.as_string()
+}
+
+/// `POST /auth` with the page's token; `Err` carries the sentence to show.
+async fn post_sign_in(secret: &str) -> Result<(), String> {
+    const UNREACHABLE: &str =
+        "The server could not be reached: check the connection and try again.";
+    let window = web_sys::window().ok_or_else(|| UNREACHABLE.to_string())?;
+    let body = serde_json::to_string(&SignIn {
+        secret: secret.to_string(),
+    })
+    .map_err(|_| UNREACHABLE.to_string())?;
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&wasm_bindgen::JsValue::from_str(&body));
+    let headers = web_sys::Headers::new().map_err(|_| UNREACHABLE.to_string())?;
+    let _ = headers.set("content-type", "application/json");
+    let _ = headers.set(
+        "x-csrf-token",
+        &meta_content(crate::CSRF_META).unwrap_or_default(),
+    );
+    init.set_headers(&headers);
+    let response =
+        wasm_bindgen_futures::JsFuture::from(window.fetch_with_str_and_init("/auth", &init))
+            .await
+            .map_err(|_| UNREACHABLE.to_string())?
+            .dyn_into::<web_sys::Response>()
+            .map_err(|_| UNREACHABLE.to_string())?;
+    if response.ok() {
+        return Ok(());
+    }
+    // The server's refusals are sentences written for people (wrong, expired, throttled).
+    let text = match response.text() {
+        Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .ok()
+            .and_then(|t| t.as_string()),
+        Err(_) => None,
+    };
+    Err(text
+        .filter(|t| !t.is_empty() && t.len() < 200)
+        .unwrap_or_else(|| "The sign-in was refused.".to_string()))
 }
 
 /// Milliseconds on the page's clock (`performance.now()`; 0 without a window).

@@ -6,12 +6,14 @@ use leptos::config::LeptosOptions;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+mod auth;
 mod channel;
 mod checks;
 mod limits;
 mod pipeline;
 mod site;
 
+pub use auth::{AuthConfig, AuthMode, JwtAlgorithm};
 pub use channel::{is_channel_name, redact_url, ChannelConfig, ChannelSource, Secret};
 pub(crate) use checks::first_failure;
 pub use limits::LimitsConfig;
@@ -38,6 +40,8 @@ pub struct Config {
     pub pipeline: PipelineConfig,
     /// Per-client and per-server limits.
     pub limits: LimitsConfig,
+    /// Who may stream.
+    pub auth: AuthConfig,
     /// The operator's camera channels (`[[channel]]` tables).
     #[serde(rename = "channel")]
     pub channels: Vec<ChannelConfig>,
@@ -103,6 +107,7 @@ impl Config {
         self.site.tls_cert = self.site.tls_cert.as_deref().map(fix);
         self.site.tls_key = self.site.tls_key.as_deref().map(fix);
         self.site.csrf_key_file = self.site.csrf_key_file.as_deref().map(fix);
+        self.auth.jwt_key_file = self.auth.jwt_key_file.as_deref().map(fix);
         for channel in &mut self.channels {
             let file = channel.source.expose().strip_prefix("file:").map(Path::new);
             if let Some(path) = file.filter(|p| p.is_relative()) {
@@ -195,7 +200,8 @@ impl Config {
             .pipeline
             .check()
             .and_then(|()| self.site.check())
-            .and_then(|()| self.limits.check());
+            .and_then(|()| self.limits.check())
+            .and_then(|()| self.auth.check());
         failure.map_err(|why| ServerError::Config(why.to_string()))?;
         channel::check_all(&self.channels).map_err(ServerError::Config)
     }

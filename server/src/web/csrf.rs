@@ -81,6 +81,11 @@ impl CsrfKey {
         Ok(key)
     }
 
+    /// The signature of a sign-in cookie's text (see `crate::auth::Gate`).
+    pub fn sign_in_mac(&self, text: &str) -> String {
+        self.mac(b"sign-in:", text)
+    }
+
     /// The token for a session cookie value.
     pub fn token_for(&self, sid: &str) -> String {
         self.mac(b"token:", sid)

@@ -8,6 +8,7 @@ pub mod listener;
 pub mod live_mp4;
 pub mod recordings;
 pub mod resume;
+pub mod sign_in;
 pub mod socket;
 pub mod transport;
 pub mod wire;
@@ -68,11 +69,18 @@ pub struct Shared {
     pub resumes: resume::Resumes,
     /// The operator's camera channels.
     pub channels: crate::channel::Channels,
+    /// Who may stream (`[auth]`; replaced when the settings are reloaded).
+    pub gate: std::sync::RwLock<Arc<crate::auth::Gate>>,
     /// Renders `/metrics` (`None` if another metrics recorder was installed first).
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Shared {
+    /// The `[auth]` gate in force now.
+    pub fn gate(&self) -> Arc<crate::auth::Gate> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The pipeline settings a new session or channel run starts with now.
     pub fn pipeline_env(&self) -> PipelineEnv {
         self.pipeline_live
@@ -151,7 +159,9 @@ impl AppState {
             capacity: capacity.clone(),
             supervisors: TaskTracker::new(),
         };
+        let gate = Arc::new(crate::auth::Gate::new(&config.auth)?);
         let shared = Arc::new(Shared {
+            gate: std::sync::RwLock::new(gate),
             addr,
             pipeline_live: std::sync::RwLock::new(pipeline.clone()),
             hosts: std::sync::RwLock::new(hosts),
@@ -194,6 +204,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/channels.json", get(channels::list))
         .route("/recordings.json", get(recordings::list))
+        .route("/auth", get(sign_in::status).post(sign_in::sign_in))
         .route("/channel/{name}/{file}", get(channels::file))
         .route("/channel/{name}/{run}/{file}", get(channels::stream))
         .merge(page)
@@ -211,7 +222,30 @@ async fn fresh_token(axum::Extension(token): axum::Extension<app::CsrfToken>) ->
 }
 
 /// `GET /metrics`: Prometheus text format.
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: axum::http::HeaderMap,
+    connected: Option<
+        axum::Extension<axum::extract::connect_info::ConnectInfo<std::net::SocketAddr>>,
+    >,
+) -> axum::response::Response {
+    if state.shared.gate().protects_metrics() {
+        let from = csrf::client_address(
+            &headers,
+            connected.map(|c| c.0 .0.ip()),
+            state.shared.config.site.trust_forwarded,
+        )
+        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        if let Err(refusal) = sign_in::check(&state, &headers, from).await {
+            sign_in::refused(refusal);
+            return (
+                axum::http::StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                "/metrics needs a bearer token or the passphrase ([auth] protect-metrics).",
+            )
+                .into_response();
+        }
+    }
     ::metrics::gauge!(crate::metrics::SOCKETS).set(state.shared.sockets.len() as f64);
     (
         [(
@@ -220,4 +254,5 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         )],
         crate::metrics::render(state.shared.metrics.as_ref()),
     )
+        .into_response()
 }

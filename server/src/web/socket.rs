@@ -141,6 +141,8 @@ pub async fn upgrade(
     let Ok(ws) = ws else {
         return (StatusCode::BAD_REQUEST, "WebSocket upgrade expected").into_response();
     };
+    // Checked now (a bearer token or the sign-in cookie), told on Start.
+    let signed_in = super::sign_in::check(&state, &headers, address).await;
     // Frames up to twice the chunk limit are read so an oversized chunk gets a typed
     // error; beyond that the WebSocket layer drops the connection itself. With the socket
     // cap this bounds what unfinished frames can hold: max-sockets × 2 × max-chunk-bytes.
@@ -153,6 +155,7 @@ pub async fn upgrade(
                 // The address's socket place is held for the connection's life.
                 let _place = address_place;
                 Connection::new(Box::new(socket), state, client, address)
+                    .signed_in(signed_in)
                     .run()
                     .await
             }
@@ -218,6 +221,8 @@ struct Connection {
     resume_token: Option<ResumeToken>,
     /// Set when a `resume` message claimed a parked session for this socket.
     handover: Option<tokio::sync::oneshot::Sender<Socket>>,
+    /// Whether the client may start sessions (`[auth]`), as checked when the socket opened.
+    signed_in: Result<(), crate::auth::Refusal>,
 }
 
 impl Connection {
@@ -239,7 +244,15 @@ impl Connection {
             stats: StatsSampler::new(),
             resume_token: None,
             handover: None,
+            signed_in: Ok(()),
         }
+    }
+
+    /// Whether this connection's client may start sessions (`[auth]`), as checked when
+    /// its socket opened.
+    fn signed_in(mut self, result: Result<(), crate::auth::Refusal>) -> Self {
+        self.signed_in = result;
+        self
     }
 
     async fn run(mut self) {
@@ -508,6 +521,10 @@ impl Connection {
     async fn start(&mut self, mime: &str, width: u32, height: u32) -> Result<(), ErrorKind> {
         if self.session.is_some() {
             return Err(ErrorKind::Protocol);
+        }
+        if let Err(refusal) = self.signed_in {
+            super::sign_in::refused(refusal);
+            return Err(ErrorKind::AuthRequired);
         }
         let format = protocol::media_format(mime);
         let Some((container, codec)) = format.filter(|_| protocol::valid_frame_size(width, height))

@@ -808,3 +808,37 @@ pub async fn raw(host: &str, request: &str) -> Result<String> {
         .unwrap_or_default()
         .to_string())
 }
+
+/// `POST /auth` as the page sends it: (status, the sign-in cookie if one was set).
+pub async fn sign_in(
+    host: &str,
+    cookie: &str,
+    token: &str,
+    secret: &str,
+) -> Result<(u16, Option<String>)> {
+    let body = serde_json::json!({ "secret": secret }).to_string();
+    let head = raw(
+        host,
+        &format!(
+            "POST /auth HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nx-csrf-token: {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .await?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("no status in {head}"))?;
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: hls_face_auth="))
+        .map(|v| format!("hls_face_auth={}", v.split(';').next().unwrap_or_default()));
+    Ok((status, cookie))
+}
+
+pub async fn auth_status(host: &str, cookie: &str) -> Result<app::protocol::AuthStatus> {
+    let r = http_get(host, "/auth", &[("Cookie", cookie)]).await?;
+    Ok(serde_json::from_slice(&r.body)?)
+}
