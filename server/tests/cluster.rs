@@ -8,7 +8,7 @@ mod common;
 
 use anyhow::{bail, ensure, Context, Result};
 use app::hls_path::{node_of, playlist_url, viewer_playlist};
-use app::protocol::{ErrorKind, ServerMsg};
+use app::protocol::{ClientMsg, ErrorKind, ServerMsg};
 use common::*;
 use server::hls::playlist::LlPlaylist;
 use server::hls::stream::Resource;
@@ -24,6 +24,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(nodes: usize) -> Result<Self> {
+        Self::start_with(nodes, &[]).await
+    }
+
+    /// Like [`Cluster::start`], with more environment for `deploy/cluster` and its nodes.
+    async fn start_with(nodes: usize, env: &[(&str, &str)]) -> Result<Self> {
         let prefix = tempdir("cluster")?;
         let public = free_addr()?;
         let addrs = (0..nodes)
@@ -45,6 +50,7 @@ impl Cluster {
             .env("LOCK_TIMEOUT", "10s")
             .env("RUST_LOG", "server=info,hls_face=info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .kill_on_drop(true)
             .spawn()
             .context("starting deploy/cluster")?;
@@ -371,5 +377,101 @@ async fn sessions_spread_over_nodes_viewers_hit_the_cache_and_a_dead_node_ends_o
         other => bail!("a new session after the death of a node: {other:?}"),
     }
     drop(cluster);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_is_busy_not_gone_and_one_client_is_held_to_its_share() -> Result<()> {
+    let cluster = Cluster::start_with(
+        1,
+        &[
+            // A node with few connections, so a test can fill them.
+            ("HLS_FACE_LIMITS_MAX_SOCKETS", "4"),
+            ("HLS_FACE_LIMITS_MAX_CONNECTIONS", "10"),
+            ("CONN_PER_CLIENT", "6"),
+            ("REQ_RATE", "20r/s"),
+            ("REQ_BURST", "20"),
+        ],
+    )
+    .await?;
+    let public = cluster.public.clone();
+    let (_, node) = cluster.node("n1")?;
+    let node = node.to_string();
+
+    // The owner's session, through nginx.
+    let mut owner = socket(&public).await?;
+    let started = owner.start().await?;
+    stream_file(&mut owner, &media("face.webm"), 30_000, 20).await?;
+    owner
+        .wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    // (Not fetched yet: nginx would keep that connection to the node open and use it.)
+    let own = app::hls_path::playlist_url(&started.session_id);
+
+    // The node's connections taken by something else: its playlist is busy (503, try
+    // again), never "ended" (404) while the session runs.
+    let mut held = Vec::new();
+    while held.len() < 10 {
+        held.push(tokio::net::TcpStream::connect(&node).await?);
+    }
+    ensure!(
+        http_get(&node, "/", &[]).await?.status == 503,
+        "the node itself says busy"
+    );
+    let busy = http_get(&public, &own, &[]).await?;
+    ensure!(
+        busy.status == 503,
+        "a full node's session playlist: {} (404 would say it ended) {:?}",
+        busy.status,
+        busy.headers
+    );
+    drop(held);
+    let live = loop {
+        let again = http_get(&public, &own, &[]).await?;
+        if again.status == 200 {
+            break LlPlaylist::parse(&String::from_utf8_lossy(&again.body)).context("playlist")?;
+        }
+        ensure!(
+            again.status == 503,
+            "while the node frees up: {}",
+            again.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // What one client holds at once is capped at nginx (429): blocking reloads held for
+    // the segment after next, with random extra parameters that all share one cache entry.
+    let ahead = live.segments_produced() + 1;
+    let held = futures_util::future::join_all((0..12).map(|i| {
+        let public = public.clone();
+        let blocking = format!("{own}?_HLS_msn={ahead}&n={i}");
+        async move { http_get(&public, &blocking, &[]).await }
+    }))
+    .await;
+    let over = held
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|r| r.status == 429))
+        .count();
+    ensure!(
+        over >= 6,
+        "12 held reloads from one client, {over} limited (6 connections each)"
+    );
+
+    // So are its requests a second.
+    let answers =
+        futures_util::future::join_all((0..120).map(|_| http_get(&public, "/", &[]))).await;
+    let limited = answers
+        .iter()
+        .filter(|a| a.as_ref().is_ok_and(|r| r.status == 429))
+        .count();
+    ensure!(
+        limited >= 60,
+        "{limited} of 120 quick requests limited at nginx"
+    );
+    // The owner's session went on throughout.
+    owner.send(&ClientMsg::Stop).await?;
+    owner
+        .wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+        .await?;
     Ok(())
 }

@@ -98,6 +98,23 @@ async fn answer_plain_http<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
 /// files change (`crate::reload`); a connection keeps the settings it was accepted with.
 pub type TlsSettings = Arc<std::sync::RwLock<Arc<tokio_rustls::rustls::ServerConfig>>>;
 
+/// Connections over the cap answered "busy" at the same time; beyond, they are closed.
+const OVERFLOW_ANSWERS: usize = 64;
+
+/// Tells a connection over the cap that the server is busy (503, try again in a second),
+/// without reading its request, then closes it.
+async fn answer_busy(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+Cache-Control: no-store\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 41\r\n\
+Connection: close\r\n\r\nThe server is busy: try again in a moment";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(BUSY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// Serves `router` on `listener` until `shutdown`, then lets open requests finish (at most
 /// [`DRAIN`]). `tls` makes it HTTPS.
 pub async fn serve(
@@ -108,6 +125,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    // Connections over the cap told "busy" at once, at most this many at a time.
+    let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -123,8 +142,19 @@ pub async fn serve(
             },
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection limit reached; closing a new connection");
-            drop(stream);
+            tracing::debug!(%peer, "connection limit reached; answering busy");
+            // A proxy must not read a dropped connection as "the node is gone" (nginx turns
+            // that into the session's end): over plain HTTP the answer is a quick 503. A TLS
+            // connection would need a handshake first: it is closed.
+            match (tls.is_none(), overflow.clone().try_acquire_owned()) {
+                (true, Ok(answering)) => {
+                    tokio::spawn(async move {
+                        let _answering = answering;
+                        answer_busy(stream).await;
+                    });
+                }
+                _ => drop(stream),
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
