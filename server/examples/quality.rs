@@ -128,6 +128,7 @@ fn compose(photo: &Mat, clip: &Clip, n: usize) -> Result<(Frame, Option<FaceBox>
         width: W as u32,
         height: H as u32,
         data: canvas.data_bytes()?.to_vec(),
+        hidden: false,
     };
     let truth = clip.has_face.then(|| {
         let k = side / 512.0;

@@ -203,6 +203,8 @@ pub async fn run(job: &Job, progress: Progress<'_>) -> Result<Summary, ServerErr
         segment_seconds: 2.0,
         first_segment_frames: 0,
         preset: cfg.hls.x264_preset.clone(),
+        // Privacy is fixed for a file: the frame path applies it to every frame.
+        privacy: None,
     };
     let Pipeline {
         decoder,

@@ -186,6 +186,7 @@ pub fn feed<T: Send + 'static>(
     mut items: tokio::sync::mpsc::Receiver<T>,
     cancel: tokio_util::sync::CancellationToken,
     bytes: fn(&T) -> &[u8],
+    mut ready: impl FnMut(&mut T) + Send + 'static,
     mut written: impl FnMut(T, Duration) + Send + 'static,
 ) {
     use tokio::io::AsyncWriteExt;
@@ -195,7 +196,8 @@ pub fn feed<T: Send + 'static>(
                 _ = cancel.cancelled() => return,
                 item = items.recv() => item,
             };
-            let Some(item) = item else { return };
+            let Some(mut item) = item else { return };
+            ready(&mut item);
             let started = std::time::Instant::now();
             if let Err(e) = stdin.write_all(bytes(&item)).await {
                 tracing::debug!("child stdin closed: {e}");

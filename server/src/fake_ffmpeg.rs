@@ -29,6 +29,8 @@ pub struct FakeFfmpeg {
     pub encoder_dies_after: Option<u64>,
     /// Children started and not yet exited.
     pub running: Arc<AtomicUsize>,
+    /// Every frame the encoders read, in order.
+    pub encoded: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 }
 
 /// A fake child: killed through `kill`, its exit published on `status` (a raw wait status).
@@ -92,6 +94,7 @@ impl Spawner for FakeFfmpeg {
                     Frames::of(w, h),
                     gop,
                     self.encoder_dies_after,
+                    self.encoded.clone(),
                 ))
             }
             _ => {
@@ -152,6 +155,7 @@ async fn encode(
     frames: Frames,
     gop: u64,
     dies_after: Option<u64>,
+    encoded: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 ) -> i32 {
     if output.write_all(&init(TIMESCALE)).await.is_err() {
         return 1;
@@ -164,6 +168,10 @@ async fn encode(
         if input.read_exact(&mut frame).await.is_err() {
             return 0;
         }
+        encoded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(frame.clone());
         let bytes = fragment(n * TICKS, n % gop == 0, &n.to_be_bytes());
         if output.write_all(&bytes).await.is_err() {
             return 1;

@@ -29,6 +29,7 @@ fn frame_of(photo: &str) -> Result<Frame> {
         width: 640,
         height: 480,
         data: scaled.data_bytes()?.to_vec(),
+        hidden: false,
     })
 }
 

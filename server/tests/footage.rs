@@ -159,6 +159,7 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
             width: 640,
             height: 480,
             data: data.clone(),
+            hidden: false,
         };
         let Some(face) = reference.detect(&frame)?.into_iter().next() else {
             continue;

@@ -166,6 +166,7 @@ impl Session {
             stream: admission.stream.clone(),
             store,
         };
+        let privacy = Arc::new(AtomicBool::new(privacy));
         let Pipeline {
             decoder,
             frames,
@@ -178,7 +179,10 @@ impl Session {
                 Feed::Recorder(codec) => Source::Chunks { chunks, codec },
                 Feed::Relay { .. } => Source::Relay { chunks },
             },
-            &EncoderSettings::live(&cfg.hls, width, height),
+            &EncoderSettings {
+                privacy: Some(privacy.clone()),
+                ..EncoderSettings::live(&cfg.hls, width, height)
+            },
             sink,
             QUEUES,
             &pool,
@@ -187,7 +191,6 @@ impl Session {
         let thumbnail = Latest::default();
         let counters = Arc::new(Counters::default());
         let cancel = CancellationToken::new();
-        let privacy = Arc::new(AtomicBool::new(privacy));
         let stage = Stage {
             path: FramePath::live(
                 worker,

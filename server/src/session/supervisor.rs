@@ -411,6 +411,7 @@ mod tests {
                 segment_seconds: 1.0,
                 first_segment_frames: 0,
                 preset: "ultrafast".into(),
+                privacy: None,
             },
             Sink::Live {
                 packager: PackagerSettings {

@@ -185,7 +185,15 @@ impl Decoder {
         let cancel = CancellationToken::new();
         // A file source has no chunks: stdin closes at once.
         if let Some(chunks) = chunks {
-            feed(&tasks, stdin, chunks, cancel.clone(), |c| c, |_, _| {});
+            feed(
+                &tasks,
+                stdin,
+                chunks,
+                cancel.clone(),
+                |c| c,
+                |_| {},
+                |_, _| {},
+            );
         }
         let frame_len = Frame::byte_len(width, height);
         let reader_cancel = cancel.clone();
@@ -200,6 +208,7 @@ impl Decoder {
                     width,
                     height,
                     data,
+                    hidden: false,
                 };
                 tokio::select! {
                     _ = reader_cancel.cancelled() => return,

@@ -41,6 +41,10 @@ pub struct EncoderSettings {
     /// first frame instead of a segment later.
     pub first_segment_frames: u32,
     pub preset: String,
+    /// Live: the session's privacy switch. A frame that reaches the encoder unhidden while
+    /// it is on (it passed the frame path before the switch) is hidden whole: from the
+    /// moment the switch arrives, no frame leaves unhidden.
+    pub privacy: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl EncoderSettings {
@@ -53,6 +57,7 @@ impl EncoderSettings {
             segment_seconds: config.segment_seconds,
             first_segment_frames: config.first_segment_frames(),
             preset: config.x264_preset.clone(),
+            privacy: None,
         }
     }
 }
@@ -213,12 +218,23 @@ impl Encoder {
             tasks,
         } = spawner.spawn(Role::Encoder, &args)?;
         let cancel = CancellationToken::new();
+        let privacy = settings.privacy.clone();
         feed(
             &tasks,
             stdin,
             frames,
             cancel.clone(),
             |frame: &Frame| &frame.data,
+            move |frame: &mut Frame| {
+                let on = privacy
+                    .as_ref()
+                    .is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed));
+                if on && !frame.hidden {
+                    crate::video::overlay::pixelate_whole(frame);
+                    frame.hidden = true;
+                    ::metrics::counter!(crate::metrics::FRAMES_HIDDEN).increment(1);
+                }
+            },
             move |frame, took| {
                 ::metrics::histogram!(crate::metrics::ENCODE_SECONDS).record(took.as_secs_f64());
                 pool.give(frame.data);
@@ -272,7 +288,62 @@ mod tests {
             segment_seconds: 1.0,
             first_segment_frames: 0,
             preset: "veryfast".into(),
+            privacy: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_reaches_the_encoder_unhidden_after_the_privacy_switch_is_hidden_whole() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let fake = crate::fake_ffmpeg::FakeFfmpeg::default();
+        let privacy = std::sync::Arc::new(AtomicBool::new(false));
+        let settings = EncoderSettings {
+            width: 16,
+            height: 16,
+            privacy: Some(privacy.clone()),
+            ..settings()
+        };
+        let (tx, rx) = mpsc::channel(8);
+        let (mut encoder, _out) = Encoder::start(
+            &fake,
+            &settings,
+            &EncoderOutput::Fragments,
+            rx,
+            FramePool::default(),
+        )
+        .unwrap();
+        let boxed = Frame::checkerboard(16, 16, [0, 255, 0]);
+        // Before the switch: written as the frame path left it.
+        tx.send(boxed.clone()).await.unwrap();
+        let wait_for = |n: usize| {
+            let encoded = fake.encoded.clone();
+            async move {
+                while encoded.lock().unwrap().len() < n {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        wait_for(1).await;
+        privacy.store(true, Ordering::Relaxed);
+        // Boxed by the frame path before the switch (it waited in the encoder's queue),
+        // written after it: hidden whole.
+        tx.send(boxed.clone()).await.unwrap();
+        // Already hidden by the frame path: written as it is.
+        let hidden = Frame {
+            hidden: true,
+            ..Frame::checkerboard(16, 16, [255, 0, 0])
+        };
+        tx.send(hidden.clone()).await.unwrap();
+        drop(tx);
+        wait_for(3).await;
+        let written = fake.encoded.lock().unwrap().clone();
+        assert_eq!(written[0], boxed.data, "before the switch");
+        let mut whole = boxed.clone();
+        crate::video::overlay::pixelate_whole(&mut whole);
+        assert_ne!(whole.data, boxed.data);
+        assert_eq!(written[1], whole.data, "hidden whole");
+        assert_eq!(written[2], hidden.data, "hidden by the frame path already");
+        encoder.exited().await;
     }
 
     #[test]

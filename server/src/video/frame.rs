@@ -59,6 +59,8 @@ pub struct Frame {
     pub height: u32,
     /// `width * height * 3` bytes, rows top to bottom, pixels as B, G, R.
     pub data: Vec<u8>,
+    /// Privacy mode was applied to it (its faces, or all of it, pixelated).
+    pub hidden: bool,
 }
 
 impl Frame {
@@ -79,6 +81,7 @@ impl Frame {
             width,
             height,
             data,
+            hidden: false,
         }
     }
 
@@ -104,6 +107,7 @@ impl Frame {
             width: self.width,
             height: self.height,
             data,
+            hidden: self.hidden,
         }
     }
 

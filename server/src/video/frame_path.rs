@@ -271,6 +271,7 @@ impl FramePath {
             pixelate_boxes(&mut frame, &grown);
             grown.len()
         };
+        frame.hidden = privacy;
         Some(Output {
             frame,
             faces,

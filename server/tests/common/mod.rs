@@ -732,6 +732,7 @@ pub fn faces_found(frames: &[Vec<u8>]) -> Result<Vec<(usize, Vec<server::video::
             width: 640,
             height: 480,
             data: data.clone(),
+            hidden: false,
         };
         let faces = server::video::detector::FaceDetector::detect(&mut detector, &frame)?;
         if !faces.is_empty() {

@@ -46,6 +46,7 @@ fn empty_frame() -> Frame {
         width: 0,
         height: 0,
         data: Vec::new(),
+        hidden: false,
     }
 }
 
