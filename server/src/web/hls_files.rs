@@ -206,7 +206,12 @@ pub(super) async fn serve_stream(
         };
     };
     let blocking = matches!(resource, Resource::Playlist) && reload.is_ok_and(|r| r.msn.is_some());
-    let cache = cache_control(resource, blocking, snapshot.timing.target_duration);
+    let cache = cache_control(
+        resource,
+        blocking,
+        snapshot.timing.target_duration,
+        snapshot.segments.len(),
+    );
     (
         [
             (header::CONTENT_TYPE, mime),
@@ -225,18 +230,27 @@ pub(super) async fn serve_stream(
 ///   once that part existed, a correct answer to that exact URL for as long as the part
 ///   stays in the playlist (three target durations): everyone asking the same URL can
 ///   share it, which is what lets nginx collapse the viewers' held requests into one;
-/// - init segment, parts and segments never change under their names (`immutable`); a
-///   minute covers the live window, after which the cache forgets them.
+/// - init segment, parts and segments never change under their names (`immutable`); they
+///   are kept for as long as the live window lasts (its segments, at least three, times the
+///   target duration) and no longer: behind a cache, a viewer link's media is gone that
+///   long after its session ended, as the playlist (never stored) is at once.
 ///
 /// The URLs hold the session's secret id or viewer token, so `public` shares them only
 /// with those who hold the same secret URL. Errors are `no-store` (see [`no_store`]).
-fn cache_control(resource: Resource, blocking: bool, target_duration: u32) -> String {
+fn cache_control(
+    resource: Resource,
+    blocking: bool,
+    target_duration: u32,
+    window: usize,
+) -> String {
+    let target = target_duration.max(1);
     match resource {
-        Resource::Playlist if blocking => {
-            format!("public, max-age={}", 3 * target_duration.max(1))
-        }
+        Resource::Playlist if blocking => format!("public, max-age={}", 3 * target),
         Resource::Playlist => "no-cache".into(),
-        _ => "public, max-age=60, immutable".into(),
+        _ => format!(
+            "public, max-age={}, immutable",
+            window.max(3) as u32 * target
+        ),
     }
 }
 
@@ -370,10 +384,14 @@ mod tests {
             cache(get(&rx, "playlist.m3u8", Some("_HLS_msn=1&_HLS_part=0")).await),
             "public, max-age=3"
         );
+        // The live window: as long as its segments last (a viewer's media behind a cache
+        // is gone that long after the end).
+        let window = rx.borrow().segments.len().max(3) as u32 * rx.borrow().timing.target_duration;
+        assert!(window < 60, "{window}");
         for file in ["init.mp4", "part_00001_0.m4s", "seg_00000.m4s"] {
             assert_eq!(
                 cache(get(&rx, file, None).await),
-                "public, max-age=60, immutable",
+                format!("public, max-age={window}, immutable"),
                 "{file}"
             );
         }
