@@ -224,3 +224,60 @@ async fn after_the_grace_period_the_session_has_ended() -> Result<()> {
     }
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_connection_bursting_back_loses_no_frame_from_the_recording() -> Result<()> {
+    // A slower x264 preset, so a burst outpaces the encoder as on a loaded machine.
+    let server = TestServer::start("stall", |c| {
+        c.pipeline.hls.playlist_size = 100;
+        c.pipeline.hls.x264_preset = "medium".into();
+    })
+    .await?;
+    let host = server.host();
+    let mut c = server.socket().await?;
+    // H.264, as Chromium records it: it decodes far faster than real time, so a backlog
+    // reaches the encoder as a burst.
+    c.send(&start_as("video/webm;codecs=h264")).await?;
+    let ServerMsg::Started {
+        session_id: session,
+        ..
+    } = c
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?
+    else {
+        unreachable!()
+    };
+    let data = std::fs::read(media("real-face-h264.mkv"))?;
+    let all: Vec<Vec<u8>> = data.chunks(20_000).map(<[u8]>::to_vec).collect();
+    let first = all.len() / 4;
+    send_paced(&mut c, &all[..first]).await?;
+    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+        .await?;
+    // The network holds everything for 3 s (the stall itself, not a wait for a condition),
+    // then everything the recorder made meanwhile arrives at once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for chunk in &all[first..] {
+        c.send_binary(chunk.clone()).await?;
+    }
+    c.send(&ClientMsg::Stop).await?;
+    let last = ended_with_stats(&mut c).await?;
+    c.wait_for("recording", |m| {
+        matches!(m, ServerMsg::RecordingReady { .. })
+    })
+    .await?;
+    let recording = http_get(&host, &format!("/hls/{session}/recording.mp4"), &[]).await?;
+    let frames = decode_frames(&recording.body, 640, 480)?.len() as u64;
+    // The burst is encoded whole (a full encoder queue is waited on briefly): the
+    // recording holds what was decoded. It used to lose ~2 s of such a burst.
+    ensure!(
+        last.frames_dropped <= 3,
+        "{} frames dropped after the stall",
+        last.frames_dropped
+    );
+    ensure!(
+        frames + 3 >= last.frames_in,
+        "the recording has {frames} of {} decoded frames",
+        last.frames_in
+    );
+    server.stop().await
+}

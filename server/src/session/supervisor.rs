@@ -52,6 +52,12 @@ pub(super) struct Stage {
 /// The encoder stopped taking frames.
 struct EncoderGone;
 
+/// How long a frame waits for room in a full encoder queue before it is dropped: an
+/// encoder takes a 640×480 frame in 1–3 ms, so a burst drains well within it; an encoder
+/// slower than real time costs the frame path at most this per frame, which still moves
+/// 50 frames a second, faster than any camera it serves.
+const BURST_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
 impl Stage {
     /// Takes one decoded frame into the path (it leaves through [`Stage::release`]).
     fn accept(&mut self, frame: Frame) {
@@ -63,16 +69,19 @@ impl Stage {
         }
     }
 
-    /// Sends every frame that may leave the path to the encoder; frames the encoder has
-    /// no room for are dropped and counted rather than queued.
-    fn release(&mut self) -> Result<(), EncoderGone> {
+    /// Sends every frame that may leave the path to the encoder. A full encoder queue is
+    /// waited on for at most [`BURST_WAIT`]: a burst (a stalled connection catching up, a
+    /// resumed session's resent chunks) is encoded whole, so the recording keeps every
+    /// frame; an encoder slower than that is really behind, and the frame is dropped and
+    /// counted rather than queued.
+    async fn release(&mut self) -> Result<(), EncoderGone> {
         while let Some(out) = self.path.next_ready(Instant::now()) {
-            self.send(out)?;
+            self.send(out).await?;
         }
         Ok(())
     }
 
-    fn send(&mut self, out: Output) -> Result<(), EncoderGone> {
+    async fn send(&mut self, out: Output) -> Result<(), EncoderGone> {
         let c = &self.counters;
         c.faces.store(out.faces as u32, Ordering::Relaxed);
         c.faces_small
@@ -93,20 +102,26 @@ impl Stage {
         if let Some(thumbnails) = &mut self.thumbnails {
             thumbnails.offer(&out.frame, Instant::now());
         }
-        match self.encoder_input.try_send(out.frame) {
-            Ok(()) => {
-                c.frames_out.fetch_add(1, Ordering::Relaxed);
-                ::metrics::counter!(metrics::FRAMES, "stage" => "encode").increment(1);
-                Ok(())
+        let sent = match self.encoder_input.try_send(out.frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                match tokio::time::timeout(BURST_WAIT, self.encoder_input.send(frame)).await {
+                    Ok(Ok(())) => true,
+                    Ok(Err(_)) => return Err(EncoderGone),
+                    Err(_) => false,
+                }
             }
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                c.frames_dropped.fetch_add(1, Ordering::Relaxed);
-                self.capacity.note_lag();
-                ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "encode").increment(1);
-                Ok(())
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(EncoderGone),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(EncoderGone),
+        };
+        if sent {
+            c.frames_out.fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(metrics::FRAMES, "stage" => "encode").increment(1);
+        } else {
+            c.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            self.capacity.note_lag();
+            ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "encode").increment(1);
         }
+        Ok(())
     }
 }
 
@@ -236,7 +251,7 @@ impl Supervisor {
                 _ = detection(&mut detections) => {}
                 _ = until(deadline) => {}
             }
-            if self.stage.release().is_err() {
+            if self.stage.release().await.is_err() {
                 return Outcome::EncoderFailed;
             }
         }
@@ -348,15 +363,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_stalled_encoder_drops_and_counts_frames_instead_of_queueing_them() {
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_encoder_drops_and_counts_frames_instead_of_queueing_them() {
         // An encoder that never reads: its queue holds 2 frames.
         let (encoder_input, _encoder_output) = mpsc::channel(2);
         let counters = Arc::new(Counters::default());
         let mut stage = inline_stage(encoder_input, counters.clone());
         for _ in 0..10 {
             stage.accept(Frame::filled(8, 8, [1, 2, 3]));
-            assert!(stage.release().is_ok());
+            let started = tokio::time::Instant::now();
+            assert!(stage.release().await.is_ok());
+            assert!(
+                started.elapsed() <= BURST_WAIT,
+                "a frame waits at most BURST_WAIT"
+            );
         }
         assert_eq!(counters.frames_in.load(Ordering::Relaxed), 10);
         assert_eq!(counters.frames_out.load(Ordering::Relaxed), 2);
@@ -368,13 +388,38 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_gone_encoder_stops_the_stage() {
+    #[tokio::test(start_paused = true)]
+    async fn a_gone_encoder_stops_the_stage() {
         let (encoder_input, encoder_output) = mpsc::channel(2);
         drop(encoder_output);
         let mut stage = inline_stage(encoder_input, Arc::default());
         stage.accept(Frame::filled(8, 8, [0, 0, 0]));
-        assert!(stage.release().is_err());
+        assert!(stage.release().await.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_waits_for_a_busy_encoder_instead_of_losing_frames() {
+        // An encoder that takes a frame every 2 ms behind a queue of 2: a burst of 30
+        // decoded frames all reach it.
+        let (encoder_input, mut encoder_output) = mpsc::channel(2);
+        let counters = Arc::new(Counters::default());
+        let mut stage = inline_stage(encoder_input, counters.clone());
+        let encoder = tokio::spawn(async move {
+            let mut taken = 0;
+            while encoder_output.recv().await.is_some() {
+                taken += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            taken
+        });
+        for _ in 0..30 {
+            stage.accept(Frame::filled(8, 8, [1, 2, 3]));
+            assert!(stage.release().await.is_ok());
+        }
+        drop(stage);
+        assert_eq!(encoder.await.unwrap(), 30);
+        assert_eq!(counters.frames_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.frames_out.load(Ordering::Relaxed), 30);
     }
 
     /// A supervised pipeline on fake ffmpeg children, and the handles a session holds.
