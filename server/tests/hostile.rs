@@ -406,3 +406,87 @@ async fn metrics_list_every_series_from_start_up_and_sockets_are_capped() -> Res
     drop(open);
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_pushed_far_faster_than_real_time_is_refused_beside_a_healthy_session() -> Result<()>
+{
+    let server = TestServer::start("ahead", |_| {}).await?;
+    // A minute of real footage (the face clip looped), pushed as fast as the link allows.
+    let dir = tempdir("ahead")?;
+    let long = dir.join("minute.webm");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-stream_loop",
+            "9",
+            "-i",
+        ])
+        .arg(media("face.webm"))
+        .args(["-c", "copy"])
+        .arg(&long)
+        .output()?;
+    ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let data = std::fs::read(&long)?;
+
+    let mut healthy = server.socket().await?;
+    healthy.start_session().await?;
+    let healthy_run = tokio::spawn(async move {
+        stream_file(&mut healthy, &media("face.webm"), 30_000, 8).await?;
+        healthy.send(&app::protocol::ClientMsg::Stop).await?;
+        healthy
+            .wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    });
+
+    let mut pusher = server.socket().await?;
+    pusher.start_session().await?;
+    let started = Instant::now();
+    let mut refused = None;
+    for piece in data.chunks(64 * 1024) {
+        if pusher.send_binary(piece.to_vec()).await.is_err() {
+            break;
+        }
+        if let Ok(Ok(Some(ServerMsg::Error { kind, .. }))) =
+            tokio::time::timeout(Duration::from_millis(1), pusher.next()).await
+        {
+            refused = Some(kind);
+            break;
+        }
+    }
+    let kind = match refused {
+        Some(kind) => kind,
+        None => {
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                ensure!(
+                    Instant::now() < deadline,
+                    "a minute pushed at once was never refused"
+                );
+                match pusher.next().await? {
+                    Some(ServerMsg::Error { kind, .. }) => break kind,
+                    Some(_) => continue,
+                    None => bail!("closed without an error"),
+                }
+            }
+        }
+    };
+    ensure!(kind == ErrorKind::RateLimited, "refused as {kind:?}");
+    ensure!(
+        started.elapsed() < Duration::from_secs(30),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+
+    // The healthy session beside it streamed at its own pace and ended normally.
+    healthy_run.await??;
+    std::fs::remove_dir_all(&dir)?;
+    server.stop().await
+}

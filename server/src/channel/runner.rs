@@ -219,6 +219,8 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     let rules = Rules {
         idle: IDLE,
         max_length: Duration::from_secs(10 * 365 * 86_400),
+        // A camera is real time by nature, and a file loop is paced by its ingest.
+        real_time: None,
     };
     let media = Media {
         feed: Feed::Relay { arrived },

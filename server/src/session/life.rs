@@ -1,5 +1,5 @@
-//! One session's time policy as data: idle (no new decoded frame), its maximum length, and
-//! the drain after Stop that may overrun. Pure: the clock and the frame count come in as
+//! One session's time policy as data: idle (no new decoded frame), its maximum length,
+//! media that runs far ahead of real time, and the drain after Stop that may overrun. Pure: the clock and the frame count come in as
 //! arguments, so every rule is tested without waiting.
 
 use std::time::Duration;
@@ -17,7 +17,25 @@ pub struct Rules {
     pub idle: Duration,
     /// The longest a session may run.
     pub max_length: Duration,
+    /// A browser's camera makes `fps` frames a second: a session whose decoded frames run
+    /// further ahead of the time since its start than `ahead` was sent faster than real
+    /// time (a file pushed as fast as the link allows) and is ended. `None`: not checked
+    /// (an operator's channel).
+    pub real_time: Option<RealTime>,
 }
+
+/// How far ahead of real time a session's media may run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RealTime {
+    /// Frames a second the decoder makes of real-time input.
+    pub fps: f64,
+    /// Media seconds the input may be ahead: a stalled connection's backlog, or a resumed
+    /// session's resent chunks, arrive at once and stay well within it.
+    pub ahead: Duration,
+}
+
+/// How often a running session's frame count is compared with real time.
+const AHEAD_CHECK: Duration = Duration::from_secs(1);
 
 /// Where a session's life stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,6 +62,8 @@ pub enum Due {
     TooLong,
     /// The drain overran: cut the pipeline.
     DrainOverran,
+    /// The media ran further ahead of real time than allowed: end the session.
+    AheadOfRealTime,
 }
 
 /// The policy of one session.
@@ -51,6 +71,8 @@ pub enum Due {
 pub struct Life {
     rules: Rules,
     state: State,
+    /// When the session started (real time counts from here).
+    started: Instant,
 }
 
 impl Life {
@@ -63,6 +85,7 @@ impl Life {
                 ends_at: now + rules.max_length,
                 frames_seen: 0,
             },
+            started: now,
         }
     }
 
@@ -99,7 +122,14 @@ impl Life {
         match self.state {
             State::Running {
                 idle_at, ends_at, ..
-            } => Some(idle_at.min(ends_at)),
+            } => {
+                let soonest = idle_at.min(ends_at);
+                // While the media is checked against real time, look at least every second.
+                Some(match self.rules.real_time {
+                    Some(_) => soonest.min(Instant::now() + AHEAD_CHECK),
+                    None => soonest,
+                })
+            }
             State::Draining { until } => Some(until),
             State::Cut => None,
         }
@@ -115,9 +145,16 @@ impl Life {
                 ends_at,
                 frames_seen,
             } => {
+                let ahead = self.rules.real_time.is_some_and(|rt| {
+                    let media = frames_seen as f64 / rt.fps.max(1.0);
+                    let real = now.duration_since(self.started).as_secs_f64();
+                    media - real > rt.ahead.as_secs_f64()
+                });
                 if now >= ends_at {
                     self.input_closed(now);
                     Some(Due::TooLong)
+                } else if ahead {
+                    Some(Due::AheadOfRealTime)
                 } else if now >= idle_at {
                     // Said once per idle period, so a caller that waits on (a resume)
                     // is not told again at once.
@@ -149,7 +186,39 @@ mod tests {
     const RULES: Rules = Rules {
         idle: Duration::from_secs(20),
         max_length: Duration::from_secs(3600),
+        real_time: None,
     };
+
+    #[test]
+    fn media_far_ahead_of_real_time_is_due_and_a_backlog_is_not() {
+        let t0 = Instant::now();
+        let rules = Rules {
+            real_time: Some(RealTime {
+                fps: 30.0,
+                ahead: secs(10),
+            }),
+            ..RULES
+        };
+        let mut life = Life::new(rules, t0);
+        // Real time, then a 3 s stall's backlog at once: 5 s ahead at most, fine.
+        assert_eq!(life.due(150, true, t0 + secs(5)), None);
+        assert_eq!(life.due(150, true, t0 + secs(8)), None);
+        assert_eq!(life.due(240 + 90, true, t0 + secs(8)), None);
+        // A file pushed at 25 times real time: 20 s of media in 0.8 s.
+        let mut pushed = Life::new(rules, t0);
+        assert_eq!(
+            pushed.due(300, true, t0 + secs(1)),
+            None,
+            "10 s ahead is allowed"
+        );
+        assert_eq!(
+            pushed.due(600, true, t0 + secs(1)),
+            Some(Due::AheadOfRealTime)
+        );
+        // Channels are not checked.
+        let mut channel = Life::new(RULES, t0);
+        assert_eq!(channel.due(6000, true, t0 + secs(1)), None);
+    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

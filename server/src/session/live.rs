@@ -298,7 +298,9 @@ impl Session {
                     self.chunks = None;
                     return Some(SessionEvent::Due(Due::TooLong));
                 }
-                Some(due @ Due::Idle { .. }) => return Some(SessionEvent::Due(due)),
+                Some(due @ (Due::Idle { .. } | Due::AheadOfRealTime)) => {
+                    return Some(SessionEvent::Due(due))
+                }
             }
         }
     }

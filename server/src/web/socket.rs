@@ -9,7 +9,7 @@ use crate::error::ServerError;
 use crate::metrics;
 use crate::session::ending::{Ending, Retirement};
 use crate::session::ids::{ClientId, ResumeToken};
-use crate::session::life::{Due, Rules};
+use crate::session::life::{Due, RealTime, Rules};
 use crate::session::live::{Session, SessionEvent};
 use crate::session::registry::Refusal;
 use crate::session::stats::StatsSampler;
@@ -36,6 +36,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an ending session may take to write its last segment and ENDLIST.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How far a browser session's media may run ahead of real time (a stalled connection's
+/// backlog arriving at once stays well within it; a file pushed as fast as the link allows
+/// does not, and would take a core to decode).
+const AHEAD_OF_REAL_TIME: Duration = Duration::from_secs(10);
 /// During shutdown, sessions get this long to end their playlists (exit within 5 s).
 const SHUTDOWN_FINISH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -309,6 +314,13 @@ impl Connection {
                         self.fail(kind).await;
                         break ABANDONED;
                     }
+                    Some(SessionEvent::Due(Due::AheadOfRealTime)) => {
+                        tracing::info!(
+                            "media ran more than {AHEAD_OF_REAL_TIME:?} ahead of real time; ending (rateLimited)"
+                        );
+                        self.fail(ErrorKind::RateLimited).await;
+                        break ABANDONED;
+                    }
                     // The session closed its input: it drains and ends with its recording.
                     Some(SessionEvent::Due(_)) => self.fail(ErrorKind::TooLong).await,
                     None => break ABANDONED,
@@ -580,6 +592,10 @@ impl Connection {
         let rules = Rules {
             idle: Duration::from_secs(limits.idle_timeout_secs),
             max_length: Duration::from_secs(limits.max_session_secs),
+            real_time: Some(RealTime {
+                fps: f64::from(shared.config.pipeline.hls.frame_rate),
+                ahead: AHEAD_OF_REAL_TIME,
+            }),
         };
         let started = Session::start(
             admission,
