@@ -7,10 +7,18 @@ import { test, expect } from "@playwright/test";
 import * as HLS from "hls-parser";
 import { Studio } from "./fixtures/studio";
 
+// Strict: anything the parser finds invalid (it only logs it otherwise) is an error.
+HLS.setOptions({ strictMode: true });
+
 /** Rules a live LL-HLS media playlist must keep; what broke, or an empty list. */
 function violations(text: string): string[] {
   const out: string[] = [];
-  const p = HLS.parse(text) as HLS.types.MediaPlaylist;
+  let p: HLS.types.MediaPlaylist;
+  try {
+    p = HLS.parse(text) as HLS.types.MediaPlaylist;
+  } catch (e) {
+    return [`hls-parser (strict): ${(e as Error).message}`];
+  }
   if (p.isMasterPlaylist) return ["a master playlist"];
   const target = p.partTargetDuration;
   const holdBack = p.lowLatencyCompatibility?.partHoldBack;

@@ -230,8 +230,9 @@ impl Packager {
         Some(Event::Segment { msn, bytes })
     }
 
-    /// Drops segments that left the window, and the parts of segments more than three
-    /// target durations from the live edge (the spec's advice; their segment stays).
+    /// Drops segments that left the window, and the parts of every segment that reaches
+    /// back more than three target durations from the live edge (the spec: no part listed
+    /// further back than that; their segment stays).
     fn trim(&mut self) {
         let complete = |s: &Segment| s.bytes.is_some();
         while self.stream.segments.iter().filter(|s| complete(s)).count()
@@ -241,15 +242,20 @@ impl Packager {
         }
         let keep = 3.0 * f64::from(self.stream.timing.target_duration);
         let mut from_end = 0.0;
-        for segment in self.stream.segments.iter_mut().rev() {
-            if from_end >= keep {
+        // Counted in segments too (the growing one included), as parsers check it: a short
+        // first segment must not keep a fourth segment's parts listed.
+        for (back, segment) in self.stream.segments.iter_mut().rev().enumerate() {
+            from_end += segment.duration;
+            if from_end > keep || back >= 3 {
                 segment.parts.clear();
             }
-            from_end += segment.duration;
         }
     }
 
     fn publish(&mut self) {
+        // Every published state is trimmed: a newly opened segment pushes the oldest listed
+        // parts past the three the playlist may list.
+        self.trim();
         self.stream.playlist = Bytes::from(self.stream.render());
     }
 }
@@ -399,11 +405,15 @@ mod tests {
         );
         assert_eq!(stream.produced, 7);
         assert!(
-            stream.segments[1].parts.is_empty(),
-            "3 s or more from the edge"
+            stream.segments[2].parts.is_empty(),
+            "reaching back more than 3 s from the edge, and a fourth segment from the end"
         );
-        assert_eq!(stream.segments[1].part_count, 10);
-        assert_eq!(stream.segments[2].parts.len(), 10);
+        assert_eq!(stream.segments[2].part_count, 10);
+        assert_eq!(
+            stream.segments[3].parts.len(),
+            10,
+            "the last three list their parts"
+        );
         assert!(
             stream.get(Resource::Segment(1)).is_none(),
             "left the window"
