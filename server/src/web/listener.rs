@@ -115,8 +115,24 @@ Connection: close\r\n\r\nThe server is busy: try again in a moment";
     .await;
 }
 
+/// A full server asks an idle keep-alive connection silent at least this long to close
+/// for a new one; with none, the new one is told "busy".
+const YIELD_AFTER: Duration = Duration::from_secs(1);
+/// How long a new connection waits for the place an idle one gives up.
+const YIELD_WAIT: Duration = Duration::from_millis(500);
+
+/// What serving one connection needs from the accept loop.
+#[derive(Clone)]
+struct ConnContext {
+    router: Router,
+    tls: Option<TlsSettings>,
+    limits: Limits,
+    board: Arc<super::idle::Board>,
+}
+
 /// Serves `router` on `listener` until `shutdown`, then lets open requests finish (at most
-/// [`DRAIN`]). `tls` makes it HTTPS.
+/// [`DRAIN`]). `tls` makes it HTTPS. At `max-connections`, an idle keep-alive connection
+/// gives way to a new one; with none, the new one is told the server is busy.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -125,9 +141,15 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    // Connections over the cap told "busy" at once, at most this many at a time.
+    // Connections over the cap waiting for a place or told "busy", at most this many.
     let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let graceful = GracefulShutdown::new();
+    let context = ConnContext {
+        router,
+        tls,
+        limits,
+        board: Arc::new(super::idle::Board::default()),
+    };
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -141,84 +163,46 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "connection limit reached; answering busy");
-            // A proxy must not read a dropped connection as "the node is gone" (nginx turns
-            // that into the session's end): over plain HTTP the answer is a quick 503. A TLS
-            // connection would need a handshake first: it is closed.
-            match (tls.is_none(), overflow.clone().try_acquire_owned()) {
-                (true, Ok(answering)) => {
-                    tokio::spawn(async move {
-                        let _answering = answering;
-                        answer_busy(stream).await;
-                    });
-                }
-                _ => drop(stream),
-            }
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let service =
-            TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo(peer))));
-        // The protocol is known up front (plain: HTTP/1.1, as browsers never use h2c; TLS:
-        // what ALPN chose), so no read happens outside the header deadline.
-        let header_deadline = limits.header_timeout;
-        let builder = move |h2: bool| {
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_deadline);
-            if h2 {
-                b.http2_only()
-            } else {
-                b.http1_only()
-            }
-        };
         let watcher = graceful.watcher();
-        let acceptor = tls.as_ref().map(|settings| {
-            let current = settings.read().unwrap_or_else(|p| p.into_inner()).clone();
-            tokio_rustls::TlsAcceptor::from(current)
-        });
-        let silent = limits.silent_timeout;
-        let header_timeout = limits.header_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = Quiet::new(stream, header_timeout, silent);
-            match acceptor {
-                None => {
-                    let builder = builder(false);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                }
-                Some(acceptor) => {
-                    if !starts_like_tls(&stream, header_timeout).await {
-                        answer_plain_http(stream).await;
-                        return;
-                    }
-                    let tls =
-                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                            Ok(Ok(tls)) => tls,
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, "TLS handshake failed: {e}");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let builder = builder(h2);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                    if let Err(e) = watcher.watch(conn.into_owned()).await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                }
+        let context = context.clone();
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(serve_connection(stream, peer, permit, watcher, context));
             }
-        });
+            Err(_) => {
+                let Ok(waiting) = overflow.clone().try_acquire_owned() else {
+                    drop(stream);
+                    continue;
+                };
+                let slots = slots.clone();
+                tokio::spawn(async move {
+                    let _waiting = waiting;
+                    // An idle keep-alive connection gives way, if there is one.
+                    let place = if context.board.evict_idlest(YIELD_AFTER) {
+                        tokio::time::timeout(YIELD_WAIT, slots.acquire_owned())
+                            .await
+                            .ok()
+                            .and_then(Result::ok)
+                    } else {
+                        None
+                    };
+                    match place {
+                        Some(permit) => {
+                            serve_connection(stream, peer, permit, watcher, context).await
+                        }
+                        // A proxy must not read a dropped connection as "the node is gone"
+                        // (nginx turns that into the session's end): over plain HTTP the
+                        // answer is a quick 503. A TLS connection would need a handshake
+                        // first: it is closed.
+                        None if context.tls.is_none() => {
+                            tracing::debug!(%peer, "connection limit reached; answering busy");
+                            answer_busy(stream).await;
+                        }
+                        None => drop(stream),
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
@@ -230,29 +214,132 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves one accepted connection holding `permit` (its place under the cap), listed on the
+/// board for as long as it is open.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    watcher: hyper_util::server::graceful::Watcher,
+    context: ConnContext,
+) {
+    let _permit = permit;
+    let listed = context.board.list();
+    let entry = listed.entry.clone();
+    let _ = stream.set_nodelay(true);
+    let router = context
+        .router
+        .clone()
+        .layer(axum::Extension(ConnectInfo(peer)));
+    // Each request is marked in flight until it is answered: a connection answering one is
+    // never asked to give way.
+    let service = TowerToHyperService::new(tower::service_fn(
+        move |req: hyper::Request<hyper::body::Incoming>| {
+            let busy = entry.request();
+            let router = router.clone();
+            async move {
+                let response = tower::ServiceExt::oneshot(router, req).await;
+                drop(busy);
+                response
+            }
+        },
+    ));
+    // The protocol is known up front (plain: HTTP/1.1, as browsers never use h2c; TLS:
+    // what ALPN chose), so no read happens outside the header deadline.
+    let limits = context.limits;
+    let header_deadline = limits.header_timeout;
+    let builder = move |h2: bool| {
+        let mut b = auto::Builder::new(TokioExecutor::new());
+        b.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_deadline);
+        if h2 {
+            b.http2_only()
+        } else {
+            b.http1_only()
+        }
+    };
+    let acceptor = context.tls.as_ref().map(|settings| {
+        let current = settings.read().unwrap_or_else(|p| p.into_inner()).clone();
+        tokio_rustls::TlsAcceptor::from(current)
+    });
+    let header_timeout = limits.header_timeout;
+    let stream = Quiet::new(
+        stream,
+        header_timeout,
+        limits.silent_timeout,
+        listed.entry.clone(),
+    );
+    match acceptor {
+        None => {
+            let builder = builder(false);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        }
+        Some(acceptor) => {
+            if !starts_like_tls(&stream, header_timeout).await {
+                answer_plain_http(stream).await;
+                return;
+            }
+            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            let builder = builder(h2);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+        }
+    }
+}
+
 /// A stream that fails once nothing has moved either way for `limit`, or when its first
 /// byte has not arrived within `first` (a connection that never says anything).
 struct Quiet<S> {
     inner: S,
     limit: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The connection on the board: its last activity, and whether it must give way.
+    entry: Arc<super::idle::Entry>,
+    evicted: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
 }
 
 impl<S> Quiet<S> {
-    fn new(inner: S, first: Duration, limit: Duration) -> Self {
+    fn new(inner: S, first: Duration, limit: Duration, entry: Arc<super::idle::Entry>) -> Self {
+        let evicted = Box::pin(entry.evict.clone().cancelled_owned());
         Quiet {
             inner,
             limit,
             deadline: Box::pin(tokio::time::sleep(first)),
+            entry,
+            evicted,
         }
     }
 
     fn touch(&mut self) {
         let at = tokio::time::Instant::now() + self.limit;
         self.deadline.as_mut().reset(at);
+        self.entry.touch();
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        if self.evicted.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "idle connection gave way to a new one",
+            ));
+        }
         match self.deadline.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

@@ -4,6 +4,7 @@
 pub mod channels;
 pub mod csrf;
 pub mod hls_files;
+pub mod idle;
 pub mod listener;
 pub mod live_mp4;
 pub mod recordings;
