@@ -5,13 +5,14 @@
 
 use crate::config::{AuthConfig, AuthMode, JwtAlgorithm};
 use crate::error::ServerError;
+use crate::session::kept::unix_now;
 use crate::session::quota::network_of;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Why a client was not let in, as counted in `hls_face_auth_refusals_total{why}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,12 +263,6 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &bytes[start..end]
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

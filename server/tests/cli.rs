@@ -33,6 +33,38 @@ fn process_face_clip(out: &std::path::Path, extra: &[&str]) -> Result<std::proce
     Ok(run)
 }
 
+/// Makes `output` with ffmpeg from `args` (inputs, filters, codecs); fails with its stderr.
+fn ffmpeg_make(args: &[&str], output: &std::path::Path) -> Result<()> {
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(output)
+        .output()?;
+    ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    Ok(())
+}
+
+/// Runs `process --json` on `input` into `out`; its summary.
+fn process_json(input: &std::path::Path, out: &std::path::Path) -> Result<serde_json::Value> {
+    let run = hls_face(&[
+        "process",
+        input.to_str().unwrap_or_default(),
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--json",
+    ]);
+    ensure!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    Ok(serde_json::from_slice(&run.stdout)?)
+}
+
 fn decode_all(dir: &std::path::Path, playlist: &str) -> Result<Vec<Vec<u8>>> {
     let mut frames = Vec::new();
     for seg in playlist.lines().filter(|l| l.ends_with(".ts")) {
@@ -380,10 +412,11 @@ fn process_keeps_a_film_rate_of_23_976_fps() -> Result<()> {
     let dir = tempdir("cli-film")?;
     // The face clip retimed to film rate (24000/1001), as cameras and films record it.
     let input = dir.join("film.mkv");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-        .arg(media("real-face-h264.mkv"))
-        .args([
+    let clip = media("real-face-h264.mkv");
+    ffmpeg_make(
+        &[
+            "-i",
+            clip.to_str().unwrap_or_default(),
             "-t",
             "4",
             "-vf",
@@ -392,30 +425,11 @@ fn process_keeps_a_film_rate_of_23_976_fps() -> Result<()> {
             "libx264",
             "-preset",
             "ultrafast",
-        ])
-        .arg(&input)
-        .output()?;
-    ensure!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        ],
+        &input,
+    )?;
     let out = dir.join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_hls-face"))
-        .arg("process")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .arg("--json")
-        .env("NO_COLOR", "1")
-        .current_dir(repo_root())
-        .output()?;
-    ensure!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    let summary = process_json(&input, &out)?;
     let probe = |what: &str, file: &std::path::Path| -> Result<String> {
         let out = Command::new("ffprobe")
             .args([
@@ -462,11 +476,15 @@ fn process_keeps_the_sound() -> Result<()> {
     let dir = tempdir("cli-audio")?;
     // The face clip with a tone beside it, as a camera or phone file has sound.
     let input = dir.join("with-sound.mkv");
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
-        .arg(media("real-face-h264.mkv"))
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=10"])
-        .args([
+    let clip = media("real-face-h264.mkv");
+    ffmpeg_make(
+        &[
+            "-i",
+            clip.to_str().unwrap_or_default(),
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=10",
             "-map",
             "0:v",
             "-map",
@@ -476,30 +494,11 @@ fn process_keeps_the_sound() -> Result<()> {
             "-c:a",
             "libopus",
             "-shortest",
-        ])
-        .arg(&input)
-        .output()?;
-    ensure!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+        ],
+        &input,
+    )?;
     let out = dir.join("out");
-    let run = Command::new(env!("CARGO_BIN_EXE_hls-face"))
-        .arg("process")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .arg("--json")
-        .env("NO_COLOR", "1")
-        .current_dir(repo_root())
-        .output()?;
-    ensure!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout)?;
+    let summary = process_json(&input, &out)?;
     ensure!(summary["frames"] == 240, "{summary}");
     let streams = Command::new("ffprobe")
         .args([

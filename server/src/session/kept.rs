@@ -66,7 +66,8 @@ impl Note {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch now (0 for a clock before it).
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

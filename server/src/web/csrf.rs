@@ -124,14 +124,19 @@ impl CsrfKey {
 
 /// The browser session id of the session cookie in `headers`, if this server signed it.
 pub fn session_cookie(headers: &HeaderMap, key: &CsrfKey) -> Option<String> {
+    cookies(headers, COOKIE).find_map(|value| key.verify_cookie(&value))
+}
+
+/// The values of the cookies called `name` in `headers`.
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .filter(|cookie| cookie.name() == COOKIE)
-        .find_map(|cookie| key.verify_cookie(cookie.value()))
+        .filter(move |cookie| cookie.name() == name)
+        .map(|cookie| cookie.value().to_string())
 }
 
 /// Gives every page request a session cookie (creating one if needed) and puts the

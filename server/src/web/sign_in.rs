@@ -68,14 +68,7 @@ pub fn refused(refusal: Refusal) {
 
 /// The value of the sign-in cookie, if the request carries one.
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(Cookie::split_parse)
-        .filter_map(Result::ok)
-        .find(|c| c.name() == COOKIE)
-        .map(|c| c.value().to_string())
+    csrf::cookies(headers, COOKIE).next()
 }
 
 /// The `Authorization: Bearer …` secret, if any.
