@@ -36,6 +36,9 @@ pub const RECORDINGS: &str = "hls_face_recordings_total";
 pub const VIEWER_REQUESTS: &str = "hls_face_viewer_requests_total";
 /// Frames privacy mode pixelated whole (no detection of their shot covered them).
 pub const FRAMES_HIDDEN: &str = "hls_face_frames_hidden_total";
+/// Frames boxed before privacy was switched on and hidden whole at the encoder's input
+/// (they had not been encoded yet when the switch arrived).
+pub const FRAMES_HIDDEN_LATE: &str = "hls_face_frames_hidden_late_total";
 /// Sessions refused (`why`: `sessions` the session limit, `cpu` no room by CPU, `lagging
 /// encoder`, `client` the per-browser limit, `address` the per-address limit, `recordings`
 /// max-retained recordings kept or coming, `sockets` the socket limit).
@@ -171,6 +174,10 @@ fn describe() {
     describe_counter!(BYTES_IN, Unit::Bytes, "Media bytes received from browsers.");
     describe_counter!(ERRORS, "Errors sent to browsers, by kind.");
     describe_counter!(RECORDINGS, "Recordings remuxed to MP4 for download.");
+    describe_counter!(
+        FRAMES_HIDDEN_LATE,
+        "Frames boxed before privacy was switched on, hidden whole before they were encoded."
+    );
     describe_counter!(
         AUTH_REFUSED,
         "Sign-ins, sessions and metrics scrapes refused by [auth], by why."

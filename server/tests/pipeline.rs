@@ -237,3 +237,46 @@ fn detail(frame: &[u8], (x0, y0, x1, y1): (usize, usize, usize, usize)) -> f64 {
     }
     sum as f64 / count.max(1) as f64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_boxed_before_the_privacy_switch_and_not_yet_encoded_are_hidden() -> Result<()> {
+    // A slow x264 preset keeps frames waiting in the encoder's queue, as a loaded machine
+    // does: those boxed before the switch must not be encoded as they are.
+    let server = TestServer::start("privacy-late", |c| {
+        c.pipeline.hls.playlist_size = 100;
+        c.pipeline.hls.x264_preset = "veryslow".into();
+    })
+    .await?;
+    let late = || async {
+        let text = String::from_utf8(http_get(&server.host(), "/metrics", &[]).await?.body)?;
+        Ok::<f64, anyhow::Error>(
+            text.lines()
+                .find_map(|l| l.strip_prefix("hls_face_frames_hidden_late_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0),
+        )
+    };
+    let before = late().await?;
+    let mut client = server.socket().await?;
+    client.start_session().await?;
+    let face = std::fs::read(media("face.webm"))?;
+    // Boxed frames sent well ahead of what the slow encoder takes.
+    stream_bytes(&mut client, &face[..face.len() / 2], 30_000, 40).await?;
+    client
+        .wait_for("playlist ready", |m| {
+            matches!(m, ServerMsg::PlaylistReady { .. })
+        })
+        .await?;
+    client.send(&ClientMsg::SetPrivacy { on: true }).await?;
+    stream_bytes(&mut client, &face[face.len() / 2..], 30_000, 40).await?;
+    client.send(&ClientMsg::Stop).await?;
+    client
+        .wait_for("ended", |m| matches!(m, ServerMsg::Ended { .. }))
+        .await?;
+    let hidden_late = late().await? - before;
+    ensure!(
+        hidden_late >= 1.0,
+        "no frame waiting for the encoder at the switch was hidden ({hidden_late})"
+    );
+    server.stop().await
+}

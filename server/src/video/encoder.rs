@@ -233,6 +233,7 @@ impl Encoder {
                     crate::video::overlay::pixelate_whole(frame);
                     frame.hidden = true;
                     ::metrics::counter!(crate::metrics::FRAMES_HIDDEN).increment(1);
+                    ::metrics::counter!(crate::metrics::FRAMES_HIDDEN_LATE).increment(1);
                 }
             },
             move |frame, took| {
