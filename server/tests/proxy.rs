@@ -88,3 +88,52 @@ async fn tls_at_nginx_with_trusted_forwarded_headers() -> Result<()> {
     drop(nginx);
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cannot_forge_its_address_through_nginx() -> Result<()> {
+    // One session per address, counted on the address nginx reports (trusted): a client
+    // that writes its own Forwarded or X-Forwarded-For header must not pose as another.
+    let public = free_addr()?;
+    let server = TestServer::start("proxy-forged", |c| {
+        c.site.trust_forwarded = true;
+        c.site.allowed_hosts = vec![public.clone()];
+        c.limits.max_sessions_per_address = 1;
+    })
+    .await?;
+    let nginx = Nginx::start(&public, &server.host(), None).await?;
+    let open = |forged: (&'static str, &'static str)| {
+        let public = public.clone();
+        async move {
+            let (cookie, token) = browser_session(&public).await?;
+            let origin = format!("http://{public}");
+            let url = format!("ws://{public}/socket?csrf_token={token}");
+            connect(&url, &[("Cookie", &cookie), ("Origin", &origin), forged]).await
+        }
+    };
+    let mut first = open(("X-Forwarded-For", "198.51.100.1")).await?;
+    first.start_session().await?;
+    for forged in [
+        ("X-Forwarded-For", "198.51.100.2"),
+        ("Forwarded", "for=198.51.100.3;proto=http"),
+    ] {
+        let mut other = open(forged).await?;
+        other.send(&start_msg()).await?;
+        let refused = other
+            .wait_for("refusal", |m| matches!(m, ServerMsg::Error { .. }))
+            .await?;
+        ensure!(
+            matches!(
+                refused,
+                ServerMsg::Error {
+                    kind: app::protocol::ErrorKind::ClientLimit,
+                    ..
+                }
+            ),
+            "a forged {} header was believed: {refused:?}",
+            forged.0
+        );
+    }
+    drop(first);
+    drop(nginx);
+    server.stop().await
+}
