@@ -332,6 +332,20 @@ pub fn client_address(
     peer
 }
 
+/// The client's address (behind a trusted proxy, the one the proxy reports).
+pub fn requester(
+    state: &super::AppState,
+    headers: &HeaderMap,
+    connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> std::net::IpAddr {
+    client_address(
+        headers,
+        connected.map(|c| c.0 .0.ip()),
+        state.shared.config.site.trust_forwarded,
+    )
+    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -231,12 +231,7 @@ async fn metrics(
     >,
 ) -> axum::response::Response {
     if state.shared.gate().protects_metrics() {
-        let from = csrf::client_address(
-            &headers,
-            connected.map(|c| c.0 .0.ip()),
-            state.shared.config.site.trust_forwarded,
-        )
-        .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        let from = csrf::requester(&state, &headers, connected);
         if let Err(refusal) = sign_in::check(&state, &headers, from).await {
             sign_in::refused(refusal);
             return (

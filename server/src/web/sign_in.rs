@@ -36,12 +36,7 @@ pub async fn check(
     if !gate.required() {
         return Ok(());
     }
-    let signed_in = csrf::session_cookie(headers, &state.shared.csrf).and_then(|sid| {
-        cookie_value(headers).map(|value| {
-            gate.cookie_signs_in(&sid, &value, |text| state.shared.csrf.sign_in_mac(text))
-        })
-    });
-    match (signed_in, bearer(headers)) {
+    match (cookie_sign_in(state, &gate, headers), bearer(headers)) {
         (Some(Ok(())), _) => Ok(()),
         (_, Some(secret)) => check_secret(gate, secret, from).await,
         (Some(Err(refusal)), None) => Err(refusal),
@@ -66,9 +61,16 @@ pub fn refused(refusal: Refusal) {
     tracing::info!(why = refusal.label(), "auth refused");
 }
 
-/// The value of the sign-in cookie, if the request carries one.
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    csrf::cookies(headers, COOKIE).next()
+/// What the request's sign-in cookie says for its browser (`None`: no session cookie or
+/// no sign-in cookie).
+fn cookie_sign_in(
+    state: &AppState,
+    gate: &Gate,
+    headers: &HeaderMap,
+) -> Option<Result<(), Refusal>> {
+    let sid = csrf::session_cookie(headers, &state.shared.csrf)?;
+    let value = csrf::cookies(headers, COOKIE).next()?;
+    Some(gate.cookie_signs_in(&sid, &value, |text| state.shared.csrf.sign_in_mac(text)))
 }
 
 /// The `Authorization: Bearer …` secret, if any.
@@ -88,13 +90,8 @@ pub async fn status(State(state): State<AppState>, headers: HeaderMap) -> Respon
         AuthMode::Jwt => Some(AuthAsk::Token),
     };
     // Only the cookie counts here: asking must not spend a guess.
-    let signed_in = asks.is_none()
-        || csrf::session_cookie(&headers, &state.shared.csrf)
-            .zip(cookie_value(&headers))
-            .is_some_and(|(sid, value)| {
-                gate.cookie_signs_in(&sid, &value, |t| state.shared.csrf.sign_in_mac(t))
-                    .is_ok()
-            });
+    let signed_in =
+        asks.is_none() || cookie_sign_in(&state, &gate, &headers).is_some_and(|r| r.is_ok());
     (
         [(header::CACHE_CONTROL, "private, no-store")],
         Json(AuthStatus { asks, signed_in }),
@@ -130,12 +127,7 @@ pub async fn sign_in(
         refused(Refusal::Wrong);
         return plain(StatusCode::UNAUTHORIZED, words(gate.mode(), Refusal::Wrong));
     }
-    let from = csrf::client_address(
-        &headers,
-        connected.map(|c| c.0 .0.ip()),
-        state.shared.config.site.trust_forwarded,
-    )
-    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let from = csrf::requester(&state, &headers, connected);
     match check_secret(gate.clone(), secret, from).await {
         Ok(()) => {
             ::metrics::counter!(metrics::AUTH_SIGN_INS).increment(1);

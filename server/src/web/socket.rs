@@ -77,12 +77,7 @@ pub async fn upgrade(
     connected: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let address = csrf::client_address(
-        &headers,
-        connected.map(|c| c.0 .0.ip()),
-        state.shared.config.site.trust_forwarded,
-    )
-    .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+    let address = csrf::requester(&state, &headers, connected);
     let (token, resuming) = token
         .map(|q| (q.0.csrf_token, q.0.resume.is_some()))
         .unwrap_or_default();
