@@ -33,21 +33,6 @@ fn process_face_clip(out: &std::path::Path, extra: &[&str]) -> Result<std::proce
     Ok(run)
 }
 
-/// Makes `output` with ffmpeg from `args` (inputs, filters, codecs); fails with its stderr.
-fn ffmpeg_make(args: &[&str], output: &std::path::Path) -> Result<()> {
-    let made = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .arg(output)
-        .output()?;
-    ensure!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    Ok(())
-}
-
 /// Runs `process --json` on `input` into `out`; its summary.
 fn process_json(input: &std::path::Path, out: &std::path::Path) -> Result<serde_json::Value> {
     let run = hls_face(&[

@@ -414,25 +414,18 @@ async fn media_pushed_far_faster_than_real_time_is_refused_beside_a_healthy_sess
     // A minute of real footage (the face clip looped), pushed as fast as the link allows.
     let dir = tempdir("ahead")?;
     let long = dir.join("minute.webm");
-    let made = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
+    let face = media("face.webm");
+    ffmpeg_make(
+        &[
             "-stream_loop",
             "9",
             "-i",
-        ])
-        .arg(media("face.webm"))
-        .args(["-c", "copy"])
-        .arg(&long)
-        .output()?;
-    ensure!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+            face.to_str().unwrap_or_default(),
+            "-c",
+            "copy",
+        ],
+        &long,
+    )?;
     let data = std::fs::read(&long)?;
 
     let mut healthy = server.socket().await?;

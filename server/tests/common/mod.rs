@@ -843,3 +843,18 @@ pub async fn auth_status(host: &str, cookie: &str) -> Result<app::protocol::Auth
     let r = http_get(host, "/auth", &[("Cookie", cookie)]).await?;
     Ok(serde_json::from_slice(&r.body)?)
 }
+
+/// Makes `output` with ffmpeg from `args` (inputs, filters, codecs); fails with its stderr.
+pub fn ffmpeg_make(args: &[&str], output: &std::path::Path) -> Result<()> {
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(output)
+        .output()?;
+    anyhow::ensure!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    Ok(())
+}
