@@ -472,8 +472,11 @@ async fn media_pushed_far_faster_than_real_time_is_refused_beside_a_healthy_sess
         }
     };
     ensure!(kind == ErrorKind::RateLimited, "refused as {kind:?}");
+    // Refused while the minute was still ahead of real time (a session at real time would
+    // have needed the whole minute). How soon depends on how fast this machine decodes:
+    // the rule fires once decoding has gained 10 s on the clock.
     ensure!(
-        started.elapsed() < Duration::from_secs(30),
+        started.elapsed() < Duration::from_secs(60),
         "refused only after {:?}",
         started.elapsed()
     );
