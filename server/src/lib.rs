@@ -73,16 +73,11 @@ impl RunningServer {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let tls: Option<web::listener::TlsSettings> =
             tls.map(|config| Arc::new(std::sync::RwLock::new(config)));
-        let gauge: Arc<dyn session::capacity::LoadGauge> =
-            session::capacity::ProcStat::start(shutdown.clone());
-        let state = AppState::new(
-            config,
-            detector,
-            addr,
-            scheme,
-            Some(gauge),
-            shutdown.clone(),
-        )?;
+        let gauge = config.limits.measure_cpu.then(|| {
+            session::capacity::ProcStat::start(shutdown.clone())
+                as Arc<dyn session::capacity::LoadGauge>
+        });
+        let state = AppState::new(config, detector, addr, scheme, gauge, shutdown.clone())?;
         let shared = state.shared.clone();
         shared.channels.start(&shared);
         reload::Reloader::start(shared.clone(), tls.clone(), shutdown.clone());

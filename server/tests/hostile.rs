@@ -486,3 +486,158 @@ async fn media_pushed_far_faster_than_real_time_is_refused_beside_a_healthy_sess
     std::fs::remove_dir_all(&dir)?;
     server.stop().await
 }
+
+/// Start for an H.264 stream of `width`×`height`.
+fn start_sized(width: u32, height: u32) -> app::protocol::ClientMsg {
+    app::protocol::ClientMsg::Start {
+        mime_type: "video/mp4;codecs=avc1.42E01F".into(),
+        width,
+        height,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()> {
+    // The plan alone decides (the machine's CPU is not read: tests share it with compilers),
+    // on a two-core budget whatever this machine has, at the default 90 % ceiling.
+    let server = TestServer::start("plan", |c| {
+        c.limits.max_cpu_percent = 90;
+        c.limits.measure_cpu = false;
+        c.limits.max_sessions = 8;
+        c.limits.max_sessions_per_address = 8;
+    })
+    .await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let budget = cores * 0.9;
+    let full_hd = server::session::capacity::session_share(server::source::Codec::H264, 1920, 1080);
+    let vga = server::session::capacity::session_share(server::source::Codec::H264, 640, 480);
+    // As many 1080p sessions as the plan holds are admitted, and the next is refused as
+    // busy, although far fewer than max-sessions run.
+    let fit = ((budget + 1e-9) / full_hd).floor() as usize;
+    ensure!(
+        (1..8).contains(&fit),
+        "{fit} 1080p sessions on {cores} cores"
+    );
+    let mut held = Vec::new();
+    for _ in 0..fit {
+        let mut c = server.socket().await?;
+        c.send(&start_sized(1920, 1080)).await?;
+        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+            .await?;
+        held.push(c);
+    }
+    let mut refused = server.socket().await?;
+    refused.send(&start_sized(1920, 1080)).await?;
+    expect_error(&mut refused, ErrorKind::Busy).await?;
+    let metrics = http_get(&server.host(), "/metrics", &[]).await?;
+    let text = String::from_utf8_lossy(&metrics.body);
+    ensure!(
+        text.contains("hls_face_sessions_refused_total{why=\"sessions\"}"),
+        "the refusal is counted as sessions: {text}"
+    );
+    // What is left holds smaller pictures: 640×480 sessions fill the rest of the plan.
+    let left = budget - fit as f64 * full_hd;
+    let small = ((left + 1e-9) / vga).floor() as usize;
+    for _ in 0..small {
+        let mut c = server.socket().await?;
+        c.send(&start_sized(640, 480)).await?;
+        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+            .await?;
+        held.push(c);
+    }
+    // Ending a 1080p session gives its share back.
+    let mut first = held.remove(0);
+    first.stop_and_wait().await?;
+    drop(first);
+    let mut again = server.socket().await?;
+    again.send(&start_sized(1920, 1080)).await?;
+    again
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?;
+    drop(again);
+    drop(held);
+    server.stop().await?;
+
+    // Privacy: a session that asks for it before Start is planned at its cost, and one
+    // that switches it on mid-session takes the room it needs (it is never refused).
+    let server = TestServer::start("plan-privacy", |c| {
+        c.limits.max_cpu_percent = 90;
+        c.limits.measure_cpu = false;
+        c.limits.max_sessions = 8;
+        c.limits.max_sessions_per_address = 8;
+    })
+    .await?;
+    let private = vga * server::session::capacity::PRIVACY_COST_FACTOR;
+    let privacy_on = app::protocol::ClientMsg::SetPrivacy { on: true };
+    let start = |privacy: bool| {
+        let host = server.host();
+        let privacy_on = privacy_on.clone();
+        async move {
+            let mut c = socket(&host).await?;
+            if privacy {
+                c.send(&privacy_on).await?;
+            }
+            c.send(&start_sized(640, 480)).await?;
+            Ok::<_, anyhow::Error>(c)
+        }
+    };
+    // Privacy sessions, then boxed ones, until what is left holds one boxed session more
+    // but not one privacy session more (left in [2, 4) boxed shares once `boxed` runs).
+    let n = ((budget - 2.0 * vga) / private).floor() as usize;
+    ensure!((1..8).contains(&n), "{n} privacy sessions on {cores} cores");
+    let mut held = Vec::new();
+    let mut left = budget;
+    for privacy in std::iter::repeat_n(true, n).chain(std::iter::repeat(false)) {
+        if !privacy && left < 4.0 * vga {
+            break;
+        }
+        let mut c = start(privacy).await?;
+        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+            .await?;
+        held.push(c);
+        left -= if privacy { private } else { vga };
+    }
+    let mut boxed = start(false).await?;
+    boxed
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?;
+    // A privacy session is planned at its cost at Start: refused where a boxed one fits.
+    let mut refused = start(true).await?;
+    expect_error(&mut refused, ErrorKind::Busy).await?;
+    boxed.send(&privacy_on).await?;
+    // The switch is a message on another socket: a boxed newcomer may still get in before
+    // it lands (it is stopped again), never after.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut late = start(false).await?;
+        match late.next().await? {
+            Some(ServerMsg::Error {
+                kind: ErrorKind::Busy,
+                ..
+            }) => break,
+            Some(ServerMsg::Started { .. }) => {
+                ensure!(Instant::now() < deadline, "privacy was never re-planned");
+                late.stop_and_wait().await?;
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    // Switched off again, the room comes back.
+    boxed
+        .send(&app::protocol::ClientMsg::SetPrivacy { on: false })
+        .await?;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut c = start(false).await?;
+        match c.next().await? {
+            Some(ServerMsg::Started { .. }) => break,
+            Some(ServerMsg::Error {
+                kind: ErrorKind::Busy,
+                ..
+            }) => ensure!(Instant::now() < deadline, "the room never came back"),
+            other => bail!("unexpected {other:?}"),
+        }
+    }
+    drop((held, boxed, refused));
+    server.stop().await
+}

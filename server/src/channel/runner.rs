@@ -8,7 +8,7 @@ use crate::child::{join_tasks, reap, Spawned};
 use crate::config::{ChannelConfig, ChannelSource};
 use crate::error::{Role, ServerError};
 use crate::metrics;
-use crate::session::capacity::{session_share, Capacity, PRIVACY_COST_FACTOR};
+use crate::session::capacity::{session_share, Capacity};
 use crate::session::life::{Due, Rules};
 use crate::session::live::{Feed, Media, PipelineEnv, Session, SessionEvent};
 use crate::session::registry::Registry;
@@ -195,11 +195,8 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
         ::metrics::counter!(metrics::REFUSED, "why" => "channel").increment(1);
     };
     // Planned at its real cost: a privacy channel detects every frame.
-    let mut share = session_share(Codec::H264, width, height);
-    if channel.config.privacy {
-        share *= PRIVACY_COST_FACTOR;
-    }
-    let reservation = match env.capacity.reserve(share) {
+    let share = session_share(Codec::H264, width, height);
+    let reservation = match env.capacity.reserve(share, channel.config.privacy) {
         Ok(r) => r,
         Err(why) => {
             refuse(why.label());

@@ -80,6 +80,10 @@ pub struct LimitsConfig {
     /// included) plus one more session would exceed this share, or while a session's
     /// encoder has fallen behind in the last seconds. 100 turns the live check off.
     pub max_cpu_percent: u32,
+    /// Whether that check reads the machine's CPU (`/proc/stat`). Turn it off where
+    /// `/proc/stat` shows another machine's CPU (a container on a shared host): the
+    /// sessions' planned cost (by codec and picture size) and lagging encoders still count.
+    pub measure_cpu: bool,
     /// Largest binary chunk.
     pub max_chunk_bytes: usize,
     /// Message rate cap per client.
@@ -123,6 +127,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             max_sessions: 0,
             max_cpu_percent: 90,
+            measure_cpu: true,
             max_chunk_bytes: 1024 * 1024,
             max_messages_per_second: 200,
             idle_timeout_secs: 20,

@@ -27,8 +27,8 @@ pub const VPX_SESSION_CORE_SHARE: f64 = 0.25;
 /// frame, as fast as the detector goes, instead of 3 times a second. Measured on a camera
 /// channel of the same footage (`results/capacity-20261202T224442Z.md`): 0.84 core with
 /// privacy against 0.28 with boxes, 4 privacy channels took the whole machine at 27.8 fps.
-/// Channels are planned with it; a browser session that switches privacy on mid-session
-/// is not re-planned (issue 25).
+/// Channels and browser sessions are planned with it, and a session that switches privacy
+/// on or off mid-session is re-planned ([`Reservation::plan_privacy`]).
 pub const PRIVACY_COST_FACTOR: f64 = 3.0;
 
 /// The picture the session shares above are measured at (640×480).
@@ -195,14 +195,36 @@ pub struct Capacity {
 
 /// One admitted session's planned cores; given back when dropped.
 pub struct Reservation {
-    share: f64,
+    /// The session's share without privacy.
+    base: f64,
+    /// The share planned now (`base`, or `base` × [`PRIVACY_COST_FACTOR`] in privacy mode).
+    share: Mutex<f64>,
     planned: Arc<Mutex<f64>>,
+}
+
+impl Reservation {
+    /// Re-plans the session for privacy mode switched on or off. Never refused: privacy
+    /// is fail-closed, so a session that switches it on takes the room it needs and
+    /// newcomers see less of it.
+    pub fn plan_privacy(&self, on: bool) {
+        let new = self.base * if on { PRIVACY_COST_FACTOR } else { 1.0 };
+        let mut share = self.share.lock().unwrap_or_else(|p| p.into_inner());
+        let mut planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
+        *planned = (*planned - *share + new).max(0.0);
+        *share = new;
+    }
+
+    /// The cores planned for the session now.
+    pub fn share(&self) -> f64 {
+        *self.share.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
+        let share = self.share();
         if let Ok(mut planned) = self.planned.lock() {
-            *planned = (*planned - self.share).max(0.0);
+            *planned = (*planned - share).max(0.0);
         }
     }
 }
@@ -237,15 +259,17 @@ impl Capacity {
         }
     }
 
-    /// Admits one more session costing `share` cores, if it fits now: no session lagging,
-    /// and both the measured CPU and the planned cost of the running sessions leave room
-    /// for it under the ceiling.
-    pub fn reserve(&self, share: f64) -> Result<Reservation, NoRoom> {
+    /// Admits one more session costing `base` cores (× [`PRIVACY_COST_FACTOR`] in privacy
+    /// mode), if it fits now: no session lagging, and both the measured CPU and the planned
+    /// cost of the running sessions leave room for it under the ceiling.
+    pub fn reserve(&self, base: f64, privacy: bool) -> Result<Reservation, NoRoom> {
+        let share = base * if privacy { PRIVACY_COST_FACTOR } else { 1.0 };
         let mut planned = self.planned.lock().unwrap_or_else(|p| p.into_inner());
         self.fits(*planned, share)?;
         *planned += share;
         Ok(Reservation {
-            share,
+            base,
+            share: Mutex::new(share),
             planned: self.planned.clone(),
         })
     }
@@ -325,14 +349,14 @@ mod tests {
         // 2 cores at 90 %: a 0.4-core session is 0.2 of the machine.
         let room = |busy| {
             Capacity::new(Some(Arc::new(Fixed(busy))), 2, 90)
-                .reserve(0.4)
+                .reserve(0.4, false)
                 .map(|_| ())
         };
         assert_eq!(room(0.5), Ok(()));
         assert_eq!(room(0.69), Ok(()));
         assert_eq!(room(0.75), Err(NoRoom::Cpu), "other software took the CPU");
         let off = Capacity::new(Some(Arc::new(Fixed(1.0))), 2, 100);
-        assert!(off.reserve(0.4).is_ok(), "100 % turns the check off");
+        assert!(off.reserve(0.4, false).is_ok(), "100 % turns the check off");
     }
 
     #[test]
@@ -341,7 +365,7 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(c.has_room(0.4), Ok(()));
         }
-        let held: Vec<_> = (0..4).map(|_| c.reserve(0.4).unwrap()).collect();
+        let held: Vec<_> = (0..4).map(|_| c.reserve(0.4, false).unwrap()).collect();
         assert_eq!(
             c.has_room(0.4),
             Err(NoRoom::Sessions),
@@ -357,9 +381,15 @@ mod tests {
         let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
         let n = default_max_sessions(2);
         let held: Vec<_> = (0..n)
-            .map(|_| c.reserve(SESSION_CORE_SHARE).expect("within the limit"))
+            .map(|_| {
+                c.reserve(SESSION_CORE_SHARE, false)
+                    .expect("within the limit")
+            })
             .collect();
-        assert_eq!(c.reserve(SESSION_CORE_SHARE).err(), Some(NoRoom::Sessions));
+        assert_eq!(
+            c.reserve(SESSION_CORE_SHARE, false).err(),
+            Some(NoRoom::Sessions)
+        );
         drop(held);
     }
 
@@ -367,14 +397,17 @@ mod tests {
     fn a_burst_counts_before_the_gauge_sees_it() {
         // An idle machine: only the planned cost of admitted sessions stops the burst.
         let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
-        let held: Vec<_> = (0..7).map(|_| c.reserve(0.24).unwrap()).collect();
+        let held: Vec<_> = (0..7).map(|_| c.reserve(0.24, false).unwrap()).collect();
         assert_eq!(
-            c.reserve(0.24).err(),
+            c.reserve(0.24, false).err(),
             Some(NoRoom::Sessions),
             "7 × 0.24 + 0.24 > 1.8"
         );
         drop(held);
-        assert!(c.reserve(0.24).is_ok(), "given back when sessions end");
+        assert!(
+            c.reserve(0.24, false).is_ok(),
+            "given back when sessions end"
+        );
     }
 
     #[test]
@@ -382,13 +415,13 @@ mod tests {
         use app::protocol::ErrorKind;
         // A build takes 80 % of an idle server's machine: not "busy with other sessions".
         let build = Capacity::new(Some(Arc::new(Fixed(0.8))), 2, 90);
-        let why = build.reserve(0.24).err().unwrap();
+        let why = build.reserve(0.24, false).err().unwrap();
         assert_eq!((why, why.label()), (NoRoom::Cpu, "cpu"));
         assert_eq!(why.error_kind(), ErrorKind::Overloaded);
         // Sessions fill the plan: busy with other sessions.
         let full = Capacity::new(Some(Arc::new(Fixed(0.0))), 1, 90);
-        let _held: Vec<_> = (0..3).map(|_| full.reserve(0.24).unwrap()).collect();
-        let why = full.reserve(0.24).err().unwrap();
+        let _held: Vec<_> = (0..3).map(|_| full.reserve(0.24, false).unwrap()).collect();
+        let why = full.reserve(0.24, false).err().unwrap();
         assert_eq!(
             (why.label(), why.error_kind()),
             ("sessions", ErrorKind::Busy)
@@ -397,11 +430,29 @@ mod tests {
     }
 
     #[test]
+    fn privacy_is_planned_at_its_cost_and_re_planned_when_switched() {
+        // 2 cores at 90 %: 1.8 cores to plan.
+        let c = Capacity::new(None, 2, 90);
+        let a = c.reserve(0.25, true).unwrap();
+        assert!((a.share() - 0.75).abs() < 1e-9);
+        let b = c.reserve(0.25, false).unwrap();
+        // 0.75 + 0.25 + 0.75 = 1.75 fits; switching b to privacy too leaves no room.
+        assert!(c.has_room(0.75).is_ok());
+        b.plan_privacy(true);
+        assert_eq!(c.has_room(0.75), Err(NoRoom::Sessions));
+        assert!(c.has_room(0.25).is_ok(), "0.75 + 0.75 + 0.25 = 1.75");
+        b.plan_privacy(false);
+        assert!(c.has_room(0.75).is_ok());
+        drop((a, b));
+        assert!(c.has_room(1.8).is_ok(), "everything given back");
+    }
+
+    #[test]
     fn a_lagging_session_refuses_newcomers_for_a_while() {
         let c = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90);
-        assert!(c.reserve(0.2).is_ok());
+        assert!(c.reserve(0.2, false).is_ok());
         c.note_lag();
-        assert_eq!(c.reserve(0.2).err(), Some(NoRoom::Lagging));
+        assert_eq!(c.reserve(0.2, false).err(), Some(NoRoom::Lagging));
     }
 
     #[test]

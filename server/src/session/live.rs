@@ -108,7 +108,7 @@ pub struct Session {
     thumbnail: Latest,
     /// The detector it runs (settings reloads change it for new sessions only).
     detector_kind: crate::config::DetectorKind,
-    _reservation: Reservation,
+    reservation: Reservation,
 }
 
 impl Session {
@@ -236,7 +236,7 @@ impl Session {
             admission,
             thumbnail,
             detector_kind: env.detector_kind,
-            _reservation: reservation,
+            reservation,
         })
     }
 
@@ -330,6 +330,7 @@ impl Session {
     /// Switches privacy mode (pixelated faces instead of boxes) from the next frame.
     pub fn set_privacy(&self, privacy: bool) {
         self.privacy.store(privacy, Ordering::Relaxed);
+        self.reservation.plan_privacy(privacy);
     }
 
     /// Applies detector settings (already range-checked) from the next detection.

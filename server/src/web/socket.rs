@@ -544,7 +544,8 @@ impl Connection {
         let codec = super::wire::codec(codec);
         // Planned at the announced picture size: the decoder refuses larger pictures.
         let share = crate::session::capacity::session_share(codec, width, height);
-        let reservation = match shared.capacity.reserve(share) {
+        // Privacy asked for before Start is planned at its cost (it detects every frame).
+        let reservation = match shared.capacity.reserve(share, self.privacy) {
             Ok(r) => r,
             Err(why) => {
                 tracing::info!("session refused: no room ({})", why.label());
