@@ -61,6 +61,14 @@ pub struct ChannelInfo {
     pub thumbnail: bool,
     pub width: u32,
     pub height: u32,
+    /// The cluster node that runs it (`None`: every server reading the settings).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Listed by a node that does not run it: only its settings are known here, and the
+    /// page reads its state from `/channel/<name>/status` (which the proxy sends to the
+    /// node that runs it).
+    #[serde(default)]
+    pub elsewhere: bool,
 }
 
 /// The JSON list of every channel.
@@ -173,7 +181,18 @@ pub fn ChannelList() -> impl IntoView {
         let load = move || {
             wasm_bindgen_futures::spawn_local(async move {
                 if let Some(text) = crate::media::fetch_text(CHANNELS_JSON).await {
-                    if let Ok(list) = serde_json::from_str::<Vec<ChannelInfo>>(&text) {
+                    if let Ok(mut list) = serde_json::from_str::<Vec<ChannelInfo>>(&text) {
+                        // In a cluster, a channel another node runs is read from its own
+                        // status (the proxy routes it to that node).
+                        for info in list.iter_mut().filter(|i| i.elsewhere) {
+                            let status =
+                                crate::media::fetch_text(&channel_status(&info.name)).await;
+                            if let Some(now) =
+                                status.and_then(|t| serde_json::from_str::<ChannelInfo>(&t).ok())
+                            {
+                                *info = now;
+                            }
+                        }
                         channels.set(Some(list));
                         refresh.update(|n| *n += 1);
                     }
@@ -334,6 +353,8 @@ mod tests {
             thumbnail: true,
             width: 640,
             height: 480,
+            node: None,
+            elsewhere: false,
         }
     }
 

@@ -60,6 +60,7 @@ fn channel(name: &str, source: &str) -> ChannelConfig {
         width: 640,
         height: 480,
         frame_rate: None,
+        node: None,
     }
 }
 

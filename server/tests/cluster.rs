@@ -503,3 +503,114 @@ async fn a_full_node_is_busy_not_gone_and_one_client_is_held_to_its_share() -> R
         .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_node_runs_the_channels_assigned_to_it_and_nginx_routes_them_there() -> Result<()> {
+    // One settings file for the whole cluster, as an operator keeps it: a channel per node.
+    let dir = tempdir("cluster-channels")?;
+    let clip = media("real-face-h264.mkv");
+    let settings = dir.join("cluster.toml");
+    let mut tables = String::new();
+    for (name, node) in [("north", "n1"), ("south", "n2")] {
+        tables += &format!(
+            "[[channel]]\nname = \"{name}\"\nsource = \"file:{}\"\nnode = \"{node}\"\n\n",
+            clip.display()
+        );
+    }
+    std::fs::write(&settings, tables)?;
+    let model = repo_root().join("models/centerface.onnx");
+    let cluster = Cluster::start_with(
+        2,
+        &[
+            ("HLS_FACE_CONFIG", settings.to_str().unwrap_or_default()),
+            (
+                "HLS_FACE_DETECTOR_MODEL",
+                model.to_str().unwrap_or_default(),
+            ),
+            // A channel takes a place like a session.
+            ("HLS_FACE_LIMITS_MAX_SESSIONS", "2"),
+        ],
+    )
+    .await?;
+    let public = cluster.public.clone();
+    for (name, node, other) in [("north", "n1", "n2"), ("south", "n2", "n1")] {
+        // Through the one address, the channel is found live, on its own node.
+        let deadline = Instant::now() + DEADLINE;
+        let run = loop {
+            let r = http_get(&public, &format!("/channel/{name}/status"), &[]).await?;
+            if r.status == 200 {
+                let status: serde_json::Value = serde_json::from_slice(&r.body)?;
+                if status["state"] == "live" {
+                    break status["run"].as_str().unwrap_or_default().to_string();
+                }
+            }
+            ensure!(Instant::now() < deadline, "{name} never went live");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        ensure!(
+            run.starts_with(&format!("{node}-")),
+            "{name} should run on {node}: {run}"
+        );
+        // The other node leaves it alone.
+        let (_, other_addr) = cluster.node(other)?;
+        let there = http_get(other_addr, &format!("/channel/{name}/status"), &[]).await?;
+        ensure!(
+            there.status == 404,
+            "{other} runs {name} too: {}",
+            there.status
+        );
+        // Every node's list names every channel, another node's as such (the page then
+        // reads its state through the proxy).
+        for (addr, elsewhere) in [(other_addr, true), (cluster.node(node)?.1, false)] {
+            let list = http_get(addr, "/channels.json", &[]).await?;
+            let list: Vec<app::channels::ChannelInfo> = serde_json::from_slice(&list.body)?;
+            let entry = list.iter().find(|i| i.name == name).context("not listed")?;
+            ensure!(
+                entry.elsewhere == elsewhere && entry.node.as_deref() == Some(node),
+                "{name} listed as {entry:?}"
+            );
+        }
+        // The stable address leads a player to the run, which nginx fetches from its node
+        // and caches like a viewer link.
+        let redirect = http_get(&public, &format!("/channel/{name}/playlist.m3u8"), &[]).await?;
+        ensure!(
+            redirect.status == 302,
+            "stable address: {}",
+            redirect.status
+        );
+        let location = redirect.header("location").context("location")?.to_string();
+        ensure!(location.contains(&run), "{location} is not run {run}");
+        let deadline = Instant::now() + DEADLINE;
+        let segment = loop {
+            let (list, _) = playlist(&public, &location).await?;
+            if let Some(segment) = list.segments.first() {
+                break segment.uri.clone();
+            }
+            ensure!(Instant::now() < deadline, "{name}: no segment");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let base = location.trim_end_matches("playlist.m3u8");
+        let mut bytes = Vec::new();
+        for file in ["init.mp4", segment.as_str()] {
+            let first = http_get(&public, &format!("{base}{file}"), &[]).await?;
+            ensure!(first.status == 200, "{name} {file}: {}", first.status);
+            let again = http_get(&public, &format!("{base}{file}"), &[]).await?;
+            ensure!(
+                again.header("x-cache") == Some("HIT"),
+                "{name} {file} is not served from the cache: {:?}",
+                again.header("x-cache")
+            );
+            bytes.extend(first.body);
+        }
+        let direct = http_get(other_addr, &format!("{base}init.mp4"), &[]).await?;
+        ensure!(direct.status == 404, "{other} has {name}'s stream");
+        // Privacy (the channel default): no face in the served frames.
+        let frames = decode_frames(&bytes, 640, 480)?;
+        ensure!(!frames.is_empty(), "{name}: no frame decoded");
+        ensure!(
+            faces_found(&frames)?.is_empty(),
+            "{name}: a face is visible"
+        );
+    }
+    Ok(())
+}

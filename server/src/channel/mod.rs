@@ -28,6 +28,10 @@ const VIEWER_WINDOW: Duration = Duration::from_secs(10);
 /// Every configured channel, by name.
 pub struct Channels {
     list: std::sync::RwLock<Vec<Running>>,
+    /// This server's cluster node (`[site] node`; empty without one).
+    node: String,
+    /// Every channel of the settings, this node's and the others' (in the settings' order).
+    settings: std::sync::RwLock<Vec<ChannelConfig>>,
     /// The channel tasks (shutdown waits for them).
     pub tasks: TaskTracker,
 }
@@ -39,10 +43,12 @@ struct Running {
 }
 
 impl Channels {
-    /// The channels of the settings (checked already), not yet running.
-    pub fn new(configs: &[ChannelConfig]) -> Self {
+    /// The channels of the settings (checked already) that node `node` runs, not yet
+    /// running.
+    pub fn new(configs: &[ChannelConfig], node: &str) -> Self {
         let list = configs
             .iter()
+            .filter(|c| c.runs_on(node))
             .filter_map(|config| match config.check() {
                 Ok(source) => Some(Running {
                     channel: Arc::new(Channel::new(config.clone(), source)),
@@ -54,8 +60,18 @@ impl Channels {
                 }
             })
             .collect();
+        if !node.is_empty() {
+            for c in configs.iter().filter(|c| c.node.is_none()) {
+                tracing::warn!(
+                    channel = %c.name,
+                    "the channel names no node: every node reading these settings runs it"
+                );
+            }
+        }
         Channels {
             list: std::sync::RwLock::new(list),
+            node: node.to_string(),
+            settings: std::sync::RwLock::new(configs.to_vec()),
             tasks: TaskTracker::new(),
         }
     }
@@ -85,11 +101,14 @@ impl Channels {
     /// Brings the running channels in line with `configs` (reloaded settings): a new one
     /// starts, a removed one stops (its stream ends cleanly), a changed one restarts.
     /// Returns what changed, for the log.
-    pub fn apply(
-        &self,
-        configs: &[ChannelConfig],
-        shared: &Arc<crate::web::Shared>,
-    ) -> Vec<String> {
+    pub fn apply(&self, all: &[ChannelConfig], shared: &Arc<crate::web::Shared>) -> Vec<String> {
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = all.to_vec();
+        let configs: Vec<ChannelConfig> = all
+            .iter()
+            .filter(|c| c.runs_on(&self.node))
+            .cloned()
+            .collect();
+        let configs = configs.as_slice();
         let mut changes = Vec::new();
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         let mut restarted = Vec::new();
@@ -141,7 +160,35 @@ impl Channels {
 
     /// Every channel's state, in the settings' order.
     pub fn infos(&self) -> Vec<ChannelInfo> {
-        self.list().iter().map(|r| r.channel.info()).collect()
+        let settings = self.settings.read().unwrap_or_else(|p| p.into_inner());
+        settings
+            .iter()
+            .filter_map(|config| {
+                if config.runs_on(&self.node) {
+                    return self.get(&config.name).map(|c| c.info());
+                }
+                // Another node's: what the settings say, for the page to ask that node.
+                let source = config.check().ok()?;
+                Some(ChannelInfo {
+                    name: config.name.clone(),
+                    kind: source.kind().to_string(),
+                    state: ChannelState::Connecting,
+                    since_ms: 0,
+                    why: None,
+                    why_label: None,
+                    refused_ms: None,
+                    privacy: config.privacy,
+                    fps: 0.0,
+                    viewers: 0,
+                    run: None,
+                    thumbnail: false,
+                    width: config.width,
+                    height: config.height,
+                    node: config.node.clone(),
+                    elsewhere: true,
+                })
+            })
+            .collect()
     }
 }
 
@@ -330,6 +377,8 @@ impl Channel {
             thumbnail: status.thumbnail.as_ref().is_some_and(|t| t.get().is_some()),
             width: self.config.width,
             height: self.config.height,
+            node: self.config.node.clone(),
+            elsewhere: false,
         }
     }
 }

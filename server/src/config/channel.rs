@@ -57,6 +57,11 @@ pub struct ChannelConfig {
     /// Output frame rate (default: `[hls] frame-rate`).
     #[serde(default)]
     pub frame_rate: Option<u32>,
+    /// The cluster node that runs the channel (its `[site] node`); the others leave it to
+    /// that node, and nginx routes the channel's stream there. Unset: every server reading
+    /// these settings runs it (one server; in a cluster, name a node).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 fn yes() -> bool {
@@ -131,6 +136,19 @@ pub fn is_channel_name(name: &str) -> bool {
 }
 
 impl ChannelConfig {
+    /// Whether the server named `node` (`[site] node`, empty without one) runs this channel.
+    pub fn runs_on(&self, node: &str) -> bool {
+        self.node.as_deref().is_none_or(|n| n == node)
+    }
+
+    /// Whether two channels may run on one server (neither names a node, or the same).
+    fn may_share_a_server(&self, other: &ChannelConfig) -> bool {
+        match (&self.node, &other.node) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+
     /// The parsed source, or what is wrong with it (naming the channel, never the secret).
     pub fn parsed_source(&self) -> Result<ChannelSource, String> {
         let name = &self.name;
@@ -217,6 +235,16 @@ impl ChannelConfig {
                  '-' (not first)"
             ));
         }
+        if let Some(node) = self
+            .node
+            .as_deref()
+            .filter(|n| !app::hls_path::is_node_name(n))
+        {
+            return Err(format!(
+                "channel {name}: node {node:?} must be a node name (1 to 16 lowercase letters \
+                 and digits, as [site] node)"
+            ));
+        }
         let even = |v: u32| v.is_multiple_of(2);
         if !(64..=1920).contains(&self.width)
             || !(64..=1080).contains(&self.height)
@@ -239,20 +267,26 @@ impl ChannelConfig {
 /// Checks every channel and that names and SRT ports are not shared.
 pub fn check_all(channels: &[ChannelConfig]) -> Result<(), String> {
     let mut names = std::collections::HashSet::new();
-    let mut ports = std::collections::HashSet::new();
+    // (port, channel) of the SRT listeners so far.
+    let mut ports: Vec<(u16, &ChannelConfig)> = Vec::new();
     for channel in channels {
         let source = channel.check()?;
         if !names.insert(channel.name.as_str()) {
             return Err(format!("two channels are named {}", channel.name));
         }
         if let ChannelSource::Srt { bind, .. } = source {
-            if !ports.insert(bind.port()) {
+            let port = bind.port();
+            // Channels of different nodes may listen on the same port of their own hosts.
+            if ports
+                .iter()
+                .any(|(p, other)| *p == port && other.may_share_a_server(channel))
+            {
                 return Err(format!(
-                    "channel {}: SRT port {} is taken by another channel",
-                    channel.name,
-                    bind.port()
+                    "channel {}: SRT port {port} is taken by another channel",
+                    channel.name
                 ));
             }
+            ports.push((port, channel));
         }
     }
     Ok(())
@@ -268,6 +302,7 @@ mod tests {
             source: Secret::new(source),
             passphrase: passphrase.map(Secret::new),
             privacy: true,
+            node: None,
             width: 640,
             height: 480,
             frame_rate: None,
@@ -330,6 +365,23 @@ mod tests {
         assert!(check_all(&[a.clone(), a])
             .unwrap_err()
             .contains("two channels"));
+    }
+
+    #[test]
+    fn a_channel_runs_on_its_node_only() {
+        let mut a = channel("srt://:9000", Some("long-enough-pass"));
+        assert!(a.runs_on("") && a.runs_on("n2"), "no node: every server");
+        a.node = Some("n1".into());
+        assert!(a.runs_on("n1") && !a.runs_on("n2") && !a.runs_on(""));
+        // Two nodes may each listen on port 9000 of their own host; one node may not.
+        let mut b = a.clone();
+        b.name = "yard".into();
+        b.node = Some("n2".into());
+        assert!(check_all(&[a.clone(), b.clone()]).is_ok());
+        b.node = None;
+        assert!(check_all(&[a.clone(), b]).is_err(), "unset runs on n1 too");
+        a.node = Some("Node 1".into());
+        assert!(a.check().unwrap_err().contains("node"));
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl AppState {
         };
         let sockets_per_address =
             crate::session::quota::Quota::new(config.limits.max_sockets_per_address);
-        let channels = crate::channel::Channels::new(&config.channels);
+        let channels = crate::channel::Channels::new(&config.channels, &config.site.node);
         let pipeline = PipelineEnv {
             spawner: config.pipeline.spawner(),
             detector_kind: crate::video::detector::running_kind(&config.pipeline.detector),
