@@ -512,3 +512,42 @@ async fn a_codec_switch_inside_one_connection_is_shown_as_no_video() -> Result<(
     std::fs::remove_dir_all(&dir)?;
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_publisher_that_connects_and_sends_nothing_is_named_and_holds_no_key() -> Result<()> {
+    let port = free_port()?;
+    let server = srt_server("quiet", port).await?;
+    let host = server.host();
+    // SRT's own tool (Debian's srt-tools) connects with the right key and relays a UDP
+    // port nobody sends to: the handshake completes, no byte of media follows.
+    let udp = free_port()?;
+    let mut silent = tokio::process::Command::new("srt-live-transmit")
+        .arg("-a:no")
+        .arg(format!("udp://127.0.0.1:{udp}"))
+        .arg(format!(
+            "srt://127.0.0.1:{port}?passphrase=right-key-1234&pbkeylen=16"
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("srt-live-transmit (Debian package srt-tools)")?;
+    // Dropped after the ingest's 5 s of silence, and named: not "camera unreachable".
+    let named = wait_state(&host, "quiet", "silent", |s| s["why_label"] == "silent").await?;
+    ensure!(
+        named["state"] == "waiting" && named["why"] == "the source connected but sent no video",
+        "{named}"
+    );
+    let metrics = String::from_utf8(http_get(&host, "/metrics", &[]).await?.body)?;
+    ensure!(
+        metrics.contains("hls_face_channel_faults_total{channel=\"quiet\",why=\"silent\"}"),
+        "the fault is counted"
+    );
+    silent.start_kill()?;
+    silent.wait().await?;
+    // The key is free again: a real publisher goes live and clears the note.
+    let _real = publisher(port, "right-key-1234", 30)?;
+    let live = wait_state(&host, "quiet", "live", is("live")).await?;
+    ensure!(live["why"].is_null(), "{live}");
+    server.stop().await
+}

@@ -140,8 +140,11 @@ impl Fault {
     }
 }
 
-/// What an ingest's stderr says went wrong (`sent_video`: whether any video came first).
-pub fn classify(stderr: &str, sent_video: bool) -> Fault {
+/// What an ingest's stderr says went wrong (`sent_video`: whether any video came first;
+/// `push`: the ingest listens for a publisher, as for SRT, and its socket times out only
+/// once a publisher connected, so a time-out there is a silent publisher, not a camera
+/// out of reach).
+pub fn classify(stderr: &str, sent_video: bool, push: bool) -> Fault {
     let has = |needle: &str| stderr.contains(needle);
     if has("401 Unauthorized") || has("403 Forbidden") || has("authorization failed") {
         Fault::Credentials
@@ -162,7 +165,7 @@ pub fn classify(stderr: &str, sent_video: bool) -> Fault {
         || has("Name or service not known")
         || has("Temporary failure in name resolution")
         || has("Network is unreachable")
-        || (!sent_video && has("timed out"))
+        || (!sent_video && !push && has("timed out"))
     {
         Fault::Unreachable
     } else if !sent_video && (has("Connection timed out") || has("Input/output error")) {
@@ -223,8 +226,16 @@ mod tests {
             ("srt://***: Input/output error", false, Fault::Silent),
             ("1010 - Incorrect passphrase | (later the right one came)", true, Fault::Ended),
         ] {
-            assert_eq!(classify(stderr, sent), want, "{stderr}");
+            assert_eq!(classify(stderr, sent, false), want, "{stderr}");
         }
+        // A listener times out only after a publisher connected and sent nothing; a camera
+        // that never answers a pull is out of reach.
+        let timed_out = "srt://***?mode=listener: Connection timed out";
+        assert_eq!(classify(timed_out, false, true), Fault::Silent);
+        assert_eq!(
+            classify("rtsp://h/cam: Connection timed out", false, false),
+            Fault::Unreachable
+        );
         assert!(!Fault::Credentials.transient() && Fault::Unreachable.transient());
     }
 }

@@ -93,8 +93,10 @@ pub(super) async fn run(channel: Arc<Channel>, env: Env) {
     let mut backoff = BACKOFF_FIRST;
     let srt = matches!(channel.source, ChannelSource::Srt { .. });
     loop {
-        // A source that is down stays "down since" its first failure while it is retried.
-        if channel.state() != ChannelState::Down {
+        // A source that is down stays "down since" its first failure while it is retried;
+        // an SRT channel waiting again keeps saying what its last publisher did.
+        let state = channel.state();
+        if state != ChannelState::Down && !(srt && state == ChannelState::Waiting) {
             let waiting = if srt {
                 ChannelState::Waiting
             } else {
@@ -115,18 +117,28 @@ pub(super) async fn run(channel: Arc<Channel>, env: Env) {
         if srt && fault == Fault::Ended {
             // A publisher that stopped is not a fault: the channel waits for the next one.
             channel.set_state(ChannelState::Waiting, None);
+        } else if srt && fault == Fault::Silent {
+            // Nor is the source down: a publisher connected and sent nothing, and was
+            // dropped so that it holds no key; the listener waits for the next one.
+            channel.set_state(ChannelState::Waiting, Some(fault));
         } else {
             channel.set_state(ChannelState::Down, Some(fault));
         }
         if live_for >= HEALTHY {
             backoff = BACKOFF_FIRST;
         }
-        let wait = if fault.transient() {
-            backoff
+        let wait = if srt && matches!(fault, Fault::Ended | Fault::Silent) {
+            // The listener is nobody's fault: it listens again soon for the next publisher
+            // (a silent one is dropped after 5 s each time, so it holds no key).
+            BACKOFF_FIRST
+        } else if fault.transient() {
+            let wait = backoff;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            wait
         } else {
+            backoff = (backoff * 2).min(BACKOFF_MAX);
             OPERATOR_RETRY
         };
-        backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
             _ = env.stopped() => break,
             _ = tokio::time::sleep(wait) => {}
@@ -139,6 +151,7 @@ pub(super) async fn run(channel: Arc<Channel>, env: Env) {
 /// One connection to the source, from the ingest's start to its end.
 async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     let name = &channel.config.name;
+    let srt = matches!(channel.source, ChannelSource::Srt { .. });
     let spawned = env
         .pipeline
         .spawner
@@ -176,13 +189,13 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
                 Ok(n) if n > 0 => break (Bytes::copy_from_slice(&buf[..n]), std::time::SystemTime::now()),
                 _ => {
                     end_ingest(process.as_mut(), &tasks, &cancel).await;
-                    return RunEnd::Down { fault: ingest::classify(&exit.tail(), false), live_for: Duration::ZERO };
+                    return RunEnd::Down { fault: ingest::classify(&exit.tail(), false, srt), live_for: Duration::ZERO };
                 }
             },
             _ = tick.tick() => {
                 // A refused SRT publisher leaves the listener waiting: only its new lines say so.
                 let tail = exit.tail();
-                if tail != seen_stderr && ingest::classify(&tail, false) == Fault::KeyRefused {
+                if tail != seen_stderr && ingest::classify(&tail, false, srt) == Fault::KeyRefused {
                     channel.note_refusal();
                 }
                 seen_stderr = tail;
@@ -318,7 +331,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
         return RunEnd::Stopped;
     }
     let sent_video = live_since.is_some();
-    let fault = fault.unwrap_or_else(|| ingest::classify(&exit.tail(), sent_video));
+    let fault = fault.unwrap_or_else(|| ingest::classify(&exit.tail(), sent_video, srt));
     RunEnd::Down {
         fault,
         live_for: live_since.map_or(Duration::ZERO, |t| t.elapsed()),
@@ -343,7 +356,7 @@ fn fault_of(e: &ServerError) -> Fault {
             role: Role::Decoder,
             stderr_tail,
             ..
-        } => match ingest::classify(stderr_tail, true) {
+        } => match ingest::classify(stderr_tail, true, false) {
             Fault::Ended => Fault::Unreadable,
             other => other,
         },
