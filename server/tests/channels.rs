@@ -471,7 +471,7 @@ async fn a_publisher_that_changes_resolution_sends_4k_and_jumps_in_time_stays_li
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_h265_source_plays_like_an_h264_one() -> Result<()> {
+async fn an_h265_source_plays_like_an_h264_one_and_starts_again_with_its_node() -> Result<()> {
     let dir = tempdir("channel-hevc")?;
     let clip = encoded_clip(&dir, "hevc.ts", "640x480", 4, "libx265")?;
     let server = TestServer::start("channel-hevc", |c| {
@@ -483,6 +483,14 @@ async fn an_h265_source_plays_like_an_h264_one() -> Result<()> {
     // The first segment is short (6 frames), the next two whole.
     let frames = served_frames(&host, "hevc", 3).await?;
     ensure!(frames.len() >= 60, "only {} frames", frames.len());
+    server.stop().await?;
+    // The node restarts: its channels come from the settings and start again by themselves.
+    let server = TestServer::start("channel-hevc", |c| {
+        c.channels = vec![channel("hevc", &format!("file:{}", clip.display()))];
+    })
+    .await?;
+    wait_state(&server.host(), "hevc", "live after a restart", is("live")).await?;
+    ensure!(!served_frames(&server.host(), "hevc", 1).await?.is_empty());
     server.stop().await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())
