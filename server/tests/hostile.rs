@@ -641,3 +641,52 @@ async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()
     drop((held, boxed, refused));
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_busy_with_other_software_is_named_as_such_not_as_sessions() -> Result<()> {
+    // The real CPU check, on an idle server (no session planned), at a 50 % ceiling.
+    let server = TestServer::start("foreign-load", |c| {
+        c.limits.max_cpu_percent = 50;
+    })
+    .await?;
+    // Other software takes every core: one busy loop per core (a build, a backup).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let burners = (0..cores)
+        .map(|_| {
+            tokio::process::Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .kill_on_drop(true)
+                .spawn()
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    // The gauge smooths its samples: a Start is refused as overloaded once it sees them.
+    let deadline = Instant::now() + DEADLINE;
+    let message = loop {
+        let mut c = server.socket().await?;
+        c.send(&start_msg()).await?;
+        match c.next().await? {
+            Some(ServerMsg::Error {
+                kind: ErrorKind::Overloaded,
+                message,
+            }) => break message,
+            Some(ServerMsg::Started { .. }) => {
+                ensure!(Instant::now() < deadline, "the busy machine was never seen");
+                c.stop_and_wait().await?;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            other => bail!("unexpected {other:?}"),
+        }
+    };
+    ensure!(
+        message.contains("heavy load") && message.contains("not from other sessions"),
+        "the page hears the cause: {message}"
+    );
+    let metrics = http_get(&server.host(), "/metrics", &[]).await?;
+    let text = String::from_utf8_lossy(&metrics.body);
+    ensure!(
+        text.contains("hls_face_sessions_refused_total{why=\"cpu\"}"),
+        "counted as cpu"
+    );
+    drop(burners);
+    server.stop().await
+}
