@@ -328,6 +328,12 @@ impl Reloader {
                 .unwrap_or_else(|p| p.into_inner());
             if env.config.detector != *detector {
                 env.detector = crate::video::detector::factory_for(detector);
+                // Running sessions keep the threads they have; the old ones stop with them.
+                env.detectors = crate::video::detector::shared_pool(detector, env.detector.clone())
+                    .unwrap_or_else(|e| {
+                        tracing::error!("detector threads: {e}; each new session runs its own");
+                        None
+                    });
                 env.detector_kind = crate::video::detector::running_kind(detector);
                 env.config.detector = detector.clone();
             }

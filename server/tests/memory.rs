@@ -114,3 +114,81 @@ async fn floods_of_sockets_and_connections_leave_memory_near_baseline() -> Resul
     let _ = std::fs::remove_dir_all(&runtime);
     Ok(())
 }
+
+/// Names of the process's threads (`/proc/<pid>/task/*/comm`).
+fn thread_names(pid: u32) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let comm = std::fs::read_to_string(task?.path().join("comm")).unwrap_or_default();
+        names.push(comm.trim().to_string());
+    }
+    Ok(names)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_share_the_detector_threads_and_their_models() -> Result<()> {
+    let runtime = tempdir("memory-sessions")?;
+    let (mut child, pid, addr) = spawn_server(&runtime).await?;
+    http_get(&addr, "/", &[]).await?;
+    // The shared threads make their detectors (CenterFace) at start: one per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shared = |names: &[String]| {
+        names
+            .iter()
+            .filter(|n| {
+                n.strip_prefix("detect-")
+                    .is_some_and(|k| k.parse::<u32>().is_ok())
+            })
+            .count()
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while shared(&thread_names(pid)?) < cores {
+        ensure!(Instant::now() < deadline, "no shared detector threads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let baseline = rss_mb(pid)?;
+    // Four sessions of real footage at real time, detecting as they go.
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let mut c = socket(&addr).await?;
+        c.start().await?;
+        runs.push(tokio::spawn(async move {
+            stream_file(&mut c, &media("real-face.webm"), 30_000, 9).await?;
+            c.wait_for("playlist", |m| {
+                matches!(m, app::protocol::ServerMsg::PlaylistReady { .. })
+            })
+            .await?;
+            Ok::<_, anyhow::Error>(c)
+        }));
+    }
+    let mut clients = Vec::new();
+    for run in runs {
+        clients.push(run.await??);
+    }
+    let names = thread_names(pid)?;
+    let during = rss_mb(pid)?;
+    println!("RSS before sessions {baseline:.1} MiB, with 4 sessions {during:.1} MiB");
+    ensure!(
+        shared(&names) == cores,
+        "the sessions run on the {cores} shared detector threads: {names:?}"
+    );
+    ensure!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("detect-") && n.len() > 9),
+        "no session has a detector thread of its own: {names:?}"
+    );
+    // A detector of its own cost each session ~13 MiB more (the network and its buffers).
+    ensure!(
+        during < baseline + 4.0 * 30.0,
+        "4 sessions took {:.0} MiB",
+        during - baseline
+    );
+    for mut c in clients {
+        c.stop_and_wait().await?;
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_dir_all(&runtime);
+    Ok(())
+}

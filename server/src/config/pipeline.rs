@@ -75,6 +75,10 @@ pub struct DetectorConfig {
     pub detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
     pub opencv_threads: i32,
+    /// Detector threads shared by every session, each with its own detector (0: one per
+    /// core). A stateful detector (Haar scanning regions of interest) runs one thread per
+    /// session instead.
+    pub threads: u32,
     /// Detections between full-frame scans; in between, only the regions around known
     /// faces are scanned. 0 or 1 scans the whole frame every time.
     pub roi_full_scan_every: u32,
@@ -203,6 +207,7 @@ impl DetectorConfig {
                 self.opencv_threads >= 0,
                 "detector.opencv-threads must not be negative",
             ),
+            (self.threads <= 64, "detector.threads must be at most 64"),
             (
                 [DetectorKind::Haar, DetectorKind::Centerface]
                     .iter()
@@ -334,6 +339,7 @@ impl Default for DetectorConfig {
             min_face: DetectorSettings::DEFAULT_MIN_FACE,
             detect_fps: 3,
             opencv_threads: 1,
+            threads: 0,
             roi_full_scan_every: 10,
             max_hold_ms: 0,
         }

@@ -18,7 +18,7 @@ use crate::metrics;
 use crate::pipeline::{Pipeline, Queues, Sink};
 use crate::source::Codec;
 use crate::source::Source;
-use crate::video::detector::{DetectorFactory, DetectorWorker, Tuning};
+use crate::video::detector::{DetectorFactory, DetectorPool, DetectorWorker, Tuning};
 use crate::video::encoder::EncoderSettings;
 use crate::video::frame::FramePool;
 use crate::video::frame_path::{FramePath, PathSettings};
@@ -52,6 +52,9 @@ pub struct PipelineEnv {
     /// Starts the decoder and encoder children (ffmpeg, or a stand-in in tests).
     pub spawner: SharedSpawner,
     pub detector: DetectorFactory,
+    /// The detector threads every session shares, when the detector can be shared
+    /// (otherwise each session runs `detector` on a thread of its own).
+    pub detectors: Option<Arc<DetectorPool>>,
     /// The detector it makes (its settings are the ones the page shows).
     pub detector_kind: crate::config::DetectorKind,
     /// Free disk space (MiB) a session needs to start and to go on.
@@ -139,14 +142,23 @@ impl Session {
         }
         let pool = FramePool::default();
         let (detector, detector_rx) = watch::channel(Tuning::from(&cfg.detector));
-        let worker = DetectorWorker::started(
-            env.detector.clone(),
-            format!("detect-{}", &id.as_str()[..8]),
-            Duration::from_secs(1) / cfg.detector.detect_fps.max(1),
-            pool.clone(),
-            detector_rx.clone(),
-        )
-        .await?;
+        let interval = Duration::from_secs(1) / cfg.detector.detect_fps.max(1);
+        let worker = match &env.detectors {
+            Some(shared) => {
+                DetectorWorker::on(shared.clone(), interval, pool.clone(), detector_rx.clone())
+                    .await?
+            }
+            None => {
+                DetectorWorker::started(
+                    env.detector.clone(),
+                    format!("detect-{}", &id.as_str()[..8]),
+                    interval,
+                    pool.clone(),
+                    detector_rx.clone(),
+                )
+                .await?
+            }
+        };
         let (chunk_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
         let keeper = SegmentKeeper::for_live(&dir, cfg.recording.max_secs, cfg.hls.segment_seconds);
         let records = keeper.records() && matches!(feed, Feed::Recorder(_));

@@ -151,8 +151,11 @@ impl AppState {
         let sockets_per_address =
             crate::session::quota::Quota::new(config.limits.max_sockets_per_address);
         let channels = crate::channel::Channels::new(&config.channels, &config.site.node);
+        let detectors =
+            crate::video::detector::shared_pool(&config.pipeline.detector, detector.clone())?;
         let pipeline = PipelineEnv {
             spawner: config.pipeline.spawner(),
+            detectors,
             detector_kind: crate::video::detector::running_kind(&config.pipeline.detector),
             config: config.pipeline.clone(),
             detector,

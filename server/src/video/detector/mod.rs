@@ -11,7 +11,7 @@ pub mod roi;
 pub mod worker;
 
 pub use haar::{HaarDetector, HaarSettings};
-pub use worker::{Detection, DetectorCounters, DetectorWorker};
+pub use worker::{Detection, DetectorCounters, DetectorPool, DetectorWorker};
 
 use super::frame::{FaceBox, Frame};
 use crate::config::{DetectorConfig, DetectorKind};
@@ -123,6 +123,30 @@ pub fn base_factory_for(config: &DetectorConfig) -> DetectorFactory {
         );
     }
     HaarDetector::factory(config)
+}
+
+/// Whether one detector can serve many sessions in turn: it keeps nothing between frames
+/// but its settings (CenterFace, or Haar scanning whole frames). Haar scanning regions of
+/// interest remembers each session's faces, so each session needs its own.
+pub fn shareable(config: &DetectorConfig) -> bool {
+    config.roi_full_scan_every <= 1 || uses_centerface(config)
+}
+
+/// The detector threads shared by every session, each with a detector from `factory` (the
+/// one `config` asks for; `detector.threads` of them, 0: one per core), or `None` when the
+/// detector cannot be shared.
+pub fn shared_pool(
+    config: &DetectorConfig,
+    factory: DetectorFactory,
+) -> Result<Option<Arc<DetectorPool>>, ServerError> {
+    if !shareable(config) {
+        return Ok(None);
+    }
+    let threads = match config.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n as usize,
+    };
+    DetectorPool::new(factory, threads, "detect").map(|p| Some(Arc::new(p)))
 }
 
 /// Whether the config gets CenterFace (asked for, and its model is present).

@@ -1,16 +1,19 @@
-//! The detector thread of one session: a one-frame mailbox (newest frame wins, older ones
-//! are skipped and counted), an optional rate cap, and the latest result published on a
-//! watch channel.
+//! The detector threads: a [`DetectorPool`] of threads, each with its own detector, serving
+//! the sessions registered with it. Each session is a lane with a one-frame mailbox
+//! (newest frame wins, older ones are skipped and counted), its own rate cap and its own
+//! settings, and publishes its latest result on a watch channel. A pool shared by every
+//! session holds one detector per thread instead of one per session (CenterFace: ~13 MB
+//! each); a stateful detector (Haar scanning regions of interest) gets a pool of its own.
 
 use super::{DetectorFactory, FaceDetector};
 use crate::error::ServerError;
 use crate::metrics;
 use crate::video::detector::Tuning;
 use crate::video::frame::{FaceBox, Frame, FramePool};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 /// The latest detection result.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -25,7 +28,7 @@ pub struct Detection {
     pub millis: f32,
 }
 
-/// Counters the detector thread keeps.
+/// Counters of one session's detections.
 #[derive(Debug, Default)]
 pub struct DetectorCounters {
     /// Detections run.
@@ -34,33 +37,216 @@ pub struct DetectorCounters {
     pub skipped: AtomicU64,
 }
 
-#[derive(Default)]
-struct SlotState {
+/// What a lane's detections go to: fixed for the lane's life.
+struct LaneOut {
+    tx: watch::Sender<Detection>,
+    counters: Arc<DetectorCounters>,
+    /// The session's frame buffers (a detected frame's buffer goes back to it).
+    frames: FramePool,
+    settings: watch::Receiver<Tuning>,
+    min_interval: Duration,
+}
+
+/// One session's place on the board.
+struct Lane {
+    id: u64,
     /// The newest frame not yet taken, with its number.
     frame: Option<(u64, Frame)>,
+    /// When the unread frame (or the one it replaced) arrived: the longest-waiting lane
+    /// goes first.
+    since: Instant,
     /// Detect the pending frame without waiting out the rate cap (a scene cut: nothing is
     /// known about the new shot's faces).
     urgent: bool,
     /// While this is set, there is no rate cap at all (privacy mode: every frame the
     /// detector can take, so no face moves far between two detections).
-    uncap: Option<Arc<std::sync::atomic::AtomicBool>>,
+    uncap: Option<Arc<AtomicBool>>,
+    /// No detection before this (the rate cap).
+    not_before: Instant,
+    /// A thread is detecting one of its frames (a lane's detections never overlap, so its
+    /// results come in order).
+    busy: bool,
+    out: Arc<LaneOut>,
+}
+
+impl Lane {
+    /// Whether its pending frame may be taken now.
+    fn due(&self, now: Instant) -> bool {
+        let uncapped = self
+            .uncap
+            .as_ref()
+            .is_some_and(|u| u.load(Ordering::Relaxed));
+        self.frame.is_some() && !self.busy && (self.urgent || uncapped || now >= self.not_before)
+    }
+}
+
+#[derive(Default)]
+struct BoardState {
+    lanes: Vec<Lane>,
+    next_id: u64,
     closed: bool,
 }
 
-/// A one-frame mailbox: a new frame replaces an unread one (newest wins).
+/// The lanes of a pool and the condition its threads wait on.
 #[derive(Default)]
-struct LatestSlot {
-    state: Mutex<SlotState>,
-    ready: Condvar,
+struct Board {
+    state: Mutex<BoardState>,
+    wake: Condvar,
 }
 
-/// The detector thread of one session. Dropping it closes the slot and joins the thread.
+impl Board {
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether a pool's threads have their detectors.
+#[derive(Debug, Clone, PartialEq)]
+enum Readiness {
+    Starting,
+    Ready,
+    Failed(String),
+}
+
+/// Threads with a detector each, serving the lanes on their board. Dropping the pool (when
+/// the settings and every session that uses it let go) stops and joins its threads.
+pub struct DetectorPool {
+    board: Arc<Board>,
+    ready: watch::Receiver<Readiness>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl DetectorPool {
+    /// Starts `threads` threads named `name-N`, each making its detector with `factory` and
+    /// warming it up. The pool is ready once one has its detector, failed once all failed.
+    pub fn new(factory: DetectorFactory, threads: usize, name: &str) -> Result<Self, ServerError> {
+        let board = Arc::new(Board::default());
+        let (ready_tx, ready) = watch::channel(Readiness::Starting);
+        let ready_tx = Arc::new(ready_tx);
+        let failures = Arc::new(AtomicU64::new(0));
+        let threads = threads.max(1);
+        let span = tracing::Span::current();
+        let mut handles = Vec::with_capacity(threads);
+        for n in 0..threads {
+            let (lanes, factory, ready_tx, failures, span) = (
+                board.clone(),
+                factory.clone(),
+                ready_tx.clone(),
+                failures.clone(),
+                span.clone(),
+            );
+            let handle = std::thread::Builder::new()
+                .name(format!("{name}-{n}"))
+                .spawn(move || {
+                    let _enter = span.enter();
+                    match factory() {
+                        Ok(mut detector) => {
+                            warm_up(detector.as_mut());
+                            ready_tx.send_replace(Readiness::Ready);
+                            serve(detector.as_mut(), &lanes);
+                        }
+                        Err(e) => {
+                            tracing::error!("a detector thread could not make its detector: {e}");
+                            if failures.fetch_add(1, Ordering::Relaxed) + 1 == threads as u64 {
+                                ready_tx.send_replace(Readiness::Failed(e.to_string()));
+                            }
+                        }
+                    }
+                })
+                .map_err(|source| ServerError::Thread {
+                    what: "a detector thread",
+                    source,
+                });
+            match handle {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // The threads started so far end with the pool.
+                    drop(DetectorPool {
+                        board,
+                        ready,
+                        threads: handles,
+                    });
+                    return Err(e);
+                }
+            }
+        }
+        Ok(DetectorPool {
+            board,
+            ready,
+            threads: handles,
+        })
+    }
+
+    /// Waits (without holding an async thread) until a thread has its detector; the
+    /// factory's error if none could make one.
+    async fn until_ready(&self) -> Result<(), ServerError> {
+        let mut ready = self.ready.clone();
+        let state = ready
+            .wait_for(|r| *r != Readiness::Starting)
+            .await
+            .map(|r| r.clone())
+            .map_err(|_| ServerError::Detector("detector threads ended".into()))?;
+        match state {
+            Readiness::Failed(why) => Err(ServerError::Detector(why)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The same, blocking this thread (unit tests outside a runtime).
+    #[cfg(test)]
+    fn until_ready_blocking(&self) -> Result<(), ServerError> {
+        let mut ready = self.ready.clone();
+        loop {
+            match ready.borrow_and_update().clone() {
+                Readiness::Ready => return Ok(()),
+                Readiness::Failed(why) => return Err(ServerError::Detector(why)),
+                Readiness::Starting => {}
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Sessions with a lane now.
+    pub fn lanes(&self) -> usize {
+        self.board.lock().lanes.len()
+    }
+
+    fn add_lane(&self, out: Arc<LaneOut>) -> u64 {
+        let mut state = self.board.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        let now = Instant::now();
+        state.lanes.push(Lane {
+            id,
+            frame: None,
+            since: now,
+            urgent: false,
+            uncap: None,
+            not_before: now,
+            busy: false,
+            out,
+        });
+        id
+    }
+}
+
+impl Drop for DetectorPool {
+    fn drop(&mut self) {
+        self.board.lock().closed = true;
+        self.board.wake.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// One session's detections: its lane on a pool (shared, or its own). Dropping it takes
+/// the lane off the board (and stops a pool of its own).
 pub struct DetectorWorker {
-    slot: Arc<LatestSlot>,
-    pool: FramePool,
-    counters: Arc<DetectorCounters>,
+    pool: Arc<DetectorPool>,
+    lane: u64,
+    out: Arc<LaneOut>,
     results: watch::Receiver<Detection>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl DetectorWorker {
@@ -71,130 +257,123 @@ impl DetectorWorker {
         factory: DetectorFactory,
         name: String,
         min_interval: Duration,
-        pool: FramePool,
+        frames: FramePool,
         settings: watch::Receiver<Tuning>,
     ) -> Result<Self, ServerError> {
-        let (worker, ready) = Self::spawn(factory, name, min_interval, pool, settings)?;
-        worker.when(ready.blocking_recv())
+        let pool = Arc::new(DetectorPool::new(factory, 1, &name)?);
+        pool.until_ready_blocking()?;
+        Ok(Self::lane_on(pool, min_interval, frames, settings))
     }
 
-    /// Starts the thread and awaits the detector made on it by `factory` (the model loads in
-    /// ~0.1 s) without holding an async worker thread; a factory failure is returned here,
+    /// A lane on a pool of its own: one thread with a detector made by `factory` (the
+    /// model loads in ~0.1 s), for a detector that keeps state between frames. Awaits the
+    /// detector without holding an async thread; a factory failure is returned here,
     /// before any frame flows.
     pub async fn started(
         factory: DetectorFactory,
         name: String,
         min_interval: Duration,
-        pool: FramePool,
+        frames: FramePool,
         settings: watch::Receiver<Tuning>,
     ) -> Result<Self, ServerError> {
-        let (worker, ready) = Self::spawn(factory, name, min_interval, pool, settings)?;
-        worker.when(ready.await)
+        let pool = Arc::new(DetectorPool::new(factory, 1, &name)?);
+        Self::on(pool, min_interval, frames, settings).await
     }
 
-    /// This worker once its thread reported whether the detector was made.
-    fn when(
-        self,
-        ready: Result<Result<(), ServerError>, oneshot::error::RecvError>,
+    /// A lane on `pool` (shared with other sessions), once the pool has a detector.
+    pub async fn on(
+        pool: Arc<DetectorPool>,
+        min_interval: Duration,
+        frames: FramePool,
+        settings: watch::Receiver<Tuning>,
     ) -> Result<Self, ServerError> {
-        match ready {
-            Ok(Ok(())) => Ok(self),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ServerError::Detector("detector thread died".into())),
+        pool.until_ready().await?;
+        Ok(Self::lane_on(pool, min_interval, frames, settings))
+    }
+
+    /// [`DetectorWorker::on`] for unit tests outside an async runtime.
+    #[cfg(test)]
+    pub fn on_blocking(
+        pool: Arc<DetectorPool>,
+        min_interval: Duration,
+        frames: FramePool,
+        settings: watch::Receiver<Tuning>,
+    ) -> Result<Self, ServerError> {
+        pool.until_ready_blocking()?;
+        Ok(Self::lane_on(pool, min_interval, frames, settings))
+    }
+
+    fn lane_on(
+        pool: Arc<DetectorPool>,
+        min_interval: Duration,
+        frames: FramePool,
+        settings: watch::Receiver<Tuning>,
+    ) -> Self {
+        let (tx, results) = watch::channel(Detection::default());
+        let out = Arc::new(LaneOut {
+            tx,
+            counters: Arc::default(),
+            frames,
+            settings,
+            min_interval,
+        });
+        let lane = pool.add_lane(out.clone());
+        DetectorWorker {
+            pool,
+            lane,
+            out,
+            results,
         }
     }
 
-    /// Spawns the thread that makes the detector and runs it; the receiver says whether
-    /// making it worked.
-    fn spawn(
-        factory: DetectorFactory,
-        name: String,
-        min_interval: Duration,
-        pool: FramePool,
-        settings: watch::Receiver<Tuning>,
-    ) -> Result<(Self, oneshot::Receiver<Result<(), ServerError>>), ServerError> {
-        let slot = Arc::new(LatestSlot::default());
-        let counters = Arc::new(DetectorCounters::default());
-        let (tx, results) = watch::channel(Detection::default());
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let thread_slot = slot.clone();
-        let thread_counters = counters.clone();
-        let thread_pool = pool.clone();
-        let span = tracing::Span::current();
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                let _enter = span.enter();
-                let mut detector = match factory() {
-                    Ok(d) => {
-                        let _ = ready_tx.send(Ok(()));
-                        d
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                detect_loop(
-                    detector.as_mut(),
-                    &thread_slot,
-                    &thread_counters,
-                    &tx,
-                    min_interval,
-                    &thread_pool,
-                    settings,
-                );
-            })
-            .map_err(|source| ServerError::Thread {
-                what: "the detector thread",
-                source,
-            })?;
-        let worker = DetectorWorker {
-            slot,
-            pool,
-            counters,
-            results,
-            thread: Some(thread),
-        };
-        Ok((worker, ready_rx))
+    /// Runs `f` on this session's lane (`None` once the pool closed).
+    fn with_lane<T>(&self, f: impl FnOnce(&mut Lane) -> T) -> Option<T> {
+        let mut state = self.pool.board.lock();
+        state.lanes.iter_mut().find(|l| l.id == self.lane).map(f)
+    }
+
+    fn skipped(&self) {
+        self.out.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "detect").increment(1);
     }
 
     /// Hands frame number `seq` to the detector; an unread older frame is dropped
     /// (counted). An `urgent` frame (the first of a new shot) skips the rate cap and is
     /// not replaced: the frames after it wait for it instead.
     pub fn offer(&self, frame: &Frame, seq: u64, urgent: bool) {
-        let Ok(mut state) = self.slot.state.lock() else {
-            return;
-        };
-        if state.urgent && state.frame.is_some() {
-            self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-            ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "detect").increment(1);
-            return;
-        }
-        state.urgent |= urgent;
-        match &mut state.frame {
-            Some((pending_seq, pending)) => {
-                *pending_seq = seq;
-                // Reuse the unread frame's buffer rather than allocating.
-                pending.data.clear();
-                pending.data.extend_from_slice(&frame.data);
-                pending.width = frame.width;
-                pending.height = frame.height;
-                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
-                ::metrics::counter!(metrics::FRAMES_DROPPED, "stage" => "detect").increment(1);
+        let frames = &self.out.frames;
+        let replaced = self.with_lane(|lane| {
+            if lane.urgent && lane.frame.is_some() {
+                return true;
             }
-            None => state.frame = Some((seq, frame.copy_in(&self.pool))),
+            lane.urgent |= urgent;
+            match &mut lane.frame {
+                Some((pending_seq, pending)) => {
+                    *pending_seq = seq;
+                    // Reuse the unread frame's buffer rather than allocating.
+                    pending.data.clear();
+                    pending.data.extend_from_slice(&frame.data);
+                    pending.width = frame.width;
+                    pending.height = frame.height;
+                    true
+                }
+                None => {
+                    lane.frame = Some((seq, frame.copy_in(frames)));
+                    lane.since = Instant::now();
+                    false
+                }
+            }
+        });
+        if replaced == Some(true) {
+            self.skipped();
         }
-        drop(state);
-        self.slot.ready.notify_one();
+        self.pool.board.wake.notify_one();
     }
 
     /// Lifts the rate cap while `flag` is set (privacy mode).
-    pub fn uncap_while(&self, flag: Arc<std::sync::atomic::AtomicBool>) {
-        if let Ok(mut state) = self.slot.state.lock() {
-            state.uncap = Some(flag);
-        }
-        self.slot.ready.notify_one();
+    pub fn uncap_while(&self, flag: Arc<AtomicBool>) {
+        self.with_lane(|lane| lane.uncap = Some(flag));
+        self.pool.board.wake.notify_all();
     }
 
     /// The latest published detection.
@@ -207,21 +386,16 @@ impl DetectorWorker {
         self.results.clone()
     }
 
-    /// The thread's counters.
+    /// The session's detection counters.
     pub fn counters(&self) -> &Arc<DetectorCounters> {
-        &self.counters
+        &self.out.counters
     }
 }
 
 impl Drop for DetectorWorker {
     fn drop(&mut self) {
-        if let Ok(mut state) = self.slot.state.lock() {
-            state.closed = true;
-        }
-        self.slot.ready.notify_all();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.pool.board.lock().lanes.retain(|l| l.id != self.lane);
+        // A pool of its own stops here (its last reference), joining its thread.
     }
 }
 
@@ -229,82 +403,89 @@ impl Drop for DetectorWorker {
 /// a second allocation, no more).
 const WARM_UP: (u32, u32) = (640, 480);
 
-#[allow(clippy::too_many_arguments)]
-fn detect_loop(
-    detector: &mut dyn FaceDetector,
-    slot: &LatestSlot,
-    counters: &DetectorCounters,
-    tx: &watch::Sender<Detection>,
-    min_interval: Duration,
-    pool: &FramePool,
-    mut settings: watch::Receiver<Tuning>,
-) {
-    detector.configure(&settings.borrow_and_update());
-    // A network's first run allocates its layers (CenterFace: ~0.1 s more than a normal
-    // detection). Run it now, while the session is still starting, so the first frame's
-    // detection — which the first boxes wait for — is a normal one. Its result is not
-    // published.
+/// A network's first run allocates its layers (CenterFace: ~0.1 s more than a normal
+/// detection). Run it while the pool starts, so a session's first detection — which its
+/// first boxes wait for — is a normal one. Its result is not published.
+fn warm_up(detector: &mut dyn FaceDetector) {
     let _ = detector.detect(&Frame::filled(WARM_UP.0, WARM_UP.1, [128, 128, 128]));
-    let mut not_before = Instant::now();
+}
+
+/// Takes the frame of the lane that is due and has waited longest, marking the lane busy;
+/// waits while none is due. `None` once the pool closed.
+fn next_job(board: &Board) -> Option<(u64, u64, Frame, Arc<LaneOut>)> {
+    let mut state = board.lock();
     loop {
-        let (seq, frame) = {
-            let Ok(mut state) = slot.state.lock() else {
-                return;
-            };
-            loop {
-                if state.closed {
-                    return;
-                }
-                let now = Instant::now();
-                let uncapped = state
-                    .uncap
-                    .as_ref()
-                    .is_some_and(|u| u.load(Ordering::Relaxed));
-                if now < not_before && !state.urgent && !uncapped {
-                    // Rate cap: wait out the interval (frames arriving meanwhile replace
-                    // each other), waking early only to close.
-                    state = match slot.ready.wait_timeout(state, not_before - now) {
-                        Ok((s, _)) => s,
-                        Err(_) => return,
-                    };
-                    continue;
-                }
-                if let Some(pending) = state.frame.take() {
-                    state.urgent = false;
-                    break pending;
-                }
-                state = match slot.ready.wait(state) {
-                    Ok(s) => s,
-                    Err(_) => return,
-                };
+        if state.closed {
+            return None;
+        }
+        let now = Instant::now();
+        let pick = state
+            .lanes
+            .iter_mut()
+            .filter(|l| l.due(now))
+            .min_by_key(|l| l.since);
+        if let Some(lane) = pick {
+            let (seq, frame) = lane.frame.take()?;
+            lane.urgent = false;
+            lane.busy = true;
+            lane.not_before = now + lane.out.min_interval;
+            return Some((lane.id, seq, frame, lane.out.clone()));
+        }
+        // Rate caps: wake when the first capped frame may go (frames arriving meanwhile
+        // replace each other), or when told.
+        let first = state
+            .lanes
+            .iter()
+            .filter(|l| l.frame.is_some() && !l.busy)
+            .map(|l| l.not_before)
+            .min();
+        state = match first {
+            Some(at) => {
+                board
+                    .wake
+                    .wait_timeout(state, at.saturating_duration_since(now))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
             }
+            None => board.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
         };
-        // A closed settings channel (its session is ending) just keeps the last settings.
-        if settings.has_changed().unwrap_or(false) {
-            detector.configure(&settings.borrow_and_update());
+    }
+}
+
+/// A pool thread: detects the lanes' frames until the pool closes.
+fn serve(detector: &mut dyn FaceDetector, board: &Board) {
+    let mut configured: Option<Tuning> = None;
+    while let Some((lane, seq, frame, out)) = next_job(board) {
+        // The lane's settings (the page may change them live; lanes differ).
+        let tuning = *out.settings.borrow();
+        if configured != Some(tuning) {
+            detector.configure(&tuning);
+            configured = Some(tuning);
         }
         let started = Instant::now();
-        not_before = started + min_interval;
         match detector.detect_all(&frame) {
             Ok(found) => {
                 let took = started.elapsed();
                 ::metrics::counter!(metrics::FRAMES, "stage" => "detect").increment(1);
                 ::metrics::histogram!(metrics::DETECT_SECONDS).record(took.as_secs_f64());
-                let millis = took.as_secs_f32() * 1000.0;
-                let _ = tx.send(Detection {
+                let _ = out.tx.send(Detection {
                     seq,
                     boxes: found.sure,
                     faint: found.faint,
-                    millis,
+                    millis: took.as_secs_f32() * 1000.0,
                 });
                 // Counted after publishing, so a reader that sees the count sees the result.
-                counters.runs.fetch_add(1, Ordering::Relaxed);
+                out.counters.runs.fetch_add(1, Ordering::Relaxed);
             }
             // Nothing is published: frames waiting on this detection leave at their
             // deadline, and privacy mode hides what no detection covered.
             Err(e) => tracing::warn!("face detection failed: {e}"),
         }
-        pool.give(frame.data);
+        out.frames.give(frame.data);
+        if let Some(l) = board.lock().lanes.iter_mut().find(|l| l.id == lane) {
+            l.busy = false;
+        }
+        board.wake.notify_one();
     }
 }
 
@@ -495,5 +676,151 @@ mod tests {
             no_settings(),
         )
         .is_err());
+    }
+
+    fn marker_pool(delay: Duration, threads: usize) -> Arc<DetectorPool> {
+        let factory: DetectorFactory =
+            Arc::new(move || Ok(Box::new(Marker(delay, 0)) as Box<dyn FaceDetector>));
+        Arc::new(DetectorPool::new(factory, threads, "shared-test").unwrap())
+    }
+
+    fn tuned(min_face: u32) -> watch::Receiver<Tuning> {
+        watch::channel(Tuning {
+            min_face,
+            ..Default::default()
+        })
+        .1
+    }
+
+    #[test]
+    fn sessions_on_one_shared_thread_get_their_own_results_and_settings() {
+        let pool = marker_pool(Duration::ZERO, 1);
+        let a = DetectorWorker::on_blocking(
+            pool.clone(),
+            Duration::ZERO,
+            FramePool::default(),
+            tuned(20),
+        )
+        .unwrap();
+        let b = DetectorWorker::on_blocking(
+            pool.clone(),
+            Duration::ZERO,
+            FramePool::default(),
+            tuned(30),
+        )
+        .unwrap();
+        assert_eq!(pool.lanes(), 2);
+        for i in 1..=5u8 {
+            a.offer(&Frame::filled(2, 2, [i, 0, 0]), u64::from(i), false);
+            b.offer(&Frame::filled(2, 2, [100 + i, 0, 0]), u64::from(i), false);
+        }
+        let da = wait_for(&a, |d| d.seq == 5);
+        let db = wait_for(&b, |d| d.seq == 5);
+        // Each lane's frame and settings, though one detector served both in turn.
+        assert_eq!((da.boxes[0].x, da.boxes[0].width), (5, 20));
+        assert_eq!((db.boxes[0].x, db.boxes[0].width), (105, 30));
+        drop(a);
+        assert_eq!(pool.lanes(), 1, "a session that ends leaves the board");
+        drop(b);
+        assert_eq!(pool.lanes(), 0);
+    }
+
+    #[test]
+    fn an_uncapped_session_does_not_starve_a_capped_one() {
+        // One thread, 5 ms a detection. A privacy session always has a frame waiting
+        // (uncapped: as fast as the detector goes); a boxed session asks for 10 detections
+        // a second beside it and must keep getting them.
+        let pool = marker_pool(Duration::from_millis(5), 1);
+        let private = DetectorWorker::on_blocking(
+            pool.clone(),
+            Duration::from_secs(3600),
+            FramePool::default(),
+            no_settings(),
+        )
+        .unwrap();
+        private.uncap_while(Arc::new(AtomicBool::new(true)));
+        let boxed = DetectorWorker::on_blocking(
+            pool.clone(),
+            Duration::from_millis(100),
+            FramePool::default(),
+            no_settings(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seq = 0;
+        while boxed.counters().runs.load(Ordering::Relaxed) < 5 {
+            assert!(Instant::now() < deadline, "the capped session was starved");
+            seq += 1;
+            private.offer(&Frame::filled(2, 2, [1, 0, 0]), seq, false);
+            boxed.offer(&Frame::filled(2, 2, [2, 0, 0]), seq, false);
+            // Offer again once the privacy frame was taken (it never waits long).
+            while private.counters().runs.load(Ordering::Relaxed)
+                + private.counters().skipped.load(Ordering::Relaxed)
+                < seq
+            {
+                std::thread::yield_now();
+            }
+        }
+        let private_runs = private.counters().runs.load(Ordering::Relaxed);
+        assert!(private_runs > 5, "privacy ran uncapped: {private_runs}");
+    }
+
+    /// Waits inside each detection (but the warm-up's) until `peers` detections run at
+    /// once or 5 s pass, and records the most that ran at once.
+    struct Meeting {
+        inside: Arc<AtomicU64>,
+        most: Arc<AtomicU64>,
+        peers: u64,
+    }
+    impl FaceDetector for Meeting {
+        fn detect(&mut self, frame: &Frame) -> Result<Vec<FaceBox>, ServerError> {
+            if frame.width == WARM_UP.0 {
+                return Ok(Vec::new());
+            }
+            let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while self.inside.load(Ordering::SeqCst) < self.peers && Instant::now() < deadline {
+                std::thread::yield_now();
+            }
+            self.most
+                .fetch_max(self.inside.load(Ordering::SeqCst), Ordering::SeqCst);
+            self.inside.fetch_sub(1, Ordering::SeqCst);
+            Ok(Vec::new())
+        }
+        fn configure(&mut self, _: &Tuning) {}
+    }
+
+    #[test]
+    fn two_threads_serve_two_sessions_at_once() {
+        let (inside, most) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (i, m) = (inside.clone(), most.clone());
+        let factory: DetectorFactory = Arc::new(move || {
+            Ok(Box::new(Meeting {
+                inside: i.clone(),
+                most: m.clone(),
+                peers: 2,
+            }) as Box<dyn FaceDetector>)
+        });
+        let pool = Arc::new(DetectorPool::new(factory, 2, "pair").unwrap());
+        let lane = || {
+            DetectorWorker::on_blocking(
+                pool.clone(),
+                Duration::ZERO,
+                FramePool::default(),
+                no_settings(),
+            )
+            .unwrap()
+        };
+        let (a, b) = (lane(), lane());
+        a.offer(&Frame::filled(2, 2, [1, 0, 0]), 1, false);
+        b.offer(&Frame::filled(2, 2, [2, 0, 0]), 1, false);
+        wait_for(&a, |d| d.seq == 1);
+        wait_for(&b, |d| d.seq == 1);
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "the two detections ran side by side"
+        );
     }
 }
