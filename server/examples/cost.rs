@@ -4,7 +4,7 @@
 //! The ffmpeg stages run the live decoder's and encoder's own arguments
 //! ([`decoder_args`], [`encoder_args`]) on the clip, and again with YUV 4:2:0 in place of
 //! BGR, so the colour conversion each child does is the difference; their CPU is the
-//! children's user + system time, the least of three runs. The server's own stages (scene check, detection,
+//! children's user + system time, the least of five runs. The server's own stages (scene check, detection,
 //! tracking, drawing, pixelation, packaging) run here on the decoded frames, one thread,
 //! timed by that thread's CPU clock. Detection is counted at its live rate (`detect-fps`
 //! of every `frame-rate` frames).
@@ -74,11 +74,11 @@ fn ffmpeg(args: &[String], stdin: Option<&Path>, output: &str) -> Result<f64> {
     Ok(children_cpu() - before)
 }
 
-/// The least CPU of three runs of `run` (the children's time varies with the page cache
+/// The least CPU of five runs of `run` (the children's time varies with the page cache
 /// and the other processes of the machine; the least is the stage's own cost).
-fn best_of_three(mut run: impl FnMut() -> Result<f64>) -> Result<f64> {
+fn best_of_five(mut run: impl FnMut() -> Result<f64>) -> Result<f64> {
     let mut best = f64::INFINITY;
-    for _ in 0..3 {
+    for _ in 0..5 {
         best = best.min(run()?);
     }
     Ok(best)
@@ -130,8 +130,8 @@ fn main() -> Result<()> {
     // kernel time by the byte, which would blur the conversion's share).
     ffmpeg(&decoder(&clip, fps, "bgr24"), None, &bgr_path)?;
     ffmpeg(&decoder(&clip, fps, "yuv420p"), None, &yuv_path)?;
-    let decode_bgr = best_of_three(|| ffmpeg(&decoder(&clip, fps, "bgr24"), None, "/dev/null"))?;
-    let decode_yuv = best_of_three(|| ffmpeg(&decoder(&clip, fps, "yuv420p"), None, "/dev/null"))?;
+    let decode_bgr = best_of_five(|| ffmpeg(&decoder(&clip, fps, "bgr24"), None, "/dev/null"))?;
+    let decode_yuv = best_of_five(|| ffmpeg(&decoder(&clip, fps, "yuv420p"), None, "/dev/null"))?;
     let frame_bytes = (W * H * 3) as usize;
     let raw = std::fs::read(&bgr)?;
     let frames = raw.len() / frame_bytes;
@@ -145,9 +145,9 @@ fn main() -> Result<()> {
     let fragments = work.join("out.mp4");
     let fragments_path = fragments.to_string_lossy().into_owned();
     let encode_bgr =
-        best_of_three(|| ffmpeg(&encoder(&settings, "bgr24"), Some(&bgr), &fragments_path))?;
+        best_of_five(|| ffmpeg(&encoder(&settings, "bgr24"), Some(&bgr), &fragments_path))?;
     let encode_yuv =
-        best_of_three(|| ffmpeg(&encoder(&settings, "yuv420p"), Some(&yuv), "/dev/null"))?;
+        best_of_five(|| ffmpeg(&encoder(&settings, "yuv420p"), Some(&yuv), "/dev/null"))?;
 
     let frames_in: Vec<Frame> = raw
         .chunks_exact(frame_bytes)

@@ -180,8 +180,11 @@ impl Follower {
         }
         if self.detected.is_some() && seq == self.at + 1 {
             let grey = &self.recent[index].2;
-            for face in &mut self.faces {
-                follow(face, grey);
+            if self.faces.iter().any(|f| !f.lost) {
+                let sums = AreaSums::of(grey);
+                for face in &mut self.faces {
+                    follow(face, grey, &sums);
+                }
             }
             self.at = seq;
         }
@@ -244,8 +247,37 @@ fn patch_of(grey: &Grey, b: &FaceBox, drawn: bool) -> Followed {
     }
 }
 
+/// Sums of a grey copy's pixels over any rectangle in constant time (a summed-area table):
+/// every candidate position of every face needs its area's mean brightness.
+struct AreaSums {
+    /// `(width + 1) × (height + 1)`: entry (x, y) sums the pixels left of x and above y.
+    table: Vec<u32>,
+    stride: usize,
+}
+
+impl AreaSums {
+    fn of(grey: &Grey) -> Self {
+        let stride = grey.width + 1;
+        let mut table = vec![0u32; stride * (grey.height + 1)];
+        for y in 0..grey.height {
+            let mut row = 0u32;
+            for x in 0..grey.width {
+                row += u32::from(grey.at(x, y));
+                table[(y + 1) * stride + x + 1] = table[y * stride + x + 1] + row;
+            }
+        }
+        AreaSums { table, stride }
+    }
+
+    /// The sum over the `w`×`h` area at (`x`, `y`).
+    fn sum(&self, x: usize, y: usize, w: usize, h: usize) -> u32 {
+        let at = |x: usize, y: usize| self.table[y * self.stride + x];
+        at(x + w, y + h) + at(x, y) - at(x + w, y) - at(x, y + h)
+    }
+}
+
 /// Moves `face` to where its patch matches best in `grey`, near where it was.
-fn follow(face: &mut Followed, grey: &Grey) {
+fn follow(face: &mut Followed, grey: &Grey, sums: &AreaSums) {
     if face.lost {
         return;
     }
@@ -261,7 +293,7 @@ fn follow(face: &mut Followed, grey: &Grey) {
             if x < 0 || y < 0 || x + pw > grey.width as i32 || y + ph > grey.height as i32 {
                 continue;
             }
-            let diff = difference(&face.patch, patch_mean, grey, x as usize, y as usize);
+            let diff = difference(&face.patch, patch_mean, grey, sums, x as usize, y as usize);
             if best.is_none_or(|(d, _, _)| diff < d) {
                 best = Some((diff, dx, dy));
             }
@@ -285,24 +317,33 @@ fn follow(face: &mut Followed, grey: &Grey) {
 
 /// Mean absolute difference per pixel between `patch` and the same-sized area of `grey` at
 /// (`x`, `y`), each without its mean brightness (a light change is not motion).
-fn difference(patch: &Grey, patch_mean: f32, grey: &Grey, x: usize, y: usize) -> f32 {
+fn difference(
+    patch: &Grey,
+    patch_mean: f32,
+    grey: &Grey,
+    sums: &AreaSums,
+    x: usize,
+    y: usize,
+) -> f32 {
     let (w, h) = (patch.width, patch.height);
-    let mut area_sum = 0u32;
-    for row in 0..h {
-        for col in 0..w {
-            area_sum += u32::from(grey.at(x + col, y + row));
+    let shift = sums.sum(x, y, w, h) as f32 / (w * h) as f32 - patch_mean;
+    // Eight running sums, so the compiler can work on eight pixels at once.
+    let mut lanes = [0.0f32; 8];
+    let mut rest = 0.0f32;
+    for (row, wanted) in patch.px.chunks_exact(w).enumerate() {
+        let start = (y + row) * grey.width + x;
+        let found = &grey.px[start..start + w];
+        let (a8, b8) = (wanted.chunks_exact(8), found.chunks_exact(8));
+        for (&a, &b) in a8.remainder().iter().zip(b8.remainder()) {
+            rest += (f32::from(a) - f32::from(b) + shift).abs();
+        }
+        for (a, b) in a8.zip(b8) {
+            for k in 0..8 {
+                lanes[k] += (f32::from(a[k]) - f32::from(b[k]) + shift).abs();
+            }
         }
     }
-    let shift = area_sum as f32 / (w * h) as f32 - patch_mean;
-    let mut total = 0.0f32;
-    for row in 0..h {
-        for col in 0..w {
-            let a = f32::from(patch.px[row * w + col]);
-            let b = f32::from(grey.at(x + col, y + row)) - shift;
-            total += (a - b).abs();
-        }
-    }
-    total / (w * h) as f32
+    (lanes.iter().sum::<f32>() + rest) / (w * h) as f32
 }
 
 #[cfg(test)]
