@@ -139,6 +139,7 @@ impl DetectorPool {
                 .name(format!("{name}-{n}"))
                 .spawn(move || {
                     let _enter = span.enter();
+                    lower_priority();
                     match factory() {
                         Ok(mut detector) => {
                             warm_up(detector.as_mut());
@@ -396,6 +397,29 @@ impl Drop for DetectorWorker {
     fn drop(&mut self) {
         self.pool.board.lock().lanes.retain(|l| l.id != self.lane);
         // A pool of its own stops here (its last reference), joining its thread.
+    }
+}
+
+/// How much lower than the rest of the server the detector threads run (Linux `nice`).
+/// Decoding, the frame path and encoding must keep real time; a detection is best effort
+/// (the follower carries the newest one's faces, privacy mode hides a frame whole when
+/// its detection is too old). When the machine is short of CPU, detections come later
+/// instead of frames being dropped.
+pub const DETECTOR_NICE: i32 = 5;
+
+/// Gives the calling thread [`DETECTOR_NICE`] (a thread's own nice value on Linux).
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on this thread's id only changes
+    // its scheduling weight.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, DETECTOR_NICE)
+    };
+    if done != 0 {
+        tracing::debug!(
+            "detector thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
