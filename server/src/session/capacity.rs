@@ -327,7 +327,10 @@ mod tests {
             "never less"
         );
         let full_hd = session_share(Codec::H264, 1920, 1080);
-        assert!((full_hd - SESSION_CORE_SHARE * 3.3).abs() < 1e-9, "{full_hd}");
+        assert!(
+            (full_hd - SESSION_CORE_SHARE * 3.3).abs() < 1e-9,
+            "{full_hd}"
+        );
         // Two cores plan 1.8: two 1080p sessions fit, a third does not.
         assert!(2.0 * full_hd < 1.8 && 3.0 * full_hd > 1.8);
         assert!(session_share(Codec::Vp9, 1280, 720) > session_share(Codec::H264, 1280, 720));
