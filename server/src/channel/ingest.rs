@@ -10,6 +10,11 @@ use crate::video::decoder::FILE_INPUT_GUARD;
 /// packets) before the ingest gives up and the channel reconnects.
 pub const SILENCE_MICROS: u64 = 5_000_000;
 
+/// How much of a live source ffmpeg reads to learn its streams: enough for a camera's first
+/// keyframe with its parameter sets, never seconds of video.
+const PROBE_BYTES: &str = "500000";
+const PROBE_MICROS: &str = "500000";
+
 /// ffmpeg arguments for `source`: its first video stream, copied, as MPEG-TS on stdout.
 ///
 /// RTSP over TCP (cameras behind NAT and firewalls drop UDP), with a socket timeout so a
@@ -23,6 +28,15 @@ pub fn args(source: &ChannelSource) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect();
+    if !matches!(source, ChannelSource::File(_)) {
+        // A live source is probed for half a second at most: ffmpeg's default (5 s) held
+        // a publisher's first 5 s back, which then burst through the pipeline at start.
+        args.extend(
+            ["-probesize", PROBE_BYTES, "-analyzeduration", PROBE_MICROS]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+    }
     match source {
         ChannelSource::Rtsp { url } => {
             args.extend(
@@ -198,6 +212,7 @@ mod tests {
         })
         .join(" ");
         assert!(srt.contains("srt://0.0.0.0:9000?mode=listener&passphrase=0123456789ab"));
+        assert!(srt.contains("-probesize 500000 -analyzeduration 500000 -i srt://"));
         let file = args(&ChannelSource::File("clip.mkv".into())).join(" ");
         assert!(file.contains("-re -stream_loop -1 -analyzeduration 0 -protocol_whitelist file"));
     }
