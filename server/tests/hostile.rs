@@ -496,17 +496,21 @@ fn start_sized(width: u32, height: u32) -> app::protocol::ClientMsg {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()> {
-    // The plan alone decides (the machine's CPU is not read: tests share it with compilers),
-    // on a two-core budget whatever this machine has, at the default 90 % ceiling.
-    let server = TestServer::start("plan", |c| {
+/// A server where the plan alone decides admission (the machine's CPU is not read: tests
+/// share it with compilers), at the default 90 % ceiling of this machine's cores.
+async fn plan_only_server(name: &str) -> Result<TestServer> {
+    TestServer::start(name, |c| {
         c.limits.max_cpu_percent = 90;
         c.limits.measure_cpu = false;
         c.limits.max_sessions = 8;
         c.limits.max_sessions_per_address = 8;
     })
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()> {
+    let server = plan_only_server("plan").await?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let budget = cores * 0.9;
     let full_hd = server::session::capacity::session_share(server::source::Codec::H264, 1920, 1080);
@@ -560,13 +564,7 @@ async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()
 
     // Privacy: a session that asks for it before Start is planned at its cost, and one
     // that switches it on mid-session takes the room it needs (it is never refused).
-    let server = TestServer::start("plan-privacy", |c| {
-        c.limits.max_cpu_percent = 90;
-        c.limits.measure_cpu = false;
-        c.limits.max_sessions = 8;
-        c.limits.max_sessions_per_address = 8;
-    })
-    .await?;
+    let server = plan_only_server("plan-privacy").await?;
     let private = vga * server::session::capacity::PRIVACY_COST_FACTOR;
     let privacy_on = app::protocol::ClientMsg::SetPrivacy { on: true };
     let start = |privacy: bool| {
