@@ -448,8 +448,8 @@ fn next_job(board: &Board) -> Option<(u64, u64, Frame, Arc<LaneOut>)> {
             .iter_mut()
             .filter(|l| l.due(now))
             .min_by_key(|l| l.since);
-        if let Some(lane) = pick {
-            let (seq, frame) = lane.frame.take()?;
+        // (A due lane has a frame.)
+        if let Some((lane, (seq, frame))) = pick.and_then(|l| l.frame.take().map(|f| (l, f))) {
             lane.urgent = false;
             lane.busy = true;
             lane.not_before = now + lane.out.min_interval;
