@@ -525,9 +525,7 @@ async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()
     let mut held = Vec::new();
     for _ in 0..fit {
         let mut c = server.socket().await?;
-        c.send(&start_sized(1920, 1080)).await?;
-        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-            .await?;
+        c.start_with(&start_sized(1920, 1080)).await?;
         held.push(c);
     }
     let mut refused = server.socket().await?;
@@ -544,9 +542,7 @@ async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()
     let small = ((left + 1e-9) / vga).floor() as usize;
     for _ in 0..small {
         let mut c = server.socket().await?;
-        c.send(&start_sized(640, 480)).await?;
-        c.wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-            .await?;
+        c.start_with(&start_sized(640, 480)).await?;
         held.push(c);
     }
     // Ending a 1080p session gives its share back.
@@ -554,10 +550,7 @@ async fn sessions_are_planned_by_pixels_and_privacy_at_their_cost() -> Result<()
     first.stop_and_wait().await?;
     drop(first);
     let mut again = server.socket().await?;
-    again.send(&start_sized(1920, 1080)).await?;
-    again
-        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    again.start_with(&start_sized(1920, 1080)).await?;
     drop(again);
     drop(held);
     server.stop().await?;

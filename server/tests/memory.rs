@@ -54,13 +54,22 @@ fn rss_mb(pid: u32) -> Result<f64> {
     Ok(pages * 4096.0 / (1024.0 * 1024.0))
 }
 
+/// The server's RSS once start-up is done: a page loaded (lazily built things exist) and a
+/// session started and stopped (its Start waits until the shared detector threads, which
+/// load their models in the background at start, have them).
+async fn settled_rss(addr: &str, pid: u32) -> Result<f64> {
+    http_get(addr, "/", &[]).await?;
+    let mut c = socket(addr).await?;
+    c.start().await?;
+    c.stop_and_wait().await?;
+    rss_mb(pid)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_of_sockets_and_connections_leave_memory_near_baseline() -> Result<()> {
     let runtime = tempdir("memory")?;
     let (mut child, pid, addr) = spawn_server(&runtime).await?;
-    // Warm up: one page load, so lazily built things exist before the baseline.
-    http_get(&addr, "/", &[]).await?;
-    let baseline = rss_mb(pid)?;
+    let baseline = settled_rss(&addr, pid).await?;
 
     // 80 sockets (the cap is 64) each start a 1.9 MiB binary frame and stop half-way.
     let (cookie, token) = browser_session(&addr).await?;
@@ -142,7 +151,6 @@ fn threads(pid: u32) -> Result<Vec<(String, i32)>> {
 async fn sessions_share_the_detector_threads_and_their_models() -> Result<()> {
     let runtime = tempdir("memory-sessions")?;
     let (mut child, pid, addr) = spawn_server(&runtime).await?;
-    http_get(&addr, "/", &[]).await?;
     // The shared threads make their detectors (CenterFace) at start: one per core.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = |names: &[String]| {
@@ -159,23 +167,12 @@ async fn sessions_share_the_detector_threads_and_their_models() -> Result<()> {
         ensure!(Instant::now() < deadline, "no shared detector threads");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Once a session has started, the shared threads have made their detectors.
-    let mut first = Some(socket(&addr).await?);
-    if let Some(c) = first.as_mut() {
-        c.start().await?;
-    }
-    let baseline = rss_mb(pid)?;
+    let baseline = settled_rss(&addr, pid).await?;
     // Four sessions of real footage at real time, detecting as they go.
     let mut runs = Vec::new();
     for _ in 0..4 {
-        let mut c = match first.take() {
-            Some(c) => c,
-            None => {
-                let mut c = socket(&addr).await?;
-                c.start().await?;
-                c
-            }
-        };
+        let mut c = socket(&addr).await?;
+        c.start().await?;
         runs.push(tokio::spawn(async move {
             stream_file(&mut c, &media("real-face.webm"), 30_000, 9).await?;
             c.wait_for("playlist", |m| {

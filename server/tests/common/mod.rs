@@ -398,7 +398,12 @@ impl Client {
 
     /// Sends Start for the generated clips and returns what `started` says.
     pub async fn start(&mut self) -> Result<Started> {
-        self.send(&start_msg()).await?;
+        self.start_with(&start_msg()).await
+    }
+
+    /// Sends `start` (a Start message) and returns what `started` says.
+    pub async fn start_with(&mut self, start: &ClientMsg) -> Result<Started> {
+        self.send(start).await?;
         match self
             .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
             .await?
