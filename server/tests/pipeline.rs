@@ -140,17 +140,29 @@ async fn face_clip_comes_back_as_hls_with_boxes_on_the_face() -> Result<()> {
         .position(|f| green_pixels(f, W).0 >= 200)
         .unwrap_or(rec.frames.len());
     let after = rec.frames.len() - first;
+    // Which frames carry a box ('#') and which do not ('.'), for a failure's message.
+    let pattern: String = rec
+        .frames
+        .iter()
+        .map(|f| {
+            if green_pixels(f, W).0 >= 200 {
+                '#'
+            } else {
+                '.'
+            }
+        })
+        .collect();
     let boxed_after = rec.frames[first..]
         .iter()
         .filter(|f| green_pixels(f, W).0 >= 200)
         .count();
     ensure!(
         first < rec.frames.len() / 2,
-        "the first box came only at frame {first}"
+        "the first box came only at frame {first}: {pattern}"
     );
     ensure!(
         boxed_after as f64 > 0.9 * after as f64,
-        "only {boxed_after} of {after} frames after the first box carry one ({boxed} in all)"
+        "only {boxed_after} of {after} frames after the first box carry one ({boxed} in all): {pattern}"
     );
     server.stop().await
 }

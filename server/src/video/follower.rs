@@ -13,9 +13,13 @@ use std::collections::VecDeque;
 /// frame → 160×120): small enough to search cheaply, large enough that a 48 px face is a
 /// 12 px patch with texture to match.
 pub const SCALE: u32 = 4;
-/// Frames kept to replay a late detection through (its frame up to the newest): a
-/// detection that arrives later than this is too old to carry, and its faces count as lost.
-const RECENT: usize = 16;
+/// Frames kept to replay a late detection through (its frame up to the newest; ~1 s at
+/// 30 fps, ~600 KB at 640×480): a detection that arrives later than this is too old to
+/// carry, so its faces are placed where it saw them and count as lost.
+const RECENT: usize = 32;
+/// What frames got is kept until the frame path lets go of them ([`Follower::forget_before`]);
+/// this caps it should a caller never do (a frame path holds frames well under a second).
+const CARRIED_CAP: usize = 1024;
 /// How far a face may move between two frames, as a share of its side (a person walking
 /// at the camera moves their face by about a tenth of its size a frame), at least
 /// [`MIN_REACH`] small pixels.
@@ -128,7 +132,7 @@ impl Follower {
     /// are followed from that frame on, through the frames since.
     pub fn detected(&mut self, seq: u64, drawn: &[FaceBox], hidden: &[FaceBox]) {
         let Some(start) = self.recent.iter().position(|(s, _, _)| *s == seq) else {
-            // Older than the frames kept: nothing to carry it through.
+            self.detected_long_ago(seq, drawn, hidden);
             return;
         };
         let grey = &self.recent[start].2;
@@ -151,6 +155,61 @@ impl Follower {
         self.record(seq);
         for index in start + 1..self.recent.len() {
             self.step(index);
+        }
+    }
+
+    /// A detection of a frame older than those kept (the detector is far behind): no
+    /// frames to carry its faces through, so they stay where it saw them, lost (boxed there
+    /// until the next detection, which the frame path asks for at once; privacy mode hides
+    /// the whole frame meanwhile). Forgetting it instead would leave frames without the
+    /// boxes of a face it confirmed.
+    fn detected_long_ago(&mut self, seq: u64, drawn: &[FaceBox], hidden: &[FaceBox]) {
+        let Some(&(newest, _, _)) = self.recent.back() else {
+            return;
+        };
+        if newest <= seq || self.cut_since(seq) {
+            // Not older than the frames kept after all, or of a shot that has ended.
+            return;
+        }
+        let mut faces: Vec<Followed> = Vec::new();
+        for (b, is_drawn) in hidden
+            .iter()
+            .map(|b| (b, false))
+            .chain(drawn.iter().map(|b| (b, true)))
+        {
+            if let Some(same) = faces.iter_mut().find(|f| f.face == *b) {
+                same.drawn |= is_drawn;
+                continue;
+            }
+            faces.push(Followed {
+                face: *b,
+                drawn: is_drawn,
+                patch: Grey {
+                    width: 0,
+                    height: 0,
+                    px: Vec::new(),
+                },
+                at: (0, 0),
+                offset: (0, 0),
+                lost: true,
+            });
+        }
+        self.faces = faces;
+        self.detected = Some(seq);
+        self.at = newest;
+        self.record(newest);
+    }
+
+    /// Whether a frame after `seq` among those kept starts a new shot (or all kept are
+    /// after one that may have).
+    fn cut_since(&self, seq: u64) -> bool {
+        self.recent.iter().any(|(s, cut, _)| *s > seq && *cut)
+    }
+
+    /// The frame path is done with every frame before `seq`.
+    pub fn forget_before(&mut self, seq: u64) {
+        while self.carried.front().is_some_and(|(s, _)| *s < seq) {
+            self.carried.pop_front();
         }
     }
 
@@ -216,7 +275,7 @@ impl Follower {
         };
         self.carried.retain(|(s, _)| *s != seq);
         self.carried.push_back((seq, carried));
-        while self.carried.len() > RECENT {
+        while self.carried.len() > CARRIED_CAP {
             self.carried.pop_front();
         }
     }
@@ -457,6 +516,46 @@ mod tests {
         assert_eq!(c.hidden.len(), 1);
         follower.frame(2, true, Grey::of(&frame_with_face(300, 200)));
         assert_eq!(follower.carried(2), FrameBoxes::default());
+    }
+
+    #[test]
+    fn what_a_frame_got_is_kept_until_the_frame_path_lets_go() {
+        let mut follower = Follower::default();
+        follower.frame(0, true, Grey::of(&frame_with_face(100, 100)));
+        follower.detected(0, &[face_at(100, 100)], &[face_at(100, 100)]);
+        let still = Grey::of(&frame_with_face(100, 100));
+        for n in 1..=(RECENT as u64 * 2) {
+            follower.frame(n, false, still.clone());
+        }
+        // Frames held back longer than the frames kept for replay (a start of a shot
+        // waiting for its faces, on a slow machine) still get their boxes.
+        assert_eq!(follower.carried(1).drawn, vec![face_at(100, 100)]);
+        follower.forget_before(2);
+        assert_eq!(follower.carried(1), FrameBoxes::default());
+        assert_eq!(follower.carried(2).drawn, vec![face_at(100, 100)]);
+    }
+
+    #[test]
+    fn a_detection_older_than_the_frames_kept_is_placed_where_it_saw_the_faces() {
+        let mut follower = Follower::default();
+        let still = Grey::of(&frame_with_face(100, 100));
+        for n in 0..(RECENT as u64 + 10) {
+            follower.frame(n, n == 0, still.clone());
+        }
+        let newest = RECENT as u64 + 9;
+        // The detector was far behind: its result is of frame 3.
+        follower.detected(3, &[face_at(100, 100)], &[face_at(100, 100)]);
+        let c = follower.carried(newest);
+        assert_eq!(c.drawn, vec![face_at(100, 100)], "boxed where it was seen");
+        assert!(c.uncertain, "privacy mode hides the whole frame");
+        assert!(follower.lost(), "the next detection is asked for at once");
+        // A detection of a shot that has ended since is not carried into the new one.
+        let mut follower = Follower::default();
+        for n in 0..(RECENT as u64 + 10) {
+            follower.frame(n, n == 0 || n == RECENT as u64 + 5, still.clone());
+        }
+        follower.detected(3, &[face_at(100, 100)], &[face_at(100, 100)]);
+        assert_eq!(follower.carried(newest), FrameBoxes::default());
     }
 
     #[test]

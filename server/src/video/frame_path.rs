@@ -251,6 +251,9 @@ impl FramePath {
             _ => (self.timeline.boxes(seq), false),
         };
         self.timeline.forget_before(seq);
+        if let Some(follower) = &mut self.follower {
+            follower.forget_before(seq);
+        }
         // A face that entered between the detections around the frame may be anywhere on
         // its way in: hidden whole too.
         let hidden_whole = privacy
