@@ -35,4 +35,21 @@ if (rows.some((r) => r.firstFrameS !== undefined)) {
     lines.push(`| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.firstFrameS)} | ${f(r.startP50)} | ${f(r.startP95)} |`);
   }
 }
+// The latency budget: where the glass-to-glass time of the same frames went, stage by stage
+// (the first browser session of each round), beside the WebRTC floor the issue measured.
+for (const r of rows.filter((r) => r.budget && r.budget.matched > 0)) {
+  const b = r.budget;
+  lines.push(
+    "",
+    `Latency budget, ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) session(s): ${b.matched} of ${b.samples} latency samples matched to the server's times of the same frame.`,
+    "",
+    "| stage | mean ms | p50 ms |",
+    "|---|---|---|",
+  );
+  for (const [name, mean, p50] of b.rows) lines.push(`| ${name} | ${f(mean, 0)} | ${f(p50, 0)} |`);
+  lines.push(
+    `| of the part → shown: the player's distance behind the newest part (hls.js, median) | ${f(b.holdBackMs, 0)} | |`,
+    "| WebRTC floor for comparison: aiortc peer, same clip and machine kind (issue 26's measurement, not re-run here) | | 100 |",
+  );
+}
 console.log(lines.join("\n"));

@@ -360,6 +360,26 @@ pub struct Stats {
     /// it sent beyond this is still on its way).
     #[serde(default)]
     pub chunks: u64,
+    /// When the server handled each frame that carried a frame code (the test clip's strip,
+    /// [`crate::latency`]) since the last stats: the benchmark's latency budget matches them
+    /// with the page's own sightings of the same codes. Empty with a real camera.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frame_times: Vec<FrameTimes>,
+}
+
+/// Where one coded frame was when, on the server (wall-clock milliseconds since the Unix
+/// epoch, so a page on the same machine can line them up with its own clock).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FrameTimes {
+    /// The frame code read from the decoded frame.
+    pub code: u32,
+    /// The decoder handed the frame to the frame path.
+    pub decoded: f64,
+    /// The frame path handed it (boxes drawn) to the encoder.
+    pub sent: f64,
+    /// Its part was published (a player may fetch it from then on).
+    pub published: f64,
 }
 
 /// `GET /auth`: whether this server asks who streams, how, and whether this browser has

@@ -231,6 +231,15 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     ),
   );
   const earlyLat = startups.flatMap((s) => s.early.map((l) => l / 1000));
+  // The latency budget, first page: each latency sample after warm-up is a frame code the
+  // output showed; the server reported when it decoded that frame, handed it to the
+  // encoder and published its part (wall-clock ms, the same clock as the page's here).
+  const budgetData = await pages[0].evaluate(() => {
+    const w = window as any;
+    const p = w.hlsFaceProbe ?? {};
+    return { origin: performance.timeOrigin, lat: (p.latencies ?? []) as number[], times: (p.sampleTimes ?? []) as number[], codes: (p.sampleCodes ?? []) as number[], server: (w.hlsFaceFrameTimes ?? []) as number[][] };
+  });
+  const budget = latencyBudget(budgetData, startStats[0]?.lat.length ?? 0, median(playback.map((p) => p[2]).filter((x) => Number.isFinite(x))));
   /** How much a figure grew from the warm-up sample to the last one, summed over the pages. */
   const growth = (figure: (p: any) => number) => endStats.reduce((a, p, i) => a + figure(p) - figure(startStats[i]), 0);
   const framesIn = growth((p) => p.stats?.framesIn ?? 0);
@@ -303,6 +312,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     perFrameFiles: perFrameFiles.length,
     timeline: timeline.map((x) => [x.t, x.session, x.latency]),
     playback,
+    budget,
   };
   fs.mkdirSync(path.dirname(OUT), { recursive: true });
   fs.writeFileSync(OUT, JSON.stringify(result));
@@ -335,3 +345,44 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   await Promise.all(studios.map((s) => s.stop.click()));
   await Promise.all(contexts.map((c) => c.close()));
 });
+
+/** Splits the glass-to-glass latency of the samples from `from` on at the server's three
+ * points (see server/src/session/frame_times.rs): rows of [stage, mean ms, p50 ms]. The means
+ * add up to the matched samples' mean latency exactly (each sample's stages are differences
+ * of the same frame's times). `holdBackS`: the player's distance behind the newest part. */
+function latencyBudget(d: { origin: number; lat: number[]; times: number[]; codes: number[]; server: number[][] }, from: number, holdBackS: number) {
+  const byCode = new Map<number, number[][]>();
+  for (const t of d.server) {
+    const list = byCode.get(t[0]) ?? [];
+    list.push(t);
+    byCode.set(t[0], list);
+  }
+  const stages: number[][] = [[], [], [], [], []];
+  for (let i = from; i < d.lat.length; i++) {
+    const shown = d.origin + d.times[i];
+    const camera = shown - d.lat[i];
+    // The same frame on the server: decoded after the camera showed it, published before
+    // the output did (a looping clip repeats codes, seconds apart).
+    const t = (byCode.get(d.codes[i]) ?? []).find((t) => t[1] >= camera - 5 && t[3] <= shown + 5);
+    if (!t) continue;
+    stages[0].push(t[1] - camera);
+    stages[1].push(t[2] - t[1]);
+    stages[2].push(t[3] - t[2]);
+    stages[3].push(shown - t[3]);
+    stages[4].push(d.lat[i]);
+  }
+  const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
+  const names = [
+    "camera → frame decoded on the server (recorder chunk, WebSocket, decoder)",
+    "frame path (follower, boxes; never waits for a detection)",
+    "encoder and packager, until the frame's part is published",
+    "part published → shown (playlist reload, fetch, buffer, player hold-back, render)",
+    "glass to glass (the same frames)",
+  ];
+  return {
+    matched: stages[4].length,
+    samples: Math.max(0, d.lat.length - from),
+    holdBackMs: holdBackS * 1000,
+    rows: names.map((name, k) => [name, mean(stages[k]), quantile(stages[k], 0.5)]),
+  };
+}

@@ -43,6 +43,9 @@ struct Inner {
     samples: js_sys::Array,
     /// When each of `samples` was taken (ms on the page's clock), for start-up figures.
     sample_times: js_sys::Array,
+    /// The frame code of each of `samples`: the benchmark's latency budget finds the same
+    /// frame in the server's frame times.
+    sample_codes: js_sys::Array,
     /// Whether the output has presented a frame yet.
     output_started: Cell<bool>,
 }
@@ -69,6 +72,8 @@ impl Probe {
         let _ = js_sys::Reflect::set(&export, &"latencies".into(), &samples);
         let sample_times = js_sys::Array::new();
         let _ = js_sys::Reflect::set(&export, &"sampleTimes".into(), &sample_times);
+        let sample_codes = js_sys::Array::new();
+        let _ = js_sys::Reflect::set(&export, &"sampleCodes".into(), &sample_codes);
         let window: JsValue = web_sys::window()?.into();
         let _ = js_sys::Reflect::set(&window, &"hlsFaceProbe".into(), &export);
         let inner = Rc::new(Inner {
@@ -82,6 +87,7 @@ impl Probe {
             export,
             samples,
             sample_times,
+            sample_codes,
             output_started: Cell::new(false),
         });
         let on_preview = {
@@ -187,6 +193,7 @@ impl Inner {
         if self.samples.length() < EXPORTED {
             self.samples.push(&JsValue::from_f64(latency));
             self.sample_times.push(&JsValue::from_f64(now));
+            self.sample_codes.push(&JsValue::from_f64(f64::from(code)));
         }
         let mut recent = self.recent.borrow_mut();
         recent.push_back(latency);

@@ -55,6 +55,8 @@ pub struct Packager {
     pending: BytesMut,
     pending_ticks: u64,
     pending_independent: bool,
+    /// Fragments (frames: the encoder writes one per frame) in the part being filled.
+    pending_frames: u64,
     /// Ticks in the closed parts of the open segment.
     segment_ticks: u64,
     /// Decode time and wall-clock time of the first fragment (program date-time anchor).
@@ -70,6 +72,7 @@ impl Packager {
             pending: BytesMut::new(),
             pending_ticks: 0,
             pending_independent: false,
+            pending_frames: 0,
             segment_ticks: 0,
             anchor: None,
         }
@@ -117,6 +120,7 @@ impl Packager {
         }
         self.pending.extend_from_slice(&fragment.bytes);
         self.pending_ticks += fragment.duration;
+        self.pending_frames += 1;
         // Close as soon as the next frame (as long as this one) would not fit, so a part
         // leaves with its last frame instead of waiting for the next.
         let next = fragment.duration;
@@ -197,6 +201,7 @@ impl Packager {
         };
         self.segment_ticks += self.pending_ticks;
         self.pending_ticks = 0;
+        self.stream.frames += std::mem::take(&mut self.pending_frames);
         let duration = self.seconds(self.segment_ticks);
         let segment = self.stream.segments.back_mut()?;
         segment.parts.push(part);
@@ -404,6 +409,11 @@ mod tests {
             "5 complete segments and the growing one"
         );
         assert_eq!(stream.produced, 7);
+        assert_eq!(
+            stream.frames,
+            30 * 7 + 15,
+            "every frame is in a closed part"
+        );
         assert!(
             stream.segments[2].parts.is_empty(),
             "reaching back more than 3 s from the edge, and a fourth segment from the end"

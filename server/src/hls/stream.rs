@@ -122,6 +122,8 @@ pub struct Stream {
     pub ended: bool,
     /// Complete segments produced since the start (including those that left the window).
     pub produced: u64,
+    /// Frames published in parts since the start (the encoder writes a fragment a frame).
+    pub frames: u64,
     /// The playlist text for this state (see [`Stream::render`]).
     pub playlist: Bytes,
 }
@@ -135,6 +137,7 @@ impl Stream {
             segments: VecDeque::new(),
             ended: false,
             produced: 0,
+            frames: 0,
             playlist: Bytes::new(),
         }
     }

@@ -216,6 +216,7 @@ impl Session {
             capacity: env.capacity.clone(),
             thumbnails: matches!(feed, Feed::Relay { .. })
                 .then(|| Thumbnailer::new(THUMBNAIL_EVERY, thumbnail.clone())),
+            clock: Default::default(),
         };
         let cut = CancellationToken::new();
         let supervisor = Supervisor {

@@ -6,6 +6,7 @@
 pub mod capacity;
 pub mod deadline;
 pub mod ending;
+pub mod frame_times;
 pub mod ids;
 pub mod kept;
 pub mod life;

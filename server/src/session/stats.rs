@@ -16,6 +16,8 @@ pub struct Counters {
     pub detect_micros: AtomicU64,
     pub segments: AtomicU64,
     pub detector_skipped: AtomicU64,
+    /// Coded frames' times for the next stats (the latency budget).
+    pub frame_times: super::frame_times::FrameTimesOut,
 }
 
 /// Rates are averaged over this window: per-interval counts jump (frames arrive in 100 ms
@@ -62,6 +64,7 @@ impl StatsSampler {
             segments: c.segments.load(Ordering::Relaxed),
             faces_small: c.faces_small.load(Ordering::Relaxed),
             chunks: 0,
+            frame_times: c.frame_times.take(),
         };
         self.samples.push_back((now, frames_in, frames_out));
         stats

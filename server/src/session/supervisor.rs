@@ -47,6 +47,8 @@ pub(super) struct Stage {
     pub(super) capacity: Arc<Capacity>,
     /// Takes the channel thumbnails from the output (`None` for browser sessions).
     pub(super) thumbnails: Option<crate::video::thumbnail::Thumbnailer>,
+    /// When coded frames passed each point (the latency budget).
+    pub(super) clock: super::frame_times::FrameClock,
 }
 
 /// The encoder stopped taking frames.
@@ -63,6 +65,7 @@ impl Stage {
     fn accept(&mut self, frame: Frame) {
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         ::metrics::counter!(metrics::FRAMES, "stage" => "decode").increment(1);
+        self.clock.decoded(&frame);
         // A live path only hands the frame to the detector thread: it cannot fail.
         if let Err(e) = self.path.push(frame, Instant::now()) {
             tracing::warn!("frame path: {e}");
@@ -113,6 +116,7 @@ impl Stage {
             }
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(EncoderGone),
         };
+        self.clock.left_path(sent);
         if sent {
             c.frames_out.fetch_add(1, Ordering::Relaxed);
             ::metrics::counter!(metrics::FRAMES, "stage" => "encode").increment(1);
@@ -224,7 +228,11 @@ impl Supervisor {
                     if changed.is_err() {
                         return Outcome::StreamGone;
                     }
-                    let segments = self.stream.borrow_and_update().produced;
+                    let (segments, frames) = {
+                        let stream = self.stream.borrow_and_update();
+                        (stream.produced, stream.frames)
+                    };
+                    self.stage.clock.published(frames, &self.stage.counters.frame_times);
                     if segments > 0 && !ready {
                         ready = true;
                         let _ = self.events.send(SessionEvent::PlaylistReady).await;
@@ -360,6 +368,7 @@ mod tests {
             counters,
             capacity: Arc::new(Capacity::new(None, 1, 100)),
             thumbnails: None,
+            clock: Default::default(),
         }
     }
 
