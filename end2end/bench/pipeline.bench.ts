@@ -103,6 +103,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       p.evaluate(() => {
         const w = window as any;
         w.benchStalls = 0;
+        w.benchStallEpisodes = 0;
         w.benchStallAt = [];
         // Counted as they happen: Chromium keeps only 250 resource-timing entries, so
         // reading performance.getEntriesByType("resource") stops counting after ~12 s.
@@ -131,6 +132,10 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
         const v = document.querySelector("video[data-testid=output]") as HTMLVideoElement;
         v.addEventListener("waiting", () => {
           w.benchStalls += 1;
+          // An episode: waits less than a second apart are one hiccup to the viewer (the
+          // player resumes on the first frame that arrives and may wait again at once).
+          if (performance.now() - (w.benchLastWait ?? -1e9) > 1000) w.benchStallEpisodes += 1;
+          w.benchLastWait = performance.now();
           w.benchStallAt.push([performance.now() / 1000, v.currentTime, w.hlsFacePlayer?.buffered ?? -1]);
         });
       }),
@@ -168,7 +173,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
       pages.map((p) =>
         p.evaluate(() => {
           const w = window as any;
-          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], skipped: w.hlsFaceProbe?.skipped ?? 0, due: w.hlsFaceProbe?.due ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, quality: (() => { const q = (document.querySelector("video[data-testid=output]") as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; })(), previewShown: (document.querySelector("canvas[data-testid=preview-view]") as HTMLCanvasElement | null)?.hidden === false ? "canvas" : "video", segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], late: w.benchLateFrames ?? { all: 0, script: 0 }, edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
+          return { lat: (w.hlsFaceProbe?.latencies ?? []) as number[], skipped: w.hlsFaceProbe?.skipped ?? 0, due: w.hlsFaceProbe?.due ?? 0, previewGaps: w.hlsFaceProbe?.previewGaps ?? 0, previewCodes: w.hlsFaceProbe?.previewCodes ?? 0, stalls: w.benchStalls ?? 0, stallEpisodes: w.benchStallEpisodes ?? 0, quality: (() => { const q = (document.querySelector("video[data-testid=output]") as HTMLVideoElement).getVideoPlaybackQuality(); return [q.totalVideoFrames, q.droppedVideoFrames]; })(), previewShown: (document.querySelector("canvas[data-testid=preview-view]") as HTMLCanvasElement | null)?.hidden === false ? "canvas" : "video", segFetches: w.benchFetches?.segments ?? 0, partFetches: w.benchFetches?.parts ?? 0, stallAt: w.benchStallAt ?? [], late: w.benchLateFrames ?? { all: 0, script: 0 }, edge: w.hlsFacePlayer ?? null, stats: w.hlsFaceStats ? JSON.parse(w.hlsFaceStats) : null };
         }),
       ),
     );
@@ -250,6 +255,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const due = growth((p) => p.due);
   const skipped = growth((p) => p.skipped);
   const stalls = growth((p) => p.stalls);
+  const stallEpisodes = growth((p) => p.stallEpisodes);
   const lateFrames = growth((p) => p.late.all);
   const lateFramesScript = growth((p) => p.late.script);
   // Chromium's own count of the output's frames it decoded but did not present (late). (The
@@ -296,6 +302,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     playerBufferS: median(edges.map((e) => e.buffered)),
     playerFasterPct: (100 * edges.filter((e) => e.rate > 1.001).length) / Math.max(1, edges.length),
     stalls,
+    stallEpisodes,
     lateFrames,
     lateFramesScript,
     kbitPerSecond,
@@ -347,7 +354,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
 });
 
 /** Splits the glass-to-glass latency of the samples from `from` on at the server's three
- * points (see server/src/session/frame_times.rs): rows of [stage, mean ms, p50 ms]. The means
+ * points (see server/src/session/frame_times.rs): rows of [stage, mean ms, p50 ms, p95 ms]. The means
  * add up to the matched samples' mean latency exactly (each sample's stages are differences
  * of the same frame's times). `holdBackS`: the player's distance behind the newest part. */
 function latencyBudget(d: { origin: number; lat: number[]; times: number[]; codes: number[]; server: number[][] }, from: number, holdBackS: number) {
@@ -383,6 +390,6 @@ function latencyBudget(d: { origin: number; lat: number[]; times: number[]; code
     matched: stages[4].length,
     samples: Math.max(0, d.lat.length - from),
     holdBackMs: holdBackS * 1000,
-    rows: names.map((name, k) => [name, mean(stages[k]), quantile(stages[k], 0.5)]),
+    rows: names.map((name, k) => [name, mean(stages[k]), quantile(stages[k], 0.5), quantile(stages[k], 0.95)]),
   };
 }
