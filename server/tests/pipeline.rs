@@ -292,3 +292,42 @@ async fn frames_boxed_before_the_privacy_switch_and_not_yet_encoded_are_hidden()
     );
     server.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coded_frames_are_reported_with_their_server_times() -> Result<()> {
+    // The test clip's frame codes (the latency budget's server half): each coded frame's
+    // decode, hand-over to the encoder and part publication, in that order, in the stats.
+    let server = TestServer::start("frame-times", |_| {}).await?;
+    let mut client = server.socket().await?;
+    client
+        .send(&ClientMsg::Start {
+            mime_type: "video/webm;codecs=vp9".into(),
+            width: W as u32,
+            height: H as u32,
+        })
+        .await?;
+    client
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?;
+    stream_file(&mut client, &media("face.webm"), 30_000, 10).await?;
+    let mut times = Vec::new();
+    while times.len() < 30 {
+        let stats = client
+            .wait_stats("stats with frame times", |s| !s.frame_times.is_empty())
+            .await?;
+        times.extend(stats.frame_times);
+    }
+    for t in &times {
+        ensure!(
+            t.decoded <= t.sent && t.sent <= t.published,
+            "out of order: {t:?}"
+        );
+    }
+    // The clip's codes count its frames: consecutive frames, consecutive codes (the
+    // decoder resamples to 30 fps, so a code may repeat or skip one, never more).
+    for pair in times.windows(2) {
+        let step = pair[1].code.wrapping_sub(pair[0].code);
+        ensure!(step <= 2, "codes {} then {}", pair[0].code, pair[1].code);
+    }
+    server.stop().await
+}

@@ -506,7 +506,8 @@ fn publish_stats(stats: &crate::protocol::Stats) {
     // measures for minutes: 30 a second, four numbers each).
     let key: wasm_bindgen::JsValue = "hlsFaceFrameTimes".into();
     let all = match js_sys::Reflect::get(&window, &key) {
-        Ok(v) if v.is_array() => js_sys::Array::from(&v),
+        // The array itself (`Array::from` would copy it).
+        Ok(v) if v.is_array() => wasm_bindgen::JsCast::unchecked_into::<js_sys::Array>(v),
         _ => {
             let fresh = js_sys::Array::new();
             let _ = js_sys::Reflect::set(&window, &key, &fresh);
