@@ -1,12 +1,12 @@
 //! A stand-in for ffmpeg in unit tests: a [`Spawner`] whose children are tasks on the test's
 //! runtime (so paused time drives them). The decoder turns every chunk into one frame of
-//! the size in its `scale=` argument; the encoder writes an fMP4 init segment, then a
-//! fragment per frame (a keyframe every `-g` frames), and can be told to die after a number
-//! of frames. Both exit 0 when their stdin ends and as if killed by SIGKILL when killed.
+//! the size in its `scale=` argument; the encoder writes FLV as
+//! ffmpeg does: a sequence header, then a tag per frame (a keyframe every `-g` frames), and
+//! can be told to die after a number of frames. Both exit 0 when their stdin ends and as if killed by SIGKILL when killed.
 
 use crate::child::{Exit, ExitReporter, Process, Spawned, Spawner};
 use crate::error::{Role, ServerError};
-use crate::hls::fmp4::tests::{fragment, init};
+use crate::hls::flv::tests::{frame as flv_frame, header, sequence};
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,9 +18,8 @@ use tokio_util::task::TaskTracker;
 
 /// Raw wait status of a child killed by SIGKILL.
 const KILLED: i32 = 9;
-/// The fake encoder's timescale and ticks per frame (30 fps).
-const TIMESCALE: u32 = 15360;
-const TICKS: u64 = 512;
+/// The fake encoder's milliseconds a frame (about 30 fps; the reader counts frames).
+const MILLIS: u64 = 33;
 
 /// What the fake children do.
 #[derive(Debug, Default)]
@@ -157,7 +156,9 @@ async fn encode(
     dies_after: Option<u64>,
     encoded: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
 ) -> i32 {
-    if output.write_all(&init(TIMESCALE)).await.is_err() {
+    let mut init = header();
+    init.extend(sequence());
+    if output.write_all(&init).await.is_err() {
         return 1;
     }
     let mut frame = vec![0u8; frames.0];
@@ -172,7 +173,7 @@ async fn encode(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(frame.clone());
-        let bytes = fragment(n * TICKS, n % gop == 0, &n.to_be_bytes());
+        let bytes = flv_frame((n * MILLIS) as u32, n % gop == 0, &n.to_be_bytes());
         if output.write_all(&bytes).await.is_err() {
             return 1;
         }

@@ -87,7 +87,7 @@ impl Pipeline {
                 packager,
                 stream,
                 store,
-            } => Some(Publisher::start(fragments, packager, stream, store)),
+            } => Some(Publisher::start(fragments, shape, packager, stream, store)),
             Sink::Vod { .. } => None,
         };
         Ok(Pipeline {

@@ -5,6 +5,7 @@
 //! segment to [`recording`] (kept on disk, remuxed into an MP4 download).
 //! [`playlist`] parses playlists back, for tests and tools only (feature `playlist-parser`).
 
+pub mod flv;
 pub mod fmp4;
 pub mod packager;
 #[cfg(any(test, feature = "playlist-parser"))]

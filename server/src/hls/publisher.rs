@@ -4,11 +4,13 @@
 //! not delay the live stream). The session follows the same snapshots for its
 //! progress (ready, segments produced, ended).
 
-use super::fmp4::{Chunk, Fmp4Reader};
+use super::flv::FlvReader;
+use super::fmp4::Chunk;
 use super::packager::{Event, Packager, PackagerSettings};
 use super::recording::SegmentKeeper;
 use super::stream::{segment_name, Stream, INIT};
 use crate::error::ServerError;
+use crate::video::frame::Shape;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -91,14 +93,16 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Reads fragments from `encoder_output` until it ends, publishing into `stream`.
+    /// Reads frames of `shape` from `encoder_output` until it ends, publishing into
+    /// `stream`.
     pub fn start(
         encoder_output: impl AsyncRead + Unpin + Send + 'static,
+        shape: Shape,
         settings: PackagerSettings,
         stream: watch::Sender<Arc<Stream>>,
         store: Option<SegmentStore>,
     ) -> Self {
-        let task = tokio::spawn(run(encoder_output, settings, stream, store));
+        let task = tokio::spawn(run(encoder_output, shape, settings, stream, store));
         Publisher { task }
     }
 
@@ -114,12 +118,13 @@ impl Publisher {
 
 async fn run(
     encoder_output: impl AsyncRead + Unpin,
+    shape: Shape,
     settings: PackagerSettings,
     stream: watch::Sender<Arc<Stream>>,
     store: Option<SegmentStore>,
 ) -> Result<(), ServerError> {
     let store = store.map(StoreWriter::start);
-    let mut reader = Fmp4Reader::new(encoder_output);
+    let mut reader = FlvReader::new(encoder_output, shape);
     let mut packager = Packager::new(settings);
     let result = loop {
         let chunk = match reader.next().await {
@@ -185,18 +190,37 @@ async fn write(path: PathBuf, bytes: Bytes) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hls::fmp4::tests::{fragment, init};
+    use crate::hls::flv::tests::{frame, header, sequence};
     use crate::hls::stream::{Resource, Timing};
+    use crate::video::frame::FrameRate;
+
+    /// The encoder's FLV header and sequence header.
+    fn init() -> Vec<u8> {
+        let mut out = header();
+        out.extend(sequence());
+        out
+    }
+
+    /// Frame `n`'s tag.
+    fn fragment(n: u64, key: bool, payload: &[u8]) -> Vec<u8> {
+        frame((n * 33) as u32, key, payload)
+    }
+
+    const SHAPE: Shape = Shape {
+        width: 64,
+        height: 48,
+        fps: FrameRate::whole(30),
+    };
 
     #[tokio::test]
     async fn publishes_parts_keeps_segments_and_ends_the_playlist() {
         let dir = std::env::temp_dir().join(format!("hls-face-pub-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut bytes = init(15360);
+        let mut bytes = init();
         for n in 0..45u64 {
             bytes.extend(fragment(
-                n * 512,
+                n,
                 n.is_multiple_of(30),
                 format!("[{n}]").as_bytes(),
             ));
@@ -213,7 +237,13 @@ mod tests {
             window: 6,
             clock_origin: None,
         };
-        let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
+        let publisher = Publisher::start(
+            std::io::Cursor::new(bytes),
+            SHAPE,
+            settings,
+            tx,
+            Some(store),
+        );
         publisher.finished().await.unwrap();
         let stream = rx.borrow_and_update().clone();
         assert!(stream.ended && stream.produced == 2);
@@ -235,9 +265,9 @@ mod tests {
             .status()
             .unwrap();
         assert!(made.success());
-        let mut bytes = init(15360);
+        let mut bytes = init();
         for n in 0..75u64 {
-            bytes.extend(fragment(n * 512, n.is_multiple_of(30), b"f"));
+            bytes.extend(fragment(n, n.is_multiple_of(30), b"f"));
         }
         let (tx, mut rx) = watch::channel(Arc::new(Stream::new(Timing::default())));
         let store = SegmentStore {
@@ -251,7 +281,13 @@ mod tests {
             window: 6,
             clock_origin: None,
         };
-        let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, Some(store));
+        let publisher = Publisher::start(
+            std::io::Cursor::new(bytes),
+            SHAPE,
+            settings,
+            tx,
+            Some(store),
+        );
         // Two segments complete and the third one's parts are published while the first
         // segment's write is still stuck.
         let live = rx.wait_for(|s| s.produced >= 2 && s.get(Resource::Part(2, 4)).is_some());
@@ -277,7 +313,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_output_ends_the_stream_and_says_why() {
-        let mut bytes = init(15360);
+        let mut bytes = init();
         bytes.extend(fragment(0, true, b"x"));
         bytes.extend([0, 0, 0, 3, b'b', b'a', b'd', b'!']);
         let (tx, rx) = watch::channel(Arc::new(Stream::new(Timing::default())));
@@ -288,7 +324,7 @@ mod tests {
             window: 6,
             clock_origin: None,
         };
-        let publisher = Publisher::start(std::io::Cursor::new(bytes), settings, tx, None);
+        let publisher = Publisher::start(std::io::Cursor::new(bytes), SHAPE, settings, tx, None);
         assert!(publisher.finished().await.is_err());
         assert!(rx.borrow().ended);
     }

@@ -73,8 +73,8 @@ const ENCODER_THREADS: &str = "1";
 /// One keyframe per segment (`-g` = `-keyint_min` = fps × segment length, no scene-cut
 /// keyframes) so every segment starts decodable and segment boundaries land on time;
 /// `zerolatency` disables frame look-ahead and B-frames so a frame leaves the encoder as
-/// soon as it arrives. Live, `frag_every_frame` + `flush_packets` hand each frame to the
-/// packager at once (it groups frames into parts); `empty_moov` puts the init segment first.
+/// soon as it arrives. Live, FLV + `flush_packets` hand each frame to the packager at once
+/// ([`crate::hls::flv`] turns it into an fMP4 fragment; the packager groups them into parts).
 pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> {
     let gop = ((s.fps.as_f64() * s.segment_seconds).round() as u32)
         .max(1)
@@ -157,16 +157,9 @@ pub fn encoder_args(s: &EncoderSettings, output: &EncoderOutput) -> Vec<String> 
     }
     match output {
         EncoderOutput::Fragments => args.extend(
-            [
-                "-f",
-                "mp4",
-                "-movflags",
-                "empty_moov+default_base_moof+frag_every_frame",
-                "-flush_packets",
-                "1",
-                "pipe:1",
-            ]
-            .map(String::from),
+            // FLV: each frame's tag leaves as soon as x264 hands the frame over (the fMP4
+            // muxer holds every frame until the next arrives); hls::flv makes the fMP4.
+            ["-f", "flv", "-flush_packets", "1", "pipe:1"].map(String::from),
         ),
         EncoderOutput::Vod { dir, .. } => args.extend([
             "-f".into(),
@@ -352,9 +345,7 @@ mod tests {
         let args = encoder_args(&settings(), &EncoderOutput::Fragments).join(" ");
         assert!(args.contains("-s 640x480 -r 30 -i pipe:0"));
         assert!(args.contains("-g 30 -keyint_min 30 -sc_threshold 0"));
-        assert!(args.ends_with(
-            "-f mp4 -movflags empty_moov+default_base_moof+frag_every_frame -flush_packets 1 pipe:1"
-        ));
+        assert!(args.ends_with("-f flv -flush_packets 1 pipe:1"));
     }
 
     #[test]
