@@ -13,7 +13,8 @@
 
 use anyhow::{bail, Context, Result};
 use server::config::Config;
-use server::hls::fmp4::{Chunk, Fmp4Reader};
+use server::hls::flv::FlvReader;
+use server::hls::fmp4::Chunk;
 use server::hls::packager::{Packager, PackagerSettings};
 use server::video::decoder::{decoder_args, Input};
 use server::video::detector::{factory_for, FaceDetector, Tuning};
@@ -214,7 +215,12 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let t = thread_cpu();
     runtime.block_on(async {
-        let mut reader = Fmp4Reader::new(bytes.as_slice());
+        let shape = server::video::frame::Shape {
+            width: W,
+            height: H,
+            fps,
+        };
+        let mut reader = FlvReader::new(bytes.as_slice(), shape);
         let mut packager = Packager::new(PackagerSettings {
             segment_seconds: hls.segment_seconds,
             part_seconds: hls.part_seconds,
