@@ -35,6 +35,12 @@ async fn live_playlists_keep_the_rules_and_blocking_reloads_wait_for_their_part(
     let feeder = tokio::spawn(async move {
         stream_file(&mut client, &media("real-face.webm"), 30_000, 12).await?;
         client.stop_and_wait().await?;
+        // The recording is made after the stream ends; the page is told when it is ready.
+        client
+            .wait_for("recording ready", |m| {
+                matches!(m, ServerMsg::RecordingReady { .. })
+            })
+            .await?;
         anyhow::Ok(())
     });
 
