@@ -22,6 +22,24 @@ struct Recording {
     frames: Vec<Vec<u8>>,
 }
 
+/// Starts a 640×480 VP9 session on `client`; its id.
+async fn start_vp9(client: &mut Client) -> Result<String> {
+    client
+        .send(&ClientMsg::Start {
+            mime_type: "video/webm;codecs=vp9".into(),
+            width: W as u32,
+            height: H as u32,
+        })
+        .await?;
+    match client
+        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
+        .await?
+    {
+        ServerMsg::Started { session_id, .. } => Ok(session_id),
+        _ => unreachable!("waited for started"),
+    }
+}
+
 /// Streams `clip` through a fresh session, stops it, and decodes every listed segment.
 async fn record(server: &TestServer, clip: &str) -> Result<Recording> {
     record_with(server, clip, false).await
@@ -32,19 +50,7 @@ async fn record_with(server: &TestServer, clip: &str, privacy: bool) -> Result<R
     if privacy {
         client.send(&ClientMsg::SetPrivacy { on: true }).await?;
     }
-    client
-        .send(&ClientMsg::Start {
-            mime_type: "video/webm;codecs=vp9".into(),
-            width: W as u32,
-            height: H as u32,
-        })
-        .await?;
-    let started = client
-        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
-    let ServerMsg::Started { session_id, .. } = started else {
-        unreachable!()
-    };
+    let session_id = start_vp9(&mut client).await?;
     // ~30 KB chunks 10 times a second: about real time, like a camera.
     stream_file(&mut client, &media(clip), 30_000, 10).await?;
     let ready = client
@@ -299,16 +305,7 @@ async fn coded_frames_are_reported_with_their_server_times() -> Result<()> {
     // decode, hand-over to the encoder and part publication, in that order, in the stats.
     let server = TestServer::start("frame-times", |_| {}).await?;
     let mut client = server.socket().await?;
-    client
-        .send(&ClientMsg::Start {
-            mime_type: "video/webm;codecs=vp9".into(),
-            width: W as u32,
-            height: H as u32,
-        })
-        .await?;
-    client
-        .wait_for("started", |m| matches!(m, ServerMsg::Started { .. }))
-        .await?;
+    start_vp9(&mut client).await?;
     stream_file(&mut client, &media("face.webm"), 30_000, 10).await?;
     let mut times = Vec::new();
     while times.len() < 30 {

@@ -206,6 +206,22 @@ mod tests {
         frame((n * 33) as u32, key, payload)
     }
 
+    /// A publisher of `bytes` (the encoder's output) with 1 s segments of 0.1 s parts.
+    fn start(
+        bytes: Vec<u8>,
+        tx: watch::Sender<Arc<Stream>>,
+        store: Option<SegmentStore>,
+    ) -> Publisher {
+        let settings = PackagerSettings {
+            segment_seconds: 1.0,
+            part_seconds: 0.1,
+            hold_back_parts: 3,
+            window: 6,
+            clock_origin: None,
+        };
+        Publisher::start(std::io::Cursor::new(bytes), SHAPE, settings, tx, store)
+    }
+
     const SHAPE: Shape = Shape {
         width: 64,
         height: 48,
@@ -230,20 +246,7 @@ mod tests {
             dir: dir.clone(),
             keeper: SegmentKeeper::new(&dir, Some(10)),
         };
-        let settings = PackagerSettings {
-            segment_seconds: 1.0,
-            part_seconds: 0.1,
-            hold_back_parts: 3,
-            window: 6,
-            clock_origin: None,
-        };
-        let publisher = Publisher::start(
-            std::io::Cursor::new(bytes),
-            SHAPE,
-            settings,
-            tx,
-            Some(store),
-        );
+        let publisher = start(bytes, tx, Some(store));
         publisher.finished().await.unwrap();
         let stream = rx.borrow_and_update().clone();
         assert!(stream.ended && stream.produced == 2);
@@ -274,20 +277,7 @@ mod tests {
             dir: dir.clone(),
             keeper: SegmentKeeper::new(&dir, None),
         };
-        let settings = PackagerSettings {
-            segment_seconds: 1.0,
-            part_seconds: 0.1,
-            hold_back_parts: 3,
-            window: 6,
-            clock_origin: None,
-        };
-        let publisher = Publisher::start(
-            std::io::Cursor::new(bytes),
-            SHAPE,
-            settings,
-            tx,
-            Some(store),
-        );
+        let publisher = start(bytes, tx, Some(store));
         // Two segments complete and the third one's parts are published while the first
         // segment's write is still stuck.
         let live = rx.wait_for(|s| s.produced >= 2 && s.get(Resource::Part(2, 4)).is_some());
@@ -317,14 +307,7 @@ mod tests {
         bytes.extend(fragment(0, true, b"x"));
         bytes.extend([0, 0, 0, 3, b'b', b'a', b'd', b'!']);
         let (tx, rx) = watch::channel(Arc::new(Stream::new(Timing::default())));
-        let settings = PackagerSettings {
-            segment_seconds: 1.0,
-            part_seconds: 0.1,
-            hold_back_parts: 3,
-            window: 6,
-            clock_origin: None,
-        };
-        let publisher = Publisher::start(std::io::Cursor::new(bytes), SHAPE, settings, tx, None);
+        let publisher = start(bytes, tx, None);
         assert!(publisher.finished().await.is_err());
         assert!(rx.borrow().ended);
     }

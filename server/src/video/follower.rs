@@ -136,19 +136,7 @@ impl Follower {
             return;
         };
         let grey = &self.recent[start].2;
-        let mut faces: Vec<Followed> = Vec::new();
-        for (b, is_drawn) in hidden
-            .iter()
-            .map(|b| (b, false))
-            .chain(drawn.iter().map(|b| (b, true)))
-        {
-            if let Some(same) = faces.iter_mut().find(|f| f.face == *b) {
-                same.drawn |= is_drawn;
-                continue;
-            }
-            faces.push(patch_of(grey, b, is_drawn));
-        }
-        self.faces = faces;
+        self.faces = each_face(drawn, hidden, |b, is_drawn| patch_of(grey, b, is_drawn));
         self.detected = Some(seq);
         self.at = seq;
         self.carried.retain(|(s, _)| *s < seq);
@@ -171,30 +159,18 @@ impl Follower {
             // Not older than the frames kept after all, or of a shot that has ended.
             return;
         }
-        let mut faces: Vec<Followed> = Vec::new();
-        for (b, is_drawn) in hidden
-            .iter()
-            .map(|b| (b, false))
-            .chain(drawn.iter().map(|b| (b, true)))
-        {
-            if let Some(same) = faces.iter_mut().find(|f| f.face == *b) {
-                same.drawn |= is_drawn;
-                continue;
-            }
-            faces.push(Followed {
-                face: *b,
-                drawn: is_drawn,
-                patch: Grey {
-                    width: 0,
-                    height: 0,
-                    px: Vec::new(),
-                },
-                at: (0, 0),
-                offset: (0, 0),
-                lost: true,
-            });
-        }
-        self.faces = faces;
+        self.faces = each_face(drawn, hidden, |b, is_drawn| Followed {
+            face: *b,
+            drawn: is_drawn,
+            patch: Grey {
+                width: 0,
+                height: 0,
+                px: Vec::new(),
+            },
+            at: (0, 0),
+            offset: (0, 0),
+            lost: true,
+        });
         self.detected = Some(seq);
         self.at = newest;
         self.record(newest);
@@ -279,6 +255,28 @@ impl Follower {
             self.carried.pop_front();
         }
     }
+}
+
+/// One followed face per distinct box of `hidden` (every face) and `drawn` (those boxed),
+/// made by `follow`; a box in both is drawn.
+fn each_face(
+    drawn: &[FaceBox],
+    hidden: &[FaceBox],
+    follow: impl Fn(&FaceBox, bool) -> Followed,
+) -> Vec<Followed> {
+    let mut faces: Vec<Followed> = Vec::new();
+    for (b, is_drawn) in hidden
+        .iter()
+        .map(|b| (b, false))
+        .chain(drawn.iter().map(|b| (b, true)))
+    {
+        if let Some(same) = faces.iter_mut().find(|f| f.face == *b) {
+            same.drawn |= is_drawn;
+            continue;
+        }
+        faces.push(follow(b, is_drawn));
+    }
+    faces
 }
 
 /// The patch of `b` in `grey`, to follow.
