@@ -21,6 +21,8 @@ const AVC_SEQUENCE_HEADER: u8 = 0;
 const AVC_NALU: u8 = 1;
 /// Largest tag accepted (the field is 24 bits: 16 MiB; a 4K keyframe is ~2 MB).
 const MAX_TAG: usize = 16 << 20;
+/// Largest file header accepted (ffmpeg writes the 9 bytes the format defines).
+const MAX_HEADER: usize = 1024;
 
 fn bad(reason: impl Into<String>) -> ServerError {
     ServerError::Fmp4(format!("encoder output: {}", reason.into()))
@@ -72,8 +74,11 @@ impl<R: AsyncRead + Unpin> FlvReader<R> {
                 return Err(bad("not FLV"));
             }
             let offset = u32::from_be_bytes(header[5..9].try_into().expect("4 bytes")) as usize;
+            if !(9..=MAX_HEADER).contains(&offset) {
+                return Err(bad(format!("a header of {offset} bytes")));
+            }
             // The header's own extra bytes (none from ffmpeg), then PreviousTagSize0.
-            self.skip(offset.saturating_sub(9) + 4).await?;
+            self.skip(offset - 9 + 4).await?;
             self.header_read = true;
         }
         loop {
@@ -160,9 +165,16 @@ impl<R: AsyncRead + Unpin> FlvReader<R> {
         Ok(true)
     }
 
-    async fn skip(&mut self, n: usize) -> Result<(), ServerError> {
-        let mut rest = vec![0u8; n];
-        self.reader.read_exact(&mut rest).await.map_err(pipe)?;
+    async fn skip(&mut self, mut n: usize) -> Result<(), ServerError> {
+        let mut scratch = [0u8; 64];
+        while n > 0 {
+            let step = n.min(scratch.len());
+            self.reader
+                .read_exact(&mut scratch[..step])
+                .await
+                .map_err(pipe)?;
+            n -= step;
+        }
         Ok(())
     }
 }
@@ -441,6 +453,9 @@ pub(crate) mod tests {
         no_header.extend(frame(0, true, b"a"));
         assert!(chunks(no_header, shape()).await.is_err());
         assert!(chunks(b"not flv at all".to_vec(), shape()).await.is_err());
+        let mut huge_header = header();
+        huge_header[5..9].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(chunks(huge_header, shape()).await.is_err(), "no 4 GB skip");
         let mut other_codec = header();
         other_codec.extend(tag(TAG_VIDEO, 0, &[0x12, 0, 0, 0, 0, 1]));
         assert!(chunks(other_codec, shape()).await.is_err());
