@@ -95,3 +95,68 @@ async fn a_bad_mp4_is_refused_and_ends_only_its_session() -> Result<()> {
     other.stop_and_wait().await?;
     server.stop().await
 }
+
+/// The decoder hands out every frame it has the bytes for, without waiting for more input:
+/// a clip written whole with the input still open comes out whole. ffmpeg gave its raw
+/// frame writer frame threads by default, which held each frame until the next one came
+/// in (33 ms of latency at 30 fps, and a camera's last frame until the next arrived).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_decoder_hands_out_each_frame_before_the_next_arrives() -> Result<()> {
+    use server::child::Ffmpeg;
+    use server::source::{Codec, Source};
+    use server::video::decoder::Decoder;
+    use server::video::frame::{FramePool, FrameRate, Shape};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    let dir = tempdir("decoder-hold")?;
+    for (clip, codec) in [
+        ("real-face-h264.mkv", Codec::H264),
+        ("real-face.webm", Codec::Vp9),
+    ] {
+        let short = dir.join(format!("ten-{clip}"));
+        ffmpeg_make(
+            &[
+                "-i",
+                &media(clip).to_string_lossy(),
+                "-frames:v",
+                "10",
+                "-an",
+                "-c",
+                "copy",
+            ],
+            &short,
+        )?;
+        let (chunk_tx, chunks) = mpsc::channel(4);
+        let (frames_tx, mut frames) = mpsc::channel(64);
+        let spawner = Ffmpeg::new("ffmpeg", 1 << 30);
+        let decoder = Decoder::start(
+            &*spawner,
+            Source::Chunks { chunks, codec },
+            Shape {
+                width: 640,
+                height: 480,
+                fps: FrameRate::whole(30),
+            },
+            frames_tx,
+            FramePool::default(),
+        )?;
+        chunk_tx.send(std::fs::read(&short)?.into()).await?;
+        // The input stays open: every frame must come out anyway.
+        let mut got = 0;
+        while got < 10 {
+            match tokio::time::timeout(Duration::from_secs(20), frames.recv()).await {
+                Ok(Some(_)) => got += 1,
+                Ok(None) => break,
+                Err(_) => {
+                    anyhow::bail!("{clip}: {got} of 10 frames came out while the input was open")
+                }
+            }
+        }
+        ensure!(got == 10, "{clip}: the decoder ended after {got} frames");
+        drop(chunk_tx);
+        while frames.recv().await.is_some() {}
+        decoder.finish(Duration::from_secs(5)).await?;
+    }
+    Ok(())
+}

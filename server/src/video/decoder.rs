@@ -121,9 +121,14 @@ pub fn decoder_args(input: Input, width: u32, height: u32, fps: FrameRate) -> Ve
     let clamp = format!(
         "setpts='if(isnan(PREV_INPTS),PTS,PREV_OUTPTS+clip(PTS-PREV_INPTS,0,{MAX_GAP_SECONDS}/TB))'"
     );
+    // One thread for the raw "encoder" that writes the frames: ffmpeg gives it frame
+    // threads by default, and a frame-threaded encoder hands frame N out only once frame
+    // N+1 has come in, so every frame waited for the next one (33 ms at 30 fps).
     args.extend(
         [
             "-an",
+            "-threads",
+            "1",
             "-vf",
             &format!("{clamp},scale={width}:{height}"),
             "-r",
@@ -251,6 +256,10 @@ mod tests {
         ));
         assert!(args
             .contains(",scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 -flush_packets 1 pipe:1"));
+        assert!(
+            args.contains("-an -threads 1 -vf"),
+            "the frame writer runs on one thread (frame threads hold a frame)"
+        );
         assert!(args.contains(
             "-vf setpts='if(isnan(PREV_INPTS),PTS,PREV_OUTPTS+clip(PTS-PREV_INPTS,0,0.5/TB))'"
         ));
