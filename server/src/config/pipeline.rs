@@ -316,7 +316,7 @@ impl Default for HlsConfig {
             frame_rate: 30,
             segment_seconds: 1.0,
             part_seconds: 0.034,
-            hold_back_parts: 5,
+            hold_back_parts: 6,
             playlist_size: 6,
             x264_preset: "ultrafast".into(),
         }
