@@ -481,8 +481,9 @@ impl Connection {
                         session.set_detector(tuning);
                     }
                     Err(why) => {
-                        // Not fatal: the session goes on with its current settings.
-                        tracing::info!("detector settings refused: {why}");
+                        // Not fatal: the session goes on with its current settings. Debug,
+                        // like a change: a page (or a script) may send hundreds a second.
+                        tracing::debug!("detector settings refused: {why}");
                         self.send(ServerMsg::Error {
                             kind: ErrorKind::InvalidSettings,
                             message: why,
