@@ -1,7 +1,9 @@
 /**
  * One real viewer page (hls.js in Chromium) watching a live session through its viewer link,
  * for scripts/bench-viewers: how far behind the live edge the player plays, whether it stalls
- * and how many frames it drops, sampled each second. Skipped unless VIEWER_URL is set.
+ * and how many frames it drops, sampled each second; and its start-up: opening the link →
+ * the first frame presented, and behind the edge over the first 20 s. Skipped unless
+ * VIEWER_URL is set.
  *   VIEWER_URL=http://127.0.0.1:3480/watch/n1-… SECONDS=20 OUT=result.json
  */
 import { test, expect } from "@playwright/test";
@@ -18,10 +20,29 @@ function quantile(xs: number[], q: number): number {
 
 test("a viewer page plays the live session", async ({ page }) => {
   test.skip(!url, "needs VIEWER_URL (scripts/bench-viewers sets it)");
+  // Start-up, as a viewer who opens the link mid-session sees it: the wall time of the first
+  // frame the page presents, then how far behind the live edge it plays over its first 20 s.
+  await page.addInitScript(() => {
+    const w = window as any;
+    const watch = () => {
+      const v = document.querySelector("video") as HTMLVideoElement | null;
+      if (!v) return requestAnimationFrame(watch);
+      v.requestVideoFrameCallback((now) => (w.benchFirstFrameAt = performance.timeOrigin + now));
+    };
+    requestAnimationFrame(watch);
+  });
+  const openedAt = Date.now();
   await page.goto(url!);
   await expect(page.getByTestId("viewer-status")).toHaveAttribute("data-state", "live");
   const video = page.locator("video");
-  await expect.poll(() => video.evaluate((v: HTMLVideoElement) => v.currentTime)).toBeGreaterThan(1);
+  await expect.poll(() => page.evaluate(() => (window as any).benchFirstFrameAt ?? null)).not.toBeNull();
+  const firstFrameAt = await page.evaluate(() => (window as any).benchFirstFrameAt as number);
+  const startBehind: number[] = [];
+  while (Date.now() - firstFrameAt < 20_000) {
+    await page.waitForTimeout(250); // a sampling period, not a wait for a condition
+    const edge = await page.evaluate(() => (window as any).hlsFacePlayer ?? null);
+    if (edge && Number.isFinite(edge.latency)) startBehind.push(edge.latency);
+  }
   await page.evaluate(() => {
     const w = window as any;
     w.benchStalls = 0;
@@ -44,6 +65,9 @@ test("a viewer page plays the live session", async ({ page }) => {
   const result = {
     url,
     seconds,
+    firstFrameS: (firstFrameAt - openedAt) / 1000,
+    startBehindP50: quantile(startBehind, 0.5),
+    startBehindP95: quantile(startBehind, 0.95),
     behindP50: quantile(behind, 0.5),
     behindP95: quantile(behind, 0.95),
     samples: behind.length,
