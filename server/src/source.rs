@@ -1,7 +1,7 @@
-//! Where encoded media comes from: the browser's recorder over the WebSocket (chunks on a
-//! channel, in the codec its Start announced) or a file (`process`). The decoder reads any
-//! of them the same way; a camera or a push from a streaming tool arrives relayed as MPEG-TS
-//! by its channel's ingest ([`crate::channel`]).
+//! Where media comes from: the browser's recorder over the WebSocket (chunks on a channel,
+//! in the codec its Start announced) or a file (`process`), both decoded by the session's
+//! decoder; or a camera or a push from a streaming tool, decoded by its channel's ingest
+//! ([`crate::channel`]), whose frames the pipeline reads as they are.
 
 use bytes::Bytes;
 use std::path::PathBuf;
@@ -15,9 +15,14 @@ pub enum Source {
         chunks: mpsc::Receiver<Bytes>,
         codec: Codec,
     },
-    /// MPEG-TS relayed from a camera channel's ingest (a camera's or a publisher's video,
-    /// copied, not re-encoded); the decoder finds the codec (H.264 or H.265) in the stream.
-    Relay { chunks: mpsc::Receiver<Bytes> },
+    /// Raw frames already at the pipeline's size, rate and pixel format: a camera
+    /// channel's ingest decodes its source itself, so no second ffmpeg runs. `first` is what
+    /// was read before the pipeline started (the start of the first frame); `reader` yields
+    /// the rest.
+    Frames {
+        first: Bytes,
+        reader: crate::child::Output,
+    },
     /// A file ffmpeg can read.
     File(PathBuf),
 }

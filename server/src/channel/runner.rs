@@ -1,6 +1,6 @@
-//! One channel's task: start the ingest, wait for its first video, take a place like a
-//! session, run the session pipeline on the relay until the source ends or fails, say why,
-//! wait (backing off), and start again, until shutdown.
+//! One channel's task: start the ingest, wait for its first decoded frame, take a place
+//! like a session, run the session pipeline on the ingest's frames until the source ends or
+//! fails, say why, wait (backing off), and start again, until shutdown.
 
 use super::ingest::{self, Fault};
 use super::Channel;
@@ -13,6 +13,7 @@ use crate::session::life::{Due, Rules};
 use crate::session::live::{Feed, Media, PipelineEnv, Session, SessionEvent};
 use crate::session::registry::Registry;
 use crate::source::Codec;
+use crate::video::frame::{FrameRate, Shape};
 use app::channels::ChannelState;
 use bytes::Bytes;
 use std::sync::atomic::Ordering;
@@ -152,10 +153,15 @@ pub(super) async fn run(channel: Arc<Channel>, env: Env) {
 async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     let name = &channel.config.name;
     let srt = matches!(channel.source, ChannelSource::Srt { .. });
+    let shape = Shape {
+        width: channel.config.width,
+        height: channel.config.height,
+        fps: FrameRate::whole(env.pipeline.config.hls.frame_rate),
+    };
     let spawned = env
         .pipeline
         .spawner
-        .spawn(Role::Ingest, &ingest::args(&channel.source));
+        .spawn(Role::Ingest, &ingest::args(&channel.source, shape));
     let Spawned {
         mut process,
         stdin,
@@ -177,7 +183,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     let mut buf = vec![0u8; READ_BYTES];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut seen_stderr = String::new();
-    // Until the first video arrives: nothing is reserved, so a camera that is down costs
+    // Until the first frame is decoded: nothing is reserved, so a camera that is down costs
     // no place of the session limit.
     let (first, arrived) = loop {
         tokio::select! {
@@ -232,8 +238,13 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
         // A camera is real time by nature, and a file loop is paced by its ingest.
         real_time: None,
     };
+    // The session reads the rest of the ingest's frames itself.
     let media = Media {
-        feed: Feed::Relay { arrived },
+        feed: Feed::Camera {
+            arrived,
+            first,
+            frames: stdout,
+        },
         width,
         height,
     };
@@ -260,30 +271,26 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
     };
     tracing::info!(channel = %name, session = %id, "channel stream starting");
     channel.set_run(Some(id.clone()), Some(session.thumbnails()));
-    let _ = session.push(first).await;
     let mut live_since: Option<Instant> = None;
-    let mut reading = true;
     let mut fault = None;
     let mut last_frames = (Instant::now(), 0u64);
     enum Step {
         Shutdown,
         Event(Option<SessionEvent>),
-        Read(Option<Bytes>),
         Tick,
     }
+    // The source ending (the ingest exits) ends the session's input: what was decoded still
+    // leaves, then the pipeline ends.
     loop {
         let step = tokio::select! {
             biased;
             _ = env.stopped() => Step::Shutdown,
             event = session.event() => Step::Event(event),
-            read = stdout.read(&mut buf), if reading => Step::Read(match read {
-                Ok(n) if n > 0 => Some(Bytes::copy_from_slice(&buf[..n])),
-                _ => None,
-            }),
             _ = tick.tick() => Step::Tick,
         };
         match step {
             Step::Shutdown => {
+                let _ = process.start_kill();
                 session.finish_within(FINISH).await;
                 break;
             }
@@ -300,20 +307,11 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
             }
             Step::Event(Some(SessionEvent::Due(Due::Idle { .. }))) => {
                 fault = Some(Fault::Silent);
+                let _ = process.start_kill();
                 session.finish_within(FINISH).await;
                 break;
             }
             Step::Event(Some(SessionEvent::Due(_))) | Step::Event(None) => break,
-            Step::Read(Some(chunk)) => {
-                if !session.push(chunk).await {
-                    reading = false;
-                }
-            }
-            Step::Read(None) => {
-                // The source ended: what was decoded still leaves, then the run ends.
-                reading = false;
-                session.finish_input();
-            }
             Step::Tick => {
                 let now = Instant::now();
                 let frames = session.counters().frames_out.load(Ordering::Relaxed);

@@ -67,8 +67,7 @@ pub struct PipelineEnv {
 }
 
 /// The stream a session receives: as a browser's Start message announced it, or a camera
-/// channel's relay.
-#[derive(Debug, Clone, Copy)]
+/// channel's decoded frames.
 pub struct Media {
     pub feed: Feed,
     pub width: u32,
@@ -76,16 +75,21 @@ pub struct Media {
 }
 
 /// Who sends a session's media.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Feed {
     /// A browser's recorder, in the codec its Start announced; the session keeps a
     /// recording for download.
     Recorder(Codec),
-    /// A camera channel's MPEG-TS relay, whose first video arrived at `arrived`: the
-    /// stream's PROGRAM-DATE-TIME counts from then, so a player's distance to it is the
-    /// whole way from the source's arrival. No recording; a thumbnail of the output every
-    /// few seconds for the Channels page.
-    Relay { arrived: std::time::SystemTime },
+    /// A camera channel's ingest, which decodes its source to the session's size and rate
+    /// (no second ffmpeg): `first` is what was read of its output before the session
+    /// started, `frames` the rest. Its first video arrived at `arrived`: the stream's
+    /// PROGRAM-DATE-TIME counts from then, so a player's distance to it is the whole way
+    /// from the source's arrival. No recording; a thumbnail of the output every few seconds
+    /// for the Channels page.
+    Camera {
+        arrived: std::time::SystemTime,
+        first: Bytes,
+        frames: crate::child::Output,
+    },
 }
 
 /// How often a channel's thumbnail is taken.
@@ -162,12 +166,13 @@ impl Session {
         let (chunk_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
         let keeper = SegmentKeeper::for_live(&dir, cfg.recording.max_secs, cfg.hls.segment_seconds);
         let records = keeper.records() && matches!(feed, Feed::Recorder(_));
+        let camera = matches!(feed, Feed::Camera { .. });
         let store = records.then(|| SegmentStore {
             dir: dir.clone(),
             keeper,
         });
-        let clock_origin = match feed {
-            Feed::Relay { arrived } => Some(arrived),
+        let clock_origin = match &feed {
+            Feed::Camera { arrived, .. } => Some(*arrived),
             Feed::Recorder(_) => None,
         };
         let sink = Sink::Live {
@@ -189,7 +194,10 @@ impl Session {
             env.spawner.as_ref(),
             match feed {
                 Feed::Recorder(codec) => Source::Chunks { chunks, codec },
-                Feed::Relay { .. } => Source::Relay { chunks },
+                Feed::Camera { first, frames, .. } => Source::Frames {
+                    first,
+                    reader: frames,
+                },
             },
             &EncoderSettings {
                 privacy: Some(privacy.clone()),
@@ -214,8 +222,7 @@ impl Session {
             encoder_input,
             counters: counters.clone(),
             capacity: env.capacity.clone(),
-            thumbnails: matches!(feed, Feed::Relay { .. })
-                .then(|| Thumbnailer::new(THUMBNAIL_EVERY, thumbnail.clone())),
+            thumbnails: camera.then(|| Thumbnailer::new(THUMBNAIL_EVERY, thumbnail.clone())),
             clock: Default::default(),
         };
         let cut = CancellationToken::new();

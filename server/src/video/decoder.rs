@@ -1,5 +1,6 @@
 //! The decoder stage: one long-lived ffmpeg per session turning the recorder's WebM chunks
-//! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate.
+//! (stdin, from chunk 0) into exactly-sized raw BGR frames (stdout) at a constant rate; or,
+//! for a camera channel whose ingest decodes, the reader that cuts its frames.
 
 use super::frame::{Frame, FramePool, FrameRate, Shape};
 use crate::child::{feed, join_tasks, reap, ExitReporter, Process, Spawned, Spawner};
@@ -17,15 +18,13 @@ use tokio_util::task::TaskTracker;
 pub enum Input<'a> {
     /// A live recorder stream on stdin.
     Pipe(Codec),
-    /// A camera channel's MPEG-TS relay on stdin.
-    Relay,
     /// A file.
     File(&'a Path),
 }
 
-/// Largest picture a relayed camera stream may hold: 4096×2304 (4K cameras, scaled down to
-/// the channel's size); anything larger is refused before ffmpeg allocates for it.
-pub const RELAY_MAX_PIXELS: u64 = 4096 * 2304;
+/// Largest picture a camera channel's stream may hold: 4096×2304 (4K cameras, scaled down
+/// to the channel's size); anything larger is refused before ffmpeg allocates for it.
+pub const CAMERA_MAX_PIXELS: u64 = 4096 * 2304;
 
 /// A live stream's pictures may be this much larger (in pixels) than announced before the
 /// decoder refuses them: cameras round sizes, and a phone may swap width and height.
@@ -89,39 +88,21 @@ pub fn decoder_args(input: Input, width: u32, height: u32, fps: FrameRate) -> Ve
                 .map(|s| s.to_string()),
             )
         }
-        // A camera's TS: the codec is read from the stream, the picture size capped; probing
-        // reads up to half a second (a camera's first keyframe with its parameter sets).
-        // Two slice threads: a 4K camera's H.264 takes most of a core to decode, and a
-        // stream cut in slices (x264's zerolatency, many cameras) decodes in parallel.
-        // Not frame threads: they hold a frame each (33 ms) and cost ~15 % more CPU.
-        Input::Relay => args.extend(
-            [
-                "-max_pixels",
-                &RELAY_MAX_PIXELS.to_string(),
-                "-fflags",
-                "+discardcorrupt",
-                "-probesize",
-                "500000",
-                "-analyzeduration",
-                "500000",
-                "-threads",
-                "2",
-                "-thread_type",
-                "slice",
-                "-f",
-                "mpegts",
-                "-i",
-                "pipe:0",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
-        ),
         Input::File(path) => {
             args.extend(FILE_INPUT_GUARD.iter().map(|s| s.to_string()));
             args.push("-i".into());
             args.push(path.to_string_lossy().into_owned());
         }
     }
+    args.extend(frame_output_args(width, height, fps));
+    args
+}
+
+/// The output half of a decoding ffmpeg: its first video stream as `width`×`height` BGR24
+/// frames at a constant `fps` on stdout, timestamp jumps clamped (see [`decoder_args`]).
+/// A camera channel's ingest ends with the same.
+pub fn frame_output_args(width: u32, height: u32, fps: FrameRate) -> Vec<String> {
+    let mut args = Vec::new();
     let clamp = format!(
         "setpts='if(isnan(PREV_INPTS),PTS,PREV_OUTPTS+clip(PTS-PREV_INPTS,0,{MAX_GAP_SECONDS}/TB))'"
     );
@@ -154,18 +135,18 @@ pub fn decoder_args(input: Input, width: u32, height: u32, fps: FrameRate) -> Ve
 /// A running decoder: chunks go in through the channel given to [`Decoder::start`],
 /// frames come out of the other.
 pub struct Decoder {
-    process: Box<dyn Process>,
-    exit: ExitReporter,
+    /// The decoding ffmpeg and what it said; none when the source's frames come decoded.
+    child: Option<(Box<dyn Process>, ExitReporter)>,
     /// The stdin writer, the stdout reader and the stderr drain.
     tasks: TaskTracker,
-    /// Stops the pipe tasks once the child is reaped.
+    /// Stops the pipe tasks once the child is reaped (and the frame reader on `stop`).
     cancel: CancellationToken,
 }
 
 impl Decoder {
     /// Spawns the decoder; a task writes the source's chunks to its stdin (closing stdin
     /// when the channel closes) and another reads frame-sized blocks from stdout into
-    /// `frames`.
+    /// `frames`. Frames that come decoded ([`Source::Frames`]) are only read.
     pub fn start(
         spawner: &dyn Spawner,
         source: Source,
@@ -174,24 +155,40 @@ impl Decoder {
         pool: FramePool,
     ) -> Result<Self, ServerError> {
         let Shape { width, height, fps } = shape;
+        let cancel = CancellationToken::new();
         let (args, chunks) = match source {
             Source::Chunks { chunks, codec } => (
                 decoder_args(Input::Pipe(codec), width, height, fps),
                 Some(chunks),
             ),
-            Source::Relay { chunks } => {
-                (decoder_args(Input::Relay, width, height, fps), Some(chunks))
-            }
             Source::File(path) => (decoder_args(Input::File(&path), width, height, fps), None),
+            Source::Frames { first, reader } => {
+                let tasks = TaskTracker::new();
+                let reader = std::io::Cursor::new(first).chain(reader);
+                // Nothing to kill here: a stop ends the reads themselves.
+                let reads = Reads::Cancellable;
+                tasks.spawn(read_frames(
+                    reader,
+                    shape,
+                    frames,
+                    pool,
+                    cancel.clone(),
+                    reads,
+                ));
+                return Ok(Decoder {
+                    child: None,
+                    tasks,
+                    cancel,
+                });
+            }
         };
         let Spawned {
             process,
             stdin,
-            mut stdout,
+            stdout,
             exit,
             tasks,
         } = spawner.spawn(Role::Decoder, &args)?;
-        let cancel = CancellationToken::new();
         // A file source has no chunks: stdin closes at once.
         if let Some(chunks) = chunks {
             feed(
@@ -204,30 +201,18 @@ impl Decoder {
                 |_, _| {},
             );
         }
-        let frame_len = Frame::byte_len(width, height);
-        let reader_cancel = cancel.clone();
-        tasks.spawn(async move {
-            loop {
-                let mut data = pool.take(frame_len);
-                // EOF (or a partial last frame): the decoder ended.
-                if stdout.read_exact(&mut data).await.is_err() {
-                    return;
-                }
-                let frame = Frame {
-                    width,
-                    height,
-                    data,
-                    hidden: false,
-                };
-                tokio::select! {
-                    _ = reader_cancel.cancelled() => return,
-                    sent = frames.send(frame) => if sent.is_err() { return },
-                }
-            }
-        });
+        // The child's frames are read to its end (a stop kills the child, which ends them).
+        let reads = Reads::ToTheEnd;
+        tasks.spawn(read_frames(
+            stdout,
+            shape,
+            frames,
+            pool,
+            cancel.clone(),
+            reads,
+        ));
         Ok(Decoder {
-            process,
-            exit,
+            child: Some((process, exit)),
             tasks,
             cancel,
         })
@@ -236,15 +221,82 @@ impl Decoder {
     /// Stops decoding at once (for a failed, cancelled or cut pipeline: an open input would
     /// never end on its own).
     pub fn stop(&mut self) {
-        let _ = self.process.start_kill();
+        match &mut self.child {
+            Some((process, _)) => {
+                let _ = process.start_kill();
+            }
+            None => self.cancel.cancel(),
+        }
     }
 
     /// Waits up to `grace` for the decoder to exit (then kills it), ends its pipe tasks and
     /// reports how it ended.
     pub async fn finish(mut self, grace: std::time::Duration) -> Result<(), ServerError> {
-        let status = reap(self.process.as_mut(), grace).await;
-        join_tasks(&self.tasks, &self.cancel).await;
-        self.exit.check(status)
+        match self.child.take() {
+            Some((mut process, exit)) => {
+                let status = reap(process.as_mut(), grace).await;
+                join_tasks(&self.tasks, &self.cancel).await;
+                exit.check(status)
+            }
+            None => {
+                self.tasks.close();
+                if tokio::time::timeout(grace, self.tasks.wait())
+                    .await
+                    .is_err()
+                {
+                    self.cancel.cancel();
+                    self.tasks.wait().await;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether `cancel` ends a frame reader's pending read, or only its waits to hand on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reads {
+    Cancellable,
+    ToTheEnd,
+}
+
+/// Reads frame-sized blocks from `reader` into `frames` until it ends (EOF, or a partial
+/// last frame) or `cancel`.
+async fn read_frames(
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    shape: Shape,
+    frames: mpsc::Sender<Frame>,
+    pool: FramePool,
+    cancel: CancellationToken,
+    reads: Reads,
+) {
+    let Shape { width, height, .. } = shape;
+    let frame_len = Frame::byte_len(width, height);
+    loop {
+        let mut data = pool.take(frame_len);
+        let read = async {
+            if reads == Reads::Cancellable {
+                tokio::select! {
+                    _ = cancel.cancelled() => false,
+                    read = reader.read_exact(&mut data) => read.is_ok(),
+                }
+            } else {
+                reader.read_exact(&mut data).await.is_ok()
+            }
+        };
+        if !read.await {
+            return;
+        }
+        let frame = Frame {
+            width,
+            height,
+            data,
+            hidden: false,
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            sent = frames.send(frame) => if sent.is_err() { return },
+        }
     }
 }
 
@@ -275,11 +327,6 @@ mod tests {
         )
         .join(" ");
         assert!(file.contains("-i in.mp4") && !file.contains("max_pixels"));
-        let relay = decoder_args(Input::Relay, 640, 480, FrameRate::whole(30)).join(" ");
-        assert!(
-            relay.contains("-threads 2 -thread_type slice -f mpegts -i pipe:0"),
-            "a camera's decoder uses slice threads, never frame threads (a frame held each)"
-        );
         assert!(
             !args.contains("nobuffer"),
             "-fflags nobuffer breaks decoding here"

@@ -369,8 +369,8 @@ mod tests {
         let config = HlsConfig::default();
         assert_eq!(
             config.first_segment_frames(),
-            6,
-            "5 parts of hold-back and one more, a frame each"
+            7,
+            "6 parts of hold-back and one more, a frame each"
         );
         let long_parts = HlsConfig {
             part_seconds: 0.2,
