@@ -21,11 +21,13 @@ const PROBE_MICROS: &str = "500000";
 /// and decodes: a second one that decoded a relayed copy cost a channel ~5 % more CPU than
 /// a browser session.
 ///
-/// A live source's codec is read from the stream (H.264 or H.265), its picture size is
-/// capped at [`CAMERA_MAX_PIXELS`], and it decodes on two slice threads: a 4K camera's
-/// H.264 takes most of a core, and a stream cut in slices (x264's zerolatency, many
-/// cameras) decodes in parallel; never frame threads, which hold a frame each (33 ms) and
-/// cost ~15 % more CPU. Corrupt packets (a camera's lost RTP packets) are dropped.
+/// The codec is read from the stream (H.264 or H.265 from a camera), the picture size is
+/// capped at [`CAMERA_MAX_PIXELS`], corrupt packets (a camera's lost RTP packets) are
+/// dropped, and it decodes on one thread, as a session's decoder does: frame threads hold
+/// a frame each (33 ms) and cost ~15 % more CPU, and slice threads cost ~10 % more at the
+/// channel's usual sizes (measured: 4 channels then cost 84 % of a core against 76 % for 4
+/// sessions; on one thread both ~80 %). A 4K source still decodes in real time on one
+/// thread here (~25 ms a frame).
 ///
 /// RTSP over TCP (cameras behind NAT and firewalls drop UDP), with a socket timeout so a
 /// camera that stops answering ends the ingest instead of hanging it. SRT in listener
@@ -42,24 +44,23 @@ pub fn args(source: &ChannelSource, shape: Shape) -> Vec<String> {
         // A live source is probed for half a second at most: ffmpeg's default (5 s) held
         // a publisher's first 5 s back, which then burst through the pipeline at start.
         args.extend(
-            [
-                "-probesize",
-                PROBE_BYTES,
-                "-analyzeduration",
-                PROBE_MICROS,
-                "-max_pixels",
-                &CAMERA_MAX_PIXELS.to_string(),
-                "-fflags",
-                "+discardcorrupt",
-                "-threads",
-                "2",
-                "-thread_type",
-                "slice",
-            ]
-            .iter()
-            .map(|s| s.to_string()),
+            ["-probesize", PROBE_BYTES, "-analyzeduration", PROBE_MICROS]
+                .iter()
+                .map(|s| s.to_string()),
         );
     }
+    args.extend(
+        [
+            "-max_pixels",
+            &CAMERA_MAX_PIXELS.to_string(),
+            "-fflags",
+            "+discardcorrupt",
+            "-threads",
+            "1",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
     match source {
         ChannelSource::Rtsp { url } => {
             args.extend(
@@ -229,10 +230,8 @@ mod tests {
         assert!(rtsp
             .ends_with(",scale=640:480 -r 30 -f rawvideo -pix_fmt bgr24 -flush_packets 1 pipe:1"));
         assert!(
-            rtsp.contains(
-                "-max_pixels 9437184 -fflags +discardcorrupt -threads 2 -thread_type slice"
-            ),
-            "capped pictures, slice threads (frame threads hold a frame each)"
+            rtsp.contains("-max_pixels 9437184 -fflags +discardcorrupt -threads 1 -rtsp_transport"),
+            "capped pictures, one decoding thread (frame threads hold a frame each)"
         );
         let srt = args(
             &ChannelSource::Srt {
@@ -244,8 +243,9 @@ mod tests {
         .join(" ");
         assert!(srt.contains("srt://0.0.0.0:9000?mode=listener&passphrase=0123456789ab"));
         assert!(srt.contains("-probesize 500000 -analyzeduration 500000 -max_pixels"));
+        assert!(!srt.contains("-re "), "a live source is not paced");
         let file = args(&ChannelSource::File("clip.mkv".into()), shape).join(" ");
-        assert!(file.contains("-re -stream_loop -1 -analyzeduration 0 -protocol_whitelist file"));
+        assert!(file.contains("-max_pixels 9437184 -fflags +discardcorrupt -threads 1 -re -stream_loop -1 -analyzeduration 0 -protocol_whitelist file"));
         assert!(file.ends_with("-pix_fmt bgr24 -flush_packets 1 pipe:1"));
     }
 
