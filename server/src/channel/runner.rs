@@ -6,7 +6,7 @@ use super::ingest::{self, Fault};
 use super::Channel;
 use crate::child::{join_tasks, reap, Spawned};
 use crate::config::{ChannelConfig, ChannelSource};
-use crate::error::{Role, ServerError};
+use crate::error::Role;
 use crate::metrics;
 use crate::session::capacity::{session_share, Capacity};
 use crate::session::life::{Due, Rules};
@@ -264,7 +264,9 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
             env.registry.retire(id, Duration::ZERO, loopback(), false);
             end_ingest(process.as_mut(), &tasks, &cancel).await;
             return RunEnd::Down {
-                fault: fault_of(&e),
+                // The decoding is the ingest's, whose words are read when it ends: a
+                // pipeline that fails on its own (the encoder, the disk) is unreadable.
+                fault: Fault::Unreadable,
                 live_for: Duration::ZERO,
             };
         }
@@ -301,7 +303,7 @@ async fn one_run(channel: &Channel, env: &Env) -> RunEnd {
             Step::Event(Some(SessionEvent::Ended(result))) => {
                 if let Err(e) = result {
                     tracing::warn!(channel = %name, "the channel's pipeline failed: {e}");
-                    fault = Some(fault_of(&e));
+                    fault = Some(Fault::Unreadable);
                 }
                 break;
             }
@@ -345,21 +347,6 @@ fn no_room() -> RunEnd {
 
 fn loopback() -> std::net::IpAddr {
     std::net::IpAddr::from([127, 0, 0, 1])
-}
-
-/// The fault a failed pipeline stands for: the decoder's words if it failed.
-fn fault_of(e: &ServerError) -> Fault {
-    match e {
-        ServerError::ChildExit {
-            role: Role::Decoder,
-            stderr_tail,
-            ..
-        } => match ingest::classify(stderr_tail, true, false) {
-            Fault::Ended => Fault::Unreadable,
-            other => other,
-        },
-        _ => Fault::Unreadable,
-    }
 }
 
 /// Stops the ingest (it may be waiting on a camera) and reaps it.
