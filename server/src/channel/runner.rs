@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
-/// Bytes read from the ingest at a time (a few hundred TS packets).
+/// Bytes read from the ingest before its session starts (the start of the first decoded
+/// frame, which tells that the source delivers).
 const READ_BYTES: usize = 64 * 1024;
 /// A channel whose pipeline gets no frame for this long is ended as silent and restarted.
 const IDLE: Duration = Duration::from_secs(10);
