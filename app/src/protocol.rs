@@ -148,7 +148,7 @@ impl DetectorSettings {
     /// (whose shipped `Leptos.toml` a test holds to them).
     pub const DEFAULT_SCALE_FACTOR: f64 = 1.1;
     pub const DEFAULT_MIN_NEIGHBORS: u32 = 3;
-    pub const DEFAULT_MIN_FACE: u32 = 48;
+    pub const DEFAULT_MIN_FACE: u32 = 32;
     pub const DEFAULT_THRESHOLD: f32 = 0.5;
 
     /// The Haar cascade's defaults.

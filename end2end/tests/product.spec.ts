@@ -96,7 +96,7 @@ test.describe("product", () => {
     };
     const settings: [string, string, string, string][] = [
       // A minimum face size larger than the frame.
-      ["min-face", "1080", "1080 px", "48"],
+      ["min-face", "1080", "1080 px", "32"],
       // A confidence the test face (scored 0.8-0.9 by CenterFace) does not reach.
       ["threshold", "0.95", "0.95", "0.5"],
     ];

@@ -107,26 +107,34 @@ fn process_blur_shows_no_face_across_cuts() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn live_privacy_shows_no_face_from_the_first_frame_and_across_cuts() -> Result<()> {
-    let server = TestServer::start("privacy-live", |_| {}).await?;
-    let mut c = server.socket().await?;
-    // Privacy chosen before Start, as the page does when the box is ticked first.
-    c.send(&ClientMsg::SetPrivacy { on: true }).await?;
-    let id = c.start_session().await?;
-    // Real time: 30 KB chunks of a ~1.9 Mbit/s clip, 8 a second.
-    stream_file(&mut c, &media("real-cuts.webm"), 30_000, 8).await?;
-    c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
-        .await?;
-    c.stop_and_wait().await?;
-    let frames = frames_in(&server.runtime.join(&id))?;
-    ensure!(frames.len() > 300, "only {} frames came out", frames.len());
-    let found = faces_found(&frames)?;
-    ensure!(
-        found.is_empty(),
-        "faces visible in {} of {} live frames: {found:?}",
-        found.len(),
-        frames.len()
-    );
-    server.stop().await
+    // Faces that appear and vanish at cuts; then several people at once, near and far.
+    for (clip, least) in [("real-cuts.webm", 300), ("crowd.webm", 200)] {
+        let server = TestServer::start("privacy-live", |_| {}).await?;
+        let mut c = server.socket().await?;
+        // Privacy chosen before Start, as the page does when the box is ticked first.
+        c.send(&ClientMsg::SetPrivacy { on: true }).await?;
+        let id = c.start_session().await?;
+        // Real time: 30 KB chunks of a ~1.7-1.9 Mbit/s clip, 8 a second.
+        stream_file(&mut c, &media(clip), 30_000, 8).await?;
+        c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
+            .await?;
+        c.stop_and_wait().await?;
+        let frames = frames_in(&server.runtime.join(&id))?;
+        ensure!(
+            frames.len() > least,
+            "{clip}: only {} frames came out",
+            frames.len()
+        );
+        let found = faces_found(&frames)?;
+        ensure!(
+            found.is_empty(),
+            "{clip}: faces visible in {} of {} live frames: {found:?}",
+            found.len(),
+            frames.len()
+        );
+        server.stop().await?;
+    }
+    Ok(())
 }
 
 /// Streams `clip` live with the default settings (frames never wait; detections are
@@ -210,6 +218,85 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
         with_box * 100 <= frames.len(),
         "boxes on face-free footage in {with_box} of {} frames",
         frames.len()
+    );
+    Ok(())
+}
+
+/// Several people at once, near and far (`crowd.webm`: a mosaic of real clips, faces of
+/// ~45-150 px, up to six in a frame, some arriving and leaving; scripts/media): of the faces
+/// a finer reference than the shipped detector (CenterFace at 320 px instead of 224, on
+/// every output frame) finds at the smallest face size or larger, ≥ 95 % have a green box
+/// on them in the live output, where detections are rare and the follower carries each
+/// face. Boxes the reference does not confirm are counted for the log, not gated: on a
+/// small face the drawn outline itself can hide the face from the reference (false boxes
+/// are gated on face-free footage above).
+#[tokio::test(flavor = "multi_thread")]
+async fn live_boxes_find_several_people_and_small_faces() -> Result<()> {
+    let frames = live_frames("crowd-live", "crowd.webm").await?;
+    ensure!(frames.len() > 200, "only {} frames came out", frames.len());
+    let config = server::config::DetectorConfig::default();
+    let mut reference = server::video::detector::centerface::CenterFace::new(
+        &repo_root().join(&config.model),
+        320,
+        config.dnn_threshold,
+        0,
+    )?;
+    let min_face = config.min_face as i32;
+    let diag = std::env::var("DIAG").is_ok();
+    let (mut faces, mut boxed, mut stray) = (0, 0, 0);
+    for (i, data) in frames.iter().enumerate() {
+        let frame = Frame {
+            width: 640,
+            height: 480,
+            data: data.clone(),
+            hidden: false,
+        };
+        let found = reference.detect(&frame)?;
+        let drawn = green_boxes(data, 640, 480)?;
+        for face in found.iter().filter(|f| f.width >= min_face) {
+            faces += 1;
+            let hit = drawn
+                .iter()
+                .any(|d| server::video::tracker::iou(d, face) >= 0.3);
+            boxed += usize::from(hit);
+            if !hit && diag {
+                let nearest = drawn.iter().max_by(|a, b| {
+                    let (a, b) = (
+                        server::video::tracker::iou(a, face),
+                        server::video::tracker::iou(b, face),
+                    );
+                    a.total_cmp(&b)
+                });
+                eprintln!("frame {i}: no box on {face:?} (nearest drawn: {nearest:?})");
+            }
+        }
+        for d in &drawn {
+            if !found
+                .iter()
+                .any(|f| server::video::tracker::iou(d, f) >= 0.1)
+            {
+                stray += 1;
+                if diag {
+                    eprintln!("frame {i}: box {d:?} on no face");
+                }
+            }
+        }
+    }
+    let share = boxed as f64 / faces.max(1) as f64;
+    eprintln!(
+        "crowd: boxed {boxed} of {faces} faces ({:.1} %), {stray} boxes the reference does not confirm, {} frames",
+        100.0 * share,
+        frames.len()
+    );
+    ensure!(
+        faces > 3 * frames.len(),
+        "the reference finds only {faces} faces in {} frames",
+        frames.len()
+    );
+    ensure!(
+        share >= 0.95,
+        "boxed {boxed} of {faces} faces ({:.1} %)",
+        100.0 * share
     );
     Ok(())
 }

@@ -374,14 +374,16 @@ impl FramePath {
             self.tracker.forget_held();
         }
         let min_face = self.tuning.borrow().min_face as i32;
-        let large: Vec<FaceBox> = found
-            .sure
-            .iter()
-            .filter(|b| b.width.min(b.height) >= min_face)
-            .copied()
-            .collect();
-        self.faces_small = found.sure.len() - large.len();
-        let drawn = self.tracker.update(&large);
+        let large = |boxes: &[FaceBox]| -> Vec<FaceBox> {
+            boxes
+                .iter()
+                .filter(|b| b.width.min(b.height) >= min_face)
+                .copied()
+                .collect()
+        };
+        let (sure, faint) = (large(&found.sure), large(&found.faint));
+        self.faces_small = found.sure.len() - sure.len();
+        let drawn = self.tracker.update_with_faint(&sure, &faint);
         let mut raw = found.sure;
         raw.extend(found.faint);
         if let Some(follower) = &mut self.follower {

@@ -61,30 +61,35 @@ impl Tracker {
 
     /// Takes one detection's boxes; returns the boxes to draw.
     pub fn update(&mut self, found: &[FaceBox]) -> Vec<FaceBox> {
+        self.update_with_faint(found, &[])
+    }
+
+    /// Takes one detection's sure boxes and its faint ones (scored under the threshold but
+    /// near it); returns the boxes to draw. A faint box never starts a face, but one that
+    /// matches a face already seen counts as seeing it again (two thresholds, as
+    /// ByteTrack associates its low-score boxes): a small or turned face whose score
+    /// hovers around the threshold is confirmed and stays boxed, and a lone faint blob
+    /// stays unboxed.
+    pub fn update_with_faint(&mut self, found: &[FaceBox], faint: &[FaceBox]) -> Vec<FaceBox> {
         let mut matched = vec![false; self.tracks.len()];
         let mut fresh = Vec::new();
         for b in found {
-            let best = self
-                .tracks
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !matched[*i])
-                .map(|(i, t)| (i, likeness(&t.bbox, b)))
-                .filter(|(_, o)| *o > 0.0)
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            match best {
-                Some((i, _)) => {
+            match self.best_match(b, &matched) {
+                Some(i) => {
                     matched[i] = true;
-                    let t = &mut self.tracks[i];
-                    t.bbox = *b;
-                    t.hits += 1;
-                    t.misses = 0;
+                    self.tracks[i].seen(*b);
                 }
                 None => fresh.push(Track {
                     bbox: *b,
                     hits: 1,
                     misses: 0,
                 }),
+            }
+        }
+        for b in faint {
+            if let Some(i) = self.best_match(b, &matched) {
+                matched[i] = true;
+                self.tracks[i].seen(*b);
             }
         }
         for (t, m) in self.tracks.iter_mut().zip(&matched) {
@@ -102,6 +107,27 @@ impl Tracker {
             .filter(|t| t.hits >= confirm)
             .map(|t| t.bbox)
             .collect()
+    }
+
+    /// The unmatched track most like `b`, if any is like it at all.
+    fn best_match(&self, b: &FaceBox, matched: &[bool]) -> Option<usize> {
+        self.tracks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !matched[*i])
+            .map(|(i, t)| (i, likeness(&t.bbox, b)))
+            .filter(|(_, o)| *o > 0.0)
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    }
+}
+
+impl Track {
+    /// The face was found again, at `b`.
+    fn seen(&mut self, b: FaceBox) {
+        self.bbox = b;
+        self.hits += 1;
+        self.misses = 0;
     }
 }
 
@@ -157,6 +183,31 @@ mod tests {
         assert!(
             t.update(&[b(300)]).is_empty(),
             "elsewhere: a new, unconfirmed track"
+        );
+    }
+
+    #[test]
+    fn a_faint_box_confirms_and_keeps_a_face_but_never_starts_one() {
+        let mut t = Tracker::new(2, 0);
+        assert!(
+            t.update_with_faint(&[], &[b(100)]).is_empty(),
+            "faint alone"
+        );
+        assert!(
+            t.update_with_faint(&[], &[b(100)]).is_empty(),
+            "still faint alone"
+        );
+        assert!(t.update_with_faint(&[b(100)], &[]).is_empty(), "seen once");
+        assert_eq!(
+            t.update_with_faint(&[], &[b(104)]),
+            vec![b(104)],
+            "found again, faintly: confirmed"
+        );
+        assert_eq!(t.update_with_faint(&[], &[b(108)]), vec![b(108)], "kept");
+        assert!(t.update_with_faint(&[], &[]).is_empty(), "missed, no hold");
+        assert!(
+            t.update_with_faint(&[b(300)], &[b(100)]).is_empty(),
+            "a faint box where a face was forgotten starts nothing"
         );
     }
 

@@ -552,6 +552,49 @@ pub fn green_pixels(frame: &[u8], w: usize) -> (usize, Option<(usize, usize, usi
     (count, bbox)
 }
 
+/// The green boxes drawn on a `w`×`h` BGR frame: the bounding rectangle of each connected
+/// outline of green pixels (outlines of at least 12×12 px; stray green specks are not boxes).
+pub fn green_boxes(frame: &[u8], w: usize, h: usize) -> Result<Vec<server::video::frame::FaceBox>> {
+    use opencv::prelude::*;
+    let mask: Vec<u8> = frame
+        .chunks_exact(3)
+        .map(|px| if is_green(px) { 255 } else { 0 })
+        .collect();
+    let flat = Mat::from_slice(&mask)?;
+    let mask = flat.reshape(1, h as i32)?;
+    anyhow::ensure!(mask.cols() as usize == w, "frame is not {w} wide");
+    let (mut labels, mut stats, mut centroids) = (Mat::default(), Mat::default(), Mat::default());
+    let n = opencv::imgproc::connected_components_with_stats(
+        &mask,
+        &mut labels,
+        &mut stats,
+        &mut centroids,
+        8,
+        opencv::core::CV_32S,
+    )?;
+    let mut boxes = Vec::new();
+    for i in 1..n {
+        let at = |k: i32| stats.at_2d::<i32>(i, k).copied();
+        let (x, y) = (
+            at(opencv::imgproc::CC_STAT_LEFT)?,
+            at(opencv::imgproc::CC_STAT_TOP)?,
+        );
+        let (width, height) = (
+            at(opencv::imgproc::CC_STAT_WIDTH)?,
+            at(opencv::imgproc::CC_STAT_HEIGHT)?,
+        );
+        if width >= 12 && height >= 12 {
+            boxes.push(server::video::frame::FaceBox {
+                x,
+                y,
+                width,
+                height,
+            });
+        }
+    }
+    Ok(boxes)
+}
+
 /// Child processes of `parent`: (pid, state letter, command line).
 pub fn children_of(parent: u32) -> Vec<(u32, char, String)> {
     let mut out = Vec::new();

@@ -680,7 +680,11 @@ mod tests {
             })
         };
         let first = detect(1);
-        assert_eq!(first.boxes[0].width, 48, "the initial settings are applied");
+        assert_eq!(
+            first.boxes[0].width,
+            Tuning::default().min_face as i32,
+            "the initial settings are applied"
+        );
         tx.send_replace(Tuning {
             min_face: 200,
             ..Default::default()
