@@ -65,6 +65,9 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
     let start = ClientMsg::Start {
         mime_type: if h264 {
             "video/webm;codecs=h264".into()
+        } else if clip.contains("vp8") {
+            // Firefox's recorder.
+            "video/webm;codecs=vp8".into()
         } else {
             "video/webm;codecs=vp9".into()
         },

@@ -337,7 +337,7 @@ impl Default for DetectorConfig {
             scale_factor: DetectorSettings::DEFAULT_SCALE_FACTOR,
             min_neighbors: DetectorSettings::DEFAULT_MIN_NEIGHBORS as i32,
             min_face: DetectorSettings::DEFAULT_MIN_FACE,
-            detect_fps: 3,
+            detect_fps: 2,
             opencv_threads: 1,
             threads: 0,
             roi_full_scan_every: 10,

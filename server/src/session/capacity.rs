@@ -11,23 +11,22 @@ use tokio_util::sync::CancellationToken;
 
 /// Share of one core a 640×480@30 session costs with the default settings, server and its
 /// two ffmpeg children together, measured on real footage (`carphone`) with H.264 from the
-/// browser (Chromium's default here, and Safari's MP4): 8 sessions kept 29–30 fps with no
-/// frame dropped at 92 % of the machine (`results/capacity-20261202T180704Z.md`). Since the
-/// frame path detects 3 times a second and follows faces in between, the server's own part
-/// halved (4 sessions: 0.105 core each against 0.205 at 10 detections a second); decoding
-/// and encoding (~0.115) are now most of it. With the detector threads shared and the
-/// follower's matching cheaper: 8 sessions at 79 % of the machine, 0.198 each
-/// (`results/capacity-20261203T045243Z.md`), then the tracking change (−0.013): 0.2, so 9
-/// sessions on 2 cores (`results/capacity-20261203T05*.md`).
-pub const SESSION_CORE_SHARE: f64 = 0.2;
+/// browser (Chromium's default here, and Safari's MP4). History: 0.24 at 10 detections a
+/// second; 0.2 at 3 a second with shared detector threads (9 sessions). Since the tracker
+/// also takes faint detections as seeing a known face again (a face whose score hovers
+/// around the threshold no longer unsettles it and asks for detections out of turn) and
+/// detection runs 2 times a second: 14 sessions at 29.5 fps with nothing dropped took 166 %
+/// of the 2 cores, ffmpeg children and the load client included, 0.119 a session
+/// (`results/capacity-20261203T*.md`, docs/capacity.md). Planned at 0.125: 14 on 2 cores.
+pub const SESSION_CORE_SHARE: f64 = 0.125;
 
-/// The same for VP8/VP9 input (Firefox, older Chromium): their decoders cost more than
-/// H.264's (measured: 8 VP9 sessions at 88 % of the machine, within noise of H.264's; the
-/// margin is kept for VP8's decoder, ~2× VP9's on the same footage).
-pub const VPX_SESSION_CORE_SHARE: f64 = 0.25;
+/// The same for VP8/VP9 input (Firefox sends VP8): measured within noise of H.264 (10 VP8
+/// sessions 0.114 a session, 10 VP9 0.121); planned with a margin for noisier footage,
+/// which costs VP8's decoder more than H.264's: 12 on 2 cores.
+pub const VPX_SESSION_CORE_SHARE: f64 = 0.14;
 
 /// How many times a session's share a pipeline in privacy mode costs: it detects every
-/// frame, as fast as the detector goes, instead of 3 times a second. Measured on a camera
+/// frame, as fast as the detector goes, instead of 2 times a second. Measured on a camera
 /// channel of the same footage (`results/capacity-20261202T224442Z.md`): 0.84 core with
 /// privacy against 0.28 with boxes, 4 privacy channels took the whole machine at 27.8 fps.
 /// Channels and browser sessions are planned with it, and a session that switches privacy
@@ -38,9 +37,11 @@ pub const PRIVACY_COST_FACTOR: f64 = 3.0;
 const REFERENCE_PIXELS: f64 = 640.0 * 480.0;
 /// Part of a session's cost that grows with its pixels (decode, colour conversion, drawing,
 /// encode); the rest (detection at its fixed width, the frame path, packaging) does not.
-/// From an independent run: 1920×1080 at real time cost 0.74 core against 0.225 at
-/// 640×480, 3.3× for 6.75× the pixels: 0.6 + 0.4 × 6.75 = 3.3.
-const PIXEL_BOUND: f64 = 0.4;
+/// Now that detection is rare, decoding and encoding with their colour conversions are
+/// ~0.1 of the 0.125 (the stage table of `server/examples/cost.rs`): 0.7. An independent
+/// run measured 1920×1080 at 0.74 core when a session cost 0.225 (0.4 then); 1080p now
+/// plans 0.63, so two fit on 2 cores and a third does not.
+const PIXEL_BOUND: f64 = 0.7;
 
 /// What one session of `codec` at `width`×`height` is planned to cost, in cores: the
 /// measured share at 640×480, scaled up for larger pictures (never down: small pictures
@@ -299,7 +300,7 @@ impl Capacity {
             return Err(NoRoom::Lagging);
         }
         let one_more = share / self.cores;
-        // The limit's own sum (9 × 0.2 = 1.8 = 2 × 0.9) must fit despite float rounding.
+        // The limit's own sum (14 × 0.125 = 1.75 ≤ 2 × 0.9) must fit despite float rounding.
         if planned / self.cores + one_more > max_busy + ROUNDING {
             return Err(NoRoom::Sessions);
         }
@@ -328,7 +329,7 @@ mod tests {
         );
         let full_hd = session_share(Codec::H264, 1920, 1080);
         assert!(
-            (full_hd - SESSION_CORE_SHARE * 3.3).abs() < 1e-9,
+            (full_hd - SESSION_CORE_SHARE * (0.3 + 0.7 * 6.75)).abs() < 1e-9,
             "{full_hd}"
         );
         // Two cores plan 1.8: two 1080p sessions fit, a third does not.
@@ -345,9 +346,9 @@ mod tests {
 
     #[test]
     fn the_limit_follows_the_cores() {
-        assert_eq!(default_max_sessions(2), 9);
-        assert_eq!(default_max_sessions(8), 36);
-        assert_eq!(default_max_sessions(1), 4);
+        assert_eq!(default_max_sessions(2), 14);
+        assert_eq!(default_max_sessions(8), 57);
+        assert_eq!(default_max_sessions(1), 7);
     }
 
     #[test]
