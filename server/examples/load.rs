@@ -7,7 +7,8 @@
 //! A `.mkv` clip is sent as H.264 in Matroska (`video/webm;codecs=h264`, as Chromium's
 //! recorder sends it), anything else as VP9 WebM. Each session prints its output frame rate
 //! and dropped share measured after a warm-up (the first quarter, at most 10 s), and a
-//! last line `load-json: {...}` sums them up for scripts.
+//! last line `load-json: {...}` sums them up for scripts. With `LOAD_PRIVACY=1` every
+//! session turns privacy mode on before Start, as the page does when its box is ticked.
 
 use anyhow::{bail, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
@@ -61,6 +62,10 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
         .insert("Origin", format!("http://{host}").parse()?);
     let (ws, _) = tokio_tungstenite::connect_async(req).await?;
     let (mut tx, mut rx) = ws.split();
+    if std::env::var("LOAD_PRIVACY").is_ok_and(|v| v == "1") {
+        let on = ClientMsg::SetPrivacy { on: true }.encode();
+        tx.send(Message::Text(on.into())).await?;
+    }
     let h264 = clip.ends_with(".mkv");
     let start = ClientMsg::Start {
         mime_type: if h264 {

@@ -73,6 +73,9 @@ pub struct DetectorConfig {
     pub min_face: u32,
     /// Most detections a session runs per second.
     pub detect_fps: u32,
+    /// Most detections a session runs per second in privacy mode (each frame waits for a
+    /// detection at or after it, so this also bounds the wait).
+    pub privacy_detect_fps: u32,
     /// OpenCV worker threads per detection (0: OpenCV's default, all cores).
     pub opencv_threads: i32,
     /// Detector threads shared by every session, each with its own detector (0: one per
@@ -202,6 +205,10 @@ impl DetectorConfig {
             (
                 (1..=60).contains(&self.detect_fps),
                 "detector.detect-fps must be 1..=60",
+            ),
+            (
+                (1..=60).contains(&self.privacy_detect_fps),
+                "detector.privacy-detect-fps must be 1..=60",
             ),
             (
                 self.opencv_threads >= 0,
@@ -338,6 +345,7 @@ impl Default for DetectorConfig {
             min_neighbors: DetectorSettings::DEFAULT_MIN_NEIGHBORS as i32,
             min_face: DetectorSettings::DEFAULT_MIN_FACE,
             detect_fps: 2,
+            privacy_detect_fps: 6,
             opencv_threads: 1,
             threads: 0,
             roi_full_scan_every: 10,

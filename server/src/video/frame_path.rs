@@ -65,6 +65,8 @@ pub struct PathSettings {
     /// and every frame in privacy mode): the detection rate's share of the frame rate. The
     /// follower carries faces to the frames in between.
     pub detect_every: u64,
+    /// Live, in privacy mode: the least time between two detections.
+    pub privacy_interval: Duration,
 }
 
 impl From<&PipelineConfig> for PathSettings {
@@ -79,6 +81,7 @@ impl From<&PipelineConfig> for PathSettings {
             privacy_reach: (d.max_hold_ms.max(PRIVACY_REACH_MS) * u64::from(hls.frame_rate))
                 .div_ceil(1000),
             detect_every: (u64::from(hls.frame_rate) / u64::from(d.detect_fps.max(1))).max(1),
+            privacy_interval: Duration::from_secs(1) / d.privacy_detect_fps.max(1),
         }
     }
 }
@@ -145,9 +148,10 @@ impl FramePath {
         tuning: watch::Receiver<Tuning>,
     ) -> Self {
         let results = worker.subscribe();
-        // Privacy mode detects as often as the detector can: a face then never moves far
-        // between the detections its hidden area is drawn from.
-        worker.uncap_while(privacy.clone());
+        // Privacy mode detects at its own, higher rate: each frame waits for a detection
+        // at or after it, and a face never moves far between the detections its hidden
+        // area is drawn from.
+        worker.privacy_rate_while(privacy.clone(), settings.privacy_interval);
         Self::new(Faces::Live { worker, results }, settings, privacy, tuning)
     }
 
@@ -430,6 +434,7 @@ mod tests {
             max_hold: Duration::from_secs(3600),
             privacy_reach: 3,
             detect_every: 1,
+            privacy_interval: Duration::ZERO,
         }
     }
 

@@ -58,11 +58,13 @@ struct Lane {
     /// Detect the pending frame without waiting out the rate cap (a scene cut: nothing is
     /// known about the new shot's faces).
     urgent: bool,
-    /// While this is set, there is no rate cap at all (privacy mode: every frame the
-    /// detector can take, so no face moves far between two detections).
-    uncap: Option<Arc<AtomicBool>>,
-    /// No detection before this (the rate cap).
-    not_before: Instant,
+    /// While the flag is set, the rate cap is this shorter interval instead (privacy
+    /// mode: each frame waits for a detection at or after it, and no face moves far
+    /// between two detections).
+    privacy: Option<(Arc<AtomicBool>, Duration)>,
+    /// When its last detection was taken (the rate cap counts from it; none yet: the
+    /// first frame goes at once).
+    taken: Option<Instant>,
     /// A thread is detecting one of its frames (a lane's detections never overlap, so its
     /// results come in order).
     busy: bool,
@@ -72,11 +74,18 @@ struct Lane {
 impl Lane {
     /// Whether its pending frame may be taken now.
     fn due(&self, now: Instant) -> bool {
-        let uncapped = self
-            .uncap
-            .as_ref()
-            .is_some_and(|u| u.load(Ordering::Relaxed));
-        self.frame.is_some() && !self.busy && (self.urgent || uncapped || now >= self.not_before)
+        self.frame.is_some()
+            && !self.busy
+            && (self.urgent || self.not_before().is_none_or(|at| now >= at))
+    }
+
+    /// No detection before this (the rate cap in force: privacy mode's while it is on).
+    fn not_before(&self) -> Option<Instant> {
+        let interval = match &self.privacy {
+            Some((on, interval)) if on.load(Ordering::Relaxed) => *interval,
+            _ => self.out.min_interval,
+        };
+        self.taken.map(|t| t + interval)
     }
 }
 
@@ -222,8 +231,8 @@ impl DetectorPool {
             frame: None,
             since: now,
             urgent: false,
-            uncap: None,
-            not_before: now,
+            privacy: None,
+            taken: None,
             busy: false,
             out,
         });
@@ -371,9 +380,10 @@ impl DetectorWorker {
         self.pool.board.wake.notify_one();
     }
 
-    /// Lifts the rate cap while `flag` is set (privacy mode).
-    pub fn uncap_while(&self, flag: Arc<AtomicBool>) {
-        self.with_lane(|lane| lane.uncap = Some(flag));
+    /// While `flag` is set (privacy mode), detects up to once per `interval` instead of
+    /// at the session's own rate.
+    pub fn privacy_rate_while(&self, flag: Arc<AtomicBool>, interval: Duration) {
+        self.with_lane(|lane| lane.privacy = Some((flag, interval)));
         self.pool.board.wake.notify_all();
     }
 
@@ -452,7 +462,7 @@ fn next_job(board: &Board) -> Option<(u64, u64, Frame, Arc<LaneOut>)> {
         if let Some((lane, (seq, frame))) = pick.and_then(|l| l.frame.take().map(|f| (l, f))) {
             lane.urgent = false;
             lane.busy = true;
-            lane.not_before = now + lane.out.min_interval;
+            lane.taken = Some(now);
             return Some((lane.id, seq, frame, lane.out.clone()));
         }
         // Rate caps: wake when the first capped frame may go (frames arriving meanwhile
@@ -461,7 +471,7 @@ fn next_job(board: &Board) -> Option<(u64, u64, Frame, Arc<LaneOut>)> {
             .lanes
             .iter()
             .filter(|l| l.frame.is_some() && !l.busy)
-            .map(|l| l.not_before)
+            .map(|l| l.not_before().unwrap_or(now))
             .min();
         state = match first {
             Some(at) => {
@@ -754,10 +764,10 @@ mod tests {
     }
 
     #[test]
-    fn an_uncapped_session_does_not_starve_a_capped_one() {
-        // One thread, 5 ms a detection. A privacy session always has a frame waiting
-        // (uncapped: as fast as the detector goes); a boxed session asks for 10 detections
-        // a second beside it and must keep getting them.
+    fn a_privacy_session_does_not_starve_a_capped_one() {
+        // One thread, 5 ms a detection. A privacy session always has a frame waiting (at
+        // its rate, here as fast as the detector goes); a boxed session asks for 10
+        // detections a second beside it and must keep getting them.
         let pool = marker_pool(Duration::from_millis(5), 1);
         let private = DetectorWorker::on_blocking(
             pool.clone(),
@@ -766,7 +776,7 @@ mod tests {
             no_settings(),
         )
         .unwrap();
-        private.uncap_while(Arc::new(AtomicBool::new(true)));
+        private.privacy_rate_while(Arc::new(AtomicBool::new(true)), Duration::ZERO);
         let boxed = DetectorWorker::on_blocking(
             pool.clone(),
             Duration::from_millis(100),
@@ -790,7 +800,48 @@ mod tests {
             }
         }
         let private_runs = private.counters().runs.load(Ordering::Relaxed);
-        assert!(private_runs > 5, "privacy ran uncapped: {private_runs}");
+        assert!(
+            private_runs > 5,
+            "privacy ran at its own rate: {private_runs}"
+        );
+    }
+
+    #[test]
+    fn privacy_mode_detects_at_its_own_rate_while_it_is_on() {
+        // A session capped at one detection an hour; privacy asks for one every 20 ms.
+        let pool = marker_pool(Duration::ZERO, 1);
+        let worker = DetectorWorker::on_blocking(
+            pool,
+            Duration::from_secs(3600),
+            FramePool::default(),
+            no_settings(),
+        )
+        .unwrap();
+        let on = Arc::new(AtomicBool::new(true));
+        worker.privacy_rate_while(on.clone(), Duration::from_millis(20));
+        let runs = || worker.counters().runs.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let mut seq = 0;
+        while runs() < 4 {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "privacy's rate did not apply"
+            );
+            seq += 1;
+            worker.offer(&Frame::filled(2, 2, [1, 0, 0]), seq, false);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Four detections need three intervals between them.
+        assert!(started.elapsed() >= Duration::from_millis(60));
+        // Off again: the session's own cap (an hour) holds.
+        on.store(false, Ordering::Relaxed);
+        let before = runs();
+        for _ in 0..20 {
+            seq += 1;
+            worker.offer(&Frame::filled(2, 2, [1, 0, 0]), seq, false);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(runs(), before, "no detection at the session's own rate");
     }
 
     /// Waits inside each detection (but the warm-up's) until `peers` detections run at
