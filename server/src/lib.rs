@@ -1,5 +1,6 @@
 //! hls-face server: the web app, the per-session video pipeline, and the server lifecycle.
 
+pub mod allocator;
 pub mod auth;
 pub mod batch;
 pub mod channel;

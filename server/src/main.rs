@@ -80,9 +80,18 @@ enum Command {
     HashPassphrase,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    pin_large_allocations_to_mmap();
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads start: the allocator's settings are read by each thread's
+    // first allocation.
+    server::allocator::tune();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("server=info,hls_face=info"));
@@ -288,17 +297,5 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-/// Frame buffers (~1 MB each) are allocated on many threads. With glibc's default dynamic
-/// mmap threshold they end up in per-thread heaps that are rarely returned to the system,
-/// and the server's RSS creeps up over hours. A fixed threshold keeps every allocation of
-/// 256 KiB or more in its own mapping, returned on free (the frame pool makes such
-/// allocations rare).
-fn pin_large_allocations_to_mmap() {
-    // SAFETY: mallopt only tunes the allocator; it is called before other threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }

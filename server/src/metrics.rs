@@ -43,6 +43,9 @@ pub const FRAMES_HIDDEN_LATE: &str = "hls_face_frames_hidden_late_total";
 /// encoder`, `client` the per-browser limit, `address` the per-address limit, `recordings`
 /// max-retained recordings kept or coming, `sockets` the socket limit).
 pub const REFUSED: &str = "hls_face_sessions_refused_total";
+/// What sessions really cost on this machine against their plan, learned while they run
+/// (1: as planned; admission multiplies every plan by it).
+pub const SESSION_COST_SCALE: &str = "hls_face_session_cost_scale";
 /// Resident memory of the server process (its ffmpeg children not included).
 pub const PROCESS_RSS: &str = "hls_face_process_resident_bytes";
 /// Open file descriptors of the server process.
@@ -197,7 +200,11 @@ fn describe() {
     );
     describe_counter!(
         REFUSED,
-        "Sessions refused: limit = session or socket limit, lagging = no room (the machine's CPU, or an encoder falling behind), client = per-client limit."
+        "Sessions refused, by why: sessions (the sessions' planned cost or the session limit), cpu (other software has the CPU), lagging encoder, client, address, recordings, sockets."
+    );
+    describe_gauge!(
+        SESSION_COST_SCALE,
+        "What sessions cost on this machine against their plan, learned while they run (1 = as planned); admission multiplies every plan by it."
     );
     describe_gauge!(
         PROCESS_RSS,

@@ -71,6 +71,20 @@ const LAG_MEMORY: Duration = Duration::from_secs(5);
 const SAMPLE_EVERY: Duration = Duration::from_millis(500);
 const SAMPLE_WEIGHT: f64 = 0.3;
 
+/// The plan must have held this long (sessions started and ramped up, the gauge caught up)
+/// before the CPU measured is compared with it.
+const STEADY: Duration = Duration::from_secs(6);
+/// Compared only while the sessions plan at least this many cores (two sessions): with less,
+/// the machine's noise outweighs them.
+const MIN_PLANNED_TO_LEARN: f64 = 2.0 * SESSION_CORE_SHARE;
+/// Weight of one comparison (one a second while steady) in the learned cost scale.
+const LEARN_WEIGHT: f64 = 0.2;
+/// The most a session is taken to cost against its plan (a host three times slower than the
+/// one the plan was measured on).
+const MAX_SCALE: f64 = 3.0;
+/// How often the plan is compared with the machine's CPU.
+const LEARN_EVERY: Duration = Duration::from_secs(1);
+
 /// The session limit for a machine with `cores` cores.
 pub fn default_max_sessions(cores: usize) -> usize {
     ((cores as f64 * PLANNED_SHARE) / SESSION_CORE_SHARE + ROUNDING)
@@ -197,7 +211,32 @@ pub struct Capacity {
     /// Cores the running sessions are planned to use (a burst of new sessions counts
     /// before the CPU gauge sees it).
     planned: Arc<Mutex<f64>>,
+    /// What sessions really cost on this host, against their plan.
+    calibration: Mutex<Calibration>,
 }
+
+/// What the running sessions really cost against their plan, learned on this host. The
+/// session shares above were measured on one host; the same code on a slower or busier host
+/// of the same size (noisy neighbours on a VM) was measured at up to twice the CPU. Once the
+/// plan has held steady, the CPU the sessions take (the machine's, less what it took with
+/// no session running) over the cores they were planned at is the scale every plan is
+/// multiplied by: on such a host fewer sessions are admitted, and they keep their frame rate.
+#[derive(Debug, Clone, Copy)]
+struct Calibration {
+    /// Busy share of the machine while no session ran (other software), smoothed.
+    baseline: f64,
+    /// Measured ÷ planned cores, smoothed; never below 1 (on a faster host the plan and the
+    /// session limit stay the cap).
+    scale: f64,
+    /// The plan last seen, and since when it has held.
+    planned: f64,
+    since: Instant,
+    /// The scale last written to the log.
+    logged: f64,
+}
+
+/// The learned scale is logged when it moved this much since it was last logged.
+const LOG_STEP: f64 = 0.2;
 
 /// One admitted session's planned cores; given back when dropped.
 pub struct Reservation {
@@ -244,7 +283,71 @@ impl Capacity {
             max_busy: Mutex::new(f64::from(max_busy_percent) / 100.0),
             lag_until: Mutex::new(None),
             planned: Arc::default(),
+            calibration: Mutex::new(Calibration {
+                baseline: 0.0,
+                scale: 1.0,
+                planned: 0.0,
+                since: Instant::now(),
+                logged: 1.0,
+            }),
         }
+    }
+
+    /// Compares the plan with the machine's CPU every second until `shutdown` (see
+    /// [`Capacity::learn`]). Without a gauge there is nothing to learn from.
+    pub fn start_learning(self: &Arc<Self>, shutdown: CancellationToken) {
+        if self.gauge.is_none() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LEARN_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => this.learn(Instant::now()),
+                }
+            }
+        });
+    }
+
+    /// One comparison of the plan with the CPU measured now: with no session, the machine's
+    /// own load (the baseline); with sessions planned at two or more sessions' cores, held
+    /// for [`STEADY`], their real cost over their plan (the scale).
+    pub fn learn(&self, now: Instant) {
+        let Some(busy) = self.gauge.as_ref().and_then(|g| g.busy()) else {
+            return;
+        };
+        let planned = *self.planned.lock().unwrap_or_else(|p| p.into_inner());
+        let mut c = self.calibration.lock().unwrap_or_else(|p| p.into_inner());
+        if (planned - c.planned).abs() > ROUNDING {
+            c.planned = planned;
+            c.since = now;
+            return;
+        }
+        if now.duration_since(c.since) < STEADY {
+            return;
+        }
+        if planned <= ROUNDING {
+            c.baseline += LEARN_WEIGHT * (busy - c.baseline);
+        } else if planned + ROUNDING >= MIN_PLANNED_TO_LEARN {
+            let used = (busy - c.baseline).max(0.0) * self.cores;
+            let sample = (used / planned).clamp(1.0, MAX_SCALE);
+            c.scale += LEARN_WEIGHT * (sample - c.scale);
+            ::metrics::gauge!(crate::metrics::SESSION_COST_SCALE).set(c.scale);
+            if (c.scale - c.logged).abs() >= LOG_STEP {
+                c.logged = c.scale;
+                tracing::info!(
+                    "sessions cost {:.1}× their plan on this machine: admitting accordingly",
+                    c.scale
+                );
+            }
+        }
+    }
+
+    /// The learned scale of every session's plan (1: as planned).
+    pub fn cost_scale(&self) -> f64 {
+        self.calibration.lock().map_or(1.0, |c| c.scale)
     }
 
     /// Applies a reloaded `max-cpu-percent` to new sessions.
@@ -301,9 +404,10 @@ impl Capacity {
         if lagging {
             return Err(NoRoom::Lagging);
         }
-        let one_more = share / self.cores;
+        let scale = self.cost_scale();
+        let one_more = share * scale / self.cores;
         // The limit's own sum (14 × 0.125 = 1.75 ≤ 2 × 0.9) must fit despite float rounding.
-        if planned / self.cores + one_more > max_busy + ROUNDING {
+        if planned * scale / self.cores + one_more > max_busy + ROUNDING {
             return Err(NoRoom::Sessions);
         }
         // The measured CPU counts everything, sessions too: over the ceiling while the
@@ -455,6 +559,74 @@ mod tests {
         assert!(c.has_room(0.5).is_ok());
         drop((a, b));
         assert!(c.has_room(1.8).is_ok(), "everything given back");
+    }
+
+    /// A gauge the test moves.
+    #[derive(Default)]
+    struct Moving(Mutex<f64>);
+    impl LoadGauge for Moving {
+        fn busy(&self) -> Option<f64> {
+            Some(*self.0.lock().unwrap())
+        }
+    }
+
+    /// Runs `learn` once a second for `secs` seconds from `t`; returns the time reached.
+    fn learn_for(c: &Capacity, t: Instant, secs: u64) -> Instant {
+        for s in 1..=secs {
+            c.learn(t + Duration::from_secs(s));
+        }
+        t + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn sessions_that_cost_more_than_planned_shrink_the_room() {
+        // 2 cores at 90 %. Other software takes 10 % while no session runs.
+        let gauge = Arc::new(Moving::default());
+        *gauge.0.lock().unwrap() = 0.1;
+        let c = Capacity::new(Some(gauge.clone()), 2, 90);
+        let t = learn_for(&c, Instant::now(), 40);
+        // 6 sessions planned at 0.125 (0.75 cores) really take 1.35 cores on this host:
+        // 0.1 + 1.35 / 2 = 0.775 of the machine. The plan alone would admit 8 more.
+        let held: Vec<_> = (0..6)
+            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
+            .collect();
+        *gauge.0.lock().unwrap() = 0.775;
+        // Nothing is learned before the plan has held steady.
+        let early = learn_for(&c, t, 5);
+        assert_eq!(c.cost_scale(), 1.0);
+        learn_for(&c, early, 40);
+        assert!((c.cost_scale() - 1.8).abs() < 0.02, "{}", c.cost_scale());
+        // 0.9 × 2 cores hold 1.8 / (1.8 × 0.125) = 8 sessions on this host: 2 more, not 8.
+        let more: Vec<_> = (0..2)
+            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
+            .collect();
+        assert_eq!(
+            c.has_room(SESSION_CORE_SHARE),
+            Err(NoRoom::Sessions),
+            "the sessions' real cost fills the machine"
+        );
+        drop((held, more));
+        assert_eq!(c.has_room(SESSION_CORE_SHARE), Ok(()), "given back");
+    }
+
+    #[test]
+    fn a_host_as_fast_as_the_plan_keeps_the_plan() {
+        let gauge = Arc::new(Moving::default());
+        let c = Capacity::new(Some(gauge.clone()), 2, 90);
+        let t = learn_for(&c, Instant::now(), 10);
+        // One session is too little to learn from, whatever it seems to cost.
+        let one = c.reserve(SESSION_CORE_SHARE, false).unwrap();
+        *gauge.0.lock().unwrap() = 0.3;
+        let t = learn_for(&c, t, 30);
+        assert_eq!(c.cost_scale(), 1.0);
+        // Four sessions costing less than planned: the scale stays 1, never below.
+        let three: Vec<_> = (0..3)
+            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
+            .collect();
+        *gauge.0.lock().unwrap() = 0.2;
+        learn_for(&c, t, 30);
+        assert_eq!(c.cost_scale(), 1.0);
+        drop((one, three));
     }
 
     #[test]

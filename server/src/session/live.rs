@@ -8,6 +8,7 @@ use super::registry::{Admission, SessionId};
 use super::stats::Counters;
 pub use super::supervisor::SessionEvent;
 use super::supervisor::{Stage, Supervisor};
+use crate::allocator;
 use crate::child::SharedSpawner;
 use crate::config::PipelineConfig;
 use crate::error::ServerError;
@@ -238,7 +239,14 @@ impl Session {
             dir: dir.clone(),
             min_free_mb: env.min_free_disk_mb,
         };
-        env.supervisors.spawn(supervisor.run().in_current_span());
+        env.supervisors.spawn(
+            async move {
+                supervisor.run().await;
+                // The pipeline's buffers are free now: hand them back to the system.
+                let _ = tokio::task::spawn_blocking(allocator::give_back).await;
+            }
+            .in_current_span(),
+        );
         ::metrics::counter!(metrics::SESSIONS_TOTAL).increment(1);
         ::metrics::gauge!(metrics::SESSIONS_LIVE).increment(1.0);
         Ok(Session {

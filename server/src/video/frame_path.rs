@@ -34,13 +34,14 @@ const HIDE_MARGIN: f32 = 0.35;
 const HIDE_MARGIN_PER_FRAME: f32 = 0.1;
 
 /// In privacy mode a frame whose faces come from a detection older than this (or the
-/// longest hold, if longer) is pixelated whole: the detector runs uncapped there, so a
-/// detection this old means it fell behind.
+/// longest hold, if longer) is pixelated whole: the detector runs at `privacy-detect-fps`
+/// there (6 a second by default, one every ~170 ms), so a detection this old means it fell
+/// behind.
 const PRIVACY_REACH_MS: u64 = 300;
 
-/// In privacy mode a frame waits at most this long for a detection at or after it (the
-/// detector runs uncapped there: about one detection); past it, the frame leaves pixelated
-/// whole.
+/// In privacy mode a frame waits at most this long for a detection at or after it (about
+/// one detection interval at `privacy-detect-fps`, plus the detection itself); past it, the
+/// frame leaves pixelated whole.
 const PRIVACY_HOLD: Duration = Duration::from_millis(300);
 
 /// At the start of a shot, frames wait at most this long for its faces to be confirmed
@@ -205,8 +206,8 @@ impl FramePath {
             // cap) when something is unsure: a new shot, a face seen but not confirmed yet
             // (its box waits for the next detection), a face missed or lost.
             Faces::Live { worker, .. } => {
-                // Privacy offers every frame, uncapped: there only a cut is urgent (an urgent
-                // frame is not replaced by newer ones, which privacy needs detected).
+                // Privacy offers every frame at its own rate: there only a cut is urgent (an
+                // urgent frame is not replaced by newer ones, which privacy needs detected).
                 let privacy = self.privacy.load(Ordering::Relaxed);
                 let unsure = cut
                     || (!privacy

@@ -132,6 +132,7 @@ impl AppState {
         let hosts = csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let capacity = Arc::new(Capacity::new(gauge, cores, config.limits.max_cpu_percent));
+        capacity.start_learning(shutdown.clone());
         tracing::info!(
             "session limit {} ({cores} cores){}",
             config.limits.effective_max_sessions(),
