@@ -48,7 +48,8 @@ test("the live playlist keeps the LL-HLS rules in every reload, read by an indep
   const url = await studio.playlistUrl();
   let parts = 0;
   let reloads = 0;
-  // Reloads as a player makes them, until the stream has a few complete segments.
+  // Reloads as a player makes them, at least three, until the stream has a few complete
+  // segments (a slow start may have them by the first reload already).
   await expect
     .poll(
       async () => {
@@ -57,12 +58,11 @@ test("the live playlist keeps the LL-HLS rules in every reload, read by an indep
         const p = HLS.parse(text) as HLS.types.MediaPlaylist;
         parts = Math.max(parts, ...p.segments.map((s) => s.parts.length));
         reloads += 1;
-        return p.segments.filter((s) => s.uri).length;
+        return reloads >= 3 && p.segments.filter((s) => s.uri).length >= 3;
       },
-      { message: "complete segments in the live playlist", timeout: 30_000 },
+      { message: "three reloads, and three complete segments in the live playlist", timeout: 30_000 },
     )
-    .toBeGreaterThanOrEqual(3);
-  expect(reloads).toBeGreaterThan(1);
+    .toBe(true);
   expect(parts, "parts of a frame or two: many to a 1 s segment").toBeGreaterThanOrEqual(10);
 
   await studio.stop.click();

@@ -109,17 +109,7 @@ fn process_blur_shows_no_face_across_cuts() -> Result<()> {
 async fn live_privacy_shows_no_face_from_the_first_frame_and_across_cuts() -> Result<()> {
     // Faces that appear and vanish at cuts; then several people at once, near and far.
     for (clip, least) in [("real-cuts.webm", 300), ("crowd.webm", 200)] {
-        let server = TestServer::start("privacy-live", |_| {}).await?;
-        let mut c = server.socket().await?;
-        // Privacy chosen before Start, as the page does when the box is ticked first.
-        c.send(&ClientMsg::SetPrivacy { on: true }).await?;
-        let id = c.start_session().await?;
-        // Real time: 30 KB chunks of a ~1.7-1.9 Mbit/s clip, 8 a second.
-        stream_file(&mut c, &media(clip), 30_000, 8).await?;
-        c.wait_for("playlist", |m| matches!(m, ServerMsg::PlaylistReady { .. }))
-            .await?;
-        c.stop_and_wait().await?;
-        let frames = frames_in(&server.runtime.join(&id))?;
+        let frames = live_frames("privacy-live", clip, Faces::Hidden).await?;
         ensure!(
             frames.len() > least,
             "{clip}: only {} frames came out",
@@ -132,16 +122,27 @@ async fn live_privacy_shows_no_face_from_the_first_frame_and_across_cuts() -> Re
             found.len(),
             frames.len()
         );
-        server.stop().await?;
     }
     Ok(())
 }
 
-/// Streams `clip` live with the default settings (frames never wait; detections are
-/// carried to the frames between them) and returns the recording's frames.
-async fn live_frames(name: &str, clip: &str) -> Result<Vec<Vec<u8>>> {
+/// What the live tests ask of the faces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Faces {
+    Boxed,
+    Hidden,
+}
+
+/// Streams `clip` live with the default settings (boxes: frames never wait, detections are
+/// carried to the frames between them; privacy: frames wait for a detection around them)
+/// and returns the recording's frames.
+async fn live_frames(name: &str, clip: &str, faces: Faces) -> Result<Vec<Vec<u8>>> {
     let server = TestServer::start(name, |_| {}).await?;
     let mut c = server.socket().await?;
+    if faces == Faces::Hidden {
+        // Privacy chosen before Start, as the page does when the box is ticked first.
+        c.send(&ClientMsg::SetPrivacy { on: true }).await?;
+    }
     let id = c.start_session().await?;
     // Real time: 30 KB chunks of a ~1.7 Mbit/s clip, 8 a second.
     stream_file(&mut c, &media(clip), 30_000, 8).await?;
@@ -158,7 +159,7 @@ async fn live_frames(name: &str, clip: &str) -> Result<Vec<Vec<u8>>> {
 /// green box on it; face-free footage gets a box in ≤ 1 % of its frames.
 #[tokio::test(flavor = "multi_thread")]
 async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
-    let frames = live_frames("boxes-live", "real-face.webm").await?;
+    let frames = live_frames("boxes-live", "real-face.webm", Faces::Boxed).await?;
     ensure!(frames.len() > 200, "only {} frames came out", frames.len());
     let mut reference = reference()?;
     let (mut faces, mut boxed) = (0, 0);
@@ -205,7 +206,7 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
         100.0 * share
     );
 
-    let frames = live_frames("noboxes-live", "real-noface.webm").await?;
+    let frames = live_frames("noboxes-live", "real-noface.webm", Faces::Boxed).await?;
     let with_box = frames
         .iter()
         .filter(|f| green_pixels(f, 640).0 > 50)
@@ -232,7 +233,7 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
 /// are gated on face-free footage above).
 #[tokio::test(flavor = "multi_thread")]
 async fn live_boxes_find_several_people_and_small_faces() -> Result<()> {
-    let frames = live_frames("crowd-live", "crowd.webm").await?;
+    let frames = live_frames("crowd-live", "crowd.webm", Faces::Boxed).await?;
     ensure!(frames.len() > 200, "only {} frames came out", frames.len());
     let config = server::config::DetectorConfig::default();
     let mut reference = server::video::detector::centerface::CenterFace::new(
