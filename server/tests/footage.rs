@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
 use common::*;
 use server::video::detector::FaceDetector;
-use server::video::frame::{FaceBox, Frame};
+use server::video::frame::FaceBox;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -164,13 +164,7 @@ async fn live_boxes_stay_on_real_faces_between_detections() -> Result<()> {
     let mut reference = reference()?;
     let (mut faces, mut boxed) = (0, 0);
     for (i, data) in frames.iter().enumerate() {
-        let frame = Frame {
-            width: 640,
-            height: 480,
-            data: data.clone(),
-            hidden: false,
-        };
-        let Some(face) = reference.detect(&frame)?.into_iter().next() else {
+        let Some(face) = reference.detect(&output_frame(data))?.into_iter().next() else {
             continue;
         };
         faces += 1;
@@ -246,13 +240,7 @@ async fn live_boxes_find_several_people_and_small_faces() -> Result<()> {
     let diag = std::env::var("DIAG").is_ok();
     let (mut faces, mut boxed, mut stray) = (0, 0, 0);
     for (i, data) in frames.iter().enumerate() {
-        let frame = Frame {
-            width: 640,
-            height: 480,
-            data: data.clone(),
-            hidden: false,
-        };
-        let found = reference.detect(&frame)?;
+        let found = reference.detect(&output_frame(data))?;
         let drawn = green_boxes(data, 640, 480)?;
         for face in found.iter().filter(|f| f.width >= min_face) {
             faces += 1;

@@ -769,6 +769,17 @@ pub fn reference() -> Result<server::video::detector::centerface::CenterFace> {
     )?)
 }
 
+/// One 640×480 BGR frame of a session's output (decoded from its segments), as a detector
+/// takes it.
+pub fn output_frame(data: &[u8]) -> server::video::frame::Frame {
+    server::video::frame::Frame {
+        width: 640,
+        height: 480,
+        data: data.to_vec(),
+        hidden: false,
+    }
+}
+
 /// Frames (index, faces) in which the reference detector finds a face. Each such frame is
 /// saved as a PNG (under the system temp folder, named in the log) for a look.
 pub fn faces_found(frames: &[Vec<u8>]) -> Result<Vec<(usize, Vec<server::video::frame::FaceBox>)>> {
@@ -776,13 +787,8 @@ pub fn faces_found(frames: &[Vec<u8>]) -> Result<Vec<(usize, Vec<server::video::
     let mut found = Vec::new();
     let dir = tempdir("faces-found")?;
     for (i, data) in frames.iter().enumerate() {
-        let frame = server::video::frame::Frame {
-            width: 640,
-            height: 480,
-            data: data.clone(),
-            hidden: false,
-        };
-        let faces = server::video::detector::FaceDetector::detect(&mut detector, &frame)?;
+        let faces =
+            server::video::detector::FaceDetector::detect(&mut detector, &output_frame(data))?;
         if !faces.is_empty() {
             let mat = opencv::core::Mat::from_slice(data)?;
             let png = dir.join(format!("frame-{i:04}.png"));
