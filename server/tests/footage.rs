@@ -314,3 +314,84 @@ fn the_binary_runs_from_another_folder_and_refuses_without_a_built_site() -> Res
     );
     Ok(())
 }
+
+/// Privacy mode at its live detection rate, without a clock: each clip through the frame
+/// path detecting only every `frame-rate / privacy-detect-fps`th frame (and scene cuts),
+/// once for every way those detections can fall on the clip; then the cuts clip with a
+/// detector that fell behind (a third of that rate), where the frames the detections are
+/// too far apart to vouch for must be hidden whole. No output frame may show a face the
+/// reference detector finds. The live test above sees one timing per run; this sees them
+/// all, every run.
+#[test]
+fn privacy_hides_every_face_whichever_frames_are_detected() -> Result<()> {
+    use server::video::frame_path::{FramePath, PathSettings};
+    let mut config = server::config::PipelineConfig::default();
+    config.detector.model = repo_root().join(&config.detector.model);
+    let every = u64::from(config.hls.frame_rate / config.detector.privacy_detect_fps.max(1));
+    let factory = server::video::detector::factory_for(&config.detector);
+    let tuning = server::video::detector::Tuning::from(&config.detector);
+    let behind = 3 * every;
+    let runs = [
+        ("real-cuts.webm", every, (0..every).collect::<Vec<_>>()),
+        ("crowd.webm", every, (0..every).collect()),
+        ("real-cuts.webm", behind, (0..behind).step_by(3).collect()),
+    ];
+    let mut leaks = Vec::new();
+    for (clip, every, phases) in runs {
+        let frames = clip_frames(clip)?;
+        for phase in phases {
+            let privacy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let mut path = FramePath::sampled(
+                factory()?,
+                PathSettings::from(&config),
+                privacy,
+                tuning,
+                every,
+                phase,
+            );
+            // One instant for every frame: a frame leaves once a detection at or after it
+            // exists, never for want of time (the end drains past every hold).
+            let now = std::time::Instant::now();
+            let mut out = Vec::new();
+            for data in &frames {
+                path.push(output_frame(data), now)?;
+                while let Some(o) = path.next_ready(now) {
+                    out.push(o.frame.data);
+                }
+            }
+            let end = now + std::time::Duration::from_secs(5);
+            while let Some(o) = path.next_ready(end) {
+                out.push(o.frame.data);
+            }
+            ensure!(out.len() == frames.len(), "{clip}: frames lost");
+            let found = faces_found(&out)?;
+            if !found.is_empty() {
+                leaks.push(format!(
+                    "{clip}, every {every}th frame from {phase}: {found:?}"
+                ));
+            }
+        }
+    }
+    ensure!(leaks.is_empty(), "faces visible: {leaks:#?}");
+    Ok(())
+}
+
+/// Every frame of `clip` as the live decoder hands it on: 640×480 BGR at 30 fps.
+fn clip_frames(clip: &str) -> Result<Vec<Vec<u8>>> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(media(clip))
+        .args(["-vf", "scale=640:480", "-r", "30", "-f", "rawvideo"])
+        .args(["-pix_fmt", "bgr24", "pipe:1"])
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out
+        .stdout
+        .chunks_exact(640 * 480 * 3)
+        .map(<[u8]>::to_vec)
+        .collect())
+}

@@ -239,6 +239,7 @@ impl Follower {
                     .collect(),
                 hidden: self.faces.iter().map(|f| f.face).collect(),
                 distance: Some(seq - d),
+                span: None,
                 uncertain: self.faces.iter().any(|f| f.lost),
             },
             // The faces could not be brought to this frame (a gap in the frames kept).

@@ -33,10 +33,12 @@ const HIDE_MARGIN: f32 = 0.35;
 /// their face by about a tenth of its size a frame).
 const HIDE_MARGIN_PER_FRAME: f32 = 0.1;
 
-/// In privacy mode a frame whose faces come from a detection older than this (or the
-/// longest hold, if longer) is pixelated whole: the detector runs at `privacy-detect-fps`
-/// there (6 a second by default, one every ~170 ms), so a detection this old means it fell
-/// behind.
+/// In privacy mode a frame between two detections farther apart than this (or the longest
+/// hold, if longer) is pixelated whole: the detector runs at `privacy-detect-fps` there (6
+/// a second by default, one every ~170 ms), so a wider span means it fell behind, and a
+/// face can walk in and out between the two unseen (the live privacy test on the cuts clip
+/// showed one, with detections half a second apart under load; the footage sweep finds it
+/// at 15 frames and none at 9).
 const PRIVACY_REACH_MS: u64 = 300;
 
 /// In privacy mode a frame waits at most this long for a detection at or after it (about
@@ -59,8 +61,9 @@ pub struct PathSettings {
     /// Longest a frame waits for a detection before it leaves anyway (0: frames never
     /// wait; the follower carries the newest detection's faces to them).
     pub max_hold: Duration,
-    /// In privacy mode, a frame farther than this many frames from the nearest detection
-    /// of its shot is pixelated whole.
+    /// In privacy mode, a frame is pixelated whole when the detections of its shot around
+    /// it are more than this many frames apart, or when it has a detection on one side only
+    /// (the end of a shot) more than one frame away.
     pub privacy_reach: u64,
     /// Live, only every this many frames is offered to the detector (besides scene cuts,
     /// and every frame in privacy mode): the detection rate's share of the frame rate. The
@@ -77,8 +80,8 @@ impl From<&PipelineConfig> for PathSettings {
             confirm: d.confirm_detections,
             hold: d.hold_detections,
             max_hold: Duration::from_millis(d.max_hold_ms),
-            // A frame farther from its shot's nearest detection than this is one the
-            // detector fell behind on.
+            // Detections of one shot farther apart than this are ones the detector fell
+            // behind on.
             privacy_reach: (d.max_hold_ms.max(PRIVACY_REACH_MS) * u64::from(hls.frame_rate))
                 .div_ceil(1000),
             detect_every: (u64::from(hls.frame_rate) / u64::from(d.detect_fps.max(1))).max(1),
@@ -94,8 +97,13 @@ enum Faces {
         worker: DetectorWorker,
         results: watch::Receiver<Detection>,
     },
-    /// A detector run on every frame (offline processing).
-    Inline(Box<dyn FaceDetector>),
+    /// A detector run on this thread as frames are pushed (offline processing): on every
+    /// frame, or on every `every`th from `phase` (and at scene cuts).
+    Inline {
+        detector: Box<dyn FaceDetector>,
+        every: u64,
+        phase: u64,
+    },
 }
 
 /// A frame leaving the path, with its overlay applied.
@@ -158,14 +166,35 @@ impl FramePath {
 
     /// An offline path: `detector` runs on every frame as it is pushed.
     pub fn inline(
-        mut detector: Box<dyn FaceDetector>,
+        detector: Box<dyn FaceDetector>,
         settings: PathSettings,
         privacy: Arc<AtomicBool>,
         tuning: Tuning,
     ) -> Self {
+        Self::sampled(detector, settings, privacy, tuning, 1, 0)
+    }
+
+    /// An offline path that detects only frames `phase`, `phase + every`, … (and every
+    /// scene cut's first frame, as a live session does at once): a live session's detection
+    /// rate, without its clock. The footage tests sweep `phase` to check privacy mode on
+    /// every way the detections can fall on a clip.
+    pub fn sampled(
+        mut detector: Box<dyn FaceDetector>,
+        settings: PathSettings,
+        privacy: Arc<AtomicBool>,
+        tuning: Tuning,
+        every: u64,
+        phase: u64,
+    ) -> Self {
         detector.configure(&tuning);
         let (_, tuning) = watch::channel(tuning);
-        Self::new(Faces::Inline(detector), settings, privacy, tuning)
+        let every = every.max(1);
+        let faces = Faces::Inline {
+            detector,
+            every,
+            phase: phase % every,
+        };
+        Self::new(faces, settings, privacy, tuning)
     }
 
     fn new(
@@ -218,13 +247,25 @@ impl FramePath {
                     worker.offer(&frame, seq, unsure);
                 }
             }
-            Faces::Inline(detector) => {
+            Faces::Inline {
+                detector,
+                every,
+                phase,
+            } => {
+                if !cut && seq % *every != *phase {
+                    return self.hold(seq, frame, now);
+                }
                 let started = Instant::now();
                 let found = detector.detect_all(&frame)?;
                 self.detect_millis = started.elapsed().as_secs_f32() * 1000.0;
                 self.record(seq, found);
             }
         }
+        self.hold(seq, frame, now)
+    }
+
+    /// Keeps frame `seq` until it may leave.
+    fn hold(&mut self, seq: u64, frame: Frame, now: Instant) -> Result<(), ServerError> {
         self.held.push_back(Held {
             seq,
             frame,
@@ -260,13 +301,18 @@ impl FramePath {
             follower.forget_before(seq);
         }
         // A face that entered between the detections around the frame may be anywhere on
-        // its way in: hidden whole too.
+        // its way in: hidden whole too. So is a frame between detections too far apart to
+        // vouch for it (a face can come and go between them unseen), or at the end of a
+        // shot past the frame after its last detection (nothing bounds a face's path there).
+        let reach = self.settings.privacy_reach;
         let hidden_whole = privacy
             && (uncovered
                 || boxes.uncertain
-                || boxes
-                    .distance
-                    .is_none_or(|d| d > self.settings.privacy_reach));
+                || match (boxes.span, boxes.distance) {
+                    (Some(span), _) => span > reach,
+                    (None, Some(distance)) => distance > 1,
+                    (None, None) => true,
+                });
         let faces = if !privacy {
             draw_boxes(&mut frame, &boxes.drawn);
             boxes.drawn.len()
@@ -328,7 +374,7 @@ impl FramePath {
     pub fn detections(&self) -> Option<watch::Receiver<Detection>> {
         match &self.faces {
             Faces::Live { worker, .. } => Some(worker.subscribe()),
-            Faces::Inline(_) => None,
+            Faces::Inline { .. } => None,
         }
     }
 
@@ -336,7 +382,7 @@ impl FramePath {
     pub fn worker(&self) -> Option<&DetectorWorker> {
         match &self.faces {
             Faces::Live { worker, .. } => Some(worker),
-            Faces::Inline(_) => None,
+            Faces::Inline { .. } => None,
         }
     }
 
@@ -655,6 +701,31 @@ mod tests {
         );
         privacy.store(false, Ordering::Relaxed);
         assert_eq!(run(&mut path, grey(3)).faces, 1, "box mode: confirmed now");
+    }
+
+    #[test]
+    fn privacy_hides_frames_between_detections_too_far_apart_to_vouch_for_them() {
+        // privacy_reach 3: detections 2 frames apart vouch for the frame between them; 4
+        // apart (the detector fell behind) do not, and those frames are hidden whole.
+        for (every, far) in [(2, false), (4, true)] {
+            let privacy = Arc::new(AtomicBool::new(true));
+            let mut path =
+                FramePath::sampled(Box::new(Mover), settings(1, 0), privacy, tiny(), every, 0);
+            let now = Instant::now();
+            for _ in 0..9 {
+                path.push(grey(2), now).unwrap(); // a face standing still
+            }
+            let out: Vec<Output> = std::iter::from_fn(|| path.next_ready(now)).collect();
+            assert_eq!(out.len(), 9, "all covered by the detection at frame 8");
+            for (seq, o) in (0u64..).zip(&out) {
+                let detected = seq % every == 0;
+                assert_eq!(
+                    o.hidden_whole,
+                    far && !detected,
+                    "frame {seq}, every {every}"
+                );
+            }
+        }
     }
 
     #[test]

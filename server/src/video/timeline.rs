@@ -30,6 +30,10 @@ pub struct FrameBoxes {
     /// Frames between this one and the nearest detection of its shot; `None` when no
     /// detection of its shot is known (nothing can be said about its faces).
     pub distance: Option<u64>,
+    /// Frames between the two detections of its shot around the frame (0 when one ran on
+    /// it); `None` when only one side has one. A face can come and go unseen in a wide
+    /// span, so privacy mode hides the frame whole past its reach.
+    pub span: Option<u64>,
     /// A face of the next detection was not in the one before: it came in between, and
     /// where it was on this frame is not known (privacy mode hides the whole frame).
     pub uncertain: bool,
@@ -104,6 +108,7 @@ impl Timeline {
                 drawn: d.drawn.clone(),
                 hidden: union(&d.raw, &d.drawn),
                 distance: Some(d.seq.abs_diff(seq)),
+                span: (d.seq == seq).then_some(0),
                 uncertain: false,
             },
             (Some(a), Some(b)) => {
@@ -137,6 +142,7 @@ impl Timeline {
                     drawn,
                     hidden,
                     distance: Some((seq - a.seq).min(b.seq - seq)),
+                    span: Some(b.seq - a.seq),
                     uncertain,
                 }
             }
@@ -290,6 +296,17 @@ mod tests {
         assert_eq!(t.boxes(2).drawn, vec![b(120)]);
         assert_eq!(t.boxes(4).drawn, vec![b(140)]);
         assert_eq!(t.boxes(2).distance, Some(2));
+        assert_eq!(
+            t.boxes(2).span,
+            Some(4),
+            "frames between the detections around it"
+        );
+        assert_eq!(t.boxes(4).span, Some(0), "detected itself");
+        assert_eq!(
+            t.boxes(6).span,
+            None,
+            "after the last detection: one side only"
+        );
         // Privacy hides the whole path of the face between the two detections.
         assert_eq!(
             t.boxes(1).hidden,
