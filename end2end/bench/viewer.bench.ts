@@ -30,6 +30,13 @@ test("a viewer page plays the live session", async ({ page }) => {
       v.requestVideoFrameCallback((now) => (w.benchFirstFrameAt = performance.timeOrigin + now));
     };
     requestAnimationFrame(watch);
+    // When the page hydrates (the player starts then), on the page's clock.
+    new MutationObserver((_, observer) => {
+      if (document.querySelector("main[data-hydrated=true]")) {
+        w.benchHydratedAt = performance.now();
+        observer.disconnect();
+      }
+    }).observe(document, { subtree: true, attributes: true, attributeFilter: ["data-hydrated"] });
   });
   const openedAt = Date.now();
   await page.goto(url!);
@@ -37,6 +44,27 @@ test("a viewer page plays the live session", async ({ page }) => {
   const video = page.locator("video");
   await expect.poll(() => page.evaluate(() => (window as any).benchFirstFrameAt ?? null)).not.toBeNull();
   const firstFrameAt = await page.evaluate(() => (window as any).benchFirstFrameAt as number);
+  // Where the start-up went, ms after the navigation began: the page, the wasm bundle, the
+  // hydration that starts the player, hls.js's first playlist, init segment and media.
+  const startup = await page.evaluate(() => {
+    const w = window as any;
+    const entries = performance.getEntriesByType("resource") as PerformanceResourceTiming[];
+    const first = (test: (name: string) => boolean) => {
+      const e = entries.find((r) => test(new URL(r.name).pathname));
+      return e ? Math.round(e.responseEnd) : null;
+    };
+    const nav = performance.getEntriesByType("navigation")[0] as PerformanceNavigationTiming | undefined;
+    return {
+      pageMs: nav ? Math.round(nav.responseEnd) : null,
+      wasmMs: first((p) => p.endsWith(".wasm")),
+      hydratedMs: w.benchHydratedAt === undefined ? null : Math.round(w.benchHydratedAt),
+      playlistMs: first((p) => p.endsWith(".m3u8")),
+      initMs: first((p) => p.endsWith("init.mp4")),
+      mediaMs: first((p) => p.endsWith(".m4s")),
+      frameMs: Math.round(w.benchFirstFrameAt - performance.timeOrigin),
+    };
+  });
+  console.log(`viewer-startup: ${JSON.stringify(startup)}`);
   const startBehind: number[] = [];
   while (Date.now() - firstFrameAt < 20_000) {
     await page.waitForTimeout(250); // a sampling period, not a wait for a condition
@@ -66,6 +94,7 @@ test("a viewer page plays the live session", async ({ page }) => {
     url,
     seconds,
     firstFrameS: (firstFrameAt - openedAt) / 1000,
+    startup,
     startBehindP50: quantile(startBehind, 0.5),
     startBehindP95: quantile(startBehind, 0.95),
     behindP50: quantile(behind, 0.5),
