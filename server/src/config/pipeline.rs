@@ -321,10 +321,10 @@ impl Default for HlsConfig {
     fn default() -> Self {
         HlsConfig {
             frame_rate: 30,
-            segment_seconds: 1.0,
+            segment_seconds: 0.5,
             part_seconds: 0.034,
             hold_back_parts: 6,
-            playlist_size: 6,
+            playlist_size: 12,
             x264_preset: "ultrafast".into(),
         }
     }
