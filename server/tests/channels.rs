@@ -94,9 +94,12 @@ fn is(state: &'static str) -> impl Fn(&serde_json::Value) -> bool {
     move |s| s["state"] == state
 }
 
-/// The frames of `count` complete segments of the channel's running stream, fetched
-/// through its stable playlist address (the redirect to the run) as a player does.
-async fn served_frames(host: &str, name: &str, count: usize) -> Result<Vec<Vec<u8>>> {
+/// The frames of the first complete segments listed in the channel's running stream, at
+/// least `seconds` of them by the segment length (the run's first segment may be shorter),
+/// fetched through its stable playlist address (the redirect to the run) as a player does.
+async fn served_frames(host: &str, name: &str, seconds: f64) -> Result<Vec<Vec<u8>>> {
+    let segment = server::config::HlsConfig::default().segment_seconds;
+    let count = (seconds / segment).ceil().max(1.0) as usize;
     let redirect = http_get(host, &format!("/channel/{name}/playlist.m3u8"), &[]).await?;
     ensure!(
         redirect.status == 302,
@@ -153,7 +156,7 @@ async fn an_ip_camera_plays_with_every_face_hidden_and_comes_back_after_a_power_
     // A viewer behind nginx (deploy/nginx/proxy) gets every served frame with its face
     // hidden (the clip has a face in every frame).
     let nginx = Nginx::start(&public, &host, None).await?;
-    let frames = served_frames(&public, "lobby", 3).await?;
+    let frames = served_frames(&public, "lobby", 3.0).await?;
     drop(nginx);
     ensure!(frames.len() >= 60, "only {} frames", frames.len());
     let found = faces_found(&frames)?;
@@ -198,7 +201,7 @@ async fn an_ip_camera_plays_with_every_face_hidden_and_comes_back_after_a_power_
         back["run"].as_str() != Some(run.as_str()),
         "a new run: {back}"
     );
-    let frames = served_frames(&host, "lobby", 2).await?;
+    let frames = served_frames(&host, "lobby", 2.0).await?;
     ensure!(faces_found(&frames)?.is_empty(), "faces after the restart");
     server.stop().await
 }
@@ -246,7 +249,7 @@ async fn wrong_credentials_and_wrong_hosts_are_named_and_disturb_no_other_channe
     .await?;
     // The file loop beside them plays.
     wait_state(&host, "demo", "live", is("live")).await?;
-    let frames = served_frames(&host, "demo", 2).await?;
+    let frames = served_frames(&host, "demo", 2.0).await?;
     ensure!(
         faces_found(&frames)?.is_empty(),
         "faces in the demo channel"
@@ -340,7 +343,7 @@ async fn an_srt_publisher_needs_the_key_and_a_taken_key_refuses_a_second() -> Re
         !second_status.success(),
         "a second publisher must be refused"
     );
-    let frames = served_frames(&host, "obs", 2).await?;
+    let frames = served_frames(&host, "obs", 2.0).await?;
     ensure!(faces_found(&frames)?.is_empty(), "faces in the SRT channel");
     ensure!(
         status_of(&host).await? == "live",
@@ -448,14 +451,17 @@ async fn a_publisher_that_changes_resolution_sends_4k_and_jumps_in_time_stays_li
     while tokio::time::Instant::now() < until {
         let now = status(&host, "changes").await?;
         ensure!(now["run"] == live["run"], "the run restarted: {now}");
-        frames = served_frames(&host, "changes", 6).await.unwrap_or_default();
-        if frames.len() >= 6 * 30 - 5 {
+        frames = served_frames(&host, "changes", 6.0)
+            .await
+            .unwrap_or_default();
+        // Six seconds, less a short first segment.
+        if frames.len() >= 6 * 30 - 15 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     ensure!(
-        frames.len() >= 6 * 30 - 5,
+        frames.len() >= 6 * 30 - 15,
         "only {} frames through the changes",
         frames.len()
     );
@@ -481,7 +487,7 @@ async fn an_h265_source_plays_like_an_h264_one_and_starts_again_with_its_node() 
     let host = server.host();
     wait_state(&host, "hevc", "live", is("live")).await?;
     // The first segment is short (6 frames), the next two whole.
-    let frames = served_frames(&host, "hevc", 3).await?;
+    let frames = served_frames(&host, "hevc", 3.0).await?;
     ensure!(frames.len() >= 60, "only {} frames", frames.len());
     server.stop().await?;
     // The node restarts: its channels come from the settings and start again by themselves.
@@ -490,7 +496,7 @@ async fn an_h265_source_plays_like_an_h264_one_and_starts_again_with_its_node() 
     })
     .await?;
     wait_state(&server.host(), "hevc", "live after a restart", is("live")).await?;
-    ensure!(!served_frames(&server.host(), "hevc", 1).await?.is_empty());
+    ensure!(!served_frames(&server.host(), "hevc", 0.5).await?.is_empty());
     server.stop().await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -95,13 +95,22 @@ pub fn default_max_sessions(cores: usize) -> usize {
 /// How busy the whole machine is, 0 (idle) to 1 (every core busy), over the last seconds.
 pub trait LoadGauge: Send + Sync {
     fn busy(&self) -> Option<f64>;
+
+    /// The share of the machine this server and its child processes (the sessions' ffmpeg)
+    /// take, on the same scale; `None` where it cannot be told apart from the rest.
+    fn own(&self) -> Option<f64> {
+        None
+    }
 }
 
-/// The machine's CPU from `/proc/stat`, sampled in the background and smoothed.
+/// The machine's CPU from `/proc/stat`, and this server's with its children from
+/// `/proc/<pid>/stat`, sampled in the background and smoothed.
 #[derive(Default)]
 pub struct ProcStat {
     /// f64 bits of the smoothed busy share; NaN until the second sample.
     busy: AtomicU64,
+    /// f64 bits of the smoothed share of this process tree; NaN until the second sample.
+    own: AtomicU64,
 }
 
 impl ProcStat {
@@ -109,10 +118,13 @@ impl ProcStat {
     pub fn start(shutdown: CancellationToken) -> Arc<Self> {
         let gauge = Arc::new(ProcStat {
             busy: AtomicU64::new(f64::NAN.to_bits()),
+            own: AtomicU64::new(f64::NAN.to_bits()),
         });
         let this = gauge.clone();
         tokio::spawn(async move {
             let mut last = read_proc_stat();
+            let mut tree = ProcessTree::default();
+            tree.sample();
             let mut tick = tokio::time::interval(SAMPLE_EVERY);
             loop {
                 tokio::select! {
@@ -120,16 +132,12 @@ impl ProcStat {
                     _ = tick.tick() => {}
                 }
                 let now = read_proc_stat();
+                let own = tree.sample();
                 if let (Some((b0, t0)), Some((b1, t1))) = (last, now) {
                     if t1 > t0 {
-                        let sample = (b1 - b0) as f64 / (t1 - t0) as f64;
-                        let old = f64::from_bits(this.busy.load(Ordering::Relaxed));
-                        let smoothed = if old.is_nan() {
-                            sample
-                        } else {
-                            old + SAMPLE_WEIGHT * (sample - old)
-                        };
-                        this.busy.store(smoothed.to_bits(), Ordering::Relaxed);
+                        let total = (t1 - t0) as f64;
+                        smooth(&this.busy, (b1 - b0) as f64 / total);
+                        smooth(&this.own, (own as f64 / total).min(1.0));
                     }
                 }
                 last = now;
@@ -139,11 +147,82 @@ impl ProcStat {
     }
 }
 
+/// Folds `sample` into the smoothed value stored in `cell`.
+fn smooth(cell: &AtomicU64, sample: f64) {
+    let old = f64::from_bits(cell.load(Ordering::Relaxed));
+    let smoothed = if old.is_nan() {
+        sample
+    } else {
+        old + SAMPLE_WEIGHT * (sample - old)
+    };
+    cell.store(smoothed.to_bits(), Ordering::Relaxed);
+}
+
 impl LoadGauge for ProcStat {
     fn busy(&self) -> Option<f64> {
         let v = f64::from_bits(self.busy.load(Ordering::Relaxed));
         (!v.is_nan()).then_some(v)
     }
+
+    fn own(&self) -> Option<f64> {
+        let v = f64::from_bits(self.own.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+}
+
+/// CPU time of this process and its live children (the sessions' ffmpeg), per process, so
+/// each sample counts only what each used since the last (a child that started in between
+/// counts from its start; one that exited loses at most its last interval).
+#[derive(Default)]
+struct ProcessTree {
+    last: std::collections::HashMap<u32, u64>,
+}
+
+impl ProcessTree {
+    /// Jiffies the tree used since the previous sample (all of it on the first).
+    fn sample(&mut self) -> u64 {
+        let me = std::process::id();
+        let mut now = std::collections::HashMap::new();
+        if let Some((_, jiffies)) = read_pid_stat(me) {
+            now.insert(me, jiffies);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+                    continue;
+                };
+                if let Some((parent, jiffies)) = read_pid_stat(pid) {
+                    if parent == me && pid != me {
+                        now.insert(pid, jiffies);
+                    }
+                }
+            }
+        }
+        let used = now
+            .iter()
+            .map(|(pid, j)| j.saturating_sub(self.last.get(pid).copied().unwrap_or(0)))
+            .sum();
+        self.last = now;
+        used
+    }
+}
+
+/// (parent pid, user + system jiffies) of process `pid`.
+fn read_pid_stat(pid: u32) -> Option<(u32, u64)> {
+    parse_pid_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// (parent pid, user + system jiffies) from a `/proc/<pid>/stat` line: `pid (comm) state
+/// ppid …`, utime and stime the 14th and 15th fields; the command name may hold spaces and
+/// parentheses, so fields are counted from its last `)`.
+fn parse_pid_stat(line: &str) -> Option<(u32, u64)> {
+    let rest = &line[line.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state (3rd field) is index 0, so field n is index n - 3.
+    let parent = fields.get(1)?.parse().ok()?;
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((parent, user + system))
 }
 
 /// (busy, total) jiffies of all cores from `/proc/stat`'s first line.
@@ -311,11 +390,17 @@ impl Capacity {
         });
     }
 
-    /// One comparison of the plan with the CPU measured now: with no session, the machine's
-    /// own load (the baseline); with sessions planned at two or more sessions' cores, held
-    /// for [`STEADY`], their real cost over their plan (the scale).
+    /// One comparison of the plan with the CPU measured now: with sessions planned at two or
+    /// more sessions' cores, held for [`STEADY`], their real cost over their plan (the
+    /// scale). Their cost is what this server and its children take, where the gauge tells
+    /// it apart, so other software (a build started while sessions run) never passes for
+    /// session cost; otherwise the machine's load less what it was with no session running
+    /// (the baseline).
     pub fn learn(&self, now: Instant) {
-        let Some(busy) = self.gauge.as_ref().and_then(|g| g.busy()) else {
+        let Some(gauge) = self.gauge.as_ref() else {
+            return;
+        };
+        let Some(busy) = gauge.busy() else {
             return;
         };
         let planned = *self.planned.lock().unwrap_or_else(|p| p.into_inner());
@@ -331,7 +416,7 @@ impl Capacity {
         if planned <= ROUNDING {
             c.baseline += LEARN_WEIGHT * (busy - c.baseline);
         } else if planned + ROUNDING >= MIN_PLANNED_TO_LEARN {
-            let used = (busy - c.baseline).max(0.0) * self.cores;
+            let used = gauge.own().unwrap_or((busy - c.baseline).max(0.0)) * self.cores;
             let sample = (used / planned).clamp(1.0, MAX_SCALE);
             c.scale += LEARN_WEIGHT * (sample - c.scale);
             ::metrics::gauge!(crate::metrics::SESSION_COST_SCALE).set(c.scale);
@@ -635,6 +720,58 @@ mod tests {
         assert!(c.reserve(0.2, false).is_ok());
         c.note_lag();
         assert_eq!(c.reserve(0.2, false).err(), Some(NoRoom::Lagging));
+    }
+
+    /// A gauge that tells the server's own share apart from the machine's.
+    #[derive(Default)]
+    struct Split(Mutex<(f64, f64)>);
+    impl LoadGauge for Split {
+        fn busy(&self) -> Option<f64> {
+            Some(self.0.lock().unwrap().0)
+        }
+        fn own(&self) -> Option<f64> {
+            Some(self.0.lock().unwrap().1)
+        }
+    }
+
+    #[test]
+    fn software_started_beside_running_sessions_is_not_taken_for_their_cost() {
+        let gauge = Arc::new(Split::default());
+        let c = Capacity::new(Some(gauge.clone()), 2, 90);
+        let t = learn_for(&c, Instant::now(), 10);
+        // 6 sessions planned at 0.75 cores take 0.8 cores (the server and its ffmpeg
+        // children: 0.4 of the machine); then a build takes most of what is left.
+        let held: Vec<_> = (0..6)
+            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
+            .collect();
+        *gauge.0.lock().unwrap() = (0.88, 0.4);
+        learn_for(&c, t, 60);
+        assert!(
+            (c.cost_scale() - 0.8 / 0.75).abs() < 0.02,
+            "the sessions' own cost: {}",
+            c.cost_scale()
+        );
+        // The plan has room; the machine has not, and the page hears why.
+        assert_eq!(c.has_room(SESSION_CORE_SHARE), Err(NoRoom::Cpu));
+        drop(held);
+    }
+
+    #[test]
+    fn process_stat_lines_are_read() {
+        let line = "4242 (ffmpeg (x) y) S 17 4242 4242 0 -1 4194304 500 0 0 0 120 30 0 0 20 0 3";
+        assert_eq!(parse_pid_stat(line), Some((17, 150)));
+        assert_eq!(parse_pid_stat("4242 (ffmpeg) S 17"), None);
+        let (parent, _) = read_pid_stat(std::process::id()).expect("this process");
+        assert_eq!(parent, std::os::unix::process::parent_id());
+        // The tree counts this process: a busy loop shows up in its next sample.
+        let mut tree = ProcessTree::default();
+        tree.sample();
+        let started = Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(tree.sample() > 0, "{x}");
     }
 
     #[test]
