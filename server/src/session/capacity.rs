@@ -655,6 +655,13 @@ mod tests {
         }
     }
 
+    /// `n` sessions admitted at the default share.
+    fn sessions(c: &Capacity, n: usize) -> Vec<Reservation> {
+        (0..n)
+            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
+            .collect()
+    }
+
     /// Runs `learn` once a second for `secs` seconds from `t`; returns the time reached.
     fn learn_for(c: &Capacity, t: Instant, secs: u64) -> Instant {
         for s in 1..=secs {
@@ -672,9 +679,7 @@ mod tests {
         let t = learn_for(&c, Instant::now(), 40);
         // 6 sessions planned at 0.125 (0.75 cores) really take 1.35 cores on this host:
         // 0.1 + 1.35 / 2 = 0.775 of the machine. The plan alone would admit 8 more.
-        let held: Vec<_> = (0..6)
-            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
-            .collect();
+        let held = sessions(&c, 6);
         *gauge.0.lock().unwrap() = 0.775;
         // Nothing is learned before the plan has held steady.
         let early = learn_for(&c, t, 5);
@@ -682,9 +687,7 @@ mod tests {
         learn_for(&c, early, 40);
         assert!((c.cost_scale() - 1.8).abs() < 0.02, "{}", c.cost_scale());
         // 0.9 × 2 cores hold 1.8 / (1.8 × 0.125) = 8 sessions on this host: 2 more, not 8.
-        let more: Vec<_> = (0..2)
-            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
-            .collect();
+        let more = sessions(&c, 2);
         assert_eq!(
             c.has_room(SESSION_CORE_SHARE),
             Err(NoRoom::Sessions),
@@ -705,9 +708,7 @@ mod tests {
         let t = learn_for(&c, t, 30);
         assert_eq!(c.cost_scale(), 1.0);
         // Four sessions costing less than planned: the scale stays 1, never below.
-        let three: Vec<_> = (0..3)
-            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
-            .collect();
+        let three = sessions(&c, 3);
         *gauge.0.lock().unwrap() = 0.2;
         learn_for(&c, t, 30);
         assert_eq!(c.cost_scale(), 1.0);
@@ -741,9 +742,7 @@ mod tests {
         let t = learn_for(&c, Instant::now(), 10);
         // 6 sessions planned at 0.75 cores take 0.8 cores (the server and its ffmpeg
         // children: 0.4 of the machine); then a build takes most of what is left.
-        let held: Vec<_> = (0..6)
-            .map(|_| c.reserve(SESSION_CORE_SHARE, false).unwrap())
-            .collect();
+        let held = sessions(&c, 6);
         *gauge.0.lock().unwrap() = (0.88, 0.4);
         learn_for(&c, t, 60);
         assert!(
