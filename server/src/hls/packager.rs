@@ -186,6 +186,7 @@ impl Packager {
             duration: 0.0,
             start,
             bytes: None,
+            part_ends: Vec::new(),
         });
         self.segment_ticks = 0;
     }
@@ -226,6 +227,7 @@ impl Packager {
         let mut whole = BytesMut::with_capacity(segment.parts.iter().map(|p| p.bytes.len()).sum());
         for part in &segment.parts {
             whole.extend_from_slice(&part.bytes);
+            segment.part_ends.push(whole.len());
         }
         let bytes = whole.freeze();
         segment.bytes = Some(bytes.clone());
@@ -429,9 +431,21 @@ mod tests {
             "left the window"
         );
         assert!(stream.get(Resource::Segment(2)).is_some());
+        // Parts that left the playlist are still served, cut from their segment, to a
+        // player that read an older playlist; not past the last, nor of a segment gone.
+        let parts: Vec<Bytes> = (0..10)
+            .map(|i| stream.get(Resource::Part(3, i)).expect("an unlisted part"))
+            .collect();
+        assert!(parts.iter().all(|p| !p.is_empty()));
+        assert_eq!(
+            Some(parts.concat().into()),
+            stream.get(Resource::Segment(3)),
+            "the parts, in order, are the segment"
+        );
+        assert!(stream.get(Resource::Part(3, 10)).is_none());
         assert!(
-            stream.get(Resource::Part(3, 0)).is_none(),
-            "its parts are gone"
+            stream.get(Resource::Part(1, 0)).is_none(),
+            "left the window"
         );
         let text = String::from_utf8_lossy(&stream.playlist).into_owned();
         assert!(text.contains("#EXT-X-MEDIA-SEQUENCE:2\n"));

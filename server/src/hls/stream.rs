@@ -109,6 +109,23 @@ pub struct Segment {
     pub start: SystemTime,
     /// The whole segment, once its last part is in.
     pub bytes: Option<Bytes>,
+    /// Where each part ends in `bytes`, once complete: a part that has left the playlist
+    /// (only the last three segments list theirs) is still served, cut from the segment,
+    /// to a player that read an older playlist (a slow one, or one behind a burst).
+    pub part_ends: Vec<usize>,
+}
+
+impl Segment {
+    /// Part `i`'s bytes: kept as published, or cut from the complete segment.
+    fn part(&self, i: usize) -> Option<Bytes> {
+        if let Some(p) = self.parts.get(i) {
+            return Some(p.bytes.clone());
+        }
+        let end = *self.part_ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.part_ends[i - 1] };
+        let bytes = self.bytes.as_ref()?;
+        (start < end && end <= bytes.len()).then(|| bytes.slice(start..end))
+    }
 }
 
 /// One published state of the stream.
@@ -187,7 +204,7 @@ impl Stream {
                 .then(|| self.playlist.clone()),
             Resource::Init => self.init.clone(),
             Resource::Segment(msn) => self.segment(msn)?.bytes.clone(),
-            Resource::Part(msn, i) => self.segment(msn)?.parts.get(i).map(|p| p.bytes.clone()),
+            Resource::Part(msn, i) => self.segment(msn)?.part(i),
         }
     }
 
