@@ -82,7 +82,7 @@ const LEARN_WEIGHT: f64 = 0.2;
 /// The most a session is taken to cost against its plan (a host three times slower than the
 /// one the plan was measured on).
 const MAX_SCALE: f64 = 3.0;
-/// How often the plan is compared with the machine's CPU.
+/// How often the plan is compared with the CPU measured.
 const LEARN_EVERY: Duration = Duration::from_secs(1);
 
 /// The session limit for a machine with `cores` cores.
@@ -183,16 +183,13 @@ impl ProcessTree {
     fn sample(&mut self) -> u64 {
         let me = std::process::id();
         let mut now = std::collections::HashMap::new();
-        if let Some((_, jiffies)) = read_pid_stat(me) {
-            now.insert(me, jiffies);
-        }
         if let Ok(dir) = std::fs::read_dir("/proc") {
             for entry in dir.flatten() {
                 let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
                     continue;
                 };
                 if let Some((parent, jiffies)) = read_pid_stat(pid) {
-                    if parent == me && pid != me {
+                    if pid == me || parent == me {
                         now.insert(pid, jiffies);
                     }
                 }
@@ -297,9 +294,10 @@ pub struct Capacity {
 /// What the running sessions really cost against their plan, learned on this host. The
 /// session shares above were measured on one host; the same code on a slower or busier host
 /// of the same size (noisy neighbours on a VM) was measured at up to twice the CPU. Once the
-/// plan has held steady, the CPU the sessions take (the machine's, less what it took with
-/// no session running) over the cores they were planned at is the scale every plan is
-/// multiplied by: on such a host fewer sessions are admitted, and they keep their frame rate.
+/// plan has held steady, the CPU the sessions take (this server and its ffmpeg children;
+/// where the gauge cannot tell them apart, the machine's less what it took with no session
+/// running) over the cores they were planned at is the scale every plan is multiplied by:
+/// on such a host fewer sessions are admitted, and they keep their frame rate.
 #[derive(Debug, Clone, Copy)]
 struct Calibration {
     /// Busy share of the machine while no session ran (other software), smoothed.
@@ -372,7 +370,7 @@ impl Capacity {
         }
     }
 
-    /// Compares the plan with the machine's CPU every second until `shutdown` (see
+    /// Compares the plan with the CPU measured every second until `shutdown` (see
     /// [`Capacity::learn`]). Without a gauge there is nothing to learn from.
     pub fn start_learning(self: &Arc<Self>, shutdown: CancellationToken) {
         if self.gauge.is_none() {
