@@ -2,13 +2,16 @@
 const fs = require("node:fs");
 const rows = process.argv.slice(2).map((f) => JSON.parse(fs.readFileSync(f, "utf8")));
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "—");
+// A round whose load filled the room admission found ("1:max" in scripts/bench) says so.
+const label = (r) =>
+  `${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}${r.atCapacity ? `, admission's limit; ${r.extraAtEnd} at the end` : ""})`;
 const lines = [
   "| sessions (browser + load) | latency p50 s (≤0.25 alone, ≤0.35 at load) | p95 s (≤0.35 alone) | fps in | fps out | player fps (presented) | frames the player skipped % (its timeline; ≤1) | camera preview frames skipped % (control) | player frames dropped % (Chromium's count) | dropped by server | stalls after warm-up (waits / episodes) | player behind edge s (target) | detect ms | decode ms/frame | encode ms/frame | bitrate kbit/s | server RSS MB | RSS drift % | CPU % (server / all) | files written | per-frame files |",
   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ];
 for (const r of rows) {
   lines.push(
-    `| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${f(r.playerDroppedPct)} | ${r.serverDropped} | ${r.stalls} / ${r.stallEpisodes ?? "—"} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
+    `| ${label(r)} | ${f(r.latencyP50)} | ${f(r.latencyP95)} | ${f(r.fpsIn, 1)} | ${f(r.fpsOut, 1)} | ${f(r.playerFps, 1)} | ${f(r.skippedPct)} | ${f(r.previewSkippedPct)} | ${f(r.playerDroppedPct)} | ${r.serverDropped} | ${r.stalls} / ${r.stallEpisodes ?? "—"} | ${f(r.playerEdgeS)} (${f(r.playerTargetS)}) | ${f(r.detectMsMedian, 1)} | ${f(r.decodeMsPerFrame, 1)} | ${f(r.encodeMsPerFrame, 1)} | ${f(r.kbitPerSecond, 0)} | ${f(r.rssMbMax, 1)} | ${f(r.rssDriftPct, 1)} | ${f(r.serverCpuPct, 0)} / ${f(r.totalCpuPct, 0)} | ${r.filesWritten} | ${r.perFrameFiles} |`,
   );
 }
 lines.push(
@@ -32,7 +35,7 @@ if (rows.some((r) => r.firstFrameS !== undefined)) {
     "|---|---|---|---|",
   );
   for (const r of rows) {
-    lines.push(`| ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) | ${f(r.firstFrameS)} | ${f(r.startP50)} | ${f(r.startP95)} |`);
+    lines.push(`| ${label(r)} | ${f(r.firstFrameS)} | ${f(r.startP50)} | ${f(r.startP95)} |`);
   }
 }
 // The latency budget: where the glass-to-glass time of the same frames went, stage by stage
@@ -41,7 +44,7 @@ for (const r of rows.filter((r) => r.budget && r.budget.matched > 0)) {
   const b = r.budget;
   lines.push(
     "",
-    `Latency budget, ${r.sessions} (${r.browsers} + ${r.sessions - r.browsers}) session(s): ${b.matched} of ${b.samples} latency samples matched to the server's times of the same frame.`,
+    `Latency budget, ${label(r)} session(s): ${b.matched} of ${b.samples} latency samples matched to the server's times of the same frame.`,
     "",
     "| stage | mean ms | p50 ms | p95 ms |",
     "|---|---|---|---|",
@@ -51,5 +54,15 @@ for (const r of rows.filter((r) => r.budget && r.budget.matched > 0)) {
     `| of the part → shown: the player's distance behind the newest part (hls.js, median) | | ${f(b.holdBackMs, 0)} | |`,
     "| WebRTC floor for comparison: aiortc peer, same clip and machine kind (issue 26's measurement, not re-run here) | | 100 | 130 |",
   );
+  // Where the frames after each stall lost their time (the largest of each stage over the
+  // frames shown in the second after the wait), against the p95s above.
+  if (b.stalls && b.stalls.length) {
+    lines.push(
+      "",
+      "| stall at (page s) | camera → decoded ms | frame path ms | encoder + packager ms | part → shown ms | glass to glass ms |",
+      "|---|---|---|---|---|---|",
+    );
+    for (const [t, ...max] of b.stalls) lines.push(`| ${f(t, 1)} | ${max.map((m) => f(m, 0)).join(" | ")} |`);
+  }
 }
 console.log(lines.join("\n"));

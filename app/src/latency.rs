@@ -265,6 +265,71 @@ pub fn live_jump(latency: f64, target: f64, buffered_ahead: f64, starting: bool)
     (skip > threshold / 2.0).then_some(skip)
 }
 
+/// What one stall adds to a live player's target distance from the edge.
+const STALL_STEP: f64 = 0.1;
+/// The most stalls can add. Beyond it the cause is not parts coming late but a player that
+/// cannot keep up (a starved browser: measured, its buffer stayed near empty at 0.67 s from
+/// the edge), which more distance does not help.
+const MAX_STALL_MARGIN: f64 = 0.3;
+/// Waits closer together than this are one stall (the player resumes on the first frame
+/// that arrives and may wait again at once; hls.js reports the same stall too).
+const STALL_EPISODE_MS: f64 = 1_000.0;
+/// Each stall-free stretch this long gives one frame of the margin back.
+const MARGIN_DECAY_MS: f64 = 10_000.0;
+const MARGIN_DECAY_STEP: f64 = 1.0 / 30.0;
+
+/// How much further from the live edge than its playlist's hold-back a player should sit
+/// after stalls: each stall adds 0.1 s (at most 0.3 s), and every 10 s without one takes a
+/// frame (1/30 s) back. A player whose parts come late now and then (a machine shared with
+/// other sessions, a busy network) settles where they stop running it dry, instead of going
+/// back to the edge after every stall and stalling again; on a quiet machine one stall costs
+/// 0.1 s for at most half a minute.
+#[derive(Debug, Clone)]
+pub struct StallMargin {
+    margin: f64,
+    /// When the margin last changed (ms).
+    since_ms: f64,
+    last_stall_ms: f64,
+}
+
+impl Default for StallMargin {
+    fn default() -> Self {
+        StallMargin {
+            margin: 0.0,
+            since_ms: 0.0,
+            last_stall_ms: f64::NEG_INFINITY,
+        }
+    }
+}
+
+impl StallMargin {
+    /// The player ran dry at `now_ms`.
+    pub fn stalled(&mut self, now_ms: f64) {
+        if now_ms - self.last_stall_ms >= STALL_EPISODE_MS {
+            self.margin = (self.margin + STALL_STEP).min(MAX_STALL_MARGIN);
+        }
+        self.last_stall_ms = now_ms;
+        self.since_ms = now_ms;
+    }
+
+    /// Seconds to add to the target at `now_ms`.
+    pub fn margin(&mut self, now_ms: f64) -> f64 {
+        if self.margin <= 0.0 {
+            self.since_ms = now_ms;
+            return 0.0;
+        }
+        while now_ms - self.since_ms >= MARGIN_DECAY_MS && self.margin > 0.0 {
+            self.margin = (self.margin - MARGIN_DECAY_STEP).max(0.0);
+            self.since_ms += MARGIN_DECAY_MS;
+        }
+        // Thirty steps of 1/30 do not sum to exactly 1.
+        if self.margin < 1e-9 {
+            self.margin = 0.0;
+        }
+        self.margin
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -435,5 +500,34 @@ mod tests {
         }
         assert_eq!((clock.preview.frames, clock.preview.gaps), (3, 1));
         assert_eq!(clock.preview.codes, 5);
+    }
+
+    #[test]
+    fn stalls_move_the_target_back_and_quiet_time_brings_it_home() {
+        let mut m = StallMargin::default();
+        assert_eq!(m.margin(0.0), 0.0);
+        m.stalled(1_000.0);
+        // The same stall heard twice (the video's wait and hls.js's report) counts once.
+        m.stalled(1_400.0);
+        assert!((m.margin(2_000.0) - 0.1).abs() < 1e-9);
+        // Stalls a few seconds apart pile up, to a ceiling.
+        for i in 1..10 {
+            m.stalled(1_400.0 + 3_000.0 * f64::from(i));
+        }
+        let top = m.margin(30_000.0);
+        assert!((top - MAX_STALL_MARGIN).abs() < 1e-9, "{top}");
+        // A frame back per quiet 10 s: home after that many quiet stretches, not before.
+        let steps = (MAX_STALL_MARGIN * 30.0).round();
+        let last = 1_400.0 + 27_000.0;
+        let after = |k: f64| last + MARGIN_DECAY_MS * k + 1.0;
+        let mut quiet = m.clone();
+        assert!((quiet.margin(after(1.0)) - (MAX_STALL_MARGIN - 1.0 / 30.0)).abs() < 1e-9);
+        assert!(quiet.margin(after(steps - 1.0)) > 0.0);
+        assert_eq!(quiet.margin(after(steps)), 0.0);
+        // A stall meanwhile starts the quiet time again.
+        m.margin(after(3.0));
+        m.stalled(after(3.0) + 500.0);
+        let again = m.margin(after(3.0) + 600.0);
+        assert!((again - MAX_STALL_MARGIN).abs() < 1e-9, "{again}");
     }
 }

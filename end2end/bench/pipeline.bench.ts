@@ -11,14 +11,23 @@ import path from "node:path";
 import { Studio } from "../tests/fixtures/studio";
 
 const SESSIONS = Number(process.env.SESSIONS ?? 1);
-/** Load-client sessions running beside the measured browser sessions. */
-const EXTRA = Number(process.env.EXTRA_SESSIONS ?? 0);
+/** Load-client sessions running beside the measured browser sessions; "max": as many as
+ * admission let in (scripts/bench opens them one at a time until one is refused), read
+ * from the server's /metrics when the warm-up ends. */
+const AT_CAPACITY = process.env.EXTRA_SESSIONS === "max";
+let EXTRA = AT_CAPACITY ? 0 : Number(process.env.EXTRA_SESSIONS ?? 0);
 const DURATION = Number(process.env.DURATION ?? 60);
 const WARMUP = Number(process.env.WARMUP ?? 10);
 const SERVER_PID = Number(process.env.SERVER_PID);
 const RUNTIME_DIR = process.env.RUNTIME_DIR ?? "";
 const OUT = process.env.OUT ?? "../results/bench.json";
 const TICK = Number(process.env.CLK_TCK ?? 100);
+
+/** Sessions the server has live now (its /metrics). */
+async function liveSessions(): Promise<number> {
+  const text = await (await fetch(`${process.env.BASE_URL}/metrics`)).text();
+  return Number(/^hls_face_sessions_live (\d+)/m.exec(text)?.[1] ?? NaN);
+}
 
 interface ProcSample { cpuTicks: number; rssKb: number }
 
@@ -189,6 +198,7 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     });
     if (!warm && now >= WARMUP) {
       warm = true;
+      if (AT_CAPACITY) EXTRA = (await liveSessions()) - SESSIONS;
       warmAt = now;
       startStats = probes;
       timeline.length = 0;
@@ -215,6 +225,9 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     filesIn(RUNTIME_DIR, seenFiles);
   }
 
+  // At capacity: the load sessions still live at the end (fewer than at the warm-up if any
+  // ended early; the table shows the count at the warm-up).
+  const extraAtEnd = AT_CAPACITY ? (await liveSessions()) - SESSIONS : EXTRA;
   const lat = timeline.map((x) => x.latency / 1000);
   // Start-up, per page: Start to the first output frame on screen, and latency over the
   // START_WINDOW seconds after that frame (the player joins at the live edge or catches up).
@@ -244,7 +257,12 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
     const p = w.hlsFaceProbe ?? {};
     return { origin: performance.timeOrigin, lat: (p.latencies ?? []) as number[], times: (p.sampleTimes ?? []) as number[], codes: (p.sampleCodes ?? []) as number[], server: (w.hlsFaceFrameTimes ?? []) as number[][] };
   });
-  const budget = latencyBudget(budgetData, startStats[0]?.lat.length ?? 0, median(playback.map((p) => p[2]).filter((x) => Number.isFinite(x))));
+  const budget = latencyBudget(
+    budgetData,
+    startStats[0]?.lat.length ?? 0,
+    median(playback.map((p) => p[2]).filter((x) => Number.isFinite(x))),
+    (endStats[0]?.stallAt ?? []).map((s: number[]) => s[0] * 1000),
+  );
   /** How much a figure grew from the warm-up sample to the last one, summed over the pages. */
   const growth = (figure: (p: any) => number) => endStats.reduce((a, p, i) => a + figure(p) - figure(startStats[i]), 0);
   const framesIn = growth((p) => p.stats?.framesIn ?? 0);
@@ -266,13 +284,15 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
   const previewCodes = growth((p) => p.previewCodes);
   const previewSkipped = growth((p) => p.previewGaps);
   const files = [...seenFiles.keys()];
-  const perFrameFiles = files.filter((f) => !/\/(init\.mp4|seg_\d+\.m4s|recording\.mp4)(\.part)?$/.test(f));
+  const perFrameFiles = files.filter((f) => !/\/(init\.mp4|seg_\d+\.m4s|recording\.mp4|kept\.json)(\.part)?$/.test(f));
   const kbitPerSecond = (8 * (segmentBytes(seenFiles) - segmentBytesAtWarm)) / 1000 / sampledSecs / (SESSIONS + EXTRA);
   const rssStart = median(rss.slice(0, Math.max(1, Math.floor(rss.length / 10))));
   const rssEnd = median(rss.slice(-Math.max(1, Math.floor(rss.length / 10))));
   const result = {
     sessions: SESSIONS + EXTRA,
     browsers: SESSIONS,
+    atCapacity: AT_CAPACITY,
+    extraAtEnd,
     seconds: sampledSecs,
     latencyP50: quantile(lat, 0.5),
     latencyP95: quantile(lat, 0.95),
@@ -357,7 +377,9 @@ test(`pipeline with ${SESSIONS} browser and ${EXTRA} load session(s) for ${DURAT
  * points (see server/src/session/frame_times.rs): rows of [stage, mean ms, p50 ms, p95 ms]. The means
  * add up to the matched samples' mean latency exactly (each sample's stages are differences
  * of the same frame's times). `holdBackS`: the player's distance behind the newest part. */
-function latencyBudget(d: { origin: number; lat: number[]; times: number[]; codes: number[]; server: number[][] }, from: number, holdBackS: number) {
+/** `stallsMs`: when the first page's player waited (page clock): the stages of the frames it
+ * showed in the second after each wait say where the late frame lost its time. */
+function latencyBudget(d: { origin: number; lat: number[]; times: number[]; codes: number[]; server: number[][] }, from: number, holdBackS: number, stallsMs: number[]) {
   const byCode = new Map<number, number[][]>();
   for (const t of d.server) {
     const list = byCode.get(t[0]) ?? [];
@@ -365,6 +387,10 @@ function latencyBudget(d: { origin: number; lat: number[]; times: number[]; code
     byCode.set(t[0], list);
   }
   const stages: number[][] = [[], [], [], [], []];
+  // Per stall (after the warm-up): the largest of each stage over the frames shown in the
+  // second after it.
+  const firstShown = d.times[from] ?? Infinity;
+  const afterStall = stallsMs.filter((t) => t >= firstShown).map((t) => ({ t, max: [0, 0, 0, 0, 0] }));
   for (let i = from; i < d.lat.length; i++) {
     const shown = d.origin + d.times[i];
     const camera = shown - d.lat[i];
@@ -377,6 +403,12 @@ function latencyBudget(d: { origin: number; lat: number[]; times: number[]; code
     stages[2].push(t[3] - t[2]);
     stages[3].push(shown - t[3]);
     stages[4].push(d.lat[i]);
+    for (const s of afterStall) {
+      if (d.times[i] > s.t && d.times[i] <= s.t + 1000) {
+        const row = [t[1] - camera, t[2] - t[1], t[3] - t[2], shown - t[3], d.lat[i]];
+        s.max = s.max.map((m, k) => Math.max(m, row[k]));
+      }
+    }
   }
   const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
   const names = [
@@ -391,5 +423,6 @@ function latencyBudget(d: { origin: number; lat: number[]; times: number[]; code
     samples: Math.max(0, d.lat.length - from),
     holdBackMs: holdBackS * 1000,
     rows: names.map((name, k) => [name, mean(stages[k]), quantile(stages[k], 0.5), quantile(stages[k], 0.95)]),
+    stalls: afterStall.map((s) => [s.t / 1000, ...s.max]),
   };
 }

@@ -9,6 +9,10 @@
 //! and dropped share measured after a warm-up (the first quarter, at most 10 s), and a
 //! last line `load-json: {...}` sums them up for scripts. With `LOAD_PRIVACY=1` every
 //! session turns privacy mode on before Start, as the page does when its box is ticked.
+//! With `LOAD_UNTIL_REFUSED=1` the sessions open one at a time, each once the one before it
+//! has run `LOAD_STAGGER_SECONDS` (default 5, long enough for admission's CPU gauge to see
+//! it), and the first refusal stops the opening: the admitted ones run to the end. That is
+//! load up to the capacity limit admission finds with whatever else runs on the machine.
 
 use anyhow::{bail, Context, Result};
 use app::protocol::{ClientMsg, ServerMsg};
@@ -54,7 +58,19 @@ async fn get(host: &str, path: &str) -> Result<(String, String)> {
     Ok((cookie, token.to_string()))
 }
 
-async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
+/// Runs one session until `deadline`; `opened` hears once whether the server started it.
+async fn session(
+    host: String,
+    deadline: tokio::time::Instant,
+    clip: String,
+    opened: tokio::sync::oneshot::Sender<bool>,
+) -> Result<Outcome> {
+    let mut opened = Some(opened);
+    let mut tell = |admitted: bool| {
+        if let Some(tx) = opened.take() {
+            let _ = tx.send(admitted);
+        }
+    };
     let (cookie, token) = get(&host, "/").await?;
     let mut req = format!("ws://{host}/socket?csrf_token={token}").into_client_request()?;
     req.headers_mut().insert("Cookie", cookie.parse()?);
@@ -103,7 +119,9 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
         .spawn()?;
     let mut media = ffmpeg.stdout.take().context("no stdout")?;
     let mut out = Outcome::default();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let seconds = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .as_secs();
     let warm_after = Duration::from_secs((seconds / 4).min(10));
     let began = Instant::now();
     let mut buf = vec![0u8; 64 * 1024];
@@ -125,6 +143,7 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
                         println!("viewer-url: {viewer_url}");
                         started = true;
                         out.admitted = true;
+                        tell(true);
                     }
                     ServerMsg::Stats(s) => {
                         out.stats += 1;
@@ -135,14 +154,19 @@ async fn session(host: String, seconds: u64, clip: String) -> Result<Outcome> {
                         }
                     }
                     ServerMsg::Error { kind, message } => {
-                        out.busy = kind == app::protocol::ErrorKind::Busy;
+                        // Both are admission's "no room": busy with sessions, or heavy load.
+                        out.busy = matches!(
+                            kind,
+                            app::protocol::ErrorKind::Busy | app::protocol::ErrorKind::Overloaded
+                        );
                         out.error = Some(message);
+                        tell(false);
                         return Ok(out);
                     }
                     _ => {}
                 },
                 Some(Ok(_)) => {}
-                _ => { out.error = Some("socket closed".into()); return Ok(out); }
+                _ => { out.error = Some("socket closed".into()); tell(false); return Ok(out); }
             },
         }
     }
@@ -178,9 +202,37 @@ async fn main() -> Result<()> {
         .to_string();
     let (n, secs): (usize, u64) = (n.parse()?, secs.parse()?);
     let started = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| tokio::spawn(session(host.clone(), secs, clip.clone())))
-        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let until_refused = std::env::var("LOAD_UNTIL_REFUSED").is_ok_and(|v| v == "1");
+    let stagger = Duration::from_secs_f64(
+        std::env::var("LOAD_STAGGER_SECONDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5.0),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tasks.push(tokio::spawn(session(
+            host.clone(),
+            deadline,
+            clip.clone(),
+            tx,
+        )));
+        if !until_refused {
+            continue;
+        }
+        // An error before the server answered counts as a refusal here too.
+        if !rx.await.unwrap_or(false) {
+            println!("load: session {i} refused, opening no more");
+            break;
+        }
+        println!(
+            "load: session {i} admitted at {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        tokio::time::sleep(stagger).await; // spacing the load, not waiting for a condition
+    }
     let mut failed = 0;
     let (mut busy, mut refused, mut fps, mut dropped) = (0, 0, Vec::new(), Vec::new());
     for (i, t) in tasks.into_iter().enumerate() {

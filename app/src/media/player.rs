@@ -55,10 +55,6 @@ const HLS_ERROR_EVENT: &str = "hlsError";
 /// hls.js's error details for a stall (the buffer ran dry while playing).
 const STALL_DETAILS: &str = "bufferStalledError";
 
-/// How long after a stall the player keeps the larger distance to the live edge hls.js
-/// chose, before going back to PART-HOLD-BACK.
-const STALL_MEMORY_MS: f64 = 5_000.0;
-
 /// How long after its first frame a player counts as starting (it joins the live edge then).
 const STARTING_MS: f64 = 5_000.0;
 
@@ -66,8 +62,9 @@ const STARTING_MS: f64 = 5_000.0;
 /// for each next one with a blocking playlist reload, so a part is fetched as soon as it
 /// exists; keep little back buffer. The distance to the live edge (`liveSyncDuration`) is
 /// the playlist's `PART-HOLD-BACK`, passed by the server too so the page and the playlist
-/// can never disagree. A stall moves the target back by 0.1 s (hls.js's default, a whole
-/// second, would undo low latency after one hiccup), for [`STALL_MEMORY_MS`]. Holding the
+/// can never disagree. Stalls move the target back ([`crate::latency::StallMargin`]: the
+/// page owns that, so hls.js's own increase is off — its default, a whole second a stall,
+/// kept until the next seek, would undo low latency after one hiccup). Holding the
 /// distance is the page's ([`crate::latency::live_sync_rate`], faster and slower): hls.js's
 /// own (`maxLiveSyncPlaybackRate` > 1) only speeds up, only with more than a second
 /// buffered, and resets any other rate, so it is off. A player far behind (the first
@@ -76,7 +73,7 @@ const STARTING_MS: f64 = 5_000.0;
 const HLS_CONFIG: &str = r#"{
     "lowLatencyMode": true,
     "maxLiveSyncPlaybackRate": 1,
-    "liveSyncOnStallIncrease": 0.1,
+    "liveSyncOnStallIncrease": 0,
     "backBufferLength": 10,
     "manifestLoadingMaxRetry": 6,
     "levelLoadingMaxRetry": 6,
@@ -91,6 +88,8 @@ pub struct Player {
     _on_hls_error: Option<Closure<dyn FnMut(JsValue, JsValue)>>,
     /// Adjusts the playback rate on every `timeupdate` (hls.js players only).
     live_sync: Option<Closure<dyn FnMut(Event)>>,
+    /// Hears the video run dry (`waiting`; hls.js players only).
+    on_waiting: Option<Closure<dyn FnMut(Event)>>,
 }
 
 impl Player {
@@ -108,7 +107,9 @@ impl Player {
         video.set_onplaying(Some(playing.as_ref().unchecked_ref()));
 
         let hls_ok = hls_available() && Hls::is_supported().unwrap_or(false);
-        let last_stall = std::rc::Rc::new(std::cell::Cell::new(super::now_ms()));
+        let margin = std::rc::Rc::new(std::cell::RefCell::new(
+            crate::latency::StallMargin::default(),
+        ));
         let base_target = f64::from(live_sync_seconds.clamp(0.05, 10.0));
         let (hls, on_error) = if hls_ok {
             let config = js_sys::JSON::parse(HLS_CONFIG).map_err(|e| super::js_err("config", e))?;
@@ -121,14 +122,14 @@ impl Player {
             );
             let hls = Hls::new(&config).map_err(|e| super::js_err("hls.js", e))?;
             let mut on_fatal = on_fatal;
-            let stalled = last_stall.clone();
+            let stalled = margin.clone();
             let on_error =
                 Closure::<dyn FnMut(JsValue, JsValue)>::new(move |_: JsValue, data: JsValue| {
                     let field = |name: &str| js_sys::Reflect::get(&data, &name.into()).ok();
                     if field("details").and_then(|d| d.as_string()).as_deref()
                         == Some(STALL_DETAILS)
                     {
-                        stalled.set(super::now_ms());
+                        stalled.borrow_mut().stalled(super::now_ms());
                     }
                     if field("fatal").and_then(|f| f.as_bool()).unwrap_or(false) {
                         on_fatal();
@@ -148,6 +149,7 @@ impl Player {
             video.set_onplaying(None);
             return Err(MediaError::Browser("this browser cannot play HLS".into()));
         };
+        let stall_margin = margin.clone();
         let live_sync = hls.as_ref().map(|hls| {
             let hls: Hls = AsRef::<JsValue>::as_ref(hls).clone().unchecked_into();
             let media = video.clone();
@@ -156,13 +158,10 @@ impl Player {
                 let Some(mut target) = hls.target_latency() else {
                     return;
                 };
-                // hls.js adds to its target after every stall and never takes it back; a
-                // while without one gives the low latency back.
-                if target > base_target + 0.01
-                    && super::now_ms() - last_stall.get() > STALL_MEMORY_MS
-                {
-                    hls.set_target_latency(base_target);
-                    target = base_target;
+                let want = base_target + margin.borrow_mut().margin(super::now_ms());
+                if (target - want).abs() > 0.005 {
+                    hls.set_target_latency(want);
+                    target = want;
                 }
                 let (latency, buffered) = (hls.latency(), ahead(&media));
                 let now = super::now_ms();
@@ -181,6 +180,19 @@ impl Player {
                 .add_event_listener_with_callback("timeupdate", on_time.as_ref().unchecked_ref());
             on_time
         });
+        // A wait while playing (not the one before the first frame, nor one a seek caused) is
+        // a stall, also when it is too short for hls.js to report one.
+        let on_waiting = live_sync.as_ref().map(|_| {
+            let media = video.clone();
+            let on_waiting = Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                if !media.seeking() && media.played().length() > 0 {
+                    stall_margin.borrow_mut().stalled(super::now_ms());
+                }
+            });
+            let _ = video
+                .add_event_listener_with_callback("waiting", on_waiting.as_ref().unchecked_ref());
+            on_waiting
+        });
         // Muted autoplay is allowed; if the browser refuses, the controls still work.
         let _ = video.play();
         Ok(Player {
@@ -189,6 +201,7 @@ impl Player {
             _on_playing: playing,
             _on_hls_error: on_error,
             live_sync,
+            on_waiting,
         })
     }
 
@@ -211,6 +224,12 @@ impl Drop for Player {
                 on_time.as_ref().unchecked_ref(),
             );
             self.video.set_playback_rate(1.0);
+        }
+        if let Some(on_waiting) = self.on_waiting.take() {
+            let _ = self.video.remove_event_listener_with_callback(
+                "waiting",
+                on_waiting.as_ref().unchecked_ref(),
+            );
         }
         if let Some(hls) = self.hls.take() {
             hls.destroy();

@@ -4,6 +4,7 @@
 //! more session, and any session whose encoder fell behind lately — refuses a new session
 //! ("busy") before the admitted ones degrade.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -289,6 +290,8 @@ pub struct Capacity {
     planned: Arc<Mutex<f64>>,
     /// What sessions really cost on this host, against their plan.
     calibration: Mutex<Calibration>,
+    /// Where the learned scale is kept across restarts ([`Capacity::kept_in`]).
+    scale_file: Option<PathBuf>,
 }
 
 /// What the running sessions really cost against their plan, learned on this host. The
@@ -310,10 +313,16 @@ struct Calibration {
     since: Instant,
     /// The scale last written to the log.
     logged: f64,
+    /// The scale last written to the scale file.
+    kept: f64,
 }
 
 /// The learned scale is logged when it moved this much since it was last logged.
 const LOG_STEP: f64 = 0.2;
+/// ... and written to the scale file when it moved this much since it was last written.
+const KEEP_STEP: f64 = 0.05;
+/// The file in the runtime folder that keeps the learned scale across restarts.
+const SCALE_FILE: &str = ".cost-scale";
 
 /// One admitted session's planned cores; given back when dropped.
 pub struct Reservation {
@@ -366,8 +375,39 @@ impl Capacity {
                 planned: 0.0,
                 since: Instant::now(),
                 logged: 1.0,
+                kept: 1.0,
             }),
+            scale_file: None,
         }
+    }
+
+    /// Keeps the learned scale in `dir` and starts from the one kept there: a restarted
+    /// server plans its first sessions at what they cost on this host last time, instead
+    /// of at the plan (a burst right after a restart on a slow host would otherwise be
+    /// admitted at the plan and degrade together). A missing or unreadable file starts at
+    /// the plan.
+    pub fn kept_in(mut self, dir: &Path) -> Self {
+        let path = dir.join(SCALE_FILE);
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<f64>().ok())
+            .filter(|scale| scale.is_finite());
+        if let Some(scale) = kept {
+            let scale = scale.clamp(1.0, MAX_SCALE);
+            let c = self
+                .calibration
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner());
+            (c.scale, c.logged, c.kept) = (scale, scale, scale);
+            ::metrics::gauge!(crate::metrics::SESSION_COST_SCALE).set(scale);
+            if scale > 1.0 {
+                tracing::info!(
+                    "sessions cost {scale:.1}× their plan on this machine last time: admitting accordingly"
+                );
+            }
+        }
+        self.scale_file = Some(path);
+        self
     }
 
     /// Compares the plan with the CPU measured every second until `shutdown` (see
@@ -424,6 +464,15 @@ impl Capacity {
                     "sessions cost {:.1}× their plan on this machine: admitting accordingly",
                     c.scale
                 );
+            }
+            if let Some(path) = self.scale_file.as_ref() {
+                if (c.scale - c.kept).abs() >= KEEP_STEP {
+                    c.kept = c.scale;
+                    // A few bytes, rarely: written in place of the learning tick.
+                    if let Err(e) = std::fs::write(path, format!("{:.3}\n", c.scale)) {
+                        tracing::warn!("cannot keep the cost scale in {}: {e}", path.display());
+                    }
+                }
             }
         }
     }
@@ -693,6 +742,45 @@ mod tests {
         );
         drop((held, more));
         assert_eq!(c.has_room(SESSION_CORE_SHARE), Ok(()), "given back");
+    }
+
+    #[test]
+    fn a_restarted_server_starts_from_the_scale_it_learned() {
+        let dir = std::env::temp_dir().join(format!("hls-face-scale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gauge = Arc::new(Moving::default());
+        let c = Capacity::new(Some(gauge.clone()), 2, 90).kept_in(&dir);
+        assert_eq!(c.cost_scale(), 1.0, "nothing kept yet: the plan");
+        let t = learn_for(&c, Instant::now(), 10);
+        let held = sessions(&c, 6);
+        // 6 sessions (0.75 cores planned) take 1.5 cores.
+        *gauge.0.lock().unwrap() = 0.75;
+        learn_for(&c, t, 60);
+        assert!((c.cost_scale() - 2.0).abs() < 0.03, "{}", c.cost_scale());
+        drop((held, c));
+        // The next server on this host admits 7 sessions at once, not 14.
+        let again = Capacity::new(Some(Arc::new(Fixed(0.0))), 2, 90).kept_in(&dir);
+        assert!(
+            (again.cost_scale() - 2.0).abs() < 0.06,
+            "{}",
+            again.cost_scale()
+        );
+        let first = sessions(&again, 7);
+        assert_eq!(again.has_room(SESSION_CORE_SHARE), Err(NoRoom::Sessions));
+        drop(first);
+        // A file that does not hold a number, or one out of range, is not trusted.
+        for text in ["fast\n", "NaN", "-4", "1e9"] {
+            std::fs::write(dir.join(SCALE_FILE), text).unwrap();
+            let c = Capacity::new(None, 2, 90).kept_in(&dir);
+            assert!(
+                (1.0..=MAX_SCALE).contains(&c.cost_scale()),
+                "{text}: {}",
+                c.cost_scale()
+            );
+        }
+        std::fs::write(dir.join(SCALE_FILE), "fast").unwrap();
+        assert_eq!(Capacity::new(None, 2, 90).kept_in(&dir).cost_scale(), 1.0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -131,7 +131,10 @@ impl AppState {
         leptos.site_addr = addr;
         let hosts = csrf::HostPolicy::new(addr, &config.site.allowed_hosts);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let capacity = Arc::new(Capacity::new(gauge, cores, config.limits.max_cpu_percent));
+        let capacity = Arc::new(
+            Capacity::new(gauge, cores, config.limits.max_cpu_percent)
+                .kept_in(&config.pipeline.runtime_dir),
+        );
         capacity.start_learning(shutdown.clone());
         tracing::info!(
             "session limit {} ({cores} cores){}",
