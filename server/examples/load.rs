@@ -208,6 +208,7 @@ async fn main() -> Result<()> {
         std::env::var("LOAD_STAGGER_SECONDS")
             .ok()
             .and_then(|v| v.parse().ok())
+            .filter(|s: &f64| s.is_finite() && (0.0..=600.0).contains(s))
             .unwrap_or(5.0),
     );
     let mut tasks = Vec::new();
@@ -267,7 +268,7 @@ async fn main() -> Result<()> {
         }
     }
     println!(
-        "load: {n} sessions, {:.0} s, {busy} refused as busy, {refused} refused otherwise, {failed} did not end cleanly",
+        "load: {n} sessions, {:.0} s, {busy} refused for room (busy or heavy load), {refused} refused otherwise, {failed} did not end cleanly",
         started.elapsed().as_secs_f64()
     );
     let min_fps = fps.iter().cloned().fold(f64::INFINITY, f64::min);
