@@ -11,7 +11,8 @@
 //! session turns privacy mode on before Start, as the page does when its box is ticked.
 //! With `LOAD_UNTIL_REFUSED=1` the sessions open one at a time, each once the one before it
 //! has run `LOAD_STAGGER_SECONDS` (default 5, long enough for admission's CPU gauge to see
-//! it), and the first refusal stops the opening: the admitted ones run to the end. That is
+//! it), and a refusal stops the opening (one for room — busy or heavy load — only after
+//! three more tries, 10 s apart): the admitted ones run to the end. That is
 //! load up to the capacity limit admission finds with whatever else runs on the machine.
 
 use anyhow::{bail, Context, Result};
@@ -58,17 +59,31 @@ async fn get(host: &str, path: &str) -> Result<(String, String)> {
     Ok((cookie, token.to_string()))
 }
 
-/// Runs one session until `deadline`; `opened` hears once whether the server started it.
+/// What the server answered a session's Start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Opened {
+    Admitted,
+    /// Refused for room: busy (the sessions' plan, or an encoder that lagged in the last
+    /// 5 s) or heavy load on the machine; either may pass a moment later.
+    NoRoom,
+    /// Refused for any other reason, or no answer.
+    Refused,
+}
+
+/// A session refused for room is tried again this many times, after two staggers each.
+const NO_ROOM_RETRIES: u32 = 3;
+
+/// Runs one session until `deadline`; `opened` hears once what the server answered.
 async fn session(
     host: String,
     deadline: tokio::time::Instant,
     clip: String,
-    opened: tokio::sync::oneshot::Sender<bool>,
+    opened: tokio::sync::oneshot::Sender<Opened>,
 ) -> Result<Outcome> {
     let mut opened = Some(opened);
-    let mut tell = |admitted: bool| {
+    let mut tell = |answer: Opened| {
         if let Some(tx) = opened.take() {
-            let _ = tx.send(admitted);
+            let _ = tx.send(answer);
         }
     };
     let (cookie, token) = get(&host, "/").await?;
@@ -143,7 +158,7 @@ async fn session(
                         println!("viewer-url: {viewer_url}");
                         started = true;
                         out.admitted = true;
-                        tell(true);
+                        tell(Opened::Admitted);
                     }
                     ServerMsg::Stats(s) => {
                         out.stats += 1;
@@ -160,13 +175,13 @@ async fn session(
                             app::protocol::ErrorKind::Busy | app::protocol::ErrorKind::Overloaded
                         );
                         out.error = Some(message);
-                        tell(false);
+                        tell(if out.busy { Opened::NoRoom } else { Opened::Refused });
                         return Ok(out);
                     }
                     _ => {}
                 },
                 Some(Ok(_)) => {}
-                _ => { out.error = Some("socket closed".into()); tell(false); return Ok(out); }
+                _ => { out.error = Some("socket closed".into()); tell(Opened::Refused); return Ok(out); }
             },
         }
     }
@@ -212,7 +227,9 @@ async fn main() -> Result<()> {
             .unwrap_or(5.0),
     );
     let mut tasks = Vec::new();
-    for i in 0..n {
+    let mut retries = 0;
+    while tasks.len() < n {
+        let i = tasks.len();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tasks.push(tokio::spawn(session(
             host.clone(),
@@ -223,16 +240,29 @@ async fn main() -> Result<()> {
         if !until_refused {
             continue;
         }
-        // An error before the server answered counts as a refusal here too.
-        if !rx.await.unwrap_or(false) {
-            println!("load: session {i} refused, opening no more");
-            break;
-        }
-        println!(
-            "load: session {i} admitted at {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        tokio::time::sleep(stagger).await; // spacing the load, not waiting for a condition
+        // An error before the server answered counts as a refusal here too. No room can be
+        // a moment's (a browser starting beside the server, an encoder that lagged once):
+        // asked again a few times, as the page tells a person to, before the opening ends.
+        let wait = match rx.await.unwrap_or(Opened::Refused) {
+            Opened::Admitted => {
+                retries = 0;
+                println!(
+                    "load: session {i} admitted at {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                stagger
+            }
+            Opened::NoRoom if retries < NO_ROOM_RETRIES => {
+                retries += 1;
+                println!("load: session {i} found no room, trying again ({retries})");
+                2 * stagger
+            }
+            _ => {
+                println!("load: session {i} refused, opening no more");
+                break;
+            }
+        };
+        tokio::time::sleep(wait).await; // spacing the load, not waiting for a condition
     }
     let mut failed = 0;
     let (mut busy, mut refused, mut fps, mut dropped) = (0, 0, Vec::new(), Vec::new());
